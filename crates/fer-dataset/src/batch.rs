@@ -1,0 +1,241 @@
+//! Burn glue: a [`Dataset`] of faces, a [`Batcher`] that crops them into tensors, and a loader.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
+use burn::data::dataset::Dataset;
+use burn::prelude::*;
+use rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
+
+use crate::{Emotion, FaceImage, SplitData, View};
+
+/// One labelled face and its position in its split (the position seeds its augmentation).
+#[derive(Debug, Clone)]
+pub struct FaceItem {
+    /// Position in the split.
+    pub index: usize,
+    /// Expression label.
+    pub label: Emotion,
+    /// The 48×48 face.
+    pub image: FaceImage,
+}
+
+/// A split as a Burn [`Dataset`]; cheap to clone (the faces are shared).
+#[derive(Debug, Clone)]
+pub struct FaceDataset {
+    split: Arc<SplitData>,
+}
+
+impl FaceDataset {
+    /// Wraps a split.
+    pub fn new(split: Arc<SplitData>) -> FaceDataset {
+        FaceDataset { split }
+    }
+}
+
+impl Dataset<FaceItem> for FaceDataset {
+    fn get(&self, index: usize) -> Option<FaceItem> {
+        (index < self.split.len()).then(|| FaceItem {
+            index,
+            label: self.split.label(index),
+            image: self.split.image(index).clone(),
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.split.len()
+    }
+}
+
+/// A batch: `images` is `[N × crops_per_face, 1, S, S]` in `[0, 1]`, the crops of face `i` at rows
+/// `i × crops_per_face ..`; `targets` is `[N]` class indices.
+#[derive(Debug, Clone)]
+pub struct FaceBatch<B: Backend> {
+    /// Cropped faces.
+    pub images: Tensor<B, 4>,
+    /// Class index per face (not per crop).
+    pub targets: Tensor<B, 1, Int>,
+    /// Crops per face: 10 for TenCrop, else 1. Average logits over groups of this many rows.
+    pub crops_per_face: usize,
+}
+
+/// Turns [`FaceItem`]s into a [`FaceBatch`] with a [`View`].
+///
+/// Random views are reproducible whatever the number of loader threads: the crop of face `i`
+/// on its `k`-th visit is drawn from a generator seeded by `(seed, i, k)`. Visits are counted
+/// per face, so the k-th epoch sees the same crops in every run; [`FaceBatcher::set_epoch`]
+/// restores the count when a run is resumed.
+#[derive(Debug, Clone)]
+pub struct FaceBatcher {
+    view: View,
+    seed: u64,
+    visits: Arc<Vec<AtomicU32>>,
+}
+
+impl FaceBatcher {
+    /// A batcher for a split of `faces` faces. Panics when [`View::check`] fails.
+    pub fn new(view: View, seed: u64, faces: usize) -> FaceBatcher {
+        if let Err(e) = view.check() {
+            panic!("invalid view {view:?}: {e}");
+        }
+        let visits = if view.is_random() { (0..faces).map(|_| AtomicU32::new(0)).collect() } else { Vec::new() };
+        FaceBatcher { view, seed, visits: Arc::new(visits) }
+    }
+
+    /// The view this batcher produces.
+    pub fn view(&self) -> View {
+        self.view
+    }
+
+    /// Sets every face's visit count to `epoch` (0-based), so the next batches draw the crops
+    /// that epoch `epoch` of an uninterrupted run would have drawn.
+    pub fn set_epoch(&self, epoch: u32) {
+        for v in self.visits.iter() {
+            v.store(epoch, Ordering::Relaxed);
+        }
+    }
+
+    /// The crops of `items` as row-major `[len × crops, S, S]` floats in `[0, 1]`.
+    pub fn crops(&self, items: &[FaceItem]) -> Vec<f32> {
+        let side = self.view.side();
+        let mut out = vec![0.0f32; items.len() * self.view.crops_per_face() * side * side];
+        let mut chunks = out.chunks_exact_mut(side * side);
+        for item in items {
+            let visit = self.visits.get(item.index).map_or(0, |v| v.fetch_add(1, Ordering::Relaxed));
+            let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, item.index as u64, u64::from(visit)));
+            for window in self.view.windows(&mut rng) {
+                let chunk = chunks.next().expect("buffer sized for every crop");
+                window.write_scaled(&item.image, chunk);
+            }
+        }
+        out
+    }
+}
+
+impl<B: Backend> Batcher<B, FaceItem, FaceBatch<B>> for FaceBatcher {
+    fn batch(&self, items: Vec<FaceItem>, device: &B::Device) -> FaceBatch<B> {
+        let side = self.view.side();
+        let crops = self.view.crops_per_face();
+        let pixels = self.crops(&items);
+        let images = Tensor::from_data(TensorData::new(pixels, [items.len() * crops, 1, side, side]), device);
+        let labels: Vec<i64> = items.iter().map(|it| it.label.index() as i64).collect();
+        let targets = Tensor::from_data(TensorData::new(labels, [items.len()]), device);
+        FaceBatch { images, targets, crops_per_face: crops }
+    }
+}
+
+/// A Burn data loader over `split`: batches of `batch_size`, reshuffled each epoch from
+/// `shuffle_seed` when given, built by `workers` threads (0 = on the caller's thread).
+pub fn face_loader<B: Backend>(
+    split: Arc<SplitData>,
+    batcher: FaceBatcher,
+    batch_size: usize,
+    shuffle_seed: Option<u64>,
+    workers: usize,
+    device: &B::Device,
+) -> Arc<dyn DataLoader<B, FaceBatch<B>>> {
+    let mut builder = DataLoaderBuilder::new(batcher).batch_size(batch_size).set_device(device.clone());
+    if let Some(seed) = shuffle_seed {
+        builder = builder.shuffle(seed);
+    }
+    if workers > 0 {
+        builder = builder.num_workers(workers);
+    }
+    builder.build(FaceDataset::new(split))
+}
+
+/// SplitMix64-style mixing of three words into one seed.
+fn mix(a: u64, b: u64, c: u64) -> u64 {
+    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ c.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+
+    type B = NdArray;
+
+    fn split(n: usize) -> Arc<SplitData> {
+        let mut s = SplitData::new();
+        for i in 0..n {
+            let mut img = FaceImage::filled(0);
+            for (k, p) in img.0.iter_mut().enumerate() {
+                *p = ((k * 7 + i * 13) % 256) as u8;
+            }
+            s.push(Emotion::ALL[i % 7], img);
+        }
+        Arc::new(s)
+    }
+
+    fn items(split: &Arc<SplitData>) -> Vec<FaceItem> {
+        let ds = FaceDataset::new(split.clone());
+        (0..ds.len()).map(|i| ds.get(i).expect("in range")).collect()
+    }
+
+    #[test]
+    fn batch_shapes_and_labels() {
+        let s = split(6);
+        let device = Default::default();
+        let b: FaceBatch<B> = FaceBatcher::new(View::TenCrop(44), 0, s.len()).batch(items(&s), &device);
+        assert_eq!(b.images.dims(), [60, 1, 44, 44]);
+        assert_eq!(b.crops_per_face, 10);
+        let t: Vec<i64> = b.targets.into_data().convert::<i64>().to_vec().expect("ints");
+        assert_eq!(t, vec![0, 1, 2, 3, 4, 5]);
+        let full: FaceBatch<B> = FaceBatcher::new(View::Full, 0, s.len()).batch(items(&s), &device);
+        assert_eq!(full.images.dims(), [6, 1, 48, 48]);
+        let max = full.images.clone().max().into_scalar();
+        let min = full.images.min().into_scalar();
+        assert!(min >= 0.0 && max <= 1.0 && max > 0.9, "scaled to [0,1]: {min}..{max}");
+    }
+
+    #[test]
+    fn augmentation_is_seeded_per_face_and_epoch() {
+        let s = split(20);
+        let all = items(&s);
+        let a = FaceBatcher::new(View::RandomCropFlip(44), 42, s.len());
+        let epoch0 = a.crops(&all);
+        let epoch1 = a.crops(&all);
+        assert_ne!(epoch0, epoch1, "a new epoch draws new crops");
+
+        // Another batcher, same seed, faces visited in another order and batching: same crops.
+        let b = FaceBatcher::new(View::RandomCropFlip(44), 42, s.len());
+        let mut reversed = all.clone();
+        reversed.reverse();
+        let mut by_face = b.crops(&reversed).chunks_exact(44 * 44).map(<[f32]>::to_vec).collect::<Vec<_>>();
+        by_face.reverse();
+        assert_eq!(by_face.concat(), epoch0);
+
+        // Resuming at epoch 1 reproduces epoch 1.
+        let c = FaceBatcher::new(View::RandomCropFlip(44), 42, s.len());
+        c.set_epoch(1);
+        assert_eq!(c.crops(&all), epoch1);
+
+        let other_seed = FaceBatcher::new(View::RandomCropFlip(44), 43, s.len());
+        assert_ne!(other_seed.crops(&all), epoch0);
+    }
+
+    #[test]
+    fn loader_covers_the_split_once_per_epoch() {
+        let s = split(50);
+        let device = Default::default();
+        let loader =
+            face_loader::<B>(s.clone(), FaceBatcher::new(View::CenterCrop(44), 0, 50), 16, Some(3), 2, &device);
+        let mut seen = 0;
+        let mut label_sum = 0i64;
+        for batch in loader.iter() {
+            assert_eq!(batch.images.dims()[1..], [1, 44, 44]);
+            seen += batch.targets.dims()[0];
+            label_sum += batch.targets.sum().into_scalar();
+        }
+        assert_eq!(seen, 50);
+        let expected: i64 = s.labels().iter().map(|l| l.index() as i64).sum();
+        assert_eq!(label_sum, expected);
+    }
+}

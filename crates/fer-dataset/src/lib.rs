@@ -1,0 +1,43 @@
+//! # fer-dataset
+//!
+//! Everything between the FER2013 file on disk and a batch of Burn tensors:
+//!
+//! * **In**: the original `fer2013.csv` (or `.csv.gz`) with header `emotion,pixels,Usage`, or the
+//!   binary cache written by [`write_cache`] (`fer preprocess`).
+//! * **Out**: a [`Fer2013`] value holding labels and 48×48 gray faces per [`Split`], per-class
+//!   [`ClassCounts`], crops ([`View`]: RandomCrop+flip, CenterCrop, TenCrop) and a Burn
+//!   [`Batcher`](burn::data::dataloader::batcher::Batcher) ([`FaceBatcher`]) producing
+//!   `[N, 1, S, S]` images scaled to `[0, 1]` and `Int` labels.
+//!
+//! It does not know about models, features or training; those crates depend on it, never the
+//! reverse. Bad input never panics: every reader returns a [`DatasetError`] naming the file, the
+//! 1-based line (the header is line 1), the field and the value at fault.
+//!
+//! ```no_run
+//! use fer_dataset::{load, Split};
+//!
+//! let data = load("fer2013.csv.gz")?; // CSV, gzip'd CSV or `fer preprocess` cache
+//! let train = data.split(Split::Training);
+//! println!("{} training faces, first is {}", train.len(), train.label(0));
+//! println!("{}", data.counts());
+//! # Ok::<(), fer_dataset::DatasetError>(())
+//! ```
+#![deny(missing_docs)]
+
+mod batch;
+mod cache;
+mod csv_reader;
+mod data;
+mod emotion;
+mod error;
+mod path;
+mod view;
+
+pub use batch::{FaceBatch, FaceBatcher, FaceDataset, FaceItem, face_loader};
+pub use cache::{CACHE_MAGIC, CACHE_VERSION, read_cache, write_cache};
+pub use csv_reader::{read_csv, read_csv_from};
+pub use data::{ClassCounts, FACE_PIXELS, FACE_SIDE, FaceImage, Fer2013, SplitData};
+pub use emotion::{Emotion, Split};
+pub use error::DatasetError;
+pub use path::{DATA_ENV_VAR, default_data_path, is_cache_file, load};
+pub use view::{CropWindow, View};

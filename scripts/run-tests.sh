@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# All checks and tests of fer-rs: formatting, clippy, then every unit, integration and doc test.
+# Real-data tests run when FER2013_CSV names fer2013.csv(.gz); otherwise they print a notice and skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/setup.sh
+fer_setup
+
+cargo fmt --all -- --check
+cargo clippy --release --locked --workspace --all-targets -- -D warnings
+cargo test --release --locked --workspace
