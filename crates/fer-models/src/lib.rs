@@ -1,14 +1,41 @@
 //! # fer-models
 //!
-//! The classifiers of fer-rs, generic over the Burn backend:
+//! The image classifiers of fer-rs, generic over the Burn backend.
 //!
-//! * **In**: image batches from [`fer_dataset`] (`[N, 1, 44|48, 44|48]` in `[0, 1]`) and, for the
-//!   CNN+landmarks+HOG model, feature vectors from `fer-features`.
-//! * **Out** (planned, see the VGG19/ResNet18 issue): VGG19 and ResNet18 for 44×44 crops and the
-//!   CNN+landmarks+HOG models, each with a `Config`, a `forward(images) -> logits` and checkpoints
-//!   that carry their config.
+//! * **In**: image batches from [`fer_dataset`]: `[N, 1, H, W]` gray faces in `[0, 1]`
+//!   (44×44 crops for training and TenCrop evaluation, 48×48 full faces for the adversarial
+//!   evaluation: every model ends in an adaptive average pool, so both work).
+//! * **Out**: logits `[N, 7]` in [`fer_dataset::Emotion`] order, through [`Classifier::logits`];
+//!   self-describing checkpoints ([`save_checkpoint`] / [`load_checkpoint`]) that carry the model
+//!   config, so loading needs only the path.
 //!
-//! This crate holds no model yet: nothing here is a stand-in.
+//! | model | config | parameters (1 input channel, 7 classes) |
+//! | --- | --- | --- |
+//! | VGG19 (CIFAR-style, BN) | [`VggConfig::vgg19`] | 20,037,831 |
+//! | ResNet18 (CIFAR-style) | [`ResNetConfig::resnet18`] | 11,171,271 |
+//!
+//! The reference project feeds the gray face as three identical RGB channels; one channel is the
+//! same function with the three first-layer kernels summed, so fer-rs uses one.
+//!
+//! ```
+//! use burn::backend::NdArray;
+//! use burn::tensor::Tensor;
+//! use fer_models::{Classifier, ModelConfig};
+//!
+//! let device = Default::default();
+//! let model = ModelConfig::from_name("vgg-small").unwrap().init::<NdArray>(&device);
+//! let logits = model.logits(Tensor::zeros([2, 1, 44, 44], &device));
+//! assert_eq!(logits.dims(), [2, 7]);
+//! ```
 #![deny(missing_docs)]
 
+mod checkpoint;
+mod model;
+mod resnet;
+mod vgg;
+
+pub use checkpoint::{CHECKPOINT_MAGIC, Checkpoint, ModelError, load_checkpoint, read_checkpoint_header, save_checkpoint};
 pub use fer_features;
+pub use model::{Classifier, Model, ModelConfig, average_crops};
+pub use resnet::{BasicBlock, ResNet, ResNetConfig};
+pub use vgg::{Vgg, VggConfig, VggItem};

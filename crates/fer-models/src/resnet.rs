@@ -1,0 +1,161 @@
+//! ResNet with basic blocks, CIFAR-style (as in the reference's `models/resnet.py`).
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+
+/// Configuration of a [`ResNet`].
+#[derive(Config, Debug, PartialEq)]
+pub struct ResNetConfig {
+    /// Basic blocks per stage (ResNet18: `[2, 2, 2, 2]`).
+    pub blocks: Vec<usize>,
+    /// Channels per stage (ResNet18: `[64, 128, 256, 512]`); the stem has `widths[0]`.
+    pub widths: Vec<usize>,
+    /// Input channels (1: gray faces).
+    #[config(default = 1)]
+    pub in_channels: usize,
+    /// Output classes.
+    #[config(default = 7)]
+    pub num_classes: usize,
+    /// Dropout probability before the classifier (the reference: 0.5).
+    #[config(default = 0.5)]
+    pub dropout: f64,
+}
+
+impl ResNetConfig {
+    /// ResNet18, CIFAR style: 3×3 stride-1 stem (64) + BN + ReLU, no max-pool, basic blocks
+    /// `[2,2,2,2]` of widths 64/128/256/512 with strides 1/2/2/2, adaptive average pool over the
+    /// whole final map → Dropout(0.5) → Linear(512, 7).
+    pub fn resnet18() -> ResNetConfig {
+        ResNetConfig::new(vec![2, 2, 2, 2], vec![64, 128, 256, 512])
+    }
+
+    /// A two-stage, 16/32-channel ResNet for tests and quick experiments on the CPU.
+    pub fn small() -> ResNetConfig {
+        ResNetConfig::new(vec![1, 1], vec![16, 32])
+    }
+
+    /// Checks the stage lists; returns what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        if self.blocks.is_empty() || self.blocks.len() != self.widths.len() {
+            return Err(format!("{} block counts for {} widths", self.blocks.len(), self.widths.len()));
+        }
+        if self.blocks.contains(&0) || self.widths.contains(&0) {
+            return Err("block counts and widths must be positive".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("dropout {} is not in [0, 1)", self.dropout));
+        }
+        Ok(())
+    }
+
+    /// Builds the network on `device`. Panics when [`ResNetConfig::check`] fails.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> ResNet<B> {
+        if let Err(e) = self.check() {
+            panic!("invalid ResNetConfig: {e}");
+        }
+        let mut blocks = Vec::new();
+        let mut channels = self.widths[0];
+        for (stage, (&count, &width)) in self.blocks.iter().zip(&self.widths).enumerate() {
+            for b in 0..count {
+                let stride = if stage > 0 && b == 0 { 2 } else { 1 };
+                blocks.push(BasicBlock::new(channels, width, stride, device));
+                channels = width;
+            }
+        }
+        ResNet {
+            stem_conv: conv3x3(self.in_channels, self.widths[0], 1, device),
+            stem_norm: BatchNormConfig::new(self.widths[0]).init(device),
+            blocks,
+            pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            classifier: LinearConfig::new(channels, self.num_classes).init(device),
+        }
+    }
+}
+
+fn conv3x3<B: Backend>(input: usize, output: usize, stride: usize, device: &B::Device) -> Conv2d<B> {
+    Conv2dConfig::new([input, output], [3, 3])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_bias(false)
+        .init(device)
+}
+
+/// The projection shortcut: 1×1 convolution (with the block's stride) → BatchNorm.
+#[derive(Module, Debug)]
+pub struct Projection<B: Backend> {
+    conv: Conv2d<B>,
+    norm: BatchNorm<B>,
+}
+
+/// Basic residual block (torchvision's `BasicBlock`): conv3×3 → BN → ReLU → conv3×3 → BN, plus
+/// the identity (or a 1×1 projection when the stride or width changes), then ReLU.
+#[derive(Module, Debug)]
+pub struct BasicBlock<B: Backend> {
+    conv1: Conv2d<B>,
+    norm1: BatchNorm<B>,
+    conv2: Conv2d<B>,
+    norm2: BatchNorm<B>,
+    shortcut: Option<Projection<B>>,
+}
+
+impl<B: Backend> BasicBlock<B> {
+    /// A block from `input` to `output` channels, downsampling by `stride`.
+    pub fn new(input: usize, output: usize, stride: usize, device: &B::Device) -> BasicBlock<B> {
+        let shortcut = (stride != 1 || input != output).then(|| Projection {
+            conv: Conv2dConfig::new([input, output], [1, 1])
+                .with_stride([stride, stride])
+                .with_bias(false)
+                .init(device),
+            norm: BatchNormConfig::new(output).init(device),
+        });
+        BasicBlock {
+            conv1: conv3x3(input, output, stride, device),
+            norm1: BatchNormConfig::new(output).init(device),
+            conv2: conv3x3(output, output, 1, device),
+            norm2: BatchNormConfig::new(output).init(device),
+            shortcut,
+        }
+    }
+
+    /// Applies the block.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let out = relu(self.norm1.forward(self.conv1.forward(x.clone())));
+        let out = self.norm2.forward(self.conv2.forward(out));
+        let skip = match &self.shortcut {
+            Some(p) => p.norm.forward(p.conv.forward(x)),
+            None => x,
+        };
+        relu(out + skip)
+    }
+}
+
+/// ResNet for gray faces.
+///
+/// Deliberate difference from the reference: its `F.avg_pool2d(out, 4)` on the 6×6 final map of
+/// a 44×44 crop averages only the top-left 4×4 (a bug); here the adaptive pool averages the whole
+/// map, for 44×44 and 48×48 inputs alike.
+#[derive(Module, Debug)]
+pub struct ResNet<B: Backend> {
+    stem_conv: Conv2d<B>,
+    stem_norm: BatchNorm<B>,
+    blocks: Vec<BasicBlock<B>>,
+    pool: AdaptiveAvgPool2d,
+    dropout: Dropout,
+    classifier: Linear<B>,
+}
+
+impl<B: Backend> ResNet<B> {
+    /// Logits `[N, classes]` for images `[N, C, H, W]`.
+    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        let mut x = relu(self.stem_norm.forward(self.stem_conv.forward(images)));
+        for block in &self.blocks {
+            x = block.forward(x);
+        }
+        let x = self.pool.forward(x).flatten::<2>(1, 3);
+        self.classifier.forward(self.dropout.forward(x))
+    }
+}
