@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use fer_dataset::{DatasetError, FaceBatch, FaceBatcher, FaceDataset, Fer2013, View};
+use fer_dataset::{DatasetError, FaceBatch, FaceBatcher, FaceDataset, Fer2013, Split, View};
+use fer_models::ModelConfig;
+use fer_train::{RunFiles, Schedule, SplitReport, TrainConfig, TrainOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use backend::{DeviceSpec, compiled_backends, with_backend};
@@ -42,6 +44,50 @@ enum Command {
         #[arg(long, default_value = "fer2013.cache")]
         out: PathBuf,
     },
+    /// Train a model (VGG19, ResNet18, …) into a resumable run directory.
+    Train(Box<TrainArgs>),
+    /// Evaluate a checkpoint on a split (accuracy, per-class accuracy, confusion matrix).
+    Eval {
+        /// Checkpoint file (`best.fer` / `latest.fer` of a run).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Split: public, private or training.
+        #[arg(long, default_value = "private")]
+        split: Split,
+        /// Average logits over TenCrop (otherwise the centre crop).
+        #[arg(long)]
+        tencrop: bool,
+        /// Evaluate the whole 48×48 face instead of crops.
+        #[arg(long, conflicts_with = "tencrop")]
+        full: bool,
+        /// Crop side.
+        #[arg(long, default_value_t = 44)]
+        crop: usize,
+        /// Faces per batch.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// FER2013 CSV, .csv.gz or cache [default: $FER2013_CSV, else data/fer2013.csv(.gz)]
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Device: cpu, ndarray, wgpu[:N], vulkan[:N], cuda[:N].
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rewrite report.json and the PNG plots of a run from its best.fer and metrics.csv.
+    Report {
+        /// Run directory.
+        #[arg(long)]
+        run: PathBuf,
+        /// FER2013 CSV, .csv.gz or cache [default: $FER2013_CSV, else data/fer2013.csv(.gz)]
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Device: cpu, ndarray, wgpu[:N], vulkan[:N], cuda[:N].
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
     /// List the compiled backends; with --device, run a TenCrop batch on that device.
     Devices {
         /// Device to check: cpu, ndarray, wgpu[:N], vulkan[:N], cuda[:N].
@@ -54,6 +100,106 @@ enum Command {
         #[arg(long, default_value_t = 128)]
         batch: usize,
     },
+}
+
+/// `fer train` flags. Defaults are the reference recipe (`mainpro_FER.py --bs 128 --lr 0.01`).
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Model: vgg19, resnet18, or the CPU-sized vgg-small / resnet-small.
+    #[arg(long, default_value = "vgg19")]
+    model: String,
+    /// Recipe the other flags start from: reference (250 epochs, step decay) or fast (60, cosine).
+    #[arg(long, default_value = "reference")]
+    recipe: String,
+    /// Faces per step.
+    #[arg(long)]
+    bs: Option<usize>,
+    /// Base learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// SGD momentum.
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// Weight decay.
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Clamp each gradient element to ±this (0 turns clamping off).
+    #[arg(long)]
+    grad_clip: Option<f32>,
+    /// Learning-rate schedule: reference, cosine or constant.
+    #[arg(long)]
+    schedule: Option<String>,
+    /// Seed of weights, data order, crops and dropout.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Evaluate with the centre crop instead of TenCrop.
+    #[arg(long)]
+    no_tencrop: bool,
+    /// Train on a seeded subset of this many training faces.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Evaluate on the first this-many faces of each test split.
+    #[arg(long)]
+    eval_limit: Option<usize>,
+    /// Stop after this many epochs in this call (resume later with --resume).
+    #[arg(long)]
+    stop_after: Option<usize>,
+    /// Continue the run in --out from its last completed epoch (its config.json is used).
+    #[arg(long)]
+    resume: bool,
+    /// Run directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// FER2013 CSV, .csv.gz or cache [default: $FER2013_CSV, else data/fer2013.csv(.gz)]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Device: cpu, ndarray, wgpu[:N], vulkan[:N], cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
+}
+
+impl TrainArgs {
+    /// The run's configuration: the run's own config.json on --resume, else recipe + flags.
+    fn config(&self) -> Result<TrainConfig> {
+        if self.resume {
+            let path = RunFiles::new(&self.out).config();
+            let text =
+                std::fs::read(&path).with_context(|| format!("cannot resume: cannot read {}", path.display()))?;
+            return serde_json::from_slice(&text)
+                .with_context(|| format!("{} is not a training config", path.display()));
+        }
+        let model = ModelConfig::from_name(&self.model).map_err(anyhow::Error::msg)?;
+        let mut c = match self.recipe.as_str() {
+            "reference" => TrainConfig::reference(model),
+            "fast" => TrainConfig::fast(model),
+            other => anyhow::bail!("unknown recipe `{other}` (expected reference or fast)"),
+        };
+        c.batch_size = self.bs.unwrap_or(c.batch_size);
+        c.lr = self.lr.unwrap_or(c.lr);
+        c.epochs = self.epochs.unwrap_or(c.epochs);
+        c.momentum = self.momentum.unwrap_or(c.momentum);
+        c.weight_decay = self.weight_decay.unwrap_or(c.weight_decay);
+        if let Some(clip) = self.grad_clip {
+            c.grad_clip = (clip > 0.0).then_some(clip);
+        }
+        if let Some(s) = &self.schedule {
+            c.schedule = match s.as_str() {
+                "reference" => Schedule::REFERENCE,
+                "cosine" => Schedule::Cosine { warmup_epochs: 2, min_lr: 1e-4 },
+                "constant" => Schedule::Constant,
+                other => anyhow::bail!("unknown schedule `{other}` (expected reference, cosine or constant)"),
+            };
+        }
+        c.seed = self.seed.unwrap_or(c.seed);
+        c.eval_tencrop = !self.no_tencrop;
+        c.train_limit = self.train_limit;
+        c.eval_limit = self.eval_limit;
+        c.check().map_err(anyhow::Error::msg)?;
+        Ok(c)
+    }
 }
 
 fn main() -> ExitCode {
@@ -92,6 +238,72 @@ fn run(cli: Cli) -> Result<()> {
                 data.len(),
                 bytes as f64 / 1e6,
                 source.display()
+            );
+        }
+        Command::Train(args) => {
+            let config = args.config()?;
+            let data = load_with_progress(args.data.as_deref())?;
+            let options = TrainOptions { resume: args.resume, stop_after: args.stop_after, ..TrainOptions::default() };
+            tracing::info!("training {} on {} into {}", config.model.name(), args.device, args.out.display());
+            let summary = with_backend!(args.device, |B, device| {
+                fer_train::train::<burn::backend::Autodiff<B>>(&config, &data, &args.out, &options, &device)?
+            });
+            println!(
+                "{} epochs done. Selected epoch {} (best PublicTest {:.2} %): PrivateTest {:.2} % (headline).",
+                summary.completed_epochs,
+                summary.selected_epoch + 1,
+                100.0 * summary.selected_public_acc,
+                100.0 * summary.selected_private_acc
+            );
+            println!(
+                "Reference-style figure (best PrivateTest over all epochs, selected on the test set): {:.2} % at epoch {}.",
+                100.0 * summary.reference_style_private_acc,
+                summary.reference_style_epoch + 1
+            );
+        }
+        Command::Eval { checkpoint, split, tencrop, full, crop, batch, data, device, json } => {
+            let view = if full {
+                View::Full
+            } else if tencrop {
+                View::TenCrop(crop)
+            } else {
+                View::CenterCrop(crop)
+            };
+            view.check().map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(batch > 0, "--batch must be positive");
+            fer_models::read_checkpoint_header(&checkpoint)?;
+            let data = load_with_progress(data.as_deref())?;
+            let faces = std::sync::Arc::new(data.split(split).clone());
+            let evaluation = with_backend!(device, |B, device| {
+                let (model, _) = fer_models::load_checkpoint::<B>(&checkpoint, &device)?;
+                fer_train::evaluate(&model, faces, view, batch, &device)
+            });
+            let report = SplitReport::new(split, &evaluation);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{} on {split} ({view:?}): accuracy {:.2} % over {} faces, mean loss {:.4}",
+                    checkpoint.display(),
+                    100.0 * report.accuracy,
+                    report.faces,
+                    report.mean_loss
+                );
+                for (emotion, acc) in &report.per_class_accuracy {
+                    let acc = acc.map_or("-".to_string(), |a| format!("{:.2} %", 100.0 * a));
+                    println!("  {:<9} {acc:>8}", emotion.name());
+                }
+            }
+        }
+        Command::Report { run, data, device } => {
+            let data = load_with_progress(data.as_deref())?;
+            let files = RunFiles::new(&run);
+            let report = with_backend!(device, |B, device| fer_train::write_report::<B>(&files, &data, &device)?);
+            println!(
+                "wrote {}: PrivateTest {:.2} % at the PublicTest-selected epoch {}",
+                files.report().display(),
+                100.0 * report.private_test.accuracy,
+                report.summary.selected_epoch + 1
             );
         }
         Command::Devices { device, data, batch } => {

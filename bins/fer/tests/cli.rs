@@ -124,3 +124,72 @@ fn devices_lists_backends_and_runs_a_batch() {
         assert!(stderr(&out).contains("not compiled into this binary (it has: flex, ndarray"), "{}", stderr(&out));
     }
 }
+
+#[test]
+fn train_eval_report_round_trip_on_ndarray() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = write_csv(dir.path());
+    let csv = csv.to_str().expect("utf-8");
+    let run = dir.path().join("run");
+    let run_s = run.to_str().expect("utf-8");
+    let train_args = [
+        "train",
+        "--model",
+        "vgg-small",
+        "--epochs",
+        "1",
+        "--bs",
+        "16",
+        "--no-tencrop",
+        "--device",
+        "ndarray",
+        "--data",
+        csv,
+        "--out",
+        run_s,
+    ];
+    let out = fer(&train_args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("1 epochs done. Selected epoch 1") && text.contains("Reference-style figure"), "{text}");
+    for file in ["config.json", "metrics.csv", "state.json", "latest.fer", "best.fer", "latest.optim", "report.json"] {
+        assert!(run.join(file).is_file(), "{file} written");
+    }
+
+    // A second run into the same directory is refused; --resume of a finished run only reports.
+    let out = fer(&train_args);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("already holds a run"), "{}", stderr(&out));
+    let out = fer(&["train", "--resume", "--out", run_s, "--device", "ndarray", "--data", csv]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let best = run.join("best.fer");
+    let out = fer(&[
+        "eval",
+        "--checkpoint",
+        best.to_str().expect("utf-8"),
+        "--split",
+        "private",
+        "--tencrop",
+        "--device",
+        "ndarray",
+        "--data",
+        csv,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(report["faces"], 10);
+    assert_eq!(report["split"], "PrivateTest");
+    assert_eq!(report["per_class_accuracy"].as_array().map(Vec::len), Some(7));
+
+    let out = fer(&["report", "--run", run_s, "--device", "ndarray", "--data", csv]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(run.join("curves.png").is_file() && run.join("confusion_private.png").is_file());
+
+    let out = fer(&["eval", "--checkpoint", "/no/such.fer", "--device", "ndarray", "--data", csv]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cannot read checkpoint /no/such.fer"), "{}", stderr(&out));
+    let out = fer(&["train", "--model", "alexnet", "--out", run_s, "--data", csv]);
+    assert!(stderr(&out).contains("unknown model `alexnet`"), "{}", stderr(&out));
+}

@@ -12,7 +12,7 @@
 
 use std::fs;
 use std::io::{BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::{DatasetError, Emotion, FACE_PIXELS, FaceImage, Fer2013, Split, SplitData};
 
@@ -42,14 +42,21 @@ pub fn write_cache(data: &Fer2013, path: impl AsRef<Path>) -> Result<(), Dataset
     let crc = crc32fast::hash(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
 
-    let write_error = |source| DatasetError::Write { path: path.to_path_buf(), source };
-    let tmp = temporary_sibling(path);
-    let mut file = fs::File::create(&tmp).map_err(write_error)?;
-    file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(write_error)?;
+    write_atomically(path, &bytes).map_err(|source| DatasetError::Write { path: path.to_path_buf(), source })
+}
+
+/// Writes `bytes` to a temporary sibling of `path`, syncs it and renames it over `path`, so a
+/// reader never sees a half-written file (caches, checkpoints, run state all go through here).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".tmp{}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let mut file = fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
     drop(file);
-    fs::rename(&tmp, path).map_err(|source| {
+    fs::rename(&tmp, path).inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
-        write_error(source)
     })
 }
 
@@ -131,12 +138,6 @@ fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> 
     Ok(filled)
 }
 
-fn temporary_sibling(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".tmp{}", std::process::id()));
-    path.with_file_name(name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,7 +166,7 @@ mod tests {
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
     }
 
-    fn written() -> (tempfile::TempDir, PathBuf, Vec<u8>) {
+    fn written() -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("fer.cache");
         write_cache(&sample(), &path).expect("write");

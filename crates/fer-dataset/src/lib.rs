@@ -34,7 +34,7 @@ mod path;
 mod view;
 
 pub use batch::{FaceBatch, FaceBatcher, FaceDataset, FaceItem, face_loader};
-pub use cache::{CACHE_MAGIC, CACHE_VERSION, read_cache, write_cache};
+pub use cache::{CACHE_MAGIC, CACHE_VERSION, read_cache, write_atomically, write_cache};
 pub use csv_reader::{read_csv, read_csv_from};
 pub use data::{ClassCounts, FACE_PIXELS, FACE_SIDE, FaceImage, Fer2013, SplitData};
 pub use emotion::{Emotion, Split};

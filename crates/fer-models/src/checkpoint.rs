@@ -15,7 +15,6 @@
 //! Burn has — BatchNorm running statistics included — with no name mapping to maintain.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
@@ -92,7 +91,9 @@ impl Checkpoint {
 
 fn describe(config: &ModelConfig) -> String {
     match config.name() {
-        "vgg" | "resnet" => format!("{} (custom: {})", config.name(), serde_json::to_string(config).unwrap_or_default()),
+        "vgg" | "resnet" => {
+            format!("{} (custom: {})", config.name(), serde_json::to_string(config).unwrap_or_default())
+        }
         name => name.to_string(),
     }
 }
@@ -117,21 +118,7 @@ pub fn save_checkpoint<B: Backend>(
     bytes.extend_from_slice(&(record.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&record);
     bytes.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
-    write_atomically(path, &bytes).map_err(|source| ModelError::Write { path: path.to_path_buf(), source })
-}
-
-/// Writes `bytes` to a temporary sibling of `path`, syncs it and renames it into place.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".tmp{}", std::process::id()));
-    let tmp = path.with_file_name(name);
-    let mut file = fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
+    fer_dataset::write_atomically(path, &bytes).map_err(|source| ModelError::Write { path: path.to_path_buf(), source })
 }
 
 struct Parsed<'a> {
@@ -151,7 +138,9 @@ fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<Parsed<'a>, ModelError> {
     let stored = u32::from_le_bytes(trailer.try_into().expect("4 bytes"));
     let computed = crc32fast::hash(body);
     if stored != computed {
-        return Err(invalid(format!("checksum {computed:08x} does not match the stored {stored:08x} (truncated or damaged)")));
+        return Err(invalid(format!(
+            "checksum {computed:08x} does not match the stored {stored:08x} (truncated or damaged)"
+        )));
     }
     let header_len = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes")) as usize;
     let header_end = 12usize.checked_add(header_len).filter(|&e| e + 8 <= body.len());
@@ -238,7 +227,8 @@ mod tests {
     #[test]
     fn wrong_model_is_named() {
         let vgg = ModelConfig::from_name("vgg19").expect("known");
-        let header = Checkpoint { model: ModelConfig::from_name("resnet18").expect("known"), meta: serde_json::Value::Null };
+        let header =
+            Checkpoint { model: ModelConfig::from_name("resnet18").expect("known"), meta: serde_json::Value::Null };
         let err = header.ensure_model(&vgg, Path::new("x.fer")).expect_err("mismatch");
         assert_eq!(err.to_string(), "x.fer: checkpoint holds model `resnet18`, expected `vgg19`");
     }

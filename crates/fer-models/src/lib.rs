@@ -34,7 +34,9 @@ mod model;
 mod resnet;
 mod vgg;
 
-pub use checkpoint::{CHECKPOINT_MAGIC, Checkpoint, ModelError, load_checkpoint, read_checkpoint_header, save_checkpoint};
+pub use checkpoint::{
+    CHECKPOINT_MAGIC, Checkpoint, ModelError, load_checkpoint, read_checkpoint_header, save_checkpoint,
+};
 pub use fer_features;
 pub use model::{Classifier, Model, ModelConfig, average_crops};
 pub use resnet::{BasicBlock, ResNet, ResNetConfig};

@@ -39,13 +39,10 @@ impl ModelConfig {
 
     /// The preset name when the config is one (`"vgg19"`, …), else `"vgg"`/`"resnet"` (custom).
     pub fn name(&self) -> &'static str {
-        MODEL_NAMES
-            .into_iter()
-            .find(|n| ModelConfig::from_name(n).as_ref() == Ok(self))
-            .unwrap_or(match self {
-                ModelConfig::Vgg(_) => "vgg",
-                ModelConfig::ResNet(_) => "resnet",
-            })
+        MODEL_NAMES.into_iter().find(|n| ModelConfig::from_name(n).as_ref() == Ok(self)).unwrap_or(match self {
+            ModelConfig::Vgg(_) => "vgg",
+            ModelConfig::ResNet(_) => "resnet",
+        })
     }
 
     /// Output classes.
@@ -80,6 +77,8 @@ impl ModelConfig {
 }
 
 /// Any fer-rs image classifier (a Burn [`Module`]: train it, save it, move it between devices).
+// One model value lives per run; boxing the variants would buy nothing and Burn's derive wants them inline.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Model<B: Backend> {
     /// A VGG.
@@ -175,7 +174,8 @@ mod tests {
     fn crop_average_equals_hand_computation() {
         let device = Default::default();
         // Two faces × 3 crops × 2 classes.
-        let logits = Tensor::<B, 2>::from_floats([[1., 2.], [3., 4.], [5., 9.], [0., -3.], [6., 3.], [9., 0.]], &device);
+        let logits =
+            Tensor::<B, 2>::from_floats([[1., 2.], [3., 4.], [5., 9.], [0., -3.], [6., 3.], [9., 0.]], &device);
         let avg = average_crops(logits, 3).into_data().to_vec::<f32>().expect("floats");
         assert_eq!(avg, vec![3.0, 5.0, 5.0, 0.0]);
     }

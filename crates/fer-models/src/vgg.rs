@@ -55,7 +55,7 @@ impl VggConfig {
         match self.layers.first() {
             None => Err("VGG layer list is empty".into()),
             Some(VggItem::MaxPool) => Err("VGG layer list must start with a convolution".into()),
-            Some(_) if self.layers.iter().any(|l| *l == VggItem::Conv(0)) => Err("a convolution has 0 channels".into()),
+            Some(_) if self.layers.contains(&VggItem::Conv(0)) => Err("a convolution has 0 channels".into()),
             Some(_) if !(0.0..1.0).contains(&self.dropout) => Err(format!("dropout {} is not in [0, 1)", self.dropout)),
             Some(_) => Ok(()),
         }

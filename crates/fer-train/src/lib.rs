@@ -1,14 +1,50 @@
 //! # fer-train
 //!
-//! Training and honest evaluation of fer-rs models:
+//! Training and honest evaluation of fer-rs image classifiers.
 //!
-//! * **In**: FER2013 from `fer-dataset`, models from `fer-models`, attacks from `fer-adversarial`
-//!   (for adversarial training).
-//! * **Out** (planned, see the VGG19/ResNet18 and adversarial issues): the reference recipe and
-//!   faster schedules, checkpoints chosen on PublicTest and reported on PrivateTest, resumable run
-//!   directories, `report.json` and PNG plots.
+//! * **In**: FER2013 ([`fer_dataset::Fer2013`]), a model config ([`fer_models::ModelConfig`]) and
+//!   a recipe ([`TrainConfig`]; [`TrainConfig::reference`] is the reference project's).
+//! * **Out**: a run directory (see [`RunFiles`]) with `config.json`, per-epoch `metrics.csv`,
+//!   `latest.fer` / `best.fer` checkpoints written atomically, resumable state, `report.json` and
+//!   PNG plots; [`evaluate`] for any classifier on any split and view.
 //!
-//! This crate holds no training loop yet: nothing here is a stand-in.
+//! **Honest selection.** The checkpoint is chosen on PublicTest accuracy only; the headline figure
+//! is PrivateTest accuracy of that checkpoint. The reference project's figure (the best PrivateTest
+//! accuracy over all epochs, i.e. selected on the test set) is reported too, labelled as such.
+//!
+//! **Why a hand-written loop rather than burn-train's `Learner`.** The recipe evaluates two splits
+//! with TenCrop averaging every epoch, must resume to bit-identical metrics (data order, crops and
+//! dropout are re-seeded per epoch), must stop on a non-finite loss naming the epoch and step, and
+//! (in the adversarial issue) builds attacks inside the step. Each of these fights the `Learner`'s
+//! fixed epoch/metric/checkpoint machinery; the loop here is ~200 lines and owns all of it.
+//!
+//! ```no_run
+//! use burn::backend::{Autodiff, Flex};
+//! use fer_models::ModelConfig;
+//! use fer_train::{train, TrainConfig, TrainOptions};
+//!
+//! let data = fer_dataset::load("data/fer2013.cache")?;
+//! let mut config = TrainConfig::reference(ModelConfig::from_name("vgg19").unwrap());
+//! config.epochs = 5;
+//! let summary = train::<Autodiff<Flex>>(&config, &data, "runs/vgg19".as_ref(), &TrainOptions::default(), &Default::default())?;
+//! println!("PrivateTest at the PublicTest-best epoch: {:.2} %", 100.0 * summary.selected_private_acc);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(missing_docs)]
 
+mod config;
+mod evaluate;
+mod plots;
+mod report;
+mod run;
+mod stream;
+mod train;
+
+pub use config::{Schedule, TrainConfig};
+pub use evaluate::{Evaluation, evaluate};
 pub use fer_adversarial;
+pub use plots::{plot_confusion, plot_curves};
+pub use report::{Report, SplitReport, write_report};
+pub use run::{EpochMetrics, RunFiles, RunState, TrainError, read_metrics};
+pub use stream::BatchStream;
+pub use train::{RunSummary, TrainOptions, train};

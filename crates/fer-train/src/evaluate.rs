@@ -1,0 +1,101 @@
+//! Accuracy, per-class accuracy, loss and confusion matrix of a classifier on a split.
+
+use std::sync::Arc;
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::prelude::*;
+use fer_dataset::{Emotion, FaceBatcher, SplitData, View};
+use fer_models::{Classifier, average_crops};
+
+use crate::BatchStream;
+
+/// The outcome of evaluating a classifier on a split.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Evaluation {
+    /// `confusion[true][predicted]` face counts.
+    pub confusion: [[u64; Emotion::COUNT]; Emotion::COUNT],
+    /// Sum over faces of the cross-entropy of the (crop-averaged) logits.
+    pub loss_sum: f64,
+}
+
+impl Evaluation {
+    /// Faces evaluated.
+    pub fn faces(&self) -> u64 {
+        self.confusion.iter().flatten().sum()
+    }
+
+    /// Faces classified correctly.
+    pub fn correct(&self) -> u64 {
+        (0..Emotion::COUNT).map(|i| self.confusion[i][i]).sum()
+    }
+
+    /// Fraction of faces classified correctly (0 when there are none).
+    pub fn accuracy(&self) -> f64 {
+        let faces = self.faces();
+        if faces == 0 { 0.0 } else { self.correct() as f64 / faces as f64 }
+    }
+
+    /// Recall of each class (`None` for a class absent from the split).
+    pub fn per_class_accuracy(&self) -> [Option<f64>; Emotion::COUNT] {
+        std::array::from_fn(|i| {
+            let n: u64 = self.confusion[i].iter().sum();
+            (n > 0).then(|| self.confusion[i][i] as f64 / n as f64)
+        })
+    }
+
+    /// Mean cross-entropy per face.
+    pub fn mean_loss(&self) -> f64 {
+        let faces = self.faces();
+        if faces == 0 { 0.0 } else { self.loss_sum / faces as f64 }
+    }
+}
+
+/// Evaluates `model` on every face of `split` seen through `view` (TenCrop: logits averaged over
+/// the 10 crops, as the reference). Use an inference backend (or `model.valid()`): BatchNorm
+/// then uses its running statistics and dropout is off.
+pub fn evaluate<B: Backend, M: Classifier<B>>(
+    model: &M,
+    split: Arc<SplitData>,
+    view: View,
+    batch_faces: usize,
+    device: &B::Device,
+) -> Evaluation {
+    let order: Vec<usize> = (0..split.len()).collect();
+    let batcher = FaceBatcher::new(view, 0, split.len());
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let mut evaluation = Evaluation { confusion: [[0; Emotion::COUNT]; Emotion::COUNT], loss_sum: 0.0 };
+    for batch in BatchStream::<B>::new(split, order, batch_faces, batcher, 2, device.clone()) {
+        let faces = batch.targets.dims()[0];
+        let logits = average_crops(model.logits(batch.images), batch.crops_per_face);
+        let loss: f64 = loss_fn.forward(logits.clone(), batch.targets.clone()).into_scalar().elem();
+        evaluation.loss_sum += loss * faces as f64;
+        let predicted = logits.argmax(1).into_data().convert::<i64>();
+        let truth = batch.targets.into_data().convert::<i64>();
+        let predicted = predicted.as_slice::<i64>().expect("argmax gives ints");
+        let truth = truth.as_slice::<i64>().expect("targets are ints");
+        for (&t, &p) in truth.iter().zip(predicted) {
+            evaluation.confusion[t as usize][p as usize] += 1;
+        }
+    }
+    evaluation
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_from_confusion() {
+        let mut confusion = [[0u64; 7]; 7];
+        confusion[0][0] = 3;
+        confusion[0][3] = 1;
+        confusion[3][3] = 4;
+        let e = Evaluation { confusion, loss_sum: 8.0 };
+        assert_eq!(e.faces(), 8);
+        assert_eq!(e.accuracy(), 7.0 / 8.0);
+        assert_eq!(e.per_class_accuracy()[0], Some(0.75));
+        assert_eq!(e.per_class_accuracy()[3], Some(1.0));
+        assert_eq!(e.per_class_accuracy()[1], None);
+        assert_eq!(e.mean_loss(), 1.0);
+    }
+}

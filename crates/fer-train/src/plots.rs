@@ -1,0 +1,164 @@
+//! PNG plots with plotters: training curves and confusion matrices.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use fer_dataset::Emotion;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::{EpochMetrics, TrainError};
+
+/// Where the text font is looked for (Debian's `fonts-dejavu-core`).
+const FONT_PATHS: [&str; 2] =
+    ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/TTF/DejaVuSans.ttf"];
+
+fn ensure_font() -> Result<(), String> {
+    static FONT: OnceLock<Result<(), String>> = OnceLock::new();
+    FONT.get_or_init(|| {
+        let bytes = FONT_PATHS.iter().find_map(|p| std::fs::read(p).ok()).ok_or_else(|| {
+            format!("no text font found at {} (install Debian's fonts-dejavu-core)", FONT_PATHS.join(" or "))
+        })?;
+        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+            .map_err(|_| "the DejaVu font file could not be parsed".to_string())
+    })
+    .clone()
+}
+
+fn plot_error(path: &Path, message: impl ToString) -> TrainError {
+    TrainError::Plot { path: path.to_path_buf(), message: message.to_string() }
+}
+
+/// Draws loss (left) and accuracy (right) per epoch: train, PublicTest, PrivateTest.
+pub fn plot_curves(rows: &[EpochMetrics], path: &Path) -> Result<(), TrainError> {
+    ensure_font().map_err(|e| plot_error(path, e))?;
+    if rows.is_empty() {
+        return Err(plot_error(path, "no epochs to plot"));
+    }
+    let root = BitMapBackend::new(path, (1200, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
+    let (left, right) = root.split_horizontally(600);
+    let epochs = rows.iter().map(|r| r.epoch + 1).max().unwrap_or(1) as f64;
+    let x = |r: &EpochMetrics| (r.epoch + 1) as f64;
+    let series = [
+        ("train", RGBColor(31, 119, 180)),
+        ("PublicTest", RGBColor(255, 127, 14)),
+        ("PrivateTest", RGBColor(44, 160, 44)),
+    ];
+
+    let max_loss = rows.iter().flat_map(|r| [r.train_loss, r.public_loss, r.private_loss]).fold(0.0f64, f64::max);
+    let mut chart = ChartBuilder::on(&left)
+        .caption("loss", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(52)
+        .build_cartesian_2d(1.0..epochs.max(2.0), 0.0..(max_loss * 1.05).max(1e-3))
+        .map_err(|e| plot_error(path, e))?;
+    chart.configure_mesh().x_desc("epoch").draw().map_err(|e| plot_error(path, e))?;
+    let losses: [fn(&EpochMetrics) -> f64; 3] = [|r| r.train_loss, |r| r.public_loss, |r| r.private_loss];
+    for ((name, color), value) in series.iter().zip(losses) {
+        chart
+            .draw_series(LineSeries::new(rows.iter().map(|r| (x(r), value(r))), color.stroke_width(2)))
+            .map_err(|e| plot_error(path, e))?
+            .label(*name)
+            .legend(move |(lx, ly)| PathElement::new(vec![(lx, ly), (lx + 20, ly)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()
+        .map_err(|e| plot_error(path, e))?;
+
+    let mut chart = ChartBuilder::on(&right)
+        .caption("accuracy (%)", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(52)
+        .build_cartesian_2d(1.0..epochs.max(2.0), 0.0..100.0)
+        .map_err(|e| plot_error(path, e))?;
+    chart.configure_mesh().x_desc("epoch").draw().map_err(|e| plot_error(path, e))?;
+    let accuracies: [fn(&EpochMetrics) -> f64; 3] = [|r| r.train_acc, |r| r.public_acc, |r| r.private_acc];
+    for ((name, color), value) in series.iter().zip(accuracies) {
+        chart
+            .draw_series(LineSeries::new(rows.iter().map(|r| (x(r), 100.0 * value(r))), color.stroke_width(2)))
+            .map_err(|e| plot_error(path, e))?
+            .label(*name)
+            .legend(move |(lx, ly)| PathElement::new(vec![(lx, ly), (lx + 20, ly)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()
+        .map_err(|e| plot_error(path, e))?;
+    root.present().map_err(|e| plot_error(path, e))
+}
+
+/// Draws a row-normalised confusion matrix (`confusion[true][predicted]`) with counts and percentages.
+pub fn plot_confusion(
+    confusion: &[[u64; Emotion::COUNT]; Emotion::COUNT],
+    title: &str,
+    path: &Path,
+) -> Result<(), TrainError> {
+    use plotters::coord::combinators::IntoLinspace;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+    ensure_font().map_err(|e| plot_error(path, e))?;
+    let root = BitMapBackend::new(path, (760, 700)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
+    let n = Emotion::COUNT as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(80)
+        .build_cartesian_2d((0.0..n).step(0.5), (0.0..n).step(0.5))
+        .map_err(|e| plot_error(path, e))?;
+    // Labels sit at cell centres (k + 0.5); rows run top to bottom in Emotion order.
+    let name = |v: f64, flip: bool| {
+        let k = v - 0.5;
+        if k.fract() != 0.0 || !(0.0..n).contains(&k) {
+            return String::new();
+        }
+        let i = if flip { Emotion::COUNT - 1 - k as usize } else { k as usize };
+        Emotion::from_index(i).map_or(String::new(), |e| e.name().to_string())
+    };
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc("predicted")
+        .y_desc("true")
+        .x_labels(2 * Emotion::COUNT + 1)
+        .y_labels(2 * Emotion::COUNT + 1)
+        .x_label_formatter(&|v| name(*v, false))
+        .y_label_formatter(&|v| name(*v, true))
+        .draw()
+        .map_err(|e| plot_error(path, e))?;
+    let centred = Pos::new(HPos::Center, VPos::Center);
+    for (t, row) in confusion.iter().enumerate() {
+        let total = row.iter().sum::<u64>().max(1) as f64;
+        let y = (Emotion::COUNT - 1 - t) as f64;
+        for (p, &count) in row.iter().enumerate() {
+            let share = count as f64 / total;
+            let x = p as f64;
+            let shade = (255.0 * (1.0 - share)) as u8;
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(x, y), (x + 1.0, y + 1.0)],
+                    RGBColor(shade, shade, 255).filled(),
+                )))
+                .map_err(|e| plot_error(path, e))?;
+            let color = if share > 0.5 { WHITE } else { BLACK };
+            for (text, dy) in [(count.to_string(), 0.64), (format!("{:.0}%", 100.0 * share), 0.36)] {
+                let style = ("sans-serif", 16).into_font().color(&color).pos(centred);
+                chart
+                    .draw_series(std::iter::once(Text::new(text, (x + 0.5, y + dy), style)))
+                    .map_err(|e| plot_error(path, e))?;
+            }
+        }
+    }
+    root.present().map_err(|e| plot_error(path, e))
+}

@@ -1,0 +1,227 @@
+//! The run directory: its files, its state, its per-epoch metrics, and the errors of training.
+
+use std::path::{Path, PathBuf};
+
+use fer_models::ModelError;
+
+/// What can stop training or reporting.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A configuration value is not allowed.
+    #[error("invalid training configuration: {0}")]
+    Config(String),
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A JSON file could not be parsed or written.
+    #[error("{}: {source}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+    /// `metrics.csv` could not be parsed or written.
+    #[error("{}: {source}", path.display())]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// The CSV error.
+        source: csv::Error,
+    },
+    /// A checkpoint could not be saved or loaded.
+    #[error(transparent)]
+    Checkpoint(#[from] ModelError),
+    /// The training loss became NaN or infinite.
+    #[error(
+        "training loss is {loss} at epoch {epoch}, step {step} (0-based): stopping; lower the learning rate or check the data"
+    )]
+    NonFinite {
+        /// 0-based epoch.
+        epoch: usize,
+        /// 0-based step within the epoch.
+        step: usize,
+        /// The loss value.
+        loss: f32,
+    },
+    /// A new run was asked for in a directory that already holds one.
+    #[error("{} already holds a run (state.json); pass --resume to continue it or choose another --out", dir.display())]
+    RunExists {
+        /// The run directory.
+        dir: PathBuf,
+    },
+    /// `--resume` was asked for where there is no run.
+    #[error("{} holds no run to resume (no state.json)", dir.display())]
+    NothingToResume {
+        /// The run directory.
+        dir: PathBuf,
+    },
+    /// The data cannot serve this run (e.g. an empty split).
+    #[error("data: {0}")]
+    Data(String),
+    /// A plot could not be drawn.
+    #[error("plot {}: {message}", path.display())]
+    Plot {
+        /// The PNG file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// The files of a run directory.
+#[derive(Debug, Clone)]
+pub struct RunFiles {
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+impl RunFiles {
+    /// The files under `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> RunFiles {
+        RunFiles { dir: dir.into() }
+    }
+    /// `config.json`: the [`crate::TrainConfig`].
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+    /// `metrics.csv`: one [`EpochMetrics`] row per completed epoch.
+    pub fn metrics(&self) -> PathBuf {
+        self.dir.join("metrics.csv")
+    }
+    /// `state.json`: the [`RunState`], written last after each epoch.
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    /// `latest.fer`: the model after the last completed epoch.
+    pub fn latest(&self) -> PathBuf {
+        self.dir.join("latest.fer")
+    }
+    /// `best.fer`: the model of the epoch with the best PublicTest accuracy.
+    pub fn best(&self) -> PathBuf {
+        self.dir.join("best.fer")
+    }
+    /// `latest.optim`: optimiser state (momentum) after the last completed epoch.
+    pub fn optimizer(&self) -> PathBuf {
+        self.dir.join("latest.optim")
+    }
+    /// `report.json`.
+    pub fn report(&self) -> PathBuf {
+        self.dir.join("report.json")
+    }
+    /// `curves.png`: loss and accuracy per epoch.
+    pub fn curves_png(&self) -> PathBuf {
+        self.dir.join("curves.png")
+    }
+    /// `confusion_private.png`: PrivateTest confusion matrix of the selected checkpoint.
+    pub fn confusion_png(&self) -> PathBuf {
+        self.dir.join("confusion_private.png")
+    }
+}
+
+/// Progress of a run, written after everything else of an epoch.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunState {
+    /// Epochs completed (the next epoch to run, 0-based).
+    pub completed_epochs: usize,
+    /// 0-based epoch of `best.fer`.
+    pub best_epoch: Option<usize>,
+    /// PublicTest accuracy of `best.fer`.
+    pub best_public_acc: f64,
+}
+
+/// One row of `metrics.csv`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EpochMetrics {
+    /// 0-based epoch.
+    pub epoch: usize,
+    /// Learning rate at the epoch's first step.
+    pub lr: f64,
+    /// Mean training loss (on augmented crops, dropout on).
+    pub train_loss: f64,
+    /// Training accuracy (on augmented crops, dropout on).
+    pub train_acc: f64,
+    /// PublicTest mean loss.
+    pub public_loss: f64,
+    /// PublicTest accuracy (selection criterion).
+    pub public_acc: f64,
+    /// PrivateTest mean loss.
+    pub private_loss: f64,
+    /// PrivateTest accuracy.
+    pub private_acc: f64,
+    /// Training throughput in images per second.
+    pub img_per_s: f64,
+    /// Wall-clock seconds of the epoch, evaluation included.
+    pub seconds: f64,
+}
+
+/// Reads `metrics.csv`.
+pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>, TrainError> {
+    let csv_error = |source| TrainError::Csv { path: path.to_path_buf(), source };
+    let mut reader = csv::Reader::from_path(path).map_err(csv_error)?;
+    reader.deserialize().collect::<Result<Vec<EpochMetrics>, _>>().map_err(csv_error)
+}
+
+/// Rewrites `metrics.csv` with `rows` (atomically).
+pub(crate) fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> Result<(), TrainError> {
+    let csv_error = |source| TrainError::Csv { path: path.to_path_buf(), source };
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    for row in rows {
+        writer.serialize(row).map_err(csv_error)?;
+    }
+    let bytes = writer.into_inner().map_err(|e| csv_error(e.into_error().into()))?;
+    write_file(path, &bytes)
+}
+
+/// Writes `value` as pretty JSON (atomically).
+pub(crate) fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), TrainError> {
+    let bytes =
+        serde_json::to_vec_pretty(value).map_err(|source| TrainError::Json { path: path.to_path_buf(), source })?;
+    write_file(path, &bytes)
+}
+
+/// Reads JSON.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, TrainError> {
+    let bytes = std::fs::read(path).map_err(|source| TrainError::Io { path: path.to_path_buf(), source })?;
+    serde_json::from_slice(&bytes).map_err(|source| TrainError::Json { path: path.to_path_buf(), source })
+}
+
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    fer_dataset::write_atomically(path, bytes).map_err(|source| TrainError::Io { path: path.to_path_buf(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("metrics.csv");
+        let row = EpochMetrics {
+            epoch: 3,
+            lr: 0.01,
+            train_loss: 1.5,
+            train_acc: 0.4,
+            public_loss: 1.6,
+            public_acc: 0.38,
+            private_loss: 1.55,
+            private_acc: 0.39,
+            img_per_s: 123.4,
+            seconds: 9.5,
+        };
+        write_metrics(&path, &[row.clone(), EpochMetrics { epoch: 4, ..row.clone() }]).expect("write");
+        let back = read_metrics(&path).expect("read");
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0], row);
+        let text = std::fs::read_to_string(&path).expect("text");
+        assert!(text.starts_with(
+            "epoch,lr,train_loss,train_acc,public_loss,public_acc,private_loss,private_acc,img_per_s,seconds\n"
+        ));
+    }
+}

@@ -1,0 +1,369 @@
+//! The training loop.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, Optimizer, SgdConfig};
+use burn::prelude::*;
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use fer_dataset::{FaceBatcher, Fer2013, Split, SplitData, View};
+use fer_models::{Model, load_checkpoint, save_checkpoint};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
+use rand::seq::SliceRandom;
+
+use crate::run::{read_json, write_file, write_json, write_metrics};
+use crate::{BatchStream, EpochMetrics, RunFiles, RunState, TrainConfig, TrainError, evaluate, read_metrics};
+
+/// How to run [`train`] (as opposed to what to train, which is the [`TrainConfig`]).
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Continue the run in the directory from its last completed epoch.
+    pub resume: bool,
+    /// Stop after this many epochs in this call (the run stays resumable).
+    pub stop_after: Option<usize>,
+    /// Draw progress bars (they hide themselves when stderr is not a terminal).
+    pub progress: bool,
+    /// Write `report.json` and the PNG plots when the last epoch is done.
+    pub write_report: bool,
+}
+
+impl Default for TrainOptions {
+    fn default() -> TrainOptions {
+        TrainOptions { resume: false, stop_after: None, progress: true, write_report: true }
+    }
+}
+
+/// What a run achieved, by honest selection and by the reference's.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunSummary {
+    /// Epochs completed so far.
+    pub completed_epochs: usize,
+    /// 0-based epoch with the best PublicTest accuracy (the selected checkpoint, `best.fer`).
+    pub selected_epoch: usize,
+    /// PublicTest accuracy of the selected epoch.
+    pub selected_public_acc: f64,
+    /// **Headline**: PrivateTest accuracy of the selected epoch.
+    pub selected_private_acc: f64,
+    /// The reference's figure: best PrivateTest accuracy over all epochs (selected on the test set).
+    pub reference_style_private_acc: f64,
+    /// Epoch of `reference_style_private_acc`.
+    pub reference_style_epoch: usize,
+}
+
+impl RunSummary {
+    /// Summarises `metrics.csv` rows; `None` when there are none.
+    pub fn from_metrics(rows: &[EpochMetrics]) -> Option<RunSummary> {
+        // Ties keep the earliest epoch, as the loop does (it replaces best only on improvement).
+        let selected = rows.iter().fold(None::<&EpochMetrics>, |best, r| match best {
+            Some(b) if b.public_acc >= r.public_acc => Some(b),
+            _ => Some(r),
+        })?;
+        let by_private = rows.iter().fold(None::<&EpochMetrics>, |best, r| match best {
+            Some(b) if b.private_acc >= r.private_acc => Some(b),
+            _ => Some(r),
+        })?;
+        Some(RunSummary {
+            completed_epochs: rows.len(),
+            selected_epoch: selected.epoch,
+            selected_public_acc: selected.public_acc,
+            selected_private_acc: selected.private_acc,
+            reference_style_private_acc: by_private.private_acc,
+            reference_style_epoch: by_private.epoch,
+        })
+    }
+}
+
+/// SplitMix64-style mixing of a seed with a stream number.
+fn mix(seed: u64, stream: u64) -> u64 {
+    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The training faces of a run: all, or a seeded subset of `limit` faces (in file order).
+fn training_faces(data: &Fer2013, config: &TrainConfig) -> SplitData {
+    let split = data.split(Split::Training);
+    match config.train_limit {
+        Some(limit) if limit < split.len() => {
+            let mut indices: Vec<usize> = (0..split.len()).collect();
+            indices.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(config.seed, 0x5EB5E7)));
+            indices.truncate(limit);
+            indices.sort_unstable();
+            split.select(&indices)
+        }
+        _ => split.clone(),
+    }
+}
+
+/// The first `limit` faces of a test split (all when `None`).
+pub(crate) fn evaluation_faces(data: &Fer2013, split: Split, limit: Option<usize>) -> SplitData {
+    let all = data.split(split);
+    match limit {
+        Some(n) if n < all.len() => all.select(&(0..n).collect::<Vec<_>>()),
+        _ => all.clone(),
+    }
+}
+
+/// The evaluation view of a run.
+pub(crate) fn evaluation_view(config: &TrainConfig) -> View {
+    if config.eval_tencrop { View::TenCrop(config.crop) } else { View::CenterCrop(config.crop) }
+}
+
+/// The reference's optimiser: SGD with PyTorch-style momentum (no dampening), L2 weight decay
+/// added to the gradient, and each gradient element clamped to `±grad_clip` before both
+/// (the reference's `clip_gradient` runs before `optimizer.step()`).
+pub(crate) fn build_optimizer<B: AutodiffBackend>(
+    config: &TrainConfig,
+) -> impl Optimizer<Model<B>, B, Record: burn::record::Record<B>> {
+    SgdConfig::new()
+        .with_momentum((config.momentum > 0.0).then_some(MomentumConfig {
+            momentum: config.momentum,
+            dampening: 0.0, // PyTorch semantics; Burn's default is 0.1
+            nesterov: false,
+        }))
+        .with_weight_decay((config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32)))
+        .with_gradient_clipping(config.grad_clip.map(burn::optim::grad_clipping::GradientClippingConfig::Value))
+        .init::<B, Model<B>>()
+}
+
+/// Trains `config.model` on FER2013 into the run directory `dir` (see [`RunFiles`]).
+///
+/// Every epoch: a seeded shuffle, seeded RandomCrop+flip, SGD steps with the scheduled rate,
+/// then evaluation of PublicTest and PrivateTest (TenCrop by default), a `metrics.csv` row,
+/// `latest.fer` + `latest.optim`, `best.fer` when PublicTest improves, and `state.json` last.
+/// Data order, crops and dropout are re-seeded from `(seed, epoch)`, so a resumed run repeats
+/// exactly what the uninterrupted run would have done. With `options.resume`, `config` must equal
+/// the run's `config.json`.
+pub fn train<B: AutodiffBackend>(
+    config: &TrainConfig,
+    data: &Fer2013,
+    dir: &Path,
+    options: &TrainOptions,
+    device: &B::Device,
+) -> Result<RunSummary, TrainError> {
+    config.check().map_err(TrainError::Config)?;
+    let files = RunFiles::new(dir);
+    std::fs::create_dir_all(dir).map_err(|source| TrainError::Io { path: dir.to_path_buf(), source })?;
+
+    let train_split = Arc::new(training_faces(data, config));
+    let public = Arc::new(evaluation_faces(data, Split::PublicTest, config.eval_limit));
+    let private = Arc::new(evaluation_faces(data, Split::PrivateTest, config.eval_limit));
+    for (name, split) in [("Training", &train_split), ("PublicTest", &public), ("PrivateTest", &private)] {
+        if split.is_empty() {
+            return Err(TrainError::Data(format!("the {name} split is empty")));
+        }
+    }
+
+    B::seed(device, config.seed);
+    let mut model: Model<B> = config.model.init(device);
+    let mut optim = build_optimizer::<B>(config);
+
+    let (mut state, mut rows) = if options.resume {
+        if !files.state().exists() {
+            return Err(TrainError::NothingToResume { dir: dir.to_path_buf() });
+        }
+        let stored: TrainConfig = read_json(&files.config())?;
+        if &stored != config {
+            return Err(TrainError::Config(format!("the configuration differs from {}", files.config().display())));
+        }
+        let state: RunState = read_json(&files.state())?;
+        let (loaded, _) = load_checkpoint::<B>(files.latest(), device)?;
+        model = loaded;
+        let bytes =
+            std::fs::read(files.optimizer()).map_err(|source| TrainError::Io { path: files.optimizer(), source })?;
+        let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+        let record = Recorder::<B>::load(&recorder, bytes, device).map_err(|e| {
+            TrainError::Data(format!("{}: cannot decode the optimiser state: {e}", files.optimizer().display()))
+        })?;
+        optim = optim.load_record(record);
+        let mut rows = read_metrics(&files.metrics())?;
+        rows.retain(|r| r.epoch < state.completed_epochs);
+        tracing::info!("resuming {} after epoch {}", dir.display(), state.completed_epochs);
+        (state, rows)
+    } else {
+        if files.state().exists() {
+            return Err(TrainError::RunExists { dir: dir.to_path_buf() });
+        }
+        write_json(&files.config(), config)?;
+        (RunState { completed_epochs: 0, best_epoch: None, best_public_acc: -1.0 }, Vec::new())
+    };
+
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let faces = train_split.len();
+    let steps_per_epoch = faces.div_ceil(config.batch_size);
+    let batcher = FaceBatcher::new(View::RandomCropFlip(config.crop), config.seed, faces);
+    let view = evaluation_view(config);
+    let last_epoch = options.stop_after.map_or(config.epochs, |n| (state.completed_epochs + n).min(config.epochs));
+
+    for epoch in state.completed_epochs..last_epoch {
+        let started = Instant::now();
+        B::seed(device, mix(config.seed, 1 + epoch as u64)); // dropout masks of this epoch
+        let mut order: Vec<usize> = (0..faces).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(config.seed, 0xDA7A_0000 + epoch as u64)));
+        batcher.set_epoch(epoch as u32);
+        let stream = BatchStream::<B>::new(
+            train_split.clone(),
+            order,
+            config.batch_size,
+            batcher.clone(),
+            config.prefetch,
+            device.clone(),
+        );
+
+        let bar = progress_bar(options.progress, steps_per_epoch as u64, epoch, config.epochs);
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0i64, 0usize);
+        let epoch_lr = config.schedule.lr(config.lr, epoch, 0, steps_per_epoch, config.epochs);
+        for (step, batch) in stream.enumerate() {
+            let lr = config.schedule.lr(config.lr, epoch, step, steps_per_epoch, config.epochs);
+            let n = batch.targets.dims()[0];
+            let logits = model.forward(batch.images);
+            let loss = loss_fn.forward(logits.clone(), batch.targets.clone());
+            let loss_value: f32 = loss.clone().into_scalar().elem();
+            if !loss_value.is_finite() {
+                bar.abandon();
+                return Err(TrainError::NonFinite { epoch, step, loss: loss_value });
+            }
+            let hits: i64 = logits.argmax(1).squeeze_dim::<1>(1).equal(batch.targets).int().sum().into_scalar().elem();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(lr, model, grads);
+
+            loss_sum += f64::from(loss_value) * n as f64;
+            correct += hits;
+            seen += n;
+            bar.inc(1);
+            let secs = started.elapsed().as_secs_f64();
+            bar.set_message(format!(
+                "loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.5}",
+                loss_sum / seen as f64,
+                100.0 * correct as f64 / seen as f64,
+                seen as f64 / secs.max(1e-9)
+            ));
+        }
+        let train_seconds = started.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+
+        let inference = model.valid();
+        let inner_device = device.clone();
+        let public_eval = evaluate(&inference, public.clone(), view, config.eval_batch_faces, &inner_device);
+        let private_eval = evaluate(&inference, private.clone(), view, config.eval_batch_faces, &inner_device);
+        let row = EpochMetrics {
+            epoch,
+            lr: epoch_lr,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_acc: correct as f64 / seen.max(1) as f64,
+            public_loss: public_eval.mean_loss(),
+            public_acc: public_eval.accuracy(),
+            private_loss: private_eval.mean_loss(),
+            private_acc: private_eval.accuracy(),
+            img_per_s: seen as f64 / train_seconds.max(1e-9),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        tracing::info!(
+            "epoch {}/{}: lr {:.5} train loss {:.4} acc {:.2}% | PublicTest {:.2}% | PrivateTest {:.2}% | {:.1} img/s, {:.1}s",
+            epoch + 1,
+            config.epochs,
+            row.lr,
+            row.train_loss,
+            100.0 * row.train_acc,
+            100.0 * row.public_acc,
+            100.0 * row.private_acc,
+            row.img_per_s,
+            row.seconds
+        );
+        rows.push(row.clone());
+        write_metrics(&files.metrics(), &rows)?;
+
+        let meta = serde_json::json!({
+            "epoch": epoch,
+            "public_acc": row.public_acc,
+            "private_acc": row.private_acc,
+            "train_config": config,
+        });
+        save_checkpoint(files.latest(), &model, &config.model, meta.clone())?;
+        let optimizer_bytes =
+            Recorder::<B>::record(&BinBytesRecorder::<FullPrecisionSettings>::default(), optim.to_record(), ())
+                .map_err(|e| TrainError::Data(format!("cannot encode the optimiser state: {e}")))?;
+        write_file(&files.optimizer(), &optimizer_bytes)?;
+        if row.public_acc > state.best_public_acc {
+            save_checkpoint(files.best(), &model, &config.model, meta)?;
+            state.best_public_acc = row.public_acc;
+            state.best_epoch = Some(epoch);
+        }
+        state.completed_epochs = epoch + 1;
+        write_json(&files.state(), &state)?;
+    }
+
+    if state.completed_epochs == config.epochs && options.write_report {
+        crate::write_report::<B::InnerBackend>(&files, data, device)?;
+    }
+    RunSummary::from_metrics(&rows).ok_or_else(|| TrainError::Data("no epoch was run".into()))
+}
+
+fn progress_bar(visible: bool, steps: u64, epoch: usize, epochs: usize) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(steps);
+    if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} (eta {eta})") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(format!("epoch {}/{epochs}", epoch + 1));
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, NdArray};
+    use burn::module::{ModuleVisitor, Param};
+    use fer_models::ModelConfig;
+
+    type B = Autodiff<NdArray>;
+
+    /// Every float parameter, flattened, in visiting order.
+    struct Flatten(Vec<f32>);
+    impl<Bk: Backend> ModuleVisitor<Bk> for Flatten {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Bk, D>>) {
+            self.0.extend(param.val().into_data().convert::<f32>().to_vec::<f32>().expect("floats"));
+        }
+    }
+
+    fn flat(model: &Model<B>) -> Vec<f32> {
+        let mut v = Flatten(Vec::new());
+        model.visit(&mut v);
+        v.0
+    }
+
+    /// One SGD step (lr 1, no momentum, no decay) on a loss scaled to give huge gradients.
+    fn largest_update(clip: Option<f32>) -> f32 {
+        let device = Default::default();
+        let mut config = TrainConfig::reference(ModelConfig::from_name("vgg-small").expect("known"));
+        (config.momentum, config.weight_decay, config.grad_clip) = (0.0, 0.0, clip);
+        B::seed(&device, 5);
+        let model: Model<B> = config.model.init(&device);
+        let before = flat(&model);
+        let images = Tensor::<B, 4>::random([4, 1, 44, 44], burn::tensor::Distribution::Uniform(0.0, 1.0), &device);
+        let loss = model.forward(images).sum().mul_scalar(1e4);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let after = flat(&build_optimizer::<B>(&config).step(1.0, model, grads));
+        before.iter().zip(&after).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn gradient_clamp_bounds_every_update() {
+        let clamped = largest_update(Some(0.1));
+        assert!(clamped <= 0.1 + 1e-6, "lr 1 × clamp 0.1 bounds each element's step: {clamped}");
+        assert!(clamped > 0.09, "the clamp is reached: {clamped}");
+        let free = largest_update(None);
+        assert!(free > 1.0, "without the clamp the same step is large: {free}");
+    }
+}

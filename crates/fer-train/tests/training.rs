@@ -1,0 +1,216 @@
+//! End-to-end training on small synthetic data (ndarray), and a smoke run on real FER2013 (flex).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use burn::backend::{Autodiff, NdArray};
+use fer_dataset::{Emotion, FaceImage, Fer2013, Split, SplitData, View};
+use fer_models::{ModelConfig, load_checkpoint};
+use fer_train::{
+    EpochMetrics, Report, RunFiles, Schedule, TrainConfig, TrainError, TrainOptions, evaluate, read_metrics, train,
+};
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
+
+type B = Autodiff<NdArray>;
+
+/// Burn's CPU backends keep one global RNG: runs that seed it must not interleave.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A face of class `k`: a texture (stripes or checks of two periods, or none) with a random
+/// phase, on noise. Textures survive random crops, mirroring and global average pooling.
+fn synthetic_face(k: usize, rng: &mut ChaCha8Rng) -> FaceImage {
+    let (dy, dx) = (rng.random_range(0..8usize), rng.random_range(0..8usize));
+    let mut face = FaceImage::filled(0);
+    for y in 0..48 {
+        for x in 0..48 {
+            let (yy, xx) = (y + dy, x + dx);
+            let on = match k {
+                0 => (yy / 2) % 2 == 0,
+                1 => (xx / 2) % 2 == 0,
+                2 => (yy / 4) % 2 == 0,
+                3 => (xx / 4) % 2 == 0,
+                4 => (yy / 2 + xx / 2) % 2 == 0,
+                5 => (yy / 4 + xx / 4) % 2 == 0,
+                _ => false,
+            };
+            face.0[y * 48 + x] = if on { 200 } else { 40 } + rng.random_range(0..40u8);
+        }
+    }
+    face
+}
+
+fn synthetic_data(train: usize, test: usize, seed: u64) -> Fer2013 {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut split = |n: usize| {
+        let mut s = SplitData::new();
+        for i in 0..n {
+            s.push(Emotion::ALL[i % 7], synthetic_face(i % 7, &mut rng));
+        }
+        s
+    };
+    let (a, b, c) = (split(train), split(test), split(test));
+    Fer2013::from_splits(a, b, c)
+}
+
+fn small_config(epochs: usize) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        batch_size: 8,
+        eval_tencrop: false,
+        lr: 0.05,
+        schedule: Schedule::Constant,
+        eval_batch_faces: 16,
+        prefetch: 2,
+        ..TrainConfig::reference(ModelConfig::from_name("vgg-small").expect("known"))
+    }
+}
+
+fn quiet() -> TrainOptions {
+    TrainOptions { progress: false, ..TrainOptions::default() }
+}
+
+/// Metrics without the wall-clock columns.
+fn deterministic(rows: &[EpochMetrics]) -> Vec<EpochMetrics> {
+    rows.iter().map(|r| EpochMetrics { img_per_s: 0.0, seconds: 0.0, ..r.clone() }).collect()
+}
+
+#[test]
+fn tiny_model_overfits_64_faces_and_reports() {
+    let _guard = serial();
+    let data = synthetic_data(64, 14, 1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let summary = train::<B>(&small_config(8), &data, dir.path(), &quiet(), &Default::default()).expect("trains");
+    assert_eq!(summary.completed_epochs, 8);
+
+    // The final model classifies every training face (eval mode, centre crop).
+    let (model, header) =
+        load_checkpoint::<NdArray>(RunFiles::new(dir.path()).latest(), &Default::default()).expect("latest");
+    assert_eq!(header.meta["epoch"], 7);
+    let train_faces = Arc::new(data.split(Split::Training).clone());
+    let on_train = evaluate(&model, train_faces, View::CenterCrop(44), 32, &Default::default());
+    assert_eq!(on_train.accuracy(), 1.0, "confusion {:?}", on_train.confusion);
+
+    // Report: both splits, confusion sums, per-class, plots.
+    let files = RunFiles::new(dir.path());
+    let report: Report = serde_json::from_slice(&std::fs::read(files.report()).expect("report.json")).expect("parses");
+    assert_eq!(report.private_test.faces, 14);
+    assert_eq!(report.private_test.confusion.iter().flatten().sum::<u64>(), 14);
+    assert_eq!(report.private_test.per_class_accuracy.len(), 7);
+    assert_eq!(report.summary, summary);
+    assert_eq!(report.private_test.accuracy, summary.selected_private_acc, "best.fer is the selected epoch");
+    for png in [files.curves_png(), files.confusion_png()] {
+        let bytes = std::fs::read(&png).expect("plot written");
+        assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 5_000, "{}", png.display());
+    }
+    let rows = read_metrics(&files.metrics()).expect("metrics");
+    assert_eq!(rows.len(), 8);
+    assert!(rows.last().expect("rows").public_acc > 0.9, "generalises to held-out synthetic faces: {rows:?}");
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_run() {
+    let _guard = serial();
+    let data = synthetic_data(48, 14, 2);
+    let config = small_config(3);
+    let straight = tempfile::tempdir().expect("tempdir");
+    train::<B>(&config, &data, straight.path(), &quiet(), &Default::default()).expect("straight");
+
+    let resumed = tempfile::tempdir().expect("tempdir");
+    let first = TrainOptions { stop_after: Some(1), ..quiet() };
+    let partial = train::<B>(&config, &data, resumed.path(), &first, &Default::default()).expect("first part");
+    assert_eq!(partial.completed_epochs, 1);
+    assert!(!RunFiles::new(resumed.path()).report().exists(), "no report before the last epoch");
+    // A new run in the same directory is refused; resuming continues it.
+    let again = train::<B>(&config, &data, resumed.path(), &quiet(), &Default::default());
+    assert!(matches!(again, Err(TrainError::RunExists { .. })));
+    let rest = TrainOptions { resume: true, ..quiet() };
+    train::<B>(&config, &data, resumed.path(), &rest, &Default::default()).expect("resumed");
+
+    let a = read_metrics(&RunFiles::new(straight.path()).metrics()).expect("a");
+    let b = read_metrics(&RunFiles::new(resumed.path()).metrics()).expect("b");
+    assert_eq!(deterministic(&a), deterministic(&b));
+    let logits = |dir: &Path| {
+        let (m, _) = load_checkpoint::<NdArray>(RunFiles::new(dir).latest(), &Default::default()).expect("load");
+        let x = burn::tensor::Tensor::<NdArray, 4>::ones([2, 1, 44, 44], &Default::default());
+        m.forward(x).into_data().to_vec::<f32>().expect("floats")
+    };
+    assert_eq!(logits(straight.path()), logits(resumed.path()));
+}
+
+#[test]
+fn resume_errors_are_clear() {
+    let _guard = serial();
+    let data = synthetic_data(14, 7, 3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let resume = TrainOptions { resume: true, ..quiet() };
+    let err = train::<B>(&small_config(1), &data, dir.path(), &resume, &Default::default()).expect_err("nothing");
+    assert!(err.to_string().contains("no run to resume"), "{err}");
+    train::<B>(
+        &small_config(2),
+        &data,
+        dir.path(),
+        &TrainOptions { stop_after: Some(1), ..quiet() },
+        &Default::default(),
+    )
+    .expect("one epoch");
+    let other = TrainConfig { lr: 0.2, ..small_config(2) };
+    let err = train::<B>(&other, &data, dir.path(), &resume, &Default::default()).expect_err("different config");
+    assert!(err.to_string().contains("differs"), "{err}");
+}
+
+#[test]
+fn exploding_loss_stops_with_epoch_and_step() {
+    let _guard = serial();
+    let data = synthetic_data(64, 7, 4);
+    let config = TrainConfig { lr: 1e9, grad_clip: None, momentum: 0.0, ..small_config(2) };
+    let dir = tempfile::tempdir().expect("tempdir");
+    match train::<B>(&config, &data, dir.path(), &quiet(), &Default::default()) {
+        Err(TrainError::NonFinite { epoch, step, .. }) => {
+            assert_eq!(epoch, 0);
+            assert!(step >= 1, "the first step's loss is finite; the blow-up comes after an update");
+        }
+        other => panic!("expected a non-finite loss error, got {other:?}"),
+    }
+}
+
+fn real_data() -> Option<PathBuf> {
+    match std::env::var_os("FER2013_CSV").filter(|v| !v.is_empty()) {
+        Some(p) => Some(PathBuf::from(p)),
+        None => {
+            eprintln!("skipped: set FER2013_CSV to the real fer2013.csv(.gz) to run this test");
+            None
+        }
+    }
+}
+
+#[test]
+fn real_fer2013_one_epoch_on_2000_faces_beats_the_majority_class() {
+    let Some(path) = real_data() else { return };
+    let _guard = serial();
+    let data = fer_dataset::load(&path).expect("real FER2013");
+    let config = TrainConfig {
+        epochs: 1,
+        batch_size: 32,
+        lr: 0.05,
+        schedule: Schedule::Constant,
+        train_limit: Some(2000),
+        eval_tencrop: false,
+        ..TrainConfig::reference(ModelConfig::from_name("vgg-small").expect("known"))
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let summary = train::<Autodiff<burn::backend::Flex>>(&config, &data, dir.path(), &quiet(), &Default::default())
+        .expect("trains on flex");
+    // Always answering "happy" scores 895 / 3589 = 24.9 % on PublicTest; chance is 14.3 %.
+    let majority = 895.0 / 3589.0;
+    eprintln!(
+        "real smoke run: PublicTest {:.2} %, PrivateTest {:.2} %",
+        100.0 * summary.selected_public_acc,
+        100.0 * summary.selected_private_acc
+    );
+    assert!(summary.selected_public_acc > majority, "PublicTest {:.4}", summary.selected_public_acc);
+}
