@@ -4,7 +4,8 @@
 # - A Rust toolchain >= 1.92 through rustup when cargo is absent (Debian's cargo is too old).
 
 # Debian packages the workspace builds against.
-FER_APT_PACKAGES=(build-essential pkg-config ca-certificates)
+# fonts-dejavu-core: the text font of the PNG reports.
+FER_APT_PACKAGES=(build-essential pkg-config ca-certificates fonts-dejavu-core)
 
 fer_ensure_apt() {
     local missing=()

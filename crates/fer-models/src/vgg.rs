@@ -44,10 +44,11 @@ impl VggConfig {
         VggConfig::new(layers)
     }
 
-    /// A narrow 4-conv VGG (16-16-M-32-32-M-M) for tests and quick experiments on the CPU.
+    /// A narrow 4-conv VGG (16-16-M-32-32-M-M, dropout 0.1: half of 32 features is too much to
+    /// drop) for tests and quick experiments on the CPU.
     pub fn small() -> VggConfig {
         use VggItem::{Conv, MaxPool};
-        VggConfig::new(vec![Conv(16), Conv(16), MaxPool, Conv(32), Conv(32), MaxPool, MaxPool])
+        VggConfig::new(vec![Conv(16), Conv(16), MaxPool, Conv(32), Conv(32), MaxPool, MaxPool]).with_dropout(0.1)
     }
 
     /// Checks the layer list; returns what is wrong.

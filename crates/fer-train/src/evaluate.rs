@@ -43,6 +43,13 @@ impl Evaluation {
         })
     }
 
+    /// Mean of the per-class recalls over the classes present: 1/7 for any constant answer,
+    /// so it tells learning from predicting the majority class (happy, ~25 % of FER2013).
+    pub fn balanced_accuracy(&self) -> f64 {
+        let recalls: Vec<f64> = self.per_class_accuracy().into_iter().flatten().collect();
+        if recalls.is_empty() { 0.0 } else { recalls.iter().sum::<f64>() / recalls.len() as f64 }
+    }
+
     /// Mean cross-entropy per face.
     pub fn mean_loss(&self) -> f64 {
         let faces = self.faces();
@@ -97,5 +104,6 @@ mod tests {
         assert_eq!(e.per_class_accuracy()[3], Some(1.0));
         assert_eq!(e.per_class_accuracy()[1], None);
         assert_eq!(e.mean_loss(), 1.0);
+        assert_eq!(e.balanced_accuracy(), (0.75 + 1.0) / 2.0);
     }
 }

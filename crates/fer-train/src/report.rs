@@ -19,6 +19,8 @@ pub struct SplitReport {
     pub faces: u64,
     /// Overall accuracy.
     pub accuracy: f64,
+    /// Mean per-class recall (1/7 for any constant answer).
+    pub balanced_accuracy: f64,
     /// Mean cross-entropy.
     pub mean_loss: f64,
     /// Recall per class, in [`Emotion`] order (`null` for a class absent from the split).
@@ -34,6 +36,7 @@ impl SplitReport {
             split,
             faces: evaluation.faces(),
             accuracy: evaluation.accuracy(),
+            balanced_accuracy: evaluation.balanced_accuracy(),
             mean_loss: evaluation.mean_loss(),
             per_class_accuracy: Emotion::ALL.into_iter().zip(evaluation.per_class_accuracy()).collect(),
             confusion: evaluation.confusion,
