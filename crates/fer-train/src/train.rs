@@ -252,9 +252,8 @@ pub fn train<B: AutodiffBackend>(
         bar.finish_and_clear();
 
         let inference = model.valid();
-        let inner_device = device.clone();
-        let public_eval = evaluate(&inference, public.clone(), view, config.eval_batch_faces, &inner_device);
-        let private_eval = evaluate(&inference, private.clone(), view, config.eval_batch_faces, &inner_device);
+        let public_eval = evaluate(&inference, public.clone(), view, config.eval_batch_faces, device);
+        let private_eval = evaluate(&inference, private.clone(), view, config.eval_batch_faces, device);
         let row = EpochMetrics {
             epoch,
             lr: epoch_lr,
