@@ -271,11 +271,11 @@ fn run(cli: Cli) -> Result<()> {
             };
             view.check().map_err(anyhow::Error::msg)?;
             anyhow::ensure!(batch > 0, "--batch must be positive");
-            fer_models::read_checkpoint_header(&checkpoint)?;
-            let data = load_with_progress(data.as_deref())?;
-            let faces = std::sync::Arc::new(data.split(split).clone());
             let evaluation = with_backend!(device, |B, device| {
+                // The checkpoint first: a bad path fails before the data is read.
                 let (model, _) = fer_models::load_checkpoint::<B>(&checkpoint, &device)?;
+                let data = load_with_progress(data.as_deref())?;
+                let faces = std::sync::Arc::new(data.split(split).clone());
                 fer_train::evaluate(&model, faces, view, batch, &device)
             });
             let report = SplitReport::new(split, &evaluation);

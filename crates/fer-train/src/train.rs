@@ -62,14 +62,14 @@ impl RunSummary {
     /// Summarises `metrics.csv` rows; `None` when there are none.
     pub fn from_metrics(rows: &[EpochMetrics]) -> Option<RunSummary> {
         // Ties keep the earliest epoch, as the loop does (it replaces best only on improvement).
-        let selected = rows.iter().fold(None::<&EpochMetrics>, |best, r| match best {
-            Some(b) if b.public_acc >= r.public_acc => Some(b),
-            _ => Some(r),
-        })?;
-        let by_private = rows.iter().fold(None::<&EpochMetrics>, |best, r| match best {
-            Some(b) if b.private_acc >= r.private_acc => Some(b),
-            _ => Some(r),
-        })?;
+        let first_best = |key: fn(&EpochMetrics) -> f64| {
+            rows.iter().fold(None::<&EpochMetrics>, |best, r| match best {
+                Some(b) if key(b) >= key(r) => Some(b),
+                _ => Some(r),
+            })
+        };
+        let selected = first_best(|r| r.public_acc)?;
+        let by_private = first_best(|r| r.private_acc)?;
         Some(RunSummary {
             completed_epochs: rows.len(),
             selected_epoch: selected.epoch,
