@@ -1,5 +1,6 @@
 //! `fer`: the fer-rs command line. It only parses arguments and calls the fer-rs crates.
 
+mod attack;
 mod backend;
 
 use std::fs::File;
@@ -76,6 +77,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Attack a checkpoint (FGSM, FGSM-RS, PGD): clean vs adversarial accuracy, ε sweeps, figures.
+    Attack(Box<attack::AttackArgs>),
     /// Rewrite report.json and the PNG plots of a run from its best.fer and metrics.csv.
     Report {
         /// Run directory.
@@ -159,6 +162,33 @@ struct TrainArgs {
     /// Device: cpu, ndarray, wgpu[:N], vulkan[:N], cuda[:N].
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
+    /// Adversarial training with this attack: fgsm (the reference), fgsm-rs or pgd.
+    #[arg(long)]
+    adversarial: Option<String>,
+    /// L∞ budget of adversarial training (pixels in [0, 1]): 0.3, 8/255, …
+    #[arg(long, default_value = "0.3", requires = "adversarial")]
+    eps: String,
+    /// PGD iterations of adversarial training.
+    #[arg(long, default_value_t = 10, requires = "adversarial")]
+    adv_steps: usize,
+    /// Step size of the training attack [default: 1.25ε for fgsm-rs, 2.5ε/steps for pgd].
+    #[arg(long, requires = "adversarial")]
+    adv_alpha: Option<f64>,
+    /// Model that builds the training examples: frozen (inference-mode copy) or current.
+    #[arg(long, default_value = "frozen", requires = "adversarial")]
+    adv_source: fer_train::AdvSource,
+    /// Weight of the adversarial loss: (1 − w)·CE(clean) + w·CE(adversarial).
+    #[arg(long, default_value_t = 0.5, requires = "adversarial")]
+    adv_weight: f64,
+    /// Labels of the training attack: true or predicted.
+    #[arg(long, default_value = "true", requires = "adversarial")]
+    adv_labels: fer_adversarial::LabelSource,
+    /// What picks best.fer on PublicTest: clean, adversarial or mean.
+    #[arg(long, default_value = "mean", requires = "adversarial")]
+    select: fer_train::Selection,
+    /// PublicTest faces of the per-epoch FGSM-vs-PGD catastrophic-overfitting check (0: off).
+    #[arg(long, default_value_t = 500, requires = "adversarial")]
+    check_faces: usize,
 }
 
 impl TrainArgs {
@@ -197,6 +227,18 @@ impl TrainArgs {
         c.eval_tencrop = !self.no_tencrop;
         c.train_limit = self.train_limit;
         c.eval_limit = self.eval_limit;
+        if let Some(method) = &self.adversarial {
+            let eps = fer_adversarial::parse_eps(&self.eps)?;
+            let attack = fer_adversarial::Attack::from_name(method, eps, self.adv_alpha, self.adv_steps)?;
+            c.adversarial = Some(fer_train::AdversarialTraining {
+                source: self.adv_source,
+                weight: self.adv_weight,
+                labels: self.adv_labels,
+                selection: self.select,
+                check_faces: self.check_faces,
+                ..fer_train::AdversarialTraining::new(attack)
+            });
+        }
         c.check().map_err(anyhow::Error::msg)?;
         Ok(c)
     }
@@ -255,12 +297,31 @@ fn run(cli: Cli) -> Result<()> {
                 100.0 * summary.selected_public_acc,
                 100.0 * summary.selected_private_acc
             );
+            if let (Some(public), Some(private)) = (summary.selected_public_adv_acc, summary.selected_private_adv_acc) {
+                println!(
+                    "Under attack at that epoch (selection: {:?}): PublicTest {:.2} %, PrivateTest {:.2} % (headline).",
+                    summary.selection,
+                    100.0 * public,
+                    100.0 * private
+                );
+            }
             println!(
                 "Reference-style figure (best PrivateTest over all epochs, selected on the test set): {:.2} % at epoch {}.",
                 100.0 * summary.reference_style_private_acc,
                 summary.reference_style_epoch + 1
             );
+            if let Some(adv) = summary.reference_style_private_adv_acc {
+                println!(
+                    "Reference-style adversarial figure (best attacked PrivateTest over all epochs): {:.2} %.",
+                    100.0 * adv
+                );
+            }
+            if !summary.catastrophic_epochs.is_empty() {
+                let epochs: Vec<String> = summary.catastrophic_epochs.iter().map(|e| (e + 1).to_string()).collect();
+                println!("Catastrophic overfitting (FGSM accuracy far above PGD) at epochs {}.", epochs.join(", "));
+            }
         }
+        Command::Attack(args) => attack::run(*args)?,
         Command::Eval { checkpoint, split, tencrop, full, crop, batch, data, device, json } => {
             let view = if full {
                 View::Full
@@ -298,7 +359,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Report { run, data, device } => {
             let data = load_with_progress(data.as_deref())?;
             let files = RunFiles::new(&run);
-            let report = with_backend!(device, |B, device| fer_train::write_report::<B>(&files, &data, &device)?);
+            let report = with_backend!(device, |B, device| {
+                fer_train::write_report::<burn::backend::Autodiff<B>>(&files, &data, &device)?
+            });
             println!(
                 "wrote {}: PrivateTest {:.2} % at the PublicTest-selected epoch {}",
                 files.report().display(),

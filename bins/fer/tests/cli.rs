@@ -193,3 +193,114 @@ fn train_eval_report_round_trip_on_ndarray() {
     let out = fer(&["train", "--model", "alexnet", "--out", run_s, "--data", csv]);
     assert!(stderr(&out).contains("unknown model `alexnet`"), "{}", stderr(&out));
 }
+
+#[test]
+fn adversarial_training_then_attacks_on_ndarray() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = write_csv(dir.path());
+    let csv = csv.to_str().expect("utf-8");
+    let run = dir.path().join("run");
+    let run_s = run.to_str().expect("utf-8");
+    let out = fer(&[
+        "train",
+        "--model",
+        "vgg-small",
+        "--epochs",
+        "1",
+        "--bs",
+        "16",
+        "--no-tencrop",
+        "--adversarial",
+        "fgsm",
+        "--eps",
+        "0.3",
+        "--check-faces",
+        "4",
+        "--device",
+        "ndarray",
+        "--data",
+        csv,
+        "--out",
+        run_s,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Under attack at that epoch (selection: Mean)"), "{}", stdout(&out));
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).expect("metrics.csv");
+    assert!(
+        metrics
+            .lines()
+            .next()
+            .expect("header")
+            .ends_with("public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic")
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("report.json")).expect("report.json")).expect("JSON");
+    assert_eq!(report["adversarial"]["attack"]["method"], "fgsm");
+    assert_eq!(report["adversarial"]["private_test"]["faces"], 10);
+
+    let best = run.join("best.fer");
+    let best = best.to_str().expect("utf-8");
+    let attack_dir = dir.path().join("attack");
+    let attack_dir_s = attack_dir.to_str().expect("utf-8");
+    let out = fer(&[
+        "attack",
+        "--checkpoint",
+        best,
+        "--method",
+        "pgd",
+        "--eps",
+        "8/255",
+        "--steps",
+        "2",
+        "--examples",
+        "3",
+        "--eps-sweep",
+        "0,8/255",
+        "--sweep-methods",
+        "fgsm,pgd",
+        "--out",
+        attack_dir_s,
+        "--json",
+        "--device",
+        "ndarray",
+        "--data",
+        csv,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON on stdout");
+    assert_eq!(json["model"], "vgg-small");
+    assert_eq!(json["split"], "PrivateTest");
+    assert_eq!(json["config"]["attack"]["method"], "pgd");
+    assert_eq!(json["config"]["attack"]["steps"], 2);
+    assert_eq!(json["config"]["labels"], "predicted");
+    assert_eq!(json["clean"]["faces"], 10);
+    assert_eq!(json["adversarial"]["per_class_accuracy"].as_array().map(Vec::len), Some(7));
+    assert!(json["max_perturbation"].as_f64().expect("number") <= 8.0 / 255.0 + 1e-6);
+    let sweep = std::fs::read_to_string(attack_dir.join("sweep.csv")).expect("sweep.csv");
+    let lines: Vec<&str> = sweep.lines().collect();
+    assert_eq!(lines[0], "method,attack,eps,clean_acc,adversarial_acc,seconds");
+    assert_eq!(lines.len(), 5, "{sweep}");
+    for png in ["robustness.png", "examples.png"] {
+        let bytes = std::fs::read(attack_dir.join(png)).expect(png);
+        assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 3_000, "{png}");
+    }
+    assert!(attack_dir.join("attack.json").is_file());
+
+    // Bad arguments name what is wrong.
+    let bad = |extra: &[&str], expected: &str| {
+        let mut args =
+            vec!["attack", "--checkpoint", best, "--device", "ndarray", "--data", csv, "--out", attack_dir_s];
+        args.extend_from_slice(extra);
+        let out = fer(&args);
+        assert!(!out.status.success(), "{extra:?} must fail");
+        assert!(stderr(&out).contains(expected), "{extra:?}: {}", stderr(&out));
+    };
+    bad(&["--eps=-0.1"], "ε = -0.1 is outside [0, 1]");
+    bad(&["--eps", "1.5"], "ε = 1.5 is outside [0, 1]");
+    bad(&["--eps", "big"], "cannot read ε `big`");
+    bad(&["--method", "pgd", "--steps", "0"], "PGD needs at least 1 step");
+    bad(&["--method", "deepfool"], "unknown attack `deepfool`");
+    bad(&["--model", "resnet18"], "resnet18");
+    let out = fer(&["attack", "--checkpoint", "/no/such.fer", "--device", "ndarray", "--data", csv]);
+    assert!(stderr(&out).contains("cannot read checkpoint /no/such.fer"), "{}", stderr(&out));
+}

@@ -1,12 +1,53 @@
 //! # fer-adversarial
 //!
-//! Adversarial attacks on fer-rs models and robustness evaluation:
+//! Adversarial attacks on fer-rs classifiers and robustness evaluation.
 //!
-//! * **In**: a model from `fer-models` and image batches from `fer-dataset`.
-//! * **Out** (planned, see the adversarial issue): FGSM, FGSM-RS and PGD-k under an L∞ budget,
-//!   clean-vs-adversarial accuracy, ε sweeps and example figures.
+//! * **In**: a differentiable forward (any `Fn(Tensor<B, 4>) -> Tensor<B, 2>` on an autodiff
+//!   backend; for fer-rs models a frozen copy in inference mode, see
+//!   [`fer_models::Classifier::logits_inference`]) and image batches in `[0, 1]` from
+//!   [`fer_dataset`].
+//! * **Out**: adversarial images ([`perturb`]: FGSM, FGSM-RS, PGD-k under an L∞ budget ε);
+//!   clean vs adversarial accuracy with confusion matrices ([`evaluate_robustness`]); ε sweeps
+//!   ([`eps_sweep`]); faces with the model's probabilities for figures ([`adversarial_examples`]).
+//!   Plots and adversarial training live in `fer-train`.
 //!
-//! This crate holds no attack yet: nothing here is a stand-in.
+//! Every attack returns `x'` with `‖x' − x‖∞ ≤ ε` and `x' ∈ [0, 1]`, detached from the graph; it
+//! differentiates only the input and drops the gradients it makes, so nothing reaches a model's
+//! optimiser. Random starts are drawn on the host from a seeded generator, so results do not
+//! depend on the backend's random number generator.
+//!
+//! **Why inference mode matters.** In Burn 0.21, BatchNorm and dropout act in training mode on
+//! every autodiff backend; an attack through `forward` would see batch statistics and random
+//! dropout, not the deployed model. [`fer_models::Classifier::logits_inference`] uses the running
+//! statistics and no dropout on any backend (the reference's `net.eval()`).
+//!
+//! ```
+//! use burn::backend::{Autodiff, NdArray};
+//! use burn::module::Module;
+//! use burn::tensor::{Distribution, Tensor};
+//! use fer_adversarial::{Attack, Labels, perturb};
+//! use fer_models::{Classifier, ModelConfig};
+//! use rand::SeedableRng;
+//!
+//! type B = Autodiff<NdArray>;
+//! let device = Default::default();
+//! let model = ModelConfig::from_name("vgg-small").unwrap().init::<B>(&device);
+//! let frozen = model.clone().no_grad();
+//! let faces = Tensor::<B, 4>::random([2, 1, 48, 48], Distribution::Uniform(0.0, 1.0), &device);
+//! let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(0);
+//! let adversarial = perturb(&Attack::pgd(8.0 / 255.0, 3), |x| frozen.logits_inference(x), faces.clone(), Labels::Predicted, &mut rng)?;
+//! let distance: f32 = (adversarial - faces).abs().max().into_scalar();
+//! assert!(distance <= 8.0 / 255.0 + 1e-6);
+//! # Ok::<(), fer_adversarial::AttackError>(())
+//! ```
 #![deny(missing_docs)]
 
+mod attack;
+mod robustness;
+
+pub use attack::{Attack, AttackError, LabelSource, Labels, input_gradient, parse_eps, perturb};
 pub use fer_models;
+pub use robustness::{
+    AdversarialExample, Robustness, RobustnessConfig, SweepPoint, adversarial_examples, eps_sweep, evaluate_robustness,
+    logits_on_faces,
+};

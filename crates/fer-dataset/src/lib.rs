@@ -31,6 +31,8 @@ mod data;
 mod emotion;
 mod error;
 mod path;
+mod stream;
+pub mod synthetic;
 mod view;
 
 pub use batch::{FaceBatch, FaceBatcher, FaceDataset, FaceItem, face_loader};
@@ -40,4 +42,5 @@ pub use data::{ClassCounts, FACE_PIXELS, FACE_SIDE, FaceImage, Fer2013, SplitDat
 pub use emotion::{Emotion, Split};
 pub use error::DatasetError;
 pub use path::{DATA_ENV_VAR, default_data_path, is_cache_file, load};
+pub use stream::BatchStream;
 pub use view::{CropWindow, View};

@@ -30,6 +30,8 @@
 #![deny(missing_docs)]
 
 mod checkpoint;
+mod evaluate;
+mod mode;
 mod model;
 mod resnet;
 mod vgg;
@@ -37,7 +39,8 @@ mod vgg;
 pub use checkpoint::{
     CHECKPOINT_MAGIC, Checkpoint, ModelError, load_checkpoint, read_checkpoint_header, save_checkpoint,
 };
+pub use evaluate::{Evaluation, evaluate};
 pub use fer_features;
-pub use model::{Classifier, Model, ModelConfig, average_crops};
+pub use model::{Classifier, Model, ModelConfig, average_crops, ten_crops};
 pub use resnet::{BasicBlock, ResNet, ResNetConfig};
 pub use vgg::{Vgg, VggConfig, VggItem};

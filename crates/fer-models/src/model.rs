@@ -8,8 +8,14 @@ use crate::{ResNet, ResNetConfig, Vgg, VggConfig};
 ///
 /// Attacks and evaluation are written against this trait, so they work for every model.
 pub trait Classifier<B: Backend> {
-    /// Logits `[N, classes]` (not softmaxed).
+    /// Logits `[N, classes]` (not softmaxed), BatchNorm and dropout as the backend picks them:
+    /// training behaviour on autodiff backends, inference behaviour otherwise.
     fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2>;
+
+    /// Logits with inference behaviour on every backend (BatchNorm running statistics, no
+    /// dropout, no statistic update): what an attack differentiates on an autodiff backend.
+    /// On an inference backend it equals [`Classifier::logits`].
+    fn logits_inference(&self, images: Tensor<B, 4>) -> Tensor<B, 2>;
 }
 
 /// The architecture of a [`Model`]; saved in every checkpoint.
@@ -95,11 +101,23 @@ impl<B: Backend> Model<B> {
             Model::ResNet(m) => m.forward(images),
         }
     }
+
+    /// Logits with inference behaviour on every backend (see [`Classifier::logits_inference`]).
+    pub fn forward_inference(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        match self {
+            Model::Vgg(m) => m.forward_inference(images),
+            Model::ResNet(m) => m.forward_inference(images),
+        }
+    }
 }
 
 impl<B: Backend> Classifier<B> for Model<B> {
     fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         self.forward(images)
+    }
+
+    fn logits_inference(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward_inference(images)
     }
 }
 
@@ -107,11 +125,19 @@ impl<B: Backend> Classifier<B> for Vgg<B> {
     fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         self.forward(images)
     }
+
+    fn logits_inference(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward_inference(images)
+    }
 }
 
 impl<B: Backend> Classifier<B> for ResNet<B> {
     fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         self.forward(images)
+    }
+
+    fn logits_inference(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward_inference(images)
     }
 }
 
@@ -125,6 +151,27 @@ pub fn average_crops<B: Backend>(logits: Tensor<B, 2>, crops_per_face: usize) ->
     let [rows, classes] = logits.dims();
     assert_eq!(rows % crops_per_face, 0, "{rows} rows are not groups of {crops_per_face} crops");
     logits.reshape([rows / crops_per_face, crops_per_face, classes]).mean_dim(1).squeeze_dim::<2>(1)
+}
+
+/// torchvision's `TenCrop(side)` of full faces as a differentiable tensor operation:
+/// `[N, C, 48, 48]` → `[N × 10, C, side, side]`, the crops of face `i` at rows `i × 10 ..`, in the
+/// order of [`fer_dataset::CropWindow::ten`] (so the same crops as [`fer_dataset::View::TenCrop`]).
+/// An attack on a TenCrop-evaluated model perturbs the full face through this function.
+pub fn ten_crops<B: Backend>(images: Tensor<B, 4>, side: usize) -> Tensor<B, 4> {
+    let [faces, channels, height, width] = images.dims();
+    assert!(
+        height == fer_dataset::FACE_SIDE && width == fer_dataset::FACE_SIDE,
+        "ten_crops takes full {0}×{0} faces, got {height}×{width}",
+        fer_dataset::FACE_SIDE
+    );
+    let crops: Vec<Tensor<B, 4>> = fer_dataset::CropWindow::ten(side)
+        .iter()
+        .map(|w| {
+            let crop = images.clone().slice([0..faces, 0..channels, w.top..w.top + side, w.left..w.left + side]);
+            if w.mirrored { crop.flip([3]) } else { crop }
+        })
+        .collect();
+    Tensor::stack::<5>(crops, 1).reshape([faces * 10, channels, side, side])
 }
 
 #[cfg(test)]
@@ -178,5 +225,59 @@ mod tests {
             Tensor::<B, 2>::from_floats([[1., 2.], [3., 4.], [5., 9.], [0., -3.], [6., 3.], [9., 0.]], &device);
         let avg = average_crops(logits, 3).into_data().to_vec::<f32>().expect("floats");
         assert_eq!(avg, vec![3.0, 5.0, 5.0, 0.0]);
+    }
+
+    fn max_abs_diff<Bk: Backend>(a: Tensor<Bk, 2>, b: Tensor<Bk, 2>) -> f32 {
+        (a - b).abs().max().into_scalar().elem()
+    }
+
+    #[test]
+    fn inference_forward_on_autodiff_equals_the_inference_backend() {
+        use burn::backend::Autodiff;
+        use burn::module::AutodiffModule;
+        use burn::tensor::Distribution;
+        type A = Autodiff<NdArray>;
+        let device = Default::default();
+        for name in ["vgg-small", "resnet-small"] {
+            <A as Backend>::seed(&device, 3);
+            let model = ModelConfig::from_name(name).expect("known").init::<A>(&device);
+            let x = Tensor::<A, 4>::random([6, 1, 44, 44], Distribution::Uniform(0.0, 1.0), &device);
+            // Training-mode passes move the running statistics away from their initial 0 / 1.
+            for _ in 0..3 {
+                let _ = model.forward(x.clone().mul_scalar(2.0).add_scalar(0.3));
+            }
+            let reference = model.valid().forward(x.clone().inner());
+            let inference = model.forward_inference(x.clone());
+            assert!(max_abs_diff(inference.clone().inner(), reference.clone()) < 1e-5, "{name}");
+            // Inference passes leave the running statistics alone.
+            let again = model.forward_inference(x.clone());
+            assert_eq!(max_abs_diff(again.inner(), inference.clone().inner()), 0.0, "{name}");
+            assert!(max_abs_diff(model.valid().forward(x.clone().inner()), reference) == 0.0, "{name}");
+            // And the backend's default on autodiff is training behaviour, which differs.
+            assert!(max_abs_diff(model.forward(x).inner(), inference.inner()) > 1e-4, "{name}");
+        }
+    }
+
+    #[test]
+    fn ten_crops_equal_the_dataset_view() {
+        use burn::data::dataloader::batcher::Batcher;
+        use fer_dataset::{Emotion, FaceBatcher, FaceImage, FaceItem, View};
+        let device = Default::default();
+        let images: Vec<FaceImage> = (0..2u32)
+            .map(|f| {
+                let px: Vec<u8> = (0..48 * 48u32).map(|i| ((i * 7 + f * 13 + i / 48 * 5) % 256) as u8).collect();
+                FaceImage::from_slice(&px).expect("2304 pixels")
+            })
+            .collect();
+        let items: Vec<FaceItem> = images
+            .iter()
+            .enumerate()
+            .map(|(index, image)| FaceItem { index, label: Emotion::Happy, image: image.clone() })
+            .collect();
+        let expected: Tensor<B, 4> = FaceBatcher::new(View::TenCrop(44), 0, 2).batch(items.clone(), &device).images;
+        let full: Tensor<B, 4> = FaceBatcher::new(View::Full, 0, 2).batch(items, &device).images;
+        let crops = ten_crops::<B>(full, 44);
+        assert_eq!(crops.dims(), [20, 1, 44, 44]);
+        assert_eq!(crops.into_data(), expected.into_data());
     }
 }

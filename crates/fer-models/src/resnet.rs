@@ -6,6 +6,8 @@ use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, Linea
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use crate::mode::{Mode, batch_norm, dropout};
+
 /// Configuration of a [`ResNet`].
 #[derive(Config, Debug, PartialEq)]
 pub struct ResNetConfig {
@@ -123,10 +125,14 @@ impl<B: Backend> BasicBlock<B> {
 
     /// Applies the block.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let out = relu(self.norm1.forward(self.conv1.forward(x.clone())));
-        let out = self.norm2.forward(self.conv2.forward(out));
+        self.forward_in(x, Mode::Backend)
+    }
+
+    pub(crate) fn forward_in(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
+        let out = relu(batch_norm(&self.norm1, self.conv1.forward(x.clone()), mode));
+        let out = batch_norm(&self.norm2, self.conv2.forward(out), mode);
         let skip = match &self.shortcut {
-            Some(p) => p.norm.forward(p.conv.forward(x)),
+            Some(p) => batch_norm(&p.norm, p.conv.forward(x), mode),
             None => x,
         };
         relu(out + skip)
@@ -149,13 +155,24 @@ pub struct ResNet<B: Backend> {
 }
 
 impl<B: Backend> ResNet<B> {
-    /// Logits `[N, classes]` for images `[N, C, H, W]`.
+    /// Logits `[N, classes]` for images `[N, C, H, W]`; BatchNorm and dropout as Burn picks them
+    /// (training behaviour on autodiff backends).
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        let mut x = relu(self.stem_norm.forward(self.stem_conv.forward(images)));
+        self.forward_in(images, Mode::Backend)
+    }
+
+    /// Logits with inference behaviour on every backend (running statistics, no dropout), for
+    /// input gradients on an autodiff backend.
+    pub fn forward_inference(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward_in(images, Mode::Inference)
+    }
+
+    fn forward_in(&self, images: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
+        let mut x = relu(batch_norm(&self.stem_norm, self.stem_conv.forward(images), mode));
         for block in &self.blocks {
-            x = block.forward(x);
+            x = block.forward_in(x, mode);
         }
         let x = self.pool.forward(x).flatten::<2>(1, 3);
-        self.classifier.forward(self.dropout.forward(x))
+        self.classifier.forward(dropout(&self.dropout, x, mode))
     }
 }

@@ -6,6 +6,8 @@ use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, Linea
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use crate::mode::{Mode, batch_norm, dropout};
+
 /// One entry of a VGG layer list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum VggItem {
@@ -117,16 +119,27 @@ pub struct Vgg<B: Backend> {
 }
 
 impl<B: Backend> Vgg<B> {
-    /// Logits `[N, classes]` for images `[N, C, H, W]`.
+    /// Logits `[N, classes]` for images `[N, C, H, W]`; BatchNorm and dropout as Burn picks them
+    /// (training behaviour on autodiff backends).
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward_in(images, Mode::Backend)
+    }
+
+    /// Logits with inference behaviour on every backend (running statistics, no dropout), for
+    /// input gradients on an autodiff backend.
+    pub fn forward_inference(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward_in(images, Mode::Inference)
+    }
+
+    fn forward_in(&self, images: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
         let mut x = images;
         for block in &self.blocks {
-            x = relu(block.norm.forward(block.conv.forward(x)));
+            x = relu(batch_norm(&block.norm, block.conv.forward(x), mode));
             if let Some(pool) = &block.pool {
                 x = pool.forward(x);
             }
         }
         let x = self.pool.forward(x).flatten::<2>(1, 3);
-        self.classifier.forward(self.dropout.forward(x))
+        self.classifier.forward(dropout(&self.dropout, x, mode))
     }
 }

@@ -1,5 +1,6 @@
 //! The training recipe: every knob of the reference, as plain data saved with each run.
 
+use fer_adversarial::{Attack, LabelSource};
 use fer_models::ModelConfig;
 
 /// How the learning rate moves over training.
@@ -60,6 +61,118 @@ impl Schedule {
     }
 }
 
+/// Which model builds the adversarial examples of a training step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdvSource {
+    /// A frozen copy of the current weights in inference mode (BatchNorm running statistics,
+    /// no dropout, no parameter gradients): the reference.
+    #[default]
+    Frozen,
+    /// The model being trained, in training mode (batch statistics, dropout), as most PyTorch
+    /// adversarial-training code does when it attacks `model` without `model.eval()`. Its
+    /// BatchNorm running statistics also see the attack's forward passes.
+    Current,
+}
+
+impl std::str::FromStr for AdvSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<AdvSource, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "frozen" => Ok(AdvSource::Frozen),
+            "current" => Ok(AdvSource::Current),
+            _ => Err(format!("unknown adversarial source `{s}` (expected frozen or current)")),
+        }
+    }
+}
+
+/// What picks `best.fer` (always on PublicTest; PrivateTest is only reported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Selection {
+    /// Clean PublicTest accuracy.
+    Clean,
+    /// PublicTest accuracy under the evaluation attack.
+    Adversarial,
+    /// The mean of the two (the default for adversarial training).
+    #[default]
+    Mean,
+}
+
+impl std::str::FromStr for Selection {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Selection, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "clean" => Ok(Selection::Clean),
+            "adversarial" => Ok(Selection::Adversarial),
+            "mean" => Ok(Selection::Mean),
+            _ => Err(format!("unknown selection `{s}` (expected clean, adversarial or mean)")),
+        }
+    }
+}
+
+/// Adversarial training: each step also trains on attacked copies of its batch, and every epoch
+/// measures robustness on both test splits.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdversarialTraining {
+    /// The attack that builds the training examples (on the augmented crops of the batch).
+    pub attack: Attack,
+    /// Which model the training attack differentiates.
+    pub source: AdvSource,
+    /// Labels of the training attack (default: the true labels).
+    pub labels: LabelSource,
+    /// Loss = `(1 − weight) · CE(clean) + weight · CE(adversarial)`; the reference: 0.5.
+    pub weight: f64,
+    /// The per-epoch robustness measure: this attack on the full 48×48 test faces against the
+    /// model's predictions, in inference mode (the reference's protocol: FGSM at the training ε).
+    pub eval_attack: Attack,
+    /// Catastrophic-overfitting check: on the first `check_faces` PublicTest faces, compare the
+    /// evaluation attack with this stronger one (PGD-10 at the same ε); 0 faces turns it off.
+    pub check_attack: Attack,
+    /// Faces of the check.
+    pub check_faces: usize,
+    /// The epoch is flagged as catastrophic overfitting when, on the check faces, accuracy under
+    /// the evaluation attack exceeds accuracy under the check attack by at least this much
+    /// (FGSM looks robust while PGD breaks the model: Wong et al. 2020).
+    pub catastrophic_gap: f64,
+    /// What picks `best.fer`.
+    pub selection: Selection,
+}
+
+impl AdversarialTraining {
+    /// The reference's defence with `attack` as the training attack: frozen inference-mode copy,
+    /// true labels, weight 0.5, FGSM evaluation and PGD-10 check at the same ε on 500 faces, gap
+    /// 0.3, selection on the mean of clean and adversarial PublicTest accuracy.
+    pub fn new(attack: Attack) -> AdversarialTraining {
+        let eps = attack.eps();
+        AdversarialTraining {
+            attack,
+            source: AdvSource::Frozen,
+            labels: LabelSource::True,
+            weight: 0.5,
+            eval_attack: Attack::fgsm(eps),
+            check_attack: Attack::pgd(eps, 10),
+            check_faces: 500,
+            catastrophic_gap: 0.3,
+            selection: Selection::Mean,
+        }
+    }
+
+    /// Checks the attacks, the weight and the gap.
+    pub fn check(&self) -> Result<(), String> {
+        for attack in [&self.attack, &self.eval_attack, &self.check_attack] {
+            attack.check().map_err(|e| e.to_string())?;
+        }
+        if !(0.0..=1.0).contains(&self.weight) {
+            return Err(format!("adversarial weight {} is not in [0, 1]", self.weight));
+        }
+        if !(self.catastrophic_gap.is_finite() && self.catastrophic_gap > 0.0) {
+            return Err(format!("catastrophic-overfitting gap {} must be positive", self.catastrophic_gap));
+        }
+        Ok(())
+    }
+}
+
 /// Everything that defines a training run; saved as `config.json` in the run directory.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
@@ -93,6 +206,9 @@ pub struct TrainConfig {
     pub eval_limit: Option<usize>,
     /// Batches prepared ahead of the device by a loader thread.
     pub prefetch: usize,
+    /// Adversarial training; `None`: clean training (selection on clean PublicTest accuracy).
+    #[serde(default)]
+    pub adversarial: Option<AdversarialTraining>,
 }
 
 impl TrainConfig {
@@ -116,6 +232,7 @@ impl TrainConfig {
             train_limit: None,
             eval_limit: None,
             prefetch: 4,
+            adversarial: None,
         }
     }
 
@@ -127,6 +244,11 @@ impl TrainConfig {
             schedule: Schedule::Cosine { warmup_epochs: 2, min_lr: 1e-4 },
             ..TrainConfig::reference(model)
         }
+    }
+
+    /// How `best.fer` is chosen.
+    pub fn selection(&self) -> Selection {
+        self.adversarial.as_ref().map_or(Selection::Clean, |a| a.selection)
     }
 
     /// Checks every field; returns what is wrong.
@@ -158,6 +280,9 @@ impl TrainConfig {
         }
         if self.train_limit == Some(0) || self.eval_limit == Some(0) {
             return Err("subset limits must be positive".into());
+        }
+        if let Some(adversarial) = &self.adversarial {
+            adversarial.check()?;
         }
         Ok(())
     }
@@ -199,6 +324,29 @@ mod tests {
         assert!(TrainConfig { epochs: 0, ..good.clone() }.check().expect_err("epochs").contains("epochs"));
         assert!(TrainConfig { lr: -1.0, ..good.clone() }.check().expect_err("lr").contains("learning rate"));
         assert!(TrainConfig { crop: 50, ..good.clone() }.check().expect_err("crop").contains("crop 50"));
-        assert!(TrainConfig { grad_clip: Some(0.0), ..good }.check().expect_err("clip").contains("clamp"));
+        assert!(TrainConfig { grad_clip: Some(0.0), ..good.clone() }.check().expect_err("clip").contains("clamp"));
+        let adversarial = |a: AdversarialTraining| TrainConfig { adversarial: Some(a), ..good.clone() };
+        assert!(adversarial(AdversarialTraining::new(Attack::fgsm(0.3))).check().is_ok());
+        let bad = adversarial(AdversarialTraining::new(Attack::fgsm(1.3)));
+        assert!(bad.check().expect_err("eps").contains("1.3"));
+        let bad = adversarial(AdversarialTraining { weight: 2.0, ..AdversarialTraining::new(Attack::fgsm(0.3)) });
+        assert!(bad.check().expect_err("weight").contains("weight 2"));
+        let bad = adversarial(AdversarialTraining::new(Attack::Pgd { eps: 0.1, alpha: 0.01, steps: 0 }));
+        assert!(bad.check().expect_err("steps").contains("1 step"));
+    }
+
+    #[test]
+    fn configs_without_the_adversarial_field_still_load() {
+        let good = TrainConfig::reference(ModelConfig::from_name("vgg-small").expect("known"));
+        let mut json = serde_json::to_value(&good).expect("json");
+        json.as_object_mut().expect("object").remove("adversarial");
+        let back: TrainConfig = serde_json::from_value(json).expect("old config.json");
+        assert_eq!(back, good);
+        assert_eq!(good.selection(), Selection::Clean);
+        let with = TrainConfig { adversarial: Some(AdversarialTraining::new(Attack::fgsm(0.3))), ..good };
+        assert_eq!(with.selection(), Selection::Mean);
+        let text = serde_json::to_string(&with).expect("json");
+        assert!(text.contains(r#""method":"fgsm""#), "{text}");
+        assert_eq!(serde_json::from_str::<TrainConfig>(&text).expect("round trip"), with);
     }
 }

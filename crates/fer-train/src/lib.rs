@@ -33,18 +33,16 @@
 #![deny(missing_docs)]
 
 mod config;
-mod evaluate;
 mod plots;
 mod report;
 mod run;
-mod stream;
 mod train;
 
-pub use config::{Schedule, TrainConfig};
-pub use evaluate::{Evaluation, evaluate};
+pub use config::{AdvSource, AdversarialTraining, Schedule, Selection, TrainConfig};
 pub use fer_adversarial;
-pub use plots::{plot_confusion, plot_curves};
-pub use report::{Report, SplitReport, write_report};
+pub use fer_dataset::BatchStream;
+pub use fer_models::{Evaluation, evaluate};
+pub use plots::{plot_adversarial_examples, plot_confusion, plot_curves, plot_robustness};
+pub use report::{AdversarialReport, Report, SplitReport, write_report, write_sweep_csv};
 pub use run::{EpochMetrics, RunFiles, RunState, TrainError, read_metrics};
-pub use stream::BatchStream;
 pub use train::{RunSummary, TrainOptions, train};

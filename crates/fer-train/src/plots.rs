@@ -3,7 +3,8 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use fer_dataset::Emotion;
+use fer_adversarial::{AdversarialExample, SweepPoint};
+use fer_dataset::{Emotion, FACE_SIDE};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -79,12 +80,24 @@ pub fn plot_curves(rows: &[EpochMetrics], path: &Path) -> Result<(), TrainError>
         .build_cartesian_2d(1.0..epochs.max(2.0), 0.0..100.0)
         .map_err(|e| plot_error(path, e))?;
     chart.configure_mesh().x_desc("epoch").draw().map_err(|e| plot_error(path, e))?;
-    let accuracies: [fn(&EpochMetrics) -> f64; 3] = [|r| r.train_acc, |r| r.public_acc, |r| r.private_acc];
-    for ((name, color), value) in series.iter().zip(accuracies) {
+    let accuracies: [fn(&EpochMetrics) -> Option<f64>; 5] = [
+        |r| Some(r.train_acc),
+        |r| Some(r.public_acc),
+        |r| Some(r.private_acc),
+        |r| r.public_adv_acc,
+        |r| r.private_adv_acc,
+    ];
+    let names = ["train", "PublicTest", "PrivateTest", "PublicTest attacked", "PrivateTest attacked"];
+    let colors = [series[0].1, series[1].1, series[2].1, RGBColor(214, 39, 40), RGBColor(148, 103, 189)];
+    for ((name, color), value) in names.into_iter().zip(colors).zip(accuracies) {
+        let points: Vec<(f64, f64)> = rows.iter().filter_map(|r| value(r).map(|v| (x(r), 100.0 * v))).collect();
+        if points.is_empty() {
+            continue;
+        }
         chart
-            .draw_series(LineSeries::new(rows.iter().map(|r| (x(r), 100.0 * value(r))), color.stroke_width(2)))
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(|e| plot_error(path, e))?
-            .label(*name)
+            .label(name)
             .legend(move |(lx, ly)| PathElement::new(vec![(lx, ly), (lx + 20, ly)], color.stroke_width(2)));
     }
     chart
@@ -158,6 +171,134 @@ pub fn plot_confusion(
                     .draw_series(std::iter::once(Text::new(text, (x + 0.5, y + dy), style)))
                     .map_err(|e| plot_error(path, e))?;
             }
+        }
+    }
+    root.present().map_err(|e| plot_error(path, e))
+}
+
+/// Draws accuracy (%) against ε, one line per attack method (an ε sweep's robustness curve).
+pub fn plot_robustness(points: &[SweepPoint], title: &str, path: &Path) -> Result<(), TrainError> {
+    ensure_font().map_err(|e| plot_error(path, e))?;
+    if points.is_empty() {
+        return Err(plot_error(path, "no sweep points to plot"));
+    }
+    let root = BitMapBackend::new(path, (800, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
+    let max_eps = points.iter().map(|p| p.eps).fold(0.0f64, f64::max).max(1e-3);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..max_eps * 1.02, 0.0..100.0)
+        .map_err(|e| plot_error(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc("ε (L∞, pixels in [0, 1])")
+        .y_desc("accuracy (%)")
+        .draw()
+        .map_err(|e| plot_error(path, e))?;
+    let palette = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(255, 127, 14)];
+    let mut methods: Vec<&str> = Vec::new();
+    for p in points {
+        if !methods.contains(&p.method.as_str()) {
+            methods.push(&p.method);
+        }
+    }
+    for (i, method) in methods.iter().enumerate() {
+        let color = palette[i % palette.len()];
+        let line: Vec<(f64, f64)> =
+            points.iter().filter(|p| p.method == *method).map(|p| (p.eps, 100.0 * p.adversarial_acc)).collect();
+        let label = points
+            .iter()
+            .find(|p| p.method == *method)
+            .map_or(method.to_string(), |p| p.attack.split(" ε=").next().unwrap_or(method).to_string());
+        chart
+            .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
+            .map_err(|e| plot_error(path, e))?
+            .label(label)
+            .legend(move |(lx, ly)| PathElement::new(vec![(lx, ly), (lx + 20, ly)], color.stroke_width(2)));
+        chart
+            .draw_series(line.into_iter().map(|(x, y)| Circle::new((x, y), 4, color.filled())))
+            .map_err(|e| plot_error(path, e))?;
+    }
+    let clean = 100.0 * points[0].clean_acc;
+    let grey = RGBColor(120, 120, 120);
+    chart
+        .draw_series(LineSeries::new(vec![(0.0, clean), (max_eps * 1.02, clean)], grey.stroke_width(1)))
+        .map_err(|e| plot_error(path, e))?
+        .label("clean")
+        .legend(move |(lx, ly)| PathElement::new(vec![(lx, ly), (lx + 20, ly)], grey.stroke_width(1)));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()
+        .map_err(|e| plot_error(path, e))?;
+    root.present().map_err(|e| plot_error(path, e))
+}
+
+/// Draws one row per example: the clean face (true label, prediction and confidence), the
+/// perturbation (mid-grey is 0, black −ε, white +ε) and the adversarial face (prediction and
+/// confidence), as the reference project's figure.
+pub fn plot_adversarial_examples(examples: &[AdversarialExample], eps: f64, path: &Path) -> Result<(), TrainError> {
+    ensure_font().map_err(|e| plot_error(path, e))?;
+    if examples.is_empty() {
+        return Err(plot_error(path, "no examples to draw"));
+    }
+    const SCALE: usize = 3;
+    const CELL: usize = FACE_SIDE * SCALE;
+    const PAD: usize = 16;
+    const TEXT: usize = 44;
+    let (width, row_height) = (3 * (CELL + PAD) + PAD, CELL + TEXT + PAD);
+    let height = 40 + examples.len() * row_height;
+    let root = BitMapBackend::new(path, (width as u32, height as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
+    let heading = ("sans-serif", 18).into_font().color(&BLACK);
+    for (col, text) in ["clean", &format!("perturbation (±ε = {eps:.3})"), "adversarial"].iter().enumerate() {
+        root.draw_text(text, &heading, ((PAD + col * (CELL + PAD)) as i32, 12)).map_err(|e| plot_error(path, e))?;
+    }
+    let small = ("sans-serif", 14).into_font().color(&BLACK);
+    let gray = |v: f32| {
+        let g = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+        RGBColor(g, g, g)
+    };
+    for (row, example) in examples.iter().enumerate() {
+        let top = 40 + row * row_height;
+        let delta: Vec<f32> = example
+            .clean
+            .iter()
+            .zip(&example.adversarial)
+            .map(|(c, a)| if eps > 0.0 { 0.5 + (a - c) / (2.0 * eps as f32) } else { 0.5 })
+            .collect();
+        for (col, pixels) in [&example.clean, &delta, &example.adversarial].into_iter().enumerate() {
+            let left = PAD + col * (CELL + PAD);
+            for (i, &v) in pixels.iter().enumerate() {
+                let (y, x) = (i / FACE_SIDE, i % FACE_SIDE);
+                for dy in 0..SCALE {
+                    for dx in 0..SCALE {
+                        let at = ((left + x * SCALE + dx) as i32, (top + y * SCALE + dy) as i32);
+                        root.draw_pixel(at, &gray(v)).map_err(|e| plot_error(path, e))?;
+                    }
+                }
+            }
+        }
+        let (clean_class, clean_p) = example.clean_top();
+        let (adv_class, adv_p) = example.adversarial_top();
+        let lines = [
+            (
+                0,
+                format!("true: {}", example.label.name()),
+                format!("pred: {} {:.0}%", clean_class.name(), 100.0 * clean_p),
+            ),
+            (2, format!("face #{}", example.index), format!("pred: {} {:.0}%", adv_class.name(), 100.0 * adv_p)),
+        ];
+        for (col, first, second) in lines {
+            let x = (PAD + col * (CELL + PAD)) as i32;
+            let y = (top + CELL + 4) as i32;
+            root.draw_text(&first, &small, (x, y)).map_err(|e| plot_error(path, e))?;
+            root.draw_text(&second, &small, (x, y + 18)).map_err(|e| plot_error(path, e))?;
         }
     }
     root.present().map_err(|e| plot_error(path, e))

@@ -2,13 +2,17 @@
 
 use std::sync::Arc;
 
-use burn::prelude::Backend;
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use fer_adversarial::{Attack, LabelSource, RobustnessConfig, SweepPoint, evaluate_robustness};
 use fer_dataset::{Emotion, Fer2013, Split, View};
 use fer_models::load_checkpoint;
 
-use crate::run::{read_json, write_json};
+use crate::run::{read_json, write_file, write_json};
 use crate::train::{RunSummary, evaluation_faces, evaluation_view};
-use crate::{Evaluation, RunFiles, TrainConfig, TrainError, evaluate, plot_confusion, plot_curves, read_metrics};
+use crate::{
+    Evaluation, RunFiles, Selection, TrainConfig, TrainError, evaluate, plot_confusion, plot_curves, read_metrics,
+};
 
 /// One split's evaluation, ready for JSON.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -59,33 +63,98 @@ pub struct Report {
     pub public_test: SplitReport,
     /// The selected checkpoint (`best.fer`) on PrivateTest: the headline.
     pub private_test: SplitReport,
+    /// Adversarial training runs: the selected checkpoint under attack.
+    pub adversarial: Option<AdversarialReport>,
 }
 
-/// Evaluates `best.fer` of the run on PublicTest and PrivateTest, writes `report.json`,
-/// `curves.png` and `confusion_private.png`, and returns the report.
+/// The selected checkpoint of an adversarial-training run under attack.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdversarialReport {
+    /// How the attacks were run.
+    pub protocol: String,
+    /// The evaluation attack (the reference: FGSM at the training ε).
+    pub attack: Attack,
+    /// PublicTest under the evaluation attack.
+    pub public_test: SplitReport,
+    /// PrivateTest under the evaluation attack: the robustness headline.
+    pub private_test: SplitReport,
+    /// PrivateTest clean, on the same full faces the attacks see.
+    pub private_test_clean_full_faces: SplitReport,
+    /// The check attack (PGD-10 at the same ε).
+    pub check_attack: Attack,
+    /// PrivateTest under the check attack.
+    pub private_test_check: SplitReport,
+}
+
+/// Evaluates `best.fer` of the run on PublicTest and PrivateTest (and, for adversarial training,
+/// under the evaluation and check attacks), writes `report.json`, `curves.png` and
+/// `confusion_private.png`, and returns the report. `B` is an autodiff backend because attacks
+/// need input gradients; clean evaluation runs on its inner backend.
 ///
 /// A plot that cannot be drawn (e.g. no DejaVu font installed) is logged as a warning; the JSON
 /// report is written regardless.
-pub fn write_report<B: Backend>(files: &RunFiles, data: &Fer2013, device: &B::Device) -> Result<Report, TrainError> {
+pub fn write_report<B: AutodiffBackend>(
+    files: &RunFiles,
+    data: &Fer2013,
+    device: &B::Device,
+) -> Result<Report, TrainError> {
     let config: TrainConfig = read_json(&files.config())?;
     let rows = read_metrics(&files.metrics())?;
-    let summary = RunSummary::from_metrics(&rows).ok_or_else(|| TrainError::Data("metrics.csv has no epoch".into()))?;
+    let selection = config.selection();
+    let summary = RunSummary::from_metrics(&rows, selection)
+        .ok_or_else(|| TrainError::Data("metrics.csv has no epoch".into()))?;
     let (model, _) = load_checkpoint::<B>(files.best(), device)?;
+    let inference = model.valid();
     let view = evaluation_view(&config);
+    let faces = |split: Split| Arc::new(evaluation_faces(data, split, config.eval_limit));
     let evaluate_split = |split: Split| {
-        let faces = Arc::new(evaluation_faces(data, split, config.eval_limit));
-        SplitReport::new(split, &evaluate(&model, faces, view, config.eval_batch_faces, device))
+        SplitReport::new(split, &evaluate(&inference, faces(split), view, config.eval_batch_faces, device))
+    };
+    let adversarial = match &config.adversarial {
+        None => None,
+        Some(adv) => {
+            let attack_split = |attack: Attack, split: Split| {
+                let robustness = RobustnessConfig {
+                    attack,
+                    labels: LabelSource::Predicted,
+                    tencrop: None,
+                    batch_faces: config.eval_batch_faces,
+                    seed: config.seed,
+                };
+                evaluate_robustness(&model, faces(split), &robustness, device, |_| {})
+            };
+            let public = attack_split(adv.eval_attack, Split::PublicTest)?;
+            let private = attack_split(adv.eval_attack, Split::PrivateTest)?;
+            let check = attack_split(adv.check_attack, Split::PrivateTest)?;
+            Some(AdversarialReport {
+                protocol: "full 48×48 faces (no TenCrop), labels = the model's predictions, inference mode \
+                           (BatchNorm running statistics, no dropout)"
+                    .into(),
+                attack: adv.eval_attack,
+                public_test: SplitReport::new(Split::PublicTest, &public.adversarial),
+                private_test: SplitReport::new(Split::PrivateTest, &private.adversarial),
+                private_test_clean_full_faces: SplitReport::new(Split::PrivateTest, &private.clean),
+                check_attack: adv.check_attack,
+                private_test_check: SplitReport::new(Split::PrivateTest, &check.adversarial),
+            })
+        }
+    };
+    let criterion = match selection {
+        Selection::Clean => "the best clean PublicTest accuracy",
+        Selection::Adversarial => "the best PublicTest accuracy under the evaluation attack",
+        Selection::Mean => "the best mean of clean and attacked PublicTest accuracy",
     };
     let report = Report {
         model: config.model.name().to_string(),
-        selection: "checkpoint with the best PublicTest accuracy; PrivateTest is the headline. \
-                    summary.reference_style_private_acc is the best PrivateTest over all epochs \
-                    (the reference project's figure, selected on the test set)"
-            .into(),
+        selection: format!(
+            "checkpoint with {criterion}; PrivateTest is the headline. summary.reference_style_* are the best \
+             PrivateTest figures over all epochs (the reference project's way, selected on the test set)"
+        ),
         view,
         summary,
         public_test: evaluate_split(Split::PublicTest),
         private_test: evaluate_split(Split::PrivateTest),
+        adversarial,
     };
     write_json(&files.report(), &report)?;
     if let Err(e) = plot_curves(&rows, &files.curves_png()) {
@@ -96,4 +165,15 @@ pub fn write_report<B: Backend>(files: &RunFiles, data: &Fer2013, device: &B::De
         tracing::warn!("{e}");
     }
     Ok(report)
+}
+
+/// Writes an ε sweep as CSV (`method,attack,eps,clean_acc,adversarial_acc,seconds`), atomically.
+pub fn write_sweep_csv(points: &[SweepPoint], path: &std::path::Path) -> Result<(), TrainError> {
+    let csv_error = |source| TrainError::Csv { path: path.to_path_buf(), source };
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    for point in points {
+        writer.serialize(point).map_err(csv_error)?;
+    }
+    let bytes = writer.into_inner().map_err(|e| csv_error(e.into_error().into()))?;
+    write_file(path, &bytes)
 }

@@ -61,6 +61,9 @@ pub enum TrainError {
         /// The run directory.
         dir: PathBuf,
     },
+    /// An attack of adversarial training or evaluation cannot run.
+    #[error("attack: {0}")]
+    Attack(#[from] fer_adversarial::AttackError),
     /// The data cannot serve this run (e.g. an empty split).
     #[error("data: {0}")]
     Data(String),
@@ -102,7 +105,8 @@ impl RunFiles {
     pub fn latest(&self) -> PathBuf {
         self.dir.join("latest.fer")
     }
-    /// `best.fer`: the model of the epoch with the best PublicTest accuracy.
+    /// `best.fer`: the model of the epoch with the best PublicTest selection score (clean
+    /// accuracy; with adversarial training, see [`crate::Selection`]).
     pub fn best(&self) -> PathBuf {
         self.dir.join("best.fer")
     }
@@ -131,8 +135,9 @@ pub struct RunState {
     pub completed_epochs: usize,
     /// 0-based epoch of `best.fer`.
     pub best_epoch: Option<usize>,
-    /// PublicTest accuracy of `best.fer`.
-    pub best_public_acc: f64,
+    /// PublicTest selection score of `best.fer` (see [`crate::Selection`]).
+    #[serde(alias = "best_public_acc")]
+    pub best_score: f64,
 }
 
 /// One row of `metrics.csv`.
@@ -158,6 +163,34 @@ pub struct EpochMetrics {
     pub img_per_s: f64,
     /// Wall-clock seconds of the epoch, evaluation included.
     pub seconds: f64,
+    /// Adversarial training only: PublicTest accuracy under the evaluation attack.
+    #[serde(default)]
+    pub public_adv_acc: Option<f64>,
+    /// Adversarial training only: PrivateTest accuracy under the evaluation attack.
+    #[serde(default)]
+    pub private_adv_acc: Option<f64>,
+    /// Adversarial training only: accuracy under the evaluation attack on the check faces.
+    #[serde(default)]
+    pub check_eval_acc: Option<f64>,
+    /// Adversarial training only: accuracy under the check attack (PGD) on the check faces.
+    #[serde(default)]
+    pub check_pgd_acc: Option<f64>,
+    /// Adversarial training only: the epoch shows catastrophic overfitting (see
+    /// [`crate::AdversarialTraining::catastrophic_gap`]).
+    #[serde(default)]
+    pub catastrophic: Option<bool>,
+}
+
+impl EpochMetrics {
+    /// The PublicTest selection score of this epoch under `selection` (clean accuracy when the
+    /// epoch has no adversarial figure).
+    pub fn score(&self, selection: crate::Selection) -> f64 {
+        match (selection, self.public_adv_acc) {
+            (crate::Selection::Clean, _) | (_, None) => self.public_acc,
+            (crate::Selection::Adversarial, Some(adv)) => adv,
+            (crate::Selection::Mean, Some(adv)) => 0.5 * (self.public_acc + adv),
+        }
+    }
 }
 
 /// Reads `metrics.csv`.
@@ -214,14 +247,33 @@ mod tests {
             private_acc: 0.39,
             img_per_s: 123.4,
             seconds: 9.5,
+            public_adv_acc: None,
+            private_adv_acc: None,
+            check_eval_acc: None,
+            check_pgd_acc: None,
+            catastrophic: None,
         };
-        write_metrics(&path, &[row.clone(), EpochMetrics { epoch: 4, ..row.clone() }]).expect("write");
+        let adversarial = EpochMetrics {
+            epoch: 4,
+            public_adv_acc: Some(0.3),
+            private_adv_acc: Some(0.31),
+            check_eval_acc: Some(0.32),
+            check_pgd_acc: Some(0.01),
+            catastrophic: Some(true),
+            ..row.clone()
+        };
+        write_metrics(&path, &[row.clone(), adversarial.clone()]).expect("write");
         let back = read_metrics(&path).expect("read");
-        assert_eq!(back.len(), 2);
-        assert_eq!(back[0], row);
+        assert_eq!(back, vec![row.clone(), adversarial]);
         let text = std::fs::read_to_string(&path).expect("text");
         assert!(text.starts_with(
-            "epoch,lr,train_loss,train_acc,public_loss,public_acc,private_loss,private_acc,img_per_s,seconds\n"
+            "epoch,lr,train_loss,train_acc,public_loss,public_acc,private_loss,private_acc,img_per_s,seconds,\
+             public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic\n"
         ));
+        // metrics.csv files written before the adversarial columns existed still read.
+        let old = "epoch,lr,train_loss,train_acc,public_loss,public_acc,private_loss,private_acc,img_per_s,seconds\n\
+                   3,0.01,1.5,0.4,1.6,0.38,1.55,0.39,123.4,9.5\n";
+        std::fs::write(&path, old).expect("write");
+        assert_eq!(read_metrics(&path).expect("old file"), vec![row]);
     }
 }

@@ -12,6 +12,7 @@ use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::prelude::*;
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
+use fer_adversarial::{LabelSource, Labels, RobustnessConfig, evaluate_robustness, perturb};
 use fer_dataset::{FaceBatcher, Fer2013, Split, SplitData, View};
 use fer_models::{Model, load_checkpoint, save_checkpoint};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -20,7 +21,10 @@ use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
 
 use crate::run::{read_json, write_file, write_json, write_metrics};
-use crate::{BatchStream, EpochMetrics, RunFiles, RunState, TrainConfig, TrainError, evaluate, read_metrics};
+use crate::{
+    AdvSource, AdversarialTraining, BatchStream, EpochMetrics, RunFiles, RunState, Selection, TrainConfig, TrainError,
+    evaluate, read_metrics,
+};
 
 /// How to run [`train`] (as opposed to what to train, which is the [`TrainConfig`]).
 #[derive(Debug, Clone)]
@@ -46,37 +50,57 @@ impl Default for TrainOptions {
 pub struct RunSummary {
     /// Epochs completed so far.
     pub completed_epochs: usize,
-    /// 0-based epoch with the best PublicTest accuracy (the selected checkpoint, `best.fer`).
+    /// What picked the checkpoint (always measured on PublicTest).
+    pub selection: Selection,
+    /// 0-based epoch with the best PublicTest selection score (the checkpoint `best.fer`).
     pub selected_epoch: usize,
+    /// PublicTest selection score of the selected epoch.
+    pub selected_score: f64,
     /// PublicTest accuracy of the selected epoch.
     pub selected_public_acc: f64,
     /// **Headline**: PrivateTest accuracy of the selected epoch.
     pub selected_private_acc: f64,
+    /// Adversarial training: PublicTest accuracy under the evaluation attack, selected epoch.
+    pub selected_public_adv_acc: Option<f64>,
+    /// Adversarial training, **headline**: PrivateTest accuracy under the evaluation attack at
+    /// the selected epoch.
+    pub selected_private_adv_acc: Option<f64>,
     /// The reference's figure: best PrivateTest accuracy over all epochs (selected on the test set).
     pub reference_style_private_acc: f64,
     /// Epoch of `reference_style_private_acc`.
     pub reference_style_epoch: usize,
+    /// The reference's adversarial figure: best PrivateTest accuracy under attack over all epochs.
+    pub reference_style_private_adv_acc: Option<f64>,
+    /// Epochs (0-based) flagged as catastrophic overfitting.
+    pub catastrophic_epochs: Vec<usize>,
 }
 
 impl RunSummary {
-    /// Summarises `metrics.csv` rows; `None` when there are none.
-    pub fn from_metrics(rows: &[EpochMetrics]) -> Option<RunSummary> {
+    /// Summarises `metrics.csv` rows under `selection`; `None` when there are none.
+    pub fn from_metrics(rows: &[EpochMetrics], selection: Selection) -> Option<RunSummary> {
         // Ties keep the earliest epoch, as the loop does (it replaces best only on improvement).
-        let first_best = |key: fn(&EpochMetrics) -> f64| {
+        let first_best = |key: &dyn Fn(&EpochMetrics) -> f64| {
             rows.iter().fold(None::<&EpochMetrics>, |best, r| match best {
                 Some(b) if key(b) >= key(r) => Some(b),
                 _ => Some(r),
             })
         };
-        let selected = first_best(|r| r.public_acc)?;
-        let by_private = first_best(|r| r.private_acc)?;
+        let selected = first_best(&|r| r.score(selection))?;
+        let by_private = first_best(&|r| r.private_acc)?;
+        let best_private_adv = rows.iter().filter_map(|r| r.private_adv_acc).reduce(f64::max);
         Some(RunSummary {
             completed_epochs: rows.len(),
+            selection,
             selected_epoch: selected.epoch,
+            selected_score: selected.score(selection),
             selected_public_acc: selected.public_acc,
             selected_private_acc: selected.private_acc,
+            selected_public_adv_acc: selected.public_adv_acc,
+            selected_private_adv_acc: selected.private_adv_acc,
             reference_style_private_acc: by_private.private_acc,
             reference_style_epoch: by_private.epoch,
+            reference_style_private_adv_acc: best_private_adv,
+            catastrophic_epochs: rows.iter().filter(|r| r.catastrophic == Some(true)).map(|r| r.epoch).collect(),
         })
     }
 }
@@ -194,7 +218,7 @@ pub fn train<B: AutodiffBackend>(
             return Err(TrainError::RunExists { dir: dir.to_path_buf() });
         }
         write_json(&files.config(), config)?;
-        (RunState { completed_epochs: 0, best_epoch: None, best_public_acc: -1.0 }, Vec::new())
+        (RunState { completed_epochs: 0, best_epoch: None, best_score: -1.0 }, Vec::new())
     };
 
     let loss_fn = CrossEntropyLossConfig::new().init(device);
@@ -210,6 +234,7 @@ pub fn train<B: AutodiffBackend>(
         let mut order: Vec<usize> = (0..faces).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(config.seed, 0xDA7A_0000 + epoch as u64)));
         batcher.set_epoch(epoch as u32);
+        let mut adv_rng = ChaCha8Rng::seed_from_u64(mix(config.seed, 0xAD00_0000 + epoch as u64));
         let stream = BatchStream::<B>::new(
             train_split.clone(),
             order,
@@ -225,8 +250,37 @@ pub fn train<B: AutodiffBackend>(
         for (step, batch) in stream.enumerate() {
             let lr = config.schedule.lr(config.lr, epoch, step, steps_per_epoch, config.epochs);
             let n = batch.targets.dims()[0];
-            let logits = model.forward(batch.images);
-            let loss = loss_fn.forward(logits.clone(), batch.targets.clone());
+            let (loss, logits) = match &config.adversarial {
+                None => {
+                    let logits = model.forward(batch.images);
+                    (loss_fn.forward(logits.clone(), batch.targets.clone()), logits)
+                }
+                Some(adv) => {
+                    let labels = match adv.labels {
+                        LabelSource::True => Labels::Given(batch.targets.clone()),
+                        LabelSource::Predicted => Labels::Predicted,
+                    };
+                    let attacked = match adv.source {
+                        AdvSource::Frozen => {
+                            let frozen = model.clone().no_grad();
+                            perturb(
+                                &adv.attack,
+                                |x| frozen.forward_inference(x),
+                                batch.images.clone(),
+                                labels,
+                                &mut adv_rng,
+                            )?
+                        }
+                        AdvSource::Current => {
+                            perturb(&adv.attack, |x| model.forward(x), batch.images.clone(), labels, &mut adv_rng)?
+                        }
+                    };
+                    let logits = model.forward(batch.images);
+                    let clean = loss_fn.forward(logits.clone(), batch.targets.clone());
+                    let adversarial = loss_fn.forward(model.forward(attacked), batch.targets.clone());
+                    (clean.mul_scalar(1.0 - adv.weight) + adversarial.mul_scalar(adv.weight), logits)
+                }
+            };
             let loss_value: f32 = loss.clone().into_scalar().elem();
             if !loss_value.is_finite() {
                 bar.abandon();
@@ -254,6 +308,12 @@ pub fn train<B: AutodiffBackend>(
         let inference = model.valid();
         let public_eval = evaluate(&inference, public.clone(), view, config.eval_batch_faces, device);
         let private_eval = evaluate(&inference, private.clone(), view, config.eval_batch_faces, device);
+        let robust = match &config.adversarial {
+            Some(adv) => {
+                Some(epoch_robustness(&model, adv, config, epoch, [&public, &private], options.progress, device)?)
+            }
+            None => None,
+        };
         let row = EpochMetrics {
             epoch,
             lr: epoch_lr,
@@ -265,7 +325,32 @@ pub fn train<B: AutodiffBackend>(
             private_acc: private_eval.accuracy(),
             img_per_s: seen as f64 / train_seconds.max(1e-9),
             seconds: started.elapsed().as_secs_f64(),
+            public_adv_acc: robust.map(|r| r.public),
+            private_adv_acc: robust.map(|r| r.private),
+            check_eval_acc: robust.and_then(|r| r.check.map(|c| c.0)),
+            check_pgd_acc: robust.and_then(|r| r.check.map(|c| c.1)),
+            catastrophic: robust.and_then(|r| r.check.map(|c| c.2)),
         };
+        if let (Some(adv), Some(r)) = (&config.adversarial, robust) {
+            tracing::info!(
+                "epoch {}: {} PublicTest {:.2}% | PrivateTest {:.2}%",
+                epoch + 1,
+                adv.eval_attack.label(),
+                100.0 * r.public,
+                100.0 * r.private
+            );
+            if let Some((eval_acc, check_acc, true)) = r.check {
+                tracing::warn!(
+                    "epoch {}: catastrophic overfitting: on the first {} PublicTest faces {} gives {:.2}% but {} gives {:.2}%",
+                    epoch + 1,
+                    adv.check_faces.min(public.len()),
+                    adv.eval_attack.label(),
+                    100.0 * eval_acc,
+                    adv.check_attack.label(),
+                    100.0 * check_acc
+                );
+            }
+        }
         tracing::info!(
             "epoch {}/{}: lr {:.5} train loss {:.4} acc {:.2}% | PublicTest {:.2}% | PrivateTest {:.2}% | {:.1} img/s, {:.1}s",
             epoch + 1,
@@ -285,6 +370,8 @@ pub fn train<B: AutodiffBackend>(
             "epoch": epoch,
             "public_acc": row.public_acc,
             "private_acc": row.private_acc,
+            "public_adv_acc": row.public_adv_acc,
+            "private_adv_acc": row.private_adv_acc,
             "train_config": config,
         });
         save_checkpoint(files.latest(), &model, &config.model, meta.clone())?;
@@ -292,9 +379,10 @@ pub fn train<B: AutodiffBackend>(
             Recorder::<B>::record(&BinBytesRecorder::<FullPrecisionSettings>::default(), optim.to_record(), ())
                 .map_err(|e| TrainError::Data(format!("cannot encode the optimiser state: {e}")))?;
         write_file(&files.optimizer(), &optimizer_bytes)?;
-        if row.public_acc > state.best_public_acc {
+        let score = row.score(config.selection());
+        if score > state.best_score {
             save_checkpoint(files.best(), &model, &config.model, meta)?;
-            state.best_public_acc = row.public_acc;
+            state.best_score = score;
             state.best_epoch = Some(epoch);
         }
         state.completed_epochs = epoch + 1;
@@ -302,9 +390,69 @@ pub fn train<B: AutodiffBackend>(
     }
 
     if state.completed_epochs == config.epochs && options.write_report {
-        crate::write_report::<B::InnerBackend>(&files, data, device)?;
+        crate::write_report::<B>(&files, data, device)?;
     }
-    RunSummary::from_metrics(&rows).ok_or_else(|| TrainError::Data("no epoch was run".into()))
+    RunSummary::from_metrics(&rows, config.selection()).ok_or_else(|| TrainError::Data("no epoch was run".into()))
+}
+
+/// Robustness figures of one epoch.
+#[derive(Debug, Clone, Copy)]
+struct EpochRobustness {
+    /// PublicTest accuracy under the evaluation attack.
+    public: f64,
+    /// PrivateTest accuracy under the evaluation attack.
+    private: f64,
+    /// On the check faces: (evaluation-attack accuracy, check-attack accuracy, catastrophic?).
+    check: Option<(f64, f64, bool)>,
+}
+
+/// Attacks both test splits with the evaluation attack (full faces, predicted labels, inference
+/// mode: the reference's protocol) and runs the catastrophic-overfitting check.
+fn epoch_robustness<B: AutodiffBackend>(
+    model: &Model<B>,
+    adv: &AdversarialTraining,
+    config: &TrainConfig,
+    epoch: usize,
+    [public, private]: [&Arc<SplitData>; 2],
+    progress: bool,
+    device: &B::Device,
+) -> Result<EpochRobustness, TrainError> {
+    let robustness = |attack, stream: u64| RobustnessConfig {
+        attack,
+        labels: LabelSource::Predicted,
+        tencrop: None,
+        batch_faces: config.eval_batch_faces,
+        seed: mix(config.seed, stream + epoch as u64),
+    };
+    let run = |split: &Arc<SplitData>, attack_config: &RobustnessConfig, name: &str| {
+        let bar = progress_bar(progress, split.len() as u64, epoch, config.epochs);
+        bar.set_prefix(format!("{} {name}", attack_config.attack.label()));
+        let result =
+            evaluate_robustness(model, split.clone(), attack_config, device, |done| bar.set_position(done as u64));
+        bar.finish_and_clear();
+        result
+    };
+    let public_result = run(public, &robustness(adv.eval_attack, 0xE1_0000), "PublicTest")?;
+    let private_result = run(private, &robustness(adv.eval_attack, 0xE2_0000), "PrivateTest")?;
+    let check = if adv.check_faces > 0 {
+        let faces = adv.check_faces.min(public.len());
+        let correct = public_result.predictions[..faces]
+            .iter()
+            .zip(public.labels())
+            .filter(|((_, attacked), label)| attacked == *label)
+            .count();
+        let eval_acc = correct as f64 / faces as f64;
+        let subset = Arc::new(public.select(&(0..faces).collect::<Vec<_>>()));
+        let check_acc = run(&subset, &robustness(adv.check_attack, 0xE3_0000), "check")?.adversarial.accuracy();
+        Some((eval_acc, check_acc, eval_acc - check_acc >= adv.catastrophic_gap))
+    } else {
+        None
+    };
+    Ok(EpochRobustness {
+        public: public_result.adversarial.accuracy(),
+        private: private_result.adversarial.accuracy(),
+        check,
+    })
 }
 
 fn progress_bar(visible: bool, steps: u64, epoch: usize, epochs: usize) -> ProgressBar {

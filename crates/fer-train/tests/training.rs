@@ -4,13 +4,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use burn::backend::{Autodiff, NdArray};
-use fer_dataset::{Emotion, FaceImage, Fer2013, Split, SplitData, View};
+use fer_dataset::{Fer2013, Split, View};
 use fer_models::{ModelConfig, load_checkpoint};
 use fer_train::{
     EpochMetrics, Report, RunFiles, Schedule, TrainConfig, TrainError, TrainOptions, evaluate, read_metrics, train,
 };
-use rand::rngs::ChaCha8Rng;
-use rand::{RngExt, SeedableRng};
 
 type B = Autodiff<NdArray>;
 
@@ -21,40 +19,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A face of class `k`: a texture (stripes or checks of two periods, or none) with a random
-/// phase, on noise. Textures survive random crops, mirroring and global average pooling.
-fn synthetic_face(k: usize, rng: &mut ChaCha8Rng) -> FaceImage {
-    let (dy, dx) = (rng.random_range(0..8usize), rng.random_range(0..8usize));
-    let mut face = FaceImage::filled(0);
-    for y in 0..48 {
-        for x in 0..48 {
-            let (yy, xx) = (y + dy, x + dx);
-            let on = match k {
-                0 => (yy / 2) % 2 == 0,
-                1 => (xx / 2) % 2 == 0,
-                2 => (yy / 4) % 2 == 0,
-                3 => (xx / 4) % 2 == 0,
-                4 => (yy / 2 + xx / 2) % 2 == 0,
-                5 => (yy / 4 + xx / 4) % 2 == 0,
-                _ => false,
-            };
-            face.0[y * 48 + x] = if on { 200 } else { 40 } + rng.random_range(0..40u8);
-        }
-    }
-    face
-}
-
 fn synthetic_data(train: usize, test: usize, seed: u64) -> Fer2013 {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut split = |n: usize| {
-        let mut s = SplitData::new();
-        for i in 0..n {
-            s.push(Emotion::ALL[i % 7], synthetic_face(i % 7, &mut rng));
-        }
-        s
-    };
-    let (a, b, c) = (split(train), split(test), split(test));
-    Fer2013::from_splits(a, b, c)
+    fer_dataset::synthetic::texture_data(train, test, seed)
 }
 
 fn small_config(epochs: usize) -> TrainConfig {

@@ -4,10 +4,9 @@ use std::sync::Arc;
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
-use fer_dataset::{Emotion, FaceBatcher, SplitData, View};
-use fer_models::{Classifier, average_crops};
+use fer_dataset::{BatchStream, Emotion, FaceBatcher, SplitData, View};
 
-use crate::BatchStream;
+use crate::{Classifier, average_crops};
 
 /// The outcome of evaluating a classifier on a split.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -18,7 +17,29 @@ pub struct Evaluation {
     pub loss_sum: f64,
 }
 
+impl Default for Evaluation {
+    fn default() -> Evaluation {
+        Evaluation { confusion: [[0; Emotion::COUNT]; Emotion::COUNT], loss_sum: 0.0 }
+    }
+}
+
 impl Evaluation {
+    /// Adds a batch: `logits` `[N, classes]` (one row per face, crops already averaged) against
+    /// `targets` `[N]`.
+    pub fn record<B: Backend>(&mut self, logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) {
+        let faces = targets.dims()[0];
+        let loss = CrossEntropyLossConfig::new().init(&logits.device()).forward(logits.clone(), targets.clone());
+        let loss: f64 = loss.into_scalar().elem();
+        self.loss_sum += loss * faces as f64;
+        let predicted = logits.argmax(1).into_data().convert::<i64>();
+        let truth = targets.into_data().convert::<i64>();
+        let predicted = predicted.as_slice::<i64>().expect("argmax gives ints");
+        let truth = truth.as_slice::<i64>().expect("targets are ints");
+        for (&t, &p) in truth.iter().zip(predicted) {
+            self.confusion[t as usize][p as usize] += 1;
+        }
+    }
+
     /// Faces evaluated.
     pub fn faces(&self) -> u64 {
         self.confusion.iter().flatten().sum()
@@ -69,20 +90,9 @@ pub fn evaluate<B: Backend, M: Classifier<B>>(
 ) -> Evaluation {
     let order: Vec<usize> = (0..split.len()).collect();
     let batcher = FaceBatcher::new(view, 0, split.len());
-    let loss_fn = CrossEntropyLossConfig::new().init(device);
-    let mut evaluation = Evaluation { confusion: [[0; Emotion::COUNT]; Emotion::COUNT], loss_sum: 0.0 };
+    let mut evaluation = Evaluation::default();
     for batch in BatchStream::<B>::new(split, order, batch_faces, batcher, 2, device.clone()) {
-        let faces = batch.targets.dims()[0];
-        let logits = average_crops(model.logits(batch.images), batch.crops_per_face);
-        let loss: f64 = loss_fn.forward(logits.clone(), batch.targets.clone()).into_scalar().elem();
-        evaluation.loss_sum += loss * faces as f64;
-        let predicted = logits.argmax(1).into_data().convert::<i64>();
-        let truth = batch.targets.into_data().convert::<i64>();
-        let predicted = predicted.as_slice::<i64>().expect("argmax gives ints");
-        let truth = truth.as_slice::<i64>().expect("targets are ints");
-        for (&t, &p) in truth.iter().zip(predicted) {
-            evaluation.confusion[t as usize][p as usize] += 1;
-        }
+        evaluation.record(average_crops(model.logits(batch.images), batch.crops_per_face), batch.targets);
     }
     evaluation
 }

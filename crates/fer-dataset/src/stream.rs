@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread::JoinHandle;
 
+use crate::{FaceBatch, FaceBatcher, FaceItem, SplitData};
 use burn::data::dataloader::batcher::Batcher;
 use burn::prelude::Backend;
-use fer_dataset::{FaceBatch, FaceBatcher, FaceItem, SplitData};
 
 /// An iterator of [`FaceBatch`]es over `order` (positions in a split), built `prefetch` batches
 /// ahead on a loader thread.

@@ -1,0 +1,245 @@
+//! `fer attack`: robustness of a checkpoint under FGSM / FGSM-RS / PGD, ε sweeps, example figures.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use fer_adversarial::{
+    Attack, LabelSource, Robustness, RobustnessConfig, adversarial_examples, eps_sweep, evaluate_robustness, parse_eps,
+};
+use fer_dataset::Split;
+use fer_train::SplitReport;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::backend::{DeviceSpec, with_backend};
+
+/// `fer attack` flags. Defaults are the reference's protocol: FGSM, ε = 0.3, labels = the model's
+/// predictions, full 48×48 PrivateTest faces, inference mode.
+#[derive(clap::Args)]
+pub struct AttackArgs {
+    /// Checkpoint file (`best.fer` / `latest.fer` of a run).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Refuse a checkpoint that does not hold this model (vgg19, resnet18, …).
+    #[arg(long)]
+    model: Option<String>,
+    /// Attack: fgsm, fgsm-rs or pgd.
+    #[arg(long, default_value = "fgsm")]
+    method: String,
+    /// L∞ budget on pixels in [0, 1]: 0.3, 8/255, …
+    #[arg(long, default_value = "0.3")]
+    eps: String,
+    /// PGD iterations.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Step size [default: 1.25ε for fgsm-rs, 2.5ε/steps for pgd].
+    #[arg(long)]
+    alpha: Option<f64>,
+    /// Labels the attack pushes away from: predicted (the reference) or true.
+    #[arg(long, default_value = "predicted")]
+    labels: LabelSource,
+    /// Let the model see the TenCrop (logits averaged); the attack perturbs the full face.
+    #[arg(long)]
+    tencrop: bool,
+    /// TenCrop side.
+    #[arg(long, default_value_t = 44)]
+    crop: usize,
+    /// Split: public, private or training.
+    #[arg(long, default_value = "private")]
+    split: Split,
+    /// Attack only the first this-many faces of the split.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Faces per batch.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Seed of random starts.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Comma-separated budgets for a sweep (e.g. 0,1/255,2/255,4/255,8/255,0.1,0.2,0.3): writes
+    /// sweep.csv and robustness.png into --out.
+    #[arg(long)]
+    eps_sweep: Option<String>,
+    /// Methods of the sweep, comma-separated.
+    #[arg(long, default_value = "fgsm,pgd")]
+    sweep_methods: String,
+    /// Draw this many faces (clean, perturbation, adversarial) into examples.png in --out.
+    #[arg(long, default_value_t = 0)]
+    examples: usize,
+    /// Directory for attack.json, sweep.csv, robustness.png, examples.png.
+    #[arg(long, default_value = "attack-report")]
+    out: PathBuf,
+    /// Print the JSON report on stdout.
+    #[arg(long)]
+    json: bool,
+    /// FER2013 CSV, .csv.gz or cache [default: $FER2013_CSV, else data/fer2013.csv(.gz)]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Device: cpu, ndarray, wgpu[:N], vulkan[:N], cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
+}
+
+/// `attack.json`.
+#[derive(serde::Serialize)]
+struct AttackReport {
+    checkpoint: PathBuf,
+    model: String,
+    split: Split,
+    config: RobustnessConfig,
+    clean: SplitReport,
+    adversarial: SplitReport,
+    flipped: u64,
+    max_perturbation: f64,
+    seconds: f64,
+    faces_per_second: f64,
+}
+
+pub fn run(args: AttackArgs) -> Result<()> {
+    let eps = parse_eps(&args.eps)?;
+    let attack = Attack::from_name(&args.method, eps, args.alpha, args.steps)?;
+    let config = RobustnessConfig {
+        attack,
+        labels: args.labels,
+        tencrop: args.tencrop.then_some(args.crop),
+        batch_faces: args.batch,
+        seed: args.seed,
+    };
+    config.check()?;
+    let sweep: Option<(Vec<f64>, Vec<Attack>)> = match &args.eps_sweep {
+        None => None,
+        Some(list) => {
+            let budgets = list.split(',').map(parse_eps).collect::<Result<Vec<f64>, _>>()?;
+            let methods = args
+                .sweep_methods
+                .split(',')
+                .map(|m| Attack::from_name(m.trim(), eps, args.alpha, args.steps))
+                .collect::<Result<Vec<Attack>, _>>()?;
+            Some((budgets, methods))
+        }
+    };
+    let expected =
+        args.model.as_deref().map(fer_models::ModelConfig::from_name).transpose().map_err(anyhow::Error::msg)?;
+
+    with_backend!(args.device, |B, device| {
+        type A = burn::backend::Autodiff<B>;
+        // The checkpoint first: a bad path or the wrong model fails before the data is read.
+        let (model, checkpoint) = fer_models::load_checkpoint::<A>(&args.checkpoint, &device)?;
+        if let Some(expected) = &expected {
+            checkpoint.ensure_model(expected, &args.checkpoint)?;
+        }
+        let data = crate::load_with_progress(args.data.as_deref())?;
+        let mut faces = data.split(args.split).clone();
+        if let Some(limit) = args.limit.filter(|&l| l < faces.len()) {
+            faces = faces.select(&(0..limit).collect::<Vec<_>>());
+        }
+        anyhow::ensure!(!faces.is_empty(), "the {} split has no faces", args.split);
+        let faces = Arc::new(faces);
+        std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+
+        let bar = new_bar(faces.len() as u64, &config.attack.label());
+        let result: Robustness =
+            evaluate_robustness(&model, faces.clone(), &config, &device, |done| bar.set_position(done as u64))?;
+        bar.finish_and_clear();
+        let report = AttackReport {
+            checkpoint: args.checkpoint.clone(),
+            model: checkpoint.model.name().to_string(),
+            split: args.split,
+            config: config.clone(),
+            clean: SplitReport::new(args.split, &result.clean),
+            adversarial: SplitReport::new(args.split, &result.adversarial),
+            flipped: result.flipped,
+            max_perturbation: result.max_perturbation,
+            seconds: result.seconds,
+            faces_per_second: faces.len() as f64 / result.seconds.max(1e-9),
+        };
+        let json_path = args.out.join("attack.json");
+        std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", json_path.display()))?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print_report(&report);
+            println!("wrote {}", json_path.display());
+        }
+
+        if args.examples > 0 {
+            // Faces the attack turned from right to wrong first, then any others.
+            let labels = faces.labels();
+            let mut picked: Vec<usize> = (0..faces.len())
+                .filter(|&i| result.predictions[i].0 == labels[i] && result.predictions[i].1 != labels[i])
+                .take(args.examples)
+                .collect();
+            let others: Vec<usize> =
+                (0..faces.len()).filter(|i| !picked.contains(i)).take(args.examples - picked.len()).collect();
+            picked.extend(others);
+            let examples = adversarial_examples(&model, &faces, &picked, &config, &device)?;
+            let path = args.out.join("examples.png");
+            fer_train::plot_adversarial_examples(&examples, config.attack.eps(), &path)?;
+            note(args.json, format!("wrote {}", path.display()));
+        }
+
+        if let Some((budgets, methods)) = &sweep {
+            let total = (budgets.len() * methods.len()) as u64;
+            let bar = new_bar(total, "ε sweep");
+            let points = eps_sweep(&model, faces.clone(), methods, budgets, &config, &device, |p| {
+                bar.inc(1);
+                bar.println(format!("  {:<22} {:>7.2} %", p.attack, 100.0 * p.adversarial_acc));
+            })?;
+            bar.finish_and_clear();
+            let csv = args.out.join("sweep.csv");
+            fer_train::write_sweep_csv(&points, &csv)?;
+            let png = args.out.join("robustness.png");
+            let title = format!("{} on {} ({} faces)", report.model, args.split, faces.len());
+            fer_train::plot_robustness(&points, &title, &png)?;
+            note(args.json, format!("wrote {} and {}", csv.display(), png.display()));
+        }
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+/// A message for the user: on stdout, or on stderr when stdout carries JSON.
+fn note(json: bool, message: String) {
+    if json {
+        eprintln!("{message}");
+    } else {
+        println!("{message}");
+    }
+}
+
+fn print_report(report: &AttackReport) {
+    println!(
+        "{} ({}) on {}, {} faces, {} ({:?} labels{}):",
+        report.checkpoint.display(),
+        report.model,
+        report.split,
+        report.clean.faces,
+        report.config.attack.label(),
+        report.config.labels,
+        report.config.tencrop.map_or(", full faces".to_string(), |s| format!(", TenCrop {s}"))
+    );
+    println!(
+        "  clean {:.2} % → adversarial {:.2} % ({} predictions flipped; max |δ| {:.4}; {:.1} faces/s)",
+        100.0 * report.clean.accuracy,
+        100.0 * report.adversarial.accuracy,
+        report.flipped,
+        report.max_perturbation,
+        report.faces_per_second
+    );
+    println!("  {:<9} {:>8} {:>12}", "class", "clean", "adversarial");
+    for ((emotion, clean), (_, adversarial)) in
+        report.clean.per_class_accuracy.iter().zip(&report.adversarial.per_class_accuracy)
+    {
+        let pct = |a: &Option<f64>| a.map_or("-".to_string(), |a| format!("{:.2} %", 100.0 * a));
+        println!("  {:<9} {:>8} {:>12}", emotion.name(), pct(clean), pct(adversarial));
+    }
+}
+
+fn new_bar(len: u64, prefix: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} (eta {eta})") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(prefix.to_string());
+    bar
+}

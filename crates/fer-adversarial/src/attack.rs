@@ -1,0 +1,523 @@
+//! FGSM, FGSM-RS and PGD-k under an L∞ budget, on pixels in `[0, 1]`.
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use burn::tensor::backend::AutodiffBackend;
+use rand::{Rng, RngExt};
+
+/// What an attack cannot be run with.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AttackError {
+    /// ε outside `[0, 1]` (pixels are scaled to `[0, 1]`) or not a number.
+    #[error("ε = {eps} is outside [0, 1] (pixels are scaled to [0, 1]; ε = 8/255 ≈ 0.031 is a common budget)")]
+    Epsilon {
+        /// The value given.
+        eps: f64,
+    },
+    /// Step size α negative or not a number.
+    #[error("step size α = {alpha} must be a finite number >= 0")]
+    StepSize {
+        /// The value given.
+        alpha: f64,
+    },
+    /// PGD with zero iterations.
+    #[error("PGD needs at least 1 step (got 0)")]
+    Steps,
+    /// An attack name that is not `fgsm`, `fgsm-rs` or `pgd`.
+    #[error("unknown attack `{0}` (expected fgsm, fgsm-rs or pgd)")]
+    UnknownMethod(String),
+    /// A label source that is not `predicted` or `true`.
+    #[error("unknown label source `{0}` (expected predicted or true)")]
+    UnknownLabels(String),
+    /// Another setting is not allowed (batch size, crop side, face index, …).
+    #[error("{0}")]
+    Config(String),
+    /// ε written in a way that cannot be read.
+    #[error("cannot read ε `{0}` (write 0.3, 8/255 or 0)")]
+    BadEpsilon(String),
+}
+
+/// Which labels the attack pushes the model away from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelSource {
+    /// The model's own prediction on the clean image (the reference; no label leaking).
+    #[default]
+    Predicted,
+    /// The ground-truth label.
+    True,
+}
+
+impl std::str::FromStr for LabelSource {
+    type Err = AttackError;
+    fn from_str(s: &str) -> Result<LabelSource, AttackError> {
+        match s.to_ascii_lowercase().as_str() {
+            "predicted" => Ok(LabelSource::Predicted),
+            "true" => Ok(LabelSource::True),
+            _ => Err(AttackError::UnknownLabels(s.to_string())),
+        }
+    }
+}
+
+/// An untargeted L∞ attack; plain data, saved with runs and reports.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "method", rename_all = "kebab-case")]
+pub enum Attack {
+    /// Goodfellow et al. 2015: `x' = clip(x + ε·sign(∇ₓ CE), 0, 1)`. One forward + backward.
+    Fgsm {
+        /// L∞ budget.
+        eps: f64,
+    },
+    /// Wong et al. 2020 ("fast is better than free"): start at `x + δ`, `δ ~ U(−ε, ε)`, one
+    /// signed-gradient step of `alpha` (1.25ε), projected back into the ε-ball and `[0, 1]`.
+    FgsmRs {
+        /// L∞ budget.
+        eps: f64,
+        /// Step size.
+        alpha: f64,
+    },
+    /// Madry et al. 2018: random start in the ε-ball, then `steps` signed-gradient steps of
+    /// `alpha`, each projected into the ε-ball and `[0, 1]`.
+    Pgd {
+        /// L∞ budget.
+        eps: f64,
+        /// Step size.
+        alpha: f64,
+        /// Iterations.
+        steps: usize,
+    },
+}
+
+impl Attack {
+    /// FGSM with budget `eps`.
+    pub fn fgsm(eps: f64) -> Attack {
+        Attack::Fgsm { eps }
+    }
+
+    /// FGSM-RS with budget `eps` and Wong et al.'s step 1.25ε.
+    pub fn fgsm_rs(eps: f64) -> Attack {
+        Attack::FgsmRs { eps, alpha: 1.25 * eps }
+    }
+
+    /// PGD-`steps` with budget `eps` and step `2.5ε / steps` (Madry et al.'s rule: the walk
+    /// can cross the ball 2.5 times).
+    pub fn pgd(eps: f64, steps: usize) -> Attack {
+        Attack::Pgd { eps, alpha: 2.5 * eps / steps.max(1) as f64, steps }
+    }
+
+    /// Builds an attack from its CLI name (`fgsm`, `fgsm-rs`, `pgd`), budget, optional step
+    /// size (default as the constructors) and PGD steps. Checks the result.
+    pub fn from_name(name: &str, eps: f64, alpha: Option<f64>, steps: usize) -> Result<Attack, AttackError> {
+        let attack = match name.to_ascii_lowercase().as_str() {
+            "fgsm" => Attack::fgsm(eps),
+            "fgsm-rs" => Attack::FgsmRs { eps, alpha: alpha.unwrap_or(1.25 * eps) },
+            "pgd" => match alpha {
+                Some(alpha) => Attack::Pgd { eps, alpha, steps },
+                None => Attack::pgd(eps, steps),
+            },
+            _ => return Err(AttackError::UnknownMethod(name.to_string())),
+        };
+        attack.check()?;
+        Ok(attack)
+    }
+
+    /// `fgsm`, `fgsm-rs` or `pgd`.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Attack::Fgsm { .. } => "fgsm",
+            Attack::FgsmRs { .. } => "fgsm-rs",
+            Attack::Pgd { .. } => "pgd",
+        }
+    }
+
+    /// A short label such as `PGD-10 ε=0.300`.
+    pub fn label(&self) -> String {
+        match self {
+            Attack::Fgsm { eps } => format!("FGSM ε={eps:.3}"),
+            Attack::FgsmRs { eps, .. } => format!("FGSM-RS ε={eps:.3}"),
+            Attack::Pgd { eps, steps, .. } => format!("PGD-{steps} ε={eps:.3}"),
+        }
+    }
+
+    /// The L∞ budget.
+    pub fn eps(&self) -> f64 {
+        match *self {
+            Attack::Fgsm { eps } | Attack::FgsmRs { eps, .. } | Attack::Pgd { eps, .. } => eps,
+        }
+    }
+
+    /// The same attack with budget `eps`, the step size scaled in proportion (for ε sweeps).
+    pub fn with_eps(&self, eps: f64) -> Attack {
+        let scale = |alpha: f64| if self.eps() > 0.0 { alpha * eps / self.eps() } else { alpha };
+        match *self {
+            Attack::Fgsm { .. } => Attack::Fgsm { eps },
+            Attack::FgsmRs { alpha, .. } => Attack::FgsmRs { eps, alpha: scale(alpha) },
+            Attack::Pgd { alpha, steps, .. } => Attack::Pgd { eps, alpha: scale(alpha), steps },
+        }
+    }
+
+    /// Gradient evaluations (forward + backward passes) per image.
+    pub fn gradient_passes(&self) -> usize {
+        match *self {
+            Attack::Fgsm { .. } | Attack::FgsmRs { .. } => 1,
+            Attack::Pgd { steps, .. } => steps,
+        }
+    }
+
+    /// Checks ε ∈ [0, 1], α ≥ 0 and steps ≥ 1.
+    pub fn check(&self) -> Result<(), AttackError> {
+        let eps = self.eps();
+        if !(eps.is_finite() && (0.0..=1.0).contains(&eps)) {
+            return Err(AttackError::Epsilon { eps });
+        }
+        match *self {
+            Attack::Fgsm { .. } => Ok(()),
+            Attack::FgsmRs { alpha, .. } | Attack::Pgd { alpha, .. } if !(alpha.is_finite() && alpha >= 0.0) => {
+                Err(AttackError::StepSize { alpha })
+            }
+            Attack::Pgd { steps: 0, .. } => Err(AttackError::Steps),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Reads an ε such as `0.3`, `8/255` or `0`.
+pub fn parse_eps(text: &str) -> Result<f64, AttackError> {
+    let bad = || AttackError::BadEpsilon(text.to_string());
+    let text = text.trim();
+    let value = match text.split_once('/') {
+        Some((a, b)) => {
+            let (a, b): (f64, f64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+            if b == 0.0 {
+                return Err(bad());
+            }
+            a / b
+        }
+        None => text.parse().map_err(|_| bad())?,
+    };
+    if !(value.is_finite() && (0.0..=1.0).contains(&value)) {
+        return Err(AttackError::Epsilon { eps: value });
+    }
+    Ok(value)
+}
+
+/// The labels an attack pushes away from.
+#[derive(Debug, Clone)]
+pub enum Labels<B: Backend> {
+    /// Given labels `[N]` (the ground truth, usually).
+    Given(Tensor<B, 1, Int>),
+    /// The model's prediction on the clean images.
+    Predicted,
+}
+
+/// The gradient of the mean cross-entropy of `forward(images)` against `targets` with respect
+/// to the images, and the logits. Only the input is differentiated: pass the forward of a
+/// frozen model (`model.clone().no_grad()`) and no parameter gradient is even computed; the
+/// gradients are dropped here in any case, so nothing reaches an optimiser.
+pub fn input_gradient<B, F>(
+    forward: &F,
+    images: Tensor<B, 4>,
+    targets: Option<Tensor<B, 1, Int>>,
+) -> (Tensor<B::InnerBackend, 4>, Tensor<B::InnerBackend, 2>)
+where
+    B: AutodiffBackend,
+    F: Fn(Tensor<B, 4>) -> Tensor<B, 2>,
+{
+    let x = images.detach().require_grad();
+    let logits = forward(x.clone());
+    // Predicted labels come from the same pass: FGSM on predictions costs one forward + backward.
+    let targets = targets.unwrap_or_else(|| logits.clone().detach().argmax(1).squeeze_dim::<1>(1));
+    let loss = CrossEntropyLossConfig::new().init(&logits.device()).forward(logits.clone(), targets);
+    let grads = loss.backward();
+    let gradient = x.grad(&grads).unwrap_or_else(|| x.clone().inner().zeros_like());
+    (gradient, logits.inner())
+}
+
+/// Runs `attack` on `images` (`[N, C, H, W]` in `[0, 1]`) against the classifier `forward`
+/// and returns the adversarial images, detached, with `‖x' − x‖∞ ≤ ε` and `x' ∈ [0, 1]`.
+///
+/// `forward` is any differentiable map to logits; for a fer-rs model in the reference's setting
+/// use a frozen copy in inference mode: `|x| frozen.logits_inference(x)`. Random starts draw
+/// from `rng` on the host, so a seeded generator gives the same examples on every backend.
+pub fn perturb<B, F>(
+    attack: &Attack,
+    forward: F,
+    images: Tensor<B, 4>,
+    labels: Labels<B>,
+    rng: &mut impl Rng,
+) -> Result<Tensor<B, 4>, AttackError>
+where
+    B: AutodiffBackend,
+    F: Fn(Tensor<B, 4>) -> Tensor<B, 2>,
+{
+    attack.check()?;
+    let clean = images.detach().inner();
+    let targets = match (labels, attack) {
+        (Labels::Given(t), _) => Some(t),
+        (Labels::Predicted, Attack::Fgsm { .. }) => None, // taken from the gradient pass itself
+        (Labels::Predicted, _) => {
+            Some(Tensor::from_inner(forward(Tensor::from_inner(clean.clone())).inner().argmax(1).squeeze_dim::<1>(1)))
+        }
+    };
+    let adversarial = match *attack {
+        Attack::Fgsm { eps } => {
+            let (gradient, _) = input_gradient(&forward, Tensor::from_inner(clean.clone()), targets);
+            (clean.clone() + gradient.sign().mul_scalar(eps)).clamp(0.0, 1.0)
+        }
+        Attack::FgsmRs { eps, alpha } => {
+            let mut x = project(random_start(&clean, eps, rng), &clean, eps);
+            x = step(&forward, x, &clean, targets.clone(), eps, alpha);
+            x
+        }
+        Attack::Pgd { eps, alpha, steps } => {
+            let mut x = project(random_start(&clean, eps, rng), &clean, eps);
+            for _ in 0..steps {
+                x = step(&forward, x, &clean, targets.clone(), eps, alpha);
+            }
+            x
+        }
+    };
+    Ok(Tensor::from_inner(adversarial))
+}
+
+type Inner<B> = <B as AutodiffBackend>::InnerBackend;
+
+/// One signed-gradient step of `alpha` from `x`, projected.
+fn step<B, F>(
+    forward: &F,
+    x: Tensor<Inner<B>, 4>,
+    clean: &Tensor<Inner<B>, 4>,
+    targets: Option<Tensor<B, 1, Int>>,
+    eps: f64,
+    alpha: f64,
+) -> Tensor<Inner<B>, 4>
+where
+    B: AutodiffBackend,
+    F: Fn(Tensor<B, 4>) -> Tensor<B, 2>,
+{
+    let (gradient, _) = input_gradient(forward, Tensor::from_inner(x.clone()), targets);
+    project(x + gradient.sign().mul_scalar(alpha), clean, eps)
+}
+
+/// `x` clipped into the ε-ball around `clean` and into `[0, 1]`.
+fn project<B: Backend>(x: Tensor<B, 4>, clean: &Tensor<B, 4>, eps: f64) -> Tensor<B, 4> {
+    let low = clean.clone().sub_scalar(eps);
+    let high = clean.clone().add_scalar(eps);
+    x.max_pair(low).min_pair(high).clamp(0.0, 1.0)
+}
+
+/// `clean + δ`, `δ ~ U(−ε, ε)` drawn on the host.
+fn random_start<B: Backend>(clean: &Tensor<B, 4>, eps: f64, rng: &mut impl Rng) -> Tensor<B, 4> {
+    let shape = clean.shape();
+    let eps = eps as f32;
+    let noise: Vec<f32> =
+        (0..shape.num_elements()).map(|_| if eps > 0.0 { rng.random_range(-eps..=eps) } else { 0.0 }).collect();
+    clean.clone() + Tensor::from_data(TensorData::new(noise, shape), &clean.device())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, NdArray};
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::optim::GradientsParams;
+    use fer_models::{Classifier, Model, ModelConfig};
+    use rand::SeedableRng;
+    use rand::rngs::ChaCha8Rng;
+
+    type B = Autodiff<NdArray>;
+
+    fn floats<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().to_vec::<f32>().expect("floats")
+    }
+
+    fn random_faces(rng: &mut ChaCha8Rng, n: usize, side: usize) -> Tensor<B, 4> {
+        // Include exact 0s and 1s: the clip to [0, 1] must hold at the edges.
+        let v: Vec<f32> = (0..n * side * side)
+            .map(|i| match i % 11 {
+                0 => 0.0,
+                1 => 1.0,
+                _ => rng.random_range(0.0..=1.0),
+            })
+            .collect();
+        Tensor::from_data(TensorData::new(v, [n, 1, side, side]), &Default::default())
+    }
+
+    struct Flatten(Vec<f32>);
+    impl<Bk: Backend> ModuleVisitor<Bk> for Flatten {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Bk, D>>) {
+            self.0.extend(param.val().into_data().convert::<f32>().to_vec::<f32>().expect("floats"));
+        }
+    }
+
+    fn params(model: &Model<B>) -> Vec<f32> {
+        let mut v = Flatten(Vec::new());
+        model.visit(&mut v);
+        v.0
+    }
+
+    #[test]
+    fn fgsm_on_a_linear_model_is_the_analytic_gradient_sign() {
+        let device = Default::default();
+        let (n, d, k) = (3usize, 4usize, 7usize);
+        let w: Vec<f32> = (0..d * k).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+        let b: Vec<f32> = (0..k).map(|i| i as f32 / 10.0).collect();
+        let x: Vec<f32> = vec![0.2, 0.9, 0.5, 0.0, 1.0, 0.3, 0.6, 0.45, 0.05, 0.7, 0.35, 0.8];
+        let labels = [2i64, 5, 0];
+        let wt = Tensor::<B, 2>::from_data(TensorData::new(w.clone(), [d, k]), &device);
+        let bt = Tensor::<B, 1>::from_data(TensorData::new(b.clone(), [k]), &device);
+        let forward = |images: Tensor<B, 4>| images.reshape([n, d]).matmul(wt.clone()) + bt.clone().unsqueeze();
+        let images = Tensor::<B, 4>::from_data(TensorData::new(x.clone(), [n, 1, 2, 2]), &device);
+
+        // By hand: d CE / d x_n = W (softmax(x_n W + b) − onehot(y_n)) / N.
+        let expected = |label_of: &dyn Fn(usize, &[f64]) -> usize, eps: f64| -> Vec<f32> {
+            let mut out = Vec::new();
+            for s in 0..n {
+                let z: Vec<f64> = (0..k)
+                    .map(|c| {
+                        f64::from(b[c]) + (0..d).map(|j| f64::from(x[s * d + j]) * f64::from(w[j * k + c])).sum::<f64>()
+                    })
+                    .collect();
+                let m = z.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = z.iter().map(|v| (v - m).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                let y = label_of(s, &z);
+                for j in 0..d {
+                    let g: f64 =
+                        (0..k).map(|c| f64::from(w[j * k + c]) * (e[c] / sum - if c == y { 1.0 } else { 0.0 })).sum();
+                    assert!(g.abs() > 1e-6, "test data must not sit on a zero gradient");
+                    out.push((f64::from(x[s * d + j]) + eps * g.signum()).clamp(0.0, 1.0) as f32);
+                }
+            }
+            out
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let given = Tensor::<B, 1, Int>::from_data(TensorData::new(labels.to_vec(), [n]), &device);
+        let adv = perturb(&Attack::fgsm(0.1), forward, images.clone(), Labels::Given(given), &mut rng).expect("ok");
+        let want = expected(&|s, _| labels[s] as usize, 0.1);
+        for (a, e) in floats(adv).iter().zip(&want) {
+            assert!((a - e).abs() < 1e-6, "{a} vs {e}");
+        }
+        let argmax = |_: usize, z: &[f64]| (0..k).fold(0, |best, c| if z[c] > z[best] { c } else { best });
+        let adv = perturb(&Attack::fgsm(0.1), forward, images, Labels::Predicted, &mut rng).expect("ok");
+        let want = expected(&argmax, 0.1);
+        for (a, e) in floats(adv).iter().zip(&want) {
+            assert!((a - e).abs() < 1e-6, "predicted labels: {a} vs {e}");
+        }
+    }
+
+    #[test]
+    fn zero_budget_leaves_the_faces_unchanged() {
+        let device = Default::default();
+        let model = ModelConfig::from_name("vgg-small").expect("known").init::<B>(&device).no_grad();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let faces = random_faces(&mut rng, 2, 48);
+        for attack in [Attack::fgsm(0.0), Attack::fgsm_rs(0.0), Attack::pgd(0.0, 3)] {
+            let adv = perturb(&attack, |x| model.logits_inference(x), faces.clone(), Labels::Predicted, &mut rng)
+                .expect("ok");
+            assert_eq!(floats(adv), floats(faces.clone()), "{}", attack.label());
+        }
+    }
+
+    #[test]
+    fn budget_range_detachment_and_parameters_hold_on_random_cases() {
+        let device = Default::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for case in 0..8 {
+            let name = if case % 2 == 0 { "vgg-small" } else { "resnet-small" };
+            <B as Backend>::seed(&device, case);
+            let model: Model<B> = ModelConfig::from_name(name).expect("known").init(&device);
+            let before = params(&model);
+            let n = rng.random_range(1..=3);
+            let side = if rng.random_bool(0.5) { 44 } else { 48 };
+            let faces = random_faces(&mut rng, n, side);
+            let eps = if case == 0 { 1.0 } else { rng.random_range(0.0..=0.5) };
+            let attacks = [Attack::fgsm(eps), Attack::fgsm_rs(eps), Attack::pgd(eps, 2)];
+            for attack in attacks {
+                let labels = if rng.random_bool(0.5) {
+                    let t: Vec<i64> = (0..n).map(|_| rng.random_range(0..7)).collect();
+                    Labels::Given(Tensor::from_data(TensorData::new(t, [n]), &device))
+                } else {
+                    Labels::Predicted
+                };
+                // The model is not frozen here: the attack must still leave it alone.
+                let adv = perturb(&attack, |x| model.logits_inference(x), faces.clone(), labels, &mut rng).expect("ok");
+                assert!(!adv.is_require_grad(), "adversarial images are detached");
+                let (a, f) = (floats(adv), floats(faces.clone()));
+                let linf = a.iter().zip(&f).map(|(a, f)| (a - f).abs()).fold(0.0, f32::max);
+                assert!(f64::from(linf) <= eps + 1e-6, "case {case} {}: ‖δ‖∞ = {linf} > ε = {eps}", attack.label());
+                assert!(a.iter().all(|v| (0.0..=1.0).contains(v)), "case {case} {}: pixel left [0, 1]", attack.label());
+            }
+            assert_eq!(params(&model), before, "case {case}: parameters changed");
+        }
+    }
+
+    #[test]
+    fn no_gradient_leaks_into_the_model() {
+        let device = Default::default();
+        <B as Backend>::seed(&device, 11);
+        let model: Model<B> = ModelConfig::from_name("vgg-small").expect("known").init(&device);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let faces = random_faces(&mut rng, 4, 44);
+        let grads = |model: &Model<B>| -> Vec<f32> {
+            let loss = model.forward_inference(faces.clone()).powf_scalar(2.0).mean();
+            let grads = GradientsParams::from_grads(loss.backward(), model);
+            let mut all = Vec::new();
+            struct Grads<'a>(&'a GradientsParams, &'a mut Vec<f32>);
+            impl<Bk: burn::tensor::backend::AutodiffBackend> ModuleVisitor<Bk> for Grads<'_> {
+                fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Bk, D>>) {
+                    if let Some(g) = self.0.get::<Bk::InnerBackend, D>(param.id) {
+                        self.1.extend(g.into_data().convert::<f32>().to_vec::<f32>().expect("floats"));
+                    }
+                }
+            }
+            model.visit(&mut Grads(&grads, &mut all));
+            all
+        };
+        let before = grads(&model);
+        for attack in [Attack::fgsm(0.3), Attack::pgd(0.3, 3)] {
+            let _ = perturb(&attack, |x| model.logits_inference(x), faces.clone(), Labels::Predicted, &mut rng)
+                .expect("ok");
+        }
+        assert_eq!(grads(&model), before, "a training step after attacks sees the same gradients");
+        assert!(!before.is_empty());
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        assert_eq!(Attack::fgsm(-0.1).check(), Err(AttackError::Epsilon { eps: -0.1 }));
+        assert_eq!(Attack::fgsm(1.5).check(), Err(AttackError::Epsilon { eps: 1.5 }));
+        assert!(Attack::fgsm(f64::NAN).check().is_err());
+        assert_eq!(Attack::Pgd { eps: 0.1, alpha: 0.01, steps: 0 }.check(), Err(AttackError::Steps));
+        assert_eq!(Attack::FgsmRs { eps: 0.1, alpha: -1.0 }.check(), Err(AttackError::StepSize { alpha: -1.0 }));
+        assert!(AttackError::Epsilon { eps: 1.5 }.to_string().contains("1.5"));
+        assert_eq!(Attack::from_name("pgd", 0.3, None, 10), Ok(Attack::pgd(0.3, 10)));
+        assert_eq!(Attack::from_name("pgd", 0.3, None, 0), Err(AttackError::Steps));
+        assert_eq!(Attack::from_name("cw", 0.3, None, 1), Err(AttackError::UnknownMethod("cw".into())));
+        assert_eq!(parse_eps("8/255"), Ok(8.0 / 255.0));
+        assert_eq!(parse_eps(" 0.3 "), Ok(0.3));
+        assert_eq!(parse_eps("2"), Err(AttackError::Epsilon { eps: 2.0 }));
+        assert_eq!(parse_eps("1/0"), Err(AttackError::BadEpsilon("1/0".into())));
+        assert_eq!(parse_eps("abc"), Err(AttackError::BadEpsilon("abc".into())));
+        assert_eq!("true".parse::<LabelSource>(), Ok(LabelSource::True));
+        assert!("gold".parse::<LabelSource>().is_err());
+        let images = Tensor::<B, 4>::zeros([1, 1, 48, 48], &Default::default());
+        let err = perturb(
+            &Attack::fgsm(2.0),
+            |x| x.reshape([1, 2304]),
+            images,
+            Labels::Predicted,
+            &mut ChaCha8Rng::seed_from_u64(0),
+        );
+        assert_eq!(err.err(), Some(AttackError::Epsilon { eps: 2.0 }));
+    }
+
+    #[test]
+    fn sweeps_scale_the_step_size() {
+        let pgd = Attack::pgd(0.3, 10);
+        assert_eq!(pgd.with_eps(0.03), Attack::Pgd { eps: 0.03, alpha: 2.5 * 0.3 / 10.0 * 0.1, steps: 10 });
+        assert_eq!(Attack::fgsm_rs(0.2).with_eps(0.1), Attack::FgsmRs { eps: 0.1, alpha: 0.125 });
+        assert_eq!(Attack::fgsm(0.2).with_eps(0.0), Attack::fgsm(0.0));
+    }
+}

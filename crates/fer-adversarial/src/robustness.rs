@@ -1,0 +1,289 @@
+//! Clean vs adversarial accuracy of a classifier on a split, ε sweeps, and example images.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::AutodiffBackend;
+use fer_dataset::{BatchStream, Emotion, FACE_SIDE, FaceBatcher, SplitData, View};
+use fer_models::{Classifier, Evaluation, average_crops, ten_crops};
+use rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
+
+use crate::{Attack, AttackError, LabelSource, Labels, perturb};
+
+/// How to attack and score a split.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RobustnessConfig {
+    /// The attack.
+    pub attack: Attack,
+    /// Labels the attack pushes away from (the reference: the model's predictions).
+    pub labels: LabelSource,
+    /// `None` (the reference): the model sees the full 48×48 face. `Some(side)`: the model sees
+    /// the TenCrop of side `side`, logits averaged, and the attack perturbs the full face through
+    /// the crops (a defence by cropping cannot hide from it).
+    pub tencrop: Option<usize>,
+    /// Faces per batch.
+    pub batch_faces: usize,
+    /// Seed of the random starts.
+    pub seed: u64,
+}
+
+impl RobustnessConfig {
+    /// The reference protocol for `attack`: predicted labels, full faces, batches of 64, seed 0.
+    pub fn reference(attack: Attack) -> RobustnessConfig {
+        RobustnessConfig { attack, labels: LabelSource::Predicted, tencrop: None, batch_faces: 64, seed: 0 }
+    }
+
+    /// Checks the attack, the crop side and the batch size.
+    pub fn check(&self) -> Result<(), AttackError> {
+        self.attack.check()?;
+        if self.batch_faces == 0 {
+            return Err(AttackError::Config("batch size must be positive".into()));
+        }
+        if let Some(side) = self.tencrop.filter(|&s| s == 0 || s > FACE_SIDE) {
+            return Err(AttackError::Config(format!("TenCrop side {side} is not in 1..={FACE_SIDE}")));
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of [`evaluate_robustness`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Robustness {
+    /// What was run.
+    pub config: RobustnessConfig,
+    /// The model on the clean faces (same view as the attack).
+    pub clean: Evaluation,
+    /// The model on the adversarial faces.
+    pub adversarial: Evaluation,
+    /// Faces whose predicted class the attack changed.
+    pub flipped: u64,
+    /// Largest `|x' − x|` over all pixels (≤ ε; a check, not a setting).
+    pub max_perturbation: f64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// `(clean prediction, adversarial prediction)` per face, in split order.
+    #[serde(skip)]
+    pub predictions: Vec<(Emotion, Emotion)>,
+}
+
+/// Logits of `model` in inference mode on full faces, through TenCrop when `tencrop` is set.
+pub fn logits_on_faces<B: Backend, M: Classifier<B>>(
+    model: &M,
+    faces: Tensor<B, 4>,
+    tencrop: Option<usize>,
+) -> Tensor<B, 2> {
+    match tencrop {
+        Some(side) => average_crops(model.logits_inference(ten_crops(faces, side)), 10),
+        None => model.logits_inference(faces),
+    }
+}
+
+/// Attacks every face of `split` and scores the model before and after.
+///
+/// The model is used as a frozen copy (`no_grad`) in inference mode (BatchNorm running
+/// statistics, no dropout), as the reference did with `net.eval()`. `on_batch` is called with the
+/// number of faces done after each batch (drive a progress bar with it).
+pub fn evaluate_robustness<B, M>(
+    model: &M,
+    split: Arc<SplitData>,
+    config: &RobustnessConfig,
+    device: &B::Device,
+    mut on_batch: impl FnMut(usize),
+) -> Result<Robustness, AttackError>
+where
+    B: AutodiffBackend,
+    M: Classifier<B> + Module<B>,
+{
+    config.check()?;
+    let started = Instant::now();
+    let frozen = model.clone().no_grad();
+    let forward = |x: Tensor<B, 4>| logits_on_faces(&frozen, x, config.tencrop);
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let (mut clean, mut adversarial) = (Evaluation::default(), Evaluation::default());
+    let (mut flipped, mut max_perturbation, mut done) = (0u64, 0.0f64, 0usize);
+    let mut predictions = Vec::with_capacity(split.len());
+    let order: Vec<usize> = (0..split.len()).collect();
+    let batcher = FaceBatcher::new(View::Full, 0, split.len());
+    for batch in BatchStream::<B>::new(split, order, config.batch_faces, batcher, 2, device.clone()) {
+        let faces = batch.targets.dims()[0];
+        let clean_logits = forward(batch.images.clone()).detach();
+        let labels = match config.labels {
+            LabelSource::True => Labels::Given(batch.targets.clone()),
+            LabelSource::Predicted => Labels::Predicted,
+        };
+        let attacked = perturb(&config.attack, forward, batch.images.clone(), labels, &mut rng)?;
+        let distance: f64 = (attacked.clone() - batch.images).abs().max().into_scalar().elem();
+        max_perturbation = max_perturbation.max(distance);
+        let adversarial_logits = forward(attacked).detach();
+        let before = classes(clean_logits.clone());
+        let after = classes(adversarial_logits.clone());
+        flipped += before.iter().zip(&after).filter(|(a, b)| a != b).count() as u64;
+        predictions.extend(before.into_iter().zip(after));
+        clean.record(clean_logits, batch.targets.clone());
+        adversarial.record(adversarial_logits, batch.targets);
+        done += faces;
+        on_batch(done);
+    }
+    Ok(Robustness {
+        config: config.clone(),
+        clean,
+        adversarial,
+        flipped,
+        max_perturbation,
+        seconds: started.elapsed().as_secs_f64(),
+        predictions,
+    })
+}
+
+fn classes<B: Backend>(logits: Tensor<B, 2>) -> Vec<Emotion> {
+    let data = logits.argmax(1).into_data().convert::<i64>();
+    data.as_slice::<i64>().expect("argmax gives ints").iter().map(|&c| Emotion::ALL[c as usize]).collect()
+}
+
+/// One point of an ε sweep.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SweepPoint {
+    /// `fgsm`, `fgsm-rs` or `pgd`.
+    pub method: String,
+    /// The attack's label, e.g. `PGD-10 ε=0.031`.
+    pub attack: String,
+    /// L∞ budget.
+    pub eps: f64,
+    /// Clean accuracy (the same for every point; repeated so each CSV row stands alone).
+    pub clean_acc: f64,
+    /// Accuracy under attack.
+    pub adversarial_acc: f64,
+    /// Seconds for this point.
+    pub seconds: f64,
+}
+
+/// Runs each attack of `attacks` at each budget of `eps` ([`Attack::with_eps`]: PGD keeps its
+/// steps and scales its step size) and returns one point per pair, attacks in the outer loop.
+pub fn eps_sweep<B, M>(
+    model: &M,
+    split: Arc<SplitData>,
+    attacks: &[Attack],
+    eps: &[f64],
+    base: &RobustnessConfig,
+    device: &B::Device,
+    mut on_point: impl FnMut(&SweepPoint),
+) -> Result<Vec<SweepPoint>, AttackError>
+where
+    B: AutodiffBackend,
+    M: Classifier<B> + Module<B>,
+{
+    let mut points = Vec::new();
+    for attack in attacks {
+        for &e in eps {
+            let config = RobustnessConfig { attack: attack.with_eps(e), ..base.clone() };
+            let result = evaluate_robustness(model, split.clone(), &config, device, |_| {})?;
+            let point = SweepPoint {
+                method: attack.method().to_string(),
+                attack: config.attack.label(),
+                eps: e,
+                clean_acc: result.clean.accuracy(),
+                adversarial_acc: result.adversarial.accuracy(),
+                seconds: result.seconds,
+            };
+            on_point(&point);
+            points.push(point);
+        }
+    }
+    Ok(points)
+}
+
+/// A face before and after an attack, with the model's probabilities on both.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdversarialExample {
+    /// Position in the split.
+    pub index: usize,
+    /// The true label.
+    pub label: Emotion,
+    /// The clean face, `48 × 48` row-major in `[0, 1]`.
+    pub clean: Vec<f32>,
+    /// The adversarial face, same layout.
+    pub adversarial: Vec<f32>,
+    /// Class probabilities on the clean face.
+    pub clean_probs: Vec<f32>,
+    /// Class probabilities on the adversarial face.
+    pub adversarial_probs: Vec<f32>,
+}
+
+impl AdversarialExample {
+    /// The most probable class and its probability on the clean face.
+    pub fn clean_top(&self) -> (Emotion, f32) {
+        top(&self.clean_probs)
+    }
+
+    /// The most probable class and its probability on the adversarial face.
+    pub fn adversarial_top(&self) -> (Emotion, f32) {
+        top(&self.adversarial_probs)
+    }
+}
+
+fn top(probs: &[f32]) -> (Emotion, f32) {
+    let (i, p) = probs.iter().enumerate().fold((0, f32::MIN), |b, (i, &p)| if p > b.1 { (i, p) } else { b });
+    (Emotion::ALL[i], p)
+}
+
+/// Attacks the faces at `indices` of `split` (as [`evaluate_robustness`] would, in one batch)
+/// and returns them with the model's probabilities, for figures.
+pub fn adversarial_examples<B, M>(
+    model: &M,
+    split: &SplitData,
+    indices: &[usize],
+    config: &RobustnessConfig,
+    device: &B::Device,
+) -> Result<Vec<AdversarialExample>, AttackError>
+where
+    B: AutodiffBackend,
+    M: Classifier<B> + Module<B>,
+{
+    config.check()?;
+    if let Some(&bad) = indices.iter().find(|&&i| i >= split.len()) {
+        return Err(AttackError::Config(format!("face {bad} is past the split's {} faces", split.len())));
+    }
+    if indices.is_empty() {
+        return Ok(Vec::new());
+    }
+    let frozen = model.clone().no_grad();
+    let forward = |x: Tensor<B, 4>| logits_on_faces(&frozen, x, config.tencrop);
+    let subset = split.select(indices);
+    let batcher = FaceBatcher::new(View::Full, 0, subset.len());
+    let order: Vec<usize> = (0..subset.len()).collect();
+    let mut stream = BatchStream::<B>::new(Arc::new(subset), order, indices.len(), batcher, 1, device.clone());
+    let batch = stream.next().expect("a non-empty subset gives one batch");
+    let labels = match config.labels {
+        LabelSource::True => Labels::Given(batch.targets.clone()),
+        LabelSource::Predicted => Labels::Predicted,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let attacked = perturb(&config.attack, forward, batch.images.clone(), labels, &mut rng)?;
+    let rows = |t: Tensor<B, 4>| -> Vec<Vec<f32>> {
+        let v = t.into_data().convert::<f32>().to_vec::<f32>().expect("floats");
+        v.chunks(FACE_SIDE * FACE_SIDE).map(<[f32]>::to_vec).collect()
+    };
+    let probs = |t: Tensor<B, 4>| -> Vec<Vec<f32>> {
+        let p = softmax(forward(t).detach(), 1).into_data().convert::<f32>().to_vec::<f32>().expect("floats");
+        p.chunks(Emotion::COUNT).map(<[f32]>::to_vec).collect()
+    };
+    let (clean_probs, adversarial_probs) = (probs(batch.images.clone()), probs(attacked.clone()));
+    Ok(indices
+        .iter()
+        .zip(rows(batch.images))
+        .zip(rows(attacked))
+        .zip(clean_probs.into_iter().zip(adversarial_probs))
+        .map(|(((&index, clean), adversarial), (clean_probs, adversarial_probs))| AdversarialExample {
+            index,
+            label: split.label(index),
+            clean,
+            adversarial,
+            clean_probs,
+            adversarial_probs,
+        })
+        .collect())
+}

@@ -1,0 +1,127 @@
+//! A small model trained on a synthetic task, then attacked through the public API (ndarray).
+
+use std::sync::Arc;
+
+use burn::backend::{Autodiff, NdArray};
+use burn::data::dataloader::batcher::Batcher;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use fer_adversarial::{
+    Attack, AttackError, LabelSource, RobustnessConfig, adversarial_examples, eps_sweep, evaluate_robustness,
+};
+use fer_dataset::{FaceBatcher, FaceItem, SplitData, View};
+use fer_models::{Model, ModelConfig};
+use rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
+
+type B = Autodiff<NdArray>;
+
+/// The reference budget; the synthetic textures (contrast ≈ 0.63) shrug off ε = 0.1.
+const EPS: f64 = 0.3;
+
+fn split(n: usize, seed: u64) -> SplitData {
+    fer_dataset::synthetic::texture_split(n, seed)
+}
+
+/// Trains vgg-small on full 48×48 synthetic faces with Adam.
+fn trained_model(train: &SplitData) -> Model<B> {
+    let device = Default::default();
+    <B as Backend>::seed(&device, 1);
+    let mut model: Model<B> = ModelConfig::from_name("vgg-small").expect("known").init(&device);
+    let mut optim = AdamConfig::new().init::<B, Model<B>>();
+    let batcher = FaceBatcher::new(View::Full, 0, train.len());
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    for _epoch in 0..4 {
+        rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
+        for chunk in order.chunks(14) {
+            let items: Vec<FaceItem> = chunk
+                .iter()
+                .map(|&index| FaceItem { index, label: train.label(index), image: train.image(index).clone() })
+                .collect();
+            let batch: fer_dataset::FaceBatch<B> = batcher.batch(items, &device);
+            let loss = loss_fn.forward(model.forward(batch.images), batch.targets);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(3e-3, model, grads);
+        }
+    }
+    model
+}
+
+#[test]
+fn attacks_hurt_a_trained_model_and_pgd_hurts_at_least_as_much() {
+    let device = Default::default();
+    let started = std::time::Instant::now();
+    let model = trained_model(&split(98, 10));
+    eprintln!("trained in {:.1}s", started.elapsed().as_secs_f64());
+    let test = Arc::new(split(28, 20));
+    let started = std::time::Instant::now();
+    let fgsm = RobustnessConfig { batch_faces: 32, ..RobustnessConfig::reference(Attack::fgsm(EPS)) };
+    let result = evaluate_robustness(&model, test.clone(), &fgsm, &device, |_| {}).expect("runs");
+    let clean = result.clean.accuracy();
+    let fgsm_acc = result.adversarial.accuracy();
+    assert!(clean >= 0.9, "the model learned the task: clean {clean}");
+    assert!(fgsm_acc < clean - 0.2, "FGSM ε=0.3 hurts: clean {clean}, adversarial {fgsm_acc}");
+    assert!(result.max_perturbation <= EPS + 1e-6);
+    assert_eq!(result.clean.faces(), 28);
+    assert_eq!(result.predictions.len(), 28);
+    eprintln!("trained + FGSM: {:.1}s, clean {clean}, FGSM {fgsm_acc}", started.elapsed().as_secs_f64());
+    let flipped = result.predictions.iter().filter(|(a, b)| a != b).count() as u64;
+    assert_eq!(flipped, result.flipped);
+
+    let pgd = RobustnessConfig { attack: Attack::pgd(EPS, 10), ..fgsm.clone() };
+    let result = evaluate_robustness(&model, test.clone(), &pgd, &device, |_| {}).expect("runs");
+    assert_eq!(result.clean.accuracy(), clean, "clean accuracy does not depend on the attack");
+    assert!(result.adversarial.accuracy() <= fgsm_acc, "PGD-10 {} vs FGSM {fgsm_acc}", result.adversarial.accuracy());
+    eprintln!("PGD-10: {:.1}s, {}", started.elapsed().as_secs_f64(), result.adversarial.accuracy());
+
+    // TenCrop: the model sees 10 crops, the attack perturbs the full face through them.
+    let tencrop = RobustnessConfig { tencrop: Some(44), labels: LabelSource::True, ..fgsm.clone() };
+    let few = Arc::new(test.select(&(0..7).collect::<Vec<_>>()));
+    let result = evaluate_robustness(&model, few, &tencrop, &device, |_| {}).expect("runs");
+    assert!(result.clean.accuracy() >= 0.8, "TenCrop clean {}", result.clean.accuracy());
+    assert!(result.adversarial.accuracy() < result.clean.accuracy());
+
+    // A sweep: accuracy at ε = 0 is the clean accuracy and falls as ε grows.
+    let points =
+        eps_sweep(&model, test.clone(), &[Attack::fgsm(EPS)], &[0.0, EPS], &fgsm, &device, |_| {}).expect("runs");
+    assert_eq!(points.len(), 2);
+    assert_eq!(points[0].adversarial_acc, clean);
+    assert!(points[1].adversarial_acc < points[0].adversarial_acc);
+    assert_eq!(points[1].adversarial_acc, fgsm_acc, "the sweep point equals the single run");
+
+    // Examples carry both faces and both probability vectors.
+    let examples = adversarial_examples(&model, &test, &[0, 5], &fgsm, &device).expect("runs");
+    assert_eq!(examples.len(), 2);
+    assert_eq!(examples[1].index, 5);
+    assert_eq!(examples[1].label, test.label(5));
+    assert_eq!(examples[0].clean.len(), 48 * 48);
+    let sum: f32 = examples[0].adversarial_probs.iter().sum();
+    assert!((sum - 1.0).abs() < 1e-4);
+    let linf = examples[0].clean.iter().zip(&examples[0].adversarial).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(f64::from(linf) <= EPS + 1e-6 && linf > 0.0);
+}
+
+#[test]
+fn bad_robustness_settings_are_errors() {
+    let device = Default::default();
+    let model: Model<B> = ModelConfig::from_name("vgg-small").expect("known").init(&device);
+    let test = Arc::new(split(7, 3));
+    let bad_eps = RobustnessConfig::reference(Attack::fgsm(-0.5));
+    let err = evaluate_robustness(&model, test.clone(), &bad_eps, &device, |_| {}).expect_err("ε < 0");
+    assert_eq!(err, AttackError::Epsilon { eps: -0.5 });
+    let bad_batch = RobustnessConfig { batch_faces: 0, ..RobustnessConfig::reference(Attack::fgsm(EPS)) };
+    assert!(evaluate_robustness(&model, test.clone(), &bad_batch, &device, |_| {}).is_err());
+    let bad_crop = RobustnessConfig { tencrop: Some(50), ..RobustnessConfig::reference(Attack::fgsm(EPS)) };
+    assert!(
+        evaluate_robustness(&model, test.clone(), &bad_crop, &device, |_| {})
+            .expect_err("crop")
+            .to_string()
+            .contains("50")
+    );
+    let ok = RobustnessConfig::reference(Attack::fgsm(EPS));
+    let err = adversarial_examples(&model, &test, &[9], &ok, &device).expect_err("index");
+    assert!(err.to_string().contains("face 9"), "{err}");
+}

@@ -1,0 +1,84 @@
+//! Adversarial training on the synthetic texture task (ndarray): it must buy robustness.
+
+use std::sync::{Arc, Mutex};
+
+use burn::backend::{Autodiff, NdArray};
+use fer_adversarial::{Attack, RobustnessConfig, evaluate_robustness};
+use fer_dataset::Split;
+use fer_models::{ModelConfig, load_checkpoint};
+use fer_train::{
+    AdversarialTraining, Report, RunFiles, Schedule, Selection, TrainConfig, TrainOptions, read_metrics, train,
+};
+
+type B = Autodiff<NdArray>;
+
+/// Burn's CPU backends keep one global RNG: runs that seed it must not interleave.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const EPS: f64 = 0.3;
+
+fn config(adversarial: Option<AdversarialTraining>) -> TrainConfig {
+    TrainConfig {
+        epochs: 5,
+        batch_size: 8,
+        eval_tencrop: false,
+        lr: 0.05,
+        schedule: Schedule::Constant,
+        eval_batch_faces: 16,
+        prefetch: 2,
+        adversarial,
+        ..TrainConfig::reference(ModelConfig::from_name("vgg-small").expect("known"))
+    }
+}
+
+#[test]
+fn fgsm_adversarial_training_beats_clean_training_under_fgsm() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let data = fer_dataset::synthetic::texture_data(49, 21, 5);
+    let options = TrainOptions { progress: false, ..TrainOptions::default() };
+    let device = Default::default();
+
+    let clean_dir = tempfile::tempdir().expect("tempdir");
+    let clean = train::<B>(&config(None), &data, clean_dir.path(), &options, &device).expect("clean run");
+    assert_eq!(clean.selection, Selection::Clean);
+    assert!(clean.selected_private_adv_acc.is_none());
+    let (model, _) = load_checkpoint::<B>(RunFiles::new(clean_dir.path()).best(), &device).expect("best.fer");
+    let public = Arc::new(data.split(Split::PublicTest).clone());
+    let attacked =
+        evaluate_robustness(&model, public, &RobustnessConfig::reference(Attack::fgsm(EPS)), &device, |_| {})
+            .expect("attack");
+    let clean_run_fgsm = attacked.adversarial.accuracy();
+
+    let adv_dir = tempfile::tempdir().expect("tempdir");
+    let defence = AdversarialTraining { check_faces: 7, ..AdversarialTraining::new(Attack::fgsm(EPS)) };
+    let adv = train::<B>(&config(Some(defence)), &data, adv_dir.path(), &options, &device).expect("adversarial run");
+    let adv_fgsm = adv.selected_public_adv_acc.expect("adversarial runs measure robustness");
+    eprintln!(
+        "clean training: clean {:.3}, FGSM {clean_run_fgsm:.3}; adversarial training: clean {:.3}, FGSM {adv_fgsm:.3}",
+        clean.selected_public_acc, adv.selected_public_acc
+    );
+    assert!(clean.selected_public_acc > 0.9, "the clean run learns the task");
+    assert!(adv.selected_public_acc > 0.7, "the adversarial run still learns the task");
+    assert!(adv_fgsm > clean_run_fgsm + 0.2, "FGSM accuracy {adv_fgsm:.3} vs {clean_run_fgsm:.3} after clean training");
+
+    // The run records everything the selection and the report need.
+    let rows = read_metrics(&RunFiles::new(adv_dir.path()).metrics()).expect("metrics.csv");
+    assert_eq!(rows.len(), 5);
+    for row in &rows {
+        assert!(row.public_adv_acc.is_some() && row.private_adv_acc.is_some());
+        assert!(row.check_eval_acc.is_some() && row.check_pgd_acc.is_some() && row.catastrophic.is_some());
+    }
+    assert_eq!(adv.selection, Selection::Mean);
+    let best = rows.iter().map(|r| 0.5 * (r.public_acc + r.public_adv_acc.unwrap_or(0.0))).fold(f64::MIN, f64::max);
+    assert_eq!(adv.selected_score, best, "best.fer is the epoch with the best mean");
+    let flagged: Vec<usize> = rows.iter().filter(|r| r.catastrophic == Some(true)).map(|r| r.epoch).collect();
+    assert_eq!(adv.catastrophic_epochs, flagged);
+    let report: Report =
+        serde_json::from_slice(&std::fs::read(RunFiles::new(adv_dir.path()).report()).expect("report.json"))
+            .expect("parses");
+    let robust = report.adversarial.expect("adversarial section");
+    assert_eq!(robust.attack, Attack::fgsm(EPS));
+    assert_eq!(robust.private_test.faces, 21);
+    assert_eq!(Some(robust.private_test.accuracy), adv.selected_private_adv_acc, "report re-measures best.fer");
+    assert!(robust.private_test_check.accuracy <= robust.private_test.accuracy + 1e-12, "PGD is at least as strong");
+}
