@@ -47,5 +47,11 @@ fn loading(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, loading);
+// No HTML plots: criterion's plotters backend finds no font where plotters is built with
+// ab_glyph (as fer-train builds it), and the figures that matter are in the terminal output.
+criterion_group! {
+    name = benches;
+    config = Criterion::default().without_plots();
+    targets = loading
+}
 criterion_main!(benches);

@@ -79,6 +79,27 @@ enum Command {
     },
     /// Attack a checkpoint (FGSM, FGSM-RS, PGD): clean vs adversarial accuracy, ε sweeps, figures.
     Attack(Box<attack::AttackArgs>),
+    /// Time training steps (forward, backward, SGD) of a model: median img/s after warm-up.
+    BenchTrain {
+        /// Model: vgg19, resnet18, vgg-small, resnet-small.
+        #[arg(long, default_value = "vgg19")]
+        model: String,
+        /// Images per step.
+        #[arg(long, default_value_t = 128)]
+        bs: usize,
+        /// Timed steps.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Untimed warm-up steps.
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        /// Device: cpu, ndarray, wgpu[:N], vulkan[:N], cuda[:N].
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+        /// Print JSON (the same keys as benches/reference/torch_train.py).
+        #[arg(long)]
+        json: bool,
+    },
     /// Rewrite report.json and the PNG plots of a run from its best.fer and metrics.csv.
     Report {
         /// Run directory.
@@ -322,6 +343,30 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Attack(args) => attack::run(*args)?,
+        Command::BenchTrain { model, bs, steps, warmup, device, json } => {
+            let model = ModelConfig::from_name(&model).map_err(anyhow::Error::msg)?;
+            let config = TrainConfig { batch_size: bs, ..TrainConfig::reference(model) };
+            let bench = with_backend!(device, |B, device| {
+                fer_train::bench_train_steps::<burn::backend::Autodiff<B>>(&config, warmup, steps, &device)
+                    .map_err(anyhow::Error::msg)?
+            });
+            if json {
+                let mut value = serde_json::to_value(&bench)?;
+                value["framework"] = "burn".into();
+                value["device"] = device.to_string().into();
+                println!("{value}");
+            } else {
+                println!(
+                    "{} on {device}, batch {}: {:.1} img/s (median of {} steps after {} warm-up; {:.4} s/step)",
+                    bench.model,
+                    bench.batch_size,
+                    bench.median_img_per_s,
+                    bench.step_seconds.len(),
+                    bench.warmup_steps,
+                    bench.median_step_seconds
+                );
+            }
+        }
         Command::Eval { checkpoint, split, tencrop, full, crop, batch, data, device, json } => {
             let view = if full {
                 View::Full

@@ -304,3 +304,30 @@ fn adversarial_training_then_attacks_on_ndarray() {
     let out = fer(&["attack", "--checkpoint", "/no/such.fer", "--device", "ndarray", "--data", csv]);
     assert!(stderr(&out).contains("cannot read checkpoint /no/such.fer"), "{}", stderr(&out));
 }
+
+#[test]
+fn bench_train_reports_a_median() {
+    let out = fer(&[
+        "bench-train",
+        "--model",
+        "vgg-small",
+        "--bs",
+        "4",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--device",
+        "ndarray",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(json["framework"], "burn");
+    assert_eq!(json["model"], "vgg-small");
+    assert_eq!(json["batch_size"], 4);
+    assert_eq!(json["step_seconds"].as_array().map(Vec::len), Some(3));
+    assert!(json["median_img_per_s"].as_f64().expect("number") > 0.0);
+    let out = fer(&["bench-train", "--model", "vgg-small", "--steps", "0", "--device", "ndarray"]);
+    assert!(stderr(&out).contains("one timed step"), "{}", stderr(&out));
+}

@@ -32,12 +32,14 @@
 //! ```
 #![deny(missing_docs)]
 
+mod bench;
 mod config;
 mod plots;
 mod report;
 mod run;
 mod train;
 
+pub use bench::{TrainBench, bench_train_steps, median};
 pub use config::{AdvSource, AdversarialTraining, Schedule, Selection, TrainConfig};
 pub use fer_adversarial;
 pub use fer_dataset::BatchStream;

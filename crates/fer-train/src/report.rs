@@ -8,7 +8,7 @@ use fer_adversarial::{Attack, LabelSource, RobustnessConfig, SweepPoint, evaluat
 use fer_dataset::{Emotion, Fer2013, Split, View};
 use fer_models::load_checkpoint;
 
-use crate::run::{read_json, write_file, write_json};
+use crate::run::{read_json, write_csv, write_json};
 use crate::train::{RunSummary, evaluation_faces, evaluation_view};
 use crate::{
     Evaluation, RunFiles, Selection, TrainConfig, TrainError, evaluate, plot_confusion, plot_curves, read_metrics,
@@ -169,11 +169,5 @@ pub fn write_report<B: AutodiffBackend>(
 
 /// Writes an ε sweep as CSV (`method,attack,eps,clean_acc,adversarial_acc,seconds`), atomically.
 pub fn write_sweep_csv(points: &[SweepPoint], path: &std::path::Path) -> Result<(), TrainError> {
-    let csv_error = |source| TrainError::Csv { path: path.to_path_buf(), source };
-    let mut writer = csv::Writer::from_writer(Vec::new());
-    for point in points {
-        writer.serialize(point).map_err(csv_error)?;
-    }
-    let bytes = writer.into_inner().map_err(|e| csv_error(e.into_error().into()))?;
-    write_file(path, &bytes)
+    write_csv(path, points)
 }

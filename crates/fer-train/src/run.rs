@@ -202,6 +202,11 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>, TrainError> {
 
 /// Rewrites `metrics.csv` with `rows` (atomically).
 pub(crate) fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> Result<(), TrainError> {
+    write_csv(path, rows)
+}
+
+/// Writes `rows` as CSV with a header (atomically).
+pub(crate) fn write_csv<T: serde::Serialize>(path: &Path, rows: &[T]) -> Result<(), TrainError> {
     let csv_error = |source| TrainError::Csv { path: path.to_path_buf(), source };
     let mut writer = csv::Writer::from_writer(Vec::new());
     for row in rows {
