@@ -97,12 +97,93 @@ pub fn hog(pixels: &[u8], rows: usize, columns: usize, config: &HogConfig) -> Re
     if pixels.len() != rows * columns {
         return Err(HogError::Shape { pixels: pixels.len(), rows, columns });
     }
-    let len = config.descriptor_len(rows, columns)?;
-    let histogram = cell_histograms(pixels, rows, columns, config);
-    let (cells_c, n) = (columns / config.pixels_per_cell.1, config.orientations);
+    config.descriptor_len(rows, columns)?;
+    let g = Gradients::new(pixels, rows, columns);
+    Ok(normalised_blocks(&cell_histograms(&g.magnitude, &g.orientation, rows, columns, config), rows, columns, config))
+}
+
+/// Central-difference gradients of an image, zero on its first/last row (rows) and column
+/// (columns), with magnitude and orientation in degrees mod 180.
+struct Gradients {
+    g_row: Vec<f64>,
+    g_col: Vec<f64>,
+    magnitude: Vec<f64>,
+    orientation: Vec<f64>,
+}
+
+impl Gradients {
+    fn new(pixels: &[u8], rows: usize, columns: usize) -> Gradients {
+        let at = |r: usize, c: usize| f64::from(pixels[r * columns + c]);
+        let n = rows * columns;
+        let mut g =
+            Gradients { g_row: vec![0.0; n], g_col: vec![0.0; n], magnitude: vec![0.0; n], orientation: vec![0.0; n] };
+        for r in 0..rows {
+            for c in 0..columns {
+                let i = r * columns + c;
+                g.g_row[i] = if r == 0 || r + 1 == rows { 0.0 } else { at(r + 1, c) - at(r - 1, c) };
+                g.g_col[i] = if c == 0 || c + 1 == columns { 0.0 } else { at(r, c + 1) - at(r, c - 1) };
+                (g.magnitude[i], g.orientation[i]) = polar(g.g_row[i], g.g_col[i]);
+            }
+        }
+        g
+    }
+}
+
+/// scikit-image's magnitude and orientation of one gradient.
+fn polar(g_row: f64, g_col: f64) -> (f64, f64) {
+    (g_col.hypot(g_row), numpy_mod(g_row.atan2(g_col).to_degrees(), 180.0))
+}
+
+/// Per-cell orientation histograms, `[cells_r][cells_c][orientations]` flattened.
+fn cell_histograms(
+    magnitude: &[f64],
+    orientation: &[f64],
+    rows: usize,
+    columns: usize,
+    config: &HogConfig,
+) -> Vec<f64> {
+    let (cell_r, cell_c) = config.pixels_per_cell;
+    let (cells_r, cells_c) = (rows / cell_r, columns / cell_c);
+    let n = config.orientations;
+    let per_bin = 180.0 / n as f64;
+    let area = (cell_r * cell_c) as f32;
+    let mut histogram = vec![0.0f64; cells_r * cells_c * n];
+    let mut totals = vec![0.0f32; n];
+    for cr in 0..cells_r {
+        for cc in 0..cells_c {
+            totals.iter_mut().for_each(|t| *t = 0.0);
+            // Each pixel adds to the one bin with end <= o < start, in row-major order, as the
+            // kernel's per-bin scans do (the order of additions into a bin is the same).
+            for r in cr * cell_r..(cr + 1) * cell_r {
+                for c in cc * cell_c..(cc + 1) * cell_c {
+                    let o = orientation[r * columns + c];
+                    // The division only guesses the bin; the kernel's own comparisons decide.
+                    let mut bin = ((o / per_bin) as usize).min(n - 1);
+                    if bin > 0 && o < per_bin * bin as f64 {
+                        bin -= 1;
+                    } else if o >= per_bin * (bin + 1) as f64 {
+                        bin += 1;
+                    }
+                    if bin < n && o < per_bin * (bin + 1) as f64 && o >= per_bin * bin as f64 {
+                        totals[bin] = (f64::from(totals[bin]) + magnitude[r * columns + c]) as f32;
+                    }
+                }
+            }
+            for (bin, total) in totals.iter().enumerate() {
+                histogram[(cr * cells_c + cc) * n + bin] = f64::from(total / area);
+            }
+        }
+    }
+    histogram
+}
+
+/// L2-Hys-normalised blocks of cell histograms, flattened.
+fn normalised_blocks(histogram: &[f64], rows: usize, columns: usize, config: &HogConfig) -> Vec<f64> {
+    let (cells_r, cells_c, n) =
+        (rows / config.pixels_per_cell.0, columns / config.pixels_per_cell.1, config.orientations);
     let (b_r, b_c) = config.cells_per_block;
-    let (blocks_r, blocks_c) = (rows / config.pixels_per_cell.0 - b_r + 1, cells_c - b_c + 1);
-    let mut out = Vec::with_capacity(len);
+    let (blocks_r, blocks_c) = (cells_r - b_r + 1, cells_c - b_c + 1);
+    let mut out = Vec::with_capacity(blocks_r * blocks_c * b_r * b_c * n);
     let mut block = Vec::with_capacity(b_r * b_c * n);
     for r in 0..blocks_r {
         for c in 0..blocks_c {
@@ -115,46 +196,7 @@ pub fn hog(pixels: &[u8], rows: usize, columns: usize, config: &HogConfig) -> Re
             out.extend_from_slice(&block);
         }
     }
-    Ok(out)
-}
-
-/// Per-cell orientation histograms, `[cells_r][cells_c][orientations]` flattened.
-fn cell_histograms(pixels: &[u8], rows: usize, columns: usize, config: &HogConfig) -> Vec<f64> {
-    let at = |r: usize, c: usize| f64::from(pixels[r * columns + c]);
-    let mut magnitude = vec![0.0f64; rows * columns];
-    let mut orientation = vec![0.0f64; rows * columns];
-    for r in 0..rows {
-        for c in 0..columns {
-            let g_row = if r == 0 || r + 1 == rows { 0.0 } else { at(r + 1, c) - at(r - 1, c) };
-            let g_col = if c == 0 || c + 1 == columns { 0.0 } else { at(r, c + 1) - at(r, c - 1) };
-            magnitude[r * columns + c] = g_col.hypot(g_row);
-            orientation[r * columns + c] = numpy_mod(g_row.atan2(g_col).to_degrees(), 180.0);
-        }
-    }
-    let (cell_r, cell_c) = config.pixels_per_cell;
-    let (cells_r, cells_c) = (rows / cell_r, columns / cell_c);
-    let n = config.orientations;
-    let per_bin = 180.0 / n as f64;
-    let area = (cell_r * cell_c) as f32;
-    let mut histogram = vec![0.0f64; cells_r * cells_c * n];
-    for cr in 0..cells_r {
-        for cc in 0..cells_c {
-            for bin in 0..n {
-                let (start, end) = (per_bin * (bin + 1) as f64, per_bin * bin as f64);
-                let mut total = 0.0f32;
-                for r in cr * cell_r..(cr + 1) * cell_r {
-                    for c in cc * cell_c..(cc + 1) * cell_c {
-                        let o = orientation[r * columns + c];
-                        if o < start && o >= end {
-                            total = (f64::from(total) + magnitude[r * columns + c]) as f32;
-                        }
-                    }
-                }
-                histogram[(cr * cells_c + cc) * n + bin] = f64::from(total / area);
-            }
-        }
-    }
-    histogram
+    out
 }
 
 /// NumPy's float `a % b` (`npy_divmod`): the sign of `b`, and it may round up to `b` itself.
@@ -223,19 +265,39 @@ pub const WHOLE_HOG_LEN: usize = 72;
 /// small for one cell (a 6-pixel side) skipped as scikit-image rejects them, all concatenated:
 /// 2,592 values.
 pub fn sliding_hog(face: &FaceImage) -> Vec<f64> {
+    // A window's gradient equals the face's except on the window's own border rows/columns,
+    // where scikit-image zeroes one component: take the face's and redo only those pixels.
+    let full = Gradients::new(face.pixels(), FACE_SIDE, FACE_SIDE);
+    let config = HogConfig::SLIDING_WINDOW;
     let mut out = Vec::with_capacity(SLIDING_HOG_LEN);
-    let mut window = Vec::with_capacity(WINDOW_SIDE * WINDOW_SIDE);
+    let mut magnitude = Vec::with_capacity(WINDOW_SIDE * WINDOW_SIDE);
+    let mut orientation = Vec::with_capacity(WINDOW_SIDE * WINDOW_SIDE);
     for y in (0..FACE_SIDE).step_by(WINDOW_STEP) {
         for x in (0..FACE_SIDE).step_by(WINDOW_STEP) {
             let (rows, columns) = ((FACE_SIDE - y).min(WINDOW_SIDE), (FACE_SIDE - x).min(WINDOW_SIDE));
-            window.clear();
-            for r in y..y + rows {
-                window.extend_from_slice(&face.pixels()[r * FACE_SIDE + x..r * FACE_SIDE + x + columns]);
-            }
             // A window with a 6-pixel side holds no 8-pixel cell: skipped, as the reference does.
-            if let Ok(values) = hog(&window, rows, columns, &HogConfig::SLIDING_WINDOW) {
-                out.extend(values);
+            if config.descriptor_len(rows, columns).is_err() {
+                continue;
             }
+            magnitude.clear();
+            orientation.clear();
+            for r in 0..rows {
+                for c in 0..columns {
+                    let i = (y + r) * FACE_SIDE + x + c;
+                    let (row_edge, col_edge) = (r == 0 || r + 1 == rows, c == 0 || c + 1 == columns);
+                    let (m, o) = if row_edge || col_edge {
+                        let g_row = if row_edge { 0.0 } else { full.g_row[i] };
+                        let g_col = if col_edge { 0.0 } else { full.g_col[i] };
+                        polar(g_row, g_col)
+                    } else {
+                        (full.magnitude[i], full.orientation[i])
+                    };
+                    magnitude.push(m);
+                    orientation.push(o);
+                }
+            }
+            let histogram = cell_histograms(&magnitude, &orientation, rows, columns, &config);
+            out.extend(normalised_blocks(&histogram, rows, columns, &config));
         }
     }
     debug_assert_eq!(out.len(), SLIDING_HOG_LEN);

@@ -2,11 +2,14 @@
 //!
 //! Hand-crafted features of FER2013 faces for the CNN+landmarks+HOG model:
 //!
-//! * **In**: 48×48 gray faces ([`fer_dataset::FaceImage`]).
-//! * **Out**: HOG descriptors equal to `skimage.feature.hog` ([`sliding_hog`]: 2,592 values,
-//!   [`whole_hog`]: 72, or any [`HogConfig`] through [`hog`]).
-//! * **Planned** (see the landmarks/HOG issue): dlib's 68 facial landmarks (136 values), a
-//!   versioned feature cache, and the feature vectors the model consumes.
+//! * **In**: 48×48 gray faces ([`fer_dataset::FaceImage`]) and dlib's 68-point shape predictor
+//!   (Debian's `libdlib-data`, [`DEFAULT_LANDMARK_MODEL`]).
+//! * **Out**: dlib landmarks in the reference's fixed face box ([`LandmarkModel::face_landmarks`],
+//!   136 values); HOG descriptors equal to `skimage.feature.hog` ([`sliding_hog`]: 2,592 values,
+//!   [`whole_hog`]: 72, any [`HogConfig`] through [`hog`]); every face's features computed on all
+//!   cores ([`FaceFeatures::compute`]) and cached in a checksummed, versioned file tied to its
+//!   data ([`write_feature_cache`], [`read_feature_cache`]); the model's input vector for a
+//!   [`FeatureSet`] (2,728, 208 or 136 values).
 //!
 //! It depends only on `fer-dataset`; models, attacks and training depend on it.
 //!
@@ -18,11 +21,34 @@
 //! assert_eq!(sliding_hog(&face).len(), SLIDING_HOG_LEN);
 //! assert_eq!(whole_hog(&face).len(), 72);
 //! ```
+//!
+//! ```no_run
+//! use fer_features::{FaceFeatures, FeatureSet, LandmarkModel, write_feature_cache};
+//!
+//! let data = fer_dataset::load("data/fer2013.cache")?;
+//! let model = LandmarkModel::open(None)?; // /usr/share/dlib/shape_predictor_68_face_landmarks.dat
+//! let features = FaceFeatures::compute(&data, &model, |done| eprintln!("{done} faces"));
+//! write_feature_cache(&features, "data/features.cache".as_ref())?;
+//! let mut v = Vec::new();
+//! features.extend_vector(fer_dataset::Split::Training, 0, FeatureSet::LandmarksSlidingHog, &mut v);
+//! assert_eq!(v.len(), 2728);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(missing_docs)]
 
+mod features;
 mod hog;
+mod landmarks;
 
+pub use features::{
+    FEATURE_CACHE_MAGIC, FEATURE_CACHE_VERSION, FEATURES_PER_FACE, FaceFeatures, FeatureCacheError, FeatureSet,
+    FeatureTimings, images_fingerprint, read_feature_cache, time_features, write_feature_cache,
+};
 pub use fer_dataset;
 pub use hog::{
     HogConfig, HogError, SLIDING_HOG_LEN, WHOLE_HOG_LEN, WINDOW_SIDE, WINDOW_STEP, hog, sliding_hog, whole_hog,
+};
+pub use landmarks::{
+    DEFAULT_LANDMARK_MODEL, FER_FACE_BOX, LANDMARK_MODEL_ENV, LANDMARK_POINTS, LANDMARKS_LEN, LandmarkError,
+    LandmarkModel, landmark_model_path,
 };

@@ -30,6 +30,7 @@
 #![deny(missing_docs)]
 
 mod checkpoint;
+mod cnn_hog;
 mod evaluate;
 mod mode;
 mod model;
@@ -39,6 +40,7 @@ mod vgg;
 pub use checkpoint::{
     CHECKPOINT_MAGIC, Checkpoint, ModelError, load_checkpoint, read_checkpoint_header, save_checkpoint,
 };
+pub use cnn_hog::{CnnHog, CnnHogConfig, ConvBlock, ConvSpec};
 pub use evaluate::{Evaluation, evaluate};
 pub use fer_features;
 pub use model::{Classifier, Model, ModelConfig, average_crops, ten_crops};

@@ -34,6 +34,7 @@
 
 mod bench;
 mod config;
+mod hyperopt;
 mod plots;
 mod report;
 mod run;
@@ -44,6 +45,7 @@ pub use config::{AdvSource, AdversarialTraining, Schedule, Selection, TrainConfi
 pub use fer_adversarial;
 pub use fer_dataset::BatchStream;
 pub use fer_models::{Evaluation, evaluate};
+pub use hyperopt::{ParamSpec, Trial, best_trial_path, hyperopt, read_best_trial, reference_space};
 pub use plots::{plot_adversarial_examples, plot_confusion, plot_curves, plot_robustness};
 pub use report::{AdversarialReport, Report, SplitReport, write_report, write_sweep_csv};
 pub use run::{EpochMetrics, RunFiles, RunState, TrainError, read_metrics};

@@ -255,8 +255,9 @@ pub fn plot_adversarial_examples(examples: &[AdversarialExample], eps: f64, path
     let height = 40 + examples.len() * row_height;
     let root = BitMapBackend::new(path, (width as u32, height as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
-    let heading = ("sans-serif", 18).into_font().color(&BLACK);
-    for (col, text) in ["clean", &format!("perturbation (±ε = {eps:.3})"), "adversarial"].iter().enumerate() {
+    let heading = ("sans-serif", 17).into_font().color(&BLACK);
+    let headings = ["clean".to_string(), format!("δ (±ε = {eps:.3})"), "adversarial".to_string()];
+    for (col, text) in headings.iter().enumerate() {
         root.draw_text(text, &heading, ((PAD + col * (CELL + PAD)) as i32, 12)).map_err(|e| plot_error(path, e))?;
     }
     let small = ("sans-serif", 14).into_font().color(&BLACK);
