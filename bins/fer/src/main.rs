@@ -2,6 +2,7 @@
 
 mod attack;
 mod backend;
+mod features_cmd;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -65,6 +66,16 @@ enum Command {
         /// Print JSON (with --bench).
         #[arg(long)]
         json: bool,
+    },
+    /// Train the CNN + landmarks + HOG model on images and a `fer features` cache.
+    TrainFeatures(Box<features_cmd::FeatureArgs>),
+    /// TPE search of lr, lr decay, momentum and keep_prob for the CNN + landmarks + HOG model.
+    Hyperopt {
+        /// Trials in all (a rerun with the same --out resumes).
+        #[arg(long, default_value_t = 20)]
+        max_evals: usize,
+        #[command(flatten)]
+        args: Box<features_cmd::FeatureArgs>,
     },
     /// Train a model (VGG19, ResNet18, …) into a resumable run directory.
     Train(Box<TrainArgs>),
@@ -409,6 +420,8 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Attack(args) => attack::run(*args)?,
+        Command::TrainFeatures(args) => features_cmd::train(*args)?,
+        Command::Hyperopt { max_evals, args } => features_cmd::hyperopt(*args, max_evals)?,
         Command::BenchTrain { model, bs, steps, warmup, device, json } => {
             let model = ModelConfig::from_name(&model).map_err(anyhow::Error::msg)?;
             let config = TrainConfig { batch_size: bs, ..TrainConfig::reference(model) };

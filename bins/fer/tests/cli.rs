@@ -331,3 +331,65 @@ fn bench_train_reports_a_median() {
     let out = fer(&["bench-train", "--model", "vgg-small", "--steps", "0", "--device", "ndarray"]);
     assert!(stderr(&out).contains("one timed step"), "{}", stderr(&out));
 }
+
+#[test]
+fn features_then_feature_model_training_and_search() {
+    if !std::path::Path::new("/usr/share/dlib/shape_predictor_68_face_landmarks.dat").is_file() {
+        eprintln!("skipped: dlib's landmark model is not installed (apt-get install libdlib-data)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = write_csv(dir.path());
+    let csv = csv.to_str().expect("utf-8");
+    let cache = dir.path().join("features.cache");
+    let cache_s = cache.to_str().expect("utf-8");
+    let out = fer(&["features", "--data", csv, "--out", cache_s, "--threads", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("70 faces × 2800 values"), "{}", stdout(&out));
+    let out = fer(&["features", "--data", csv, "--bench", "5", "--json"]);
+    let bench: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(bench["faces"], 5);
+
+    let run = dir.path().join("run");
+    let common = ["--model", "cnn-hog-tiny", "--bs", "16", "--device", "ndarray", "--data", csv, "--features", cache_s];
+    let mut args = vec!["train-features", "--epochs", "1", "--out", run.to_str().expect("utf-8")];
+    args.extend_from_slice(&common);
+    let out = fer(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("PrivateTest") && run.join("best.bin").is_file(), "{}", stdout(&out));
+
+    let search = dir.path().join("search");
+    let mut args = vec!["hyperopt", "--max-evals", "2", "--epochs", "1", "--out", search.to_str().expect("utf-8")];
+    args.extend_from_slice(&common);
+    let out = fer(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("2 trials"), "{}", stdout(&out));
+    let trials = std::fs::read_to_string(search.join("trials.csv")).expect("trials.csv");
+    assert!(trials.starts_with("trial,lr,lr_decay,momentum,keep_prob,score,seconds\n"), "{trials}");
+
+    // A missing cache and a cache of other data are clear errors.
+    let mut args = vec![
+        "train-features",
+        "--out",
+        run.to_str().expect("utf-8"),
+        "--model",
+        "cnn-hog-tiny",
+        "--device",
+        "ndarray",
+        "--data",
+        csv,
+        "--features",
+        "/no/features.cache",
+    ];
+    let out = fer(&args);
+    assert!(stderr(&out).contains("/no/features.cache"), "{}", stderr(&out));
+    let other = dir.path().join("other.csv");
+    let text = std::fs::read_to_string(csv).expect("csv").replacen("0,", "1,", 1);
+    std::fs::write(&other, text).expect("write");
+    args[8] = other.to_str().expect("utf-8");
+    args[10] = cache_s;
+    let out = fer(&args);
+    assert!(stderr(&out).contains("does not belong to this data set"), "{}", stderr(&out));
+    let out = fer(&["features", "--data", csv, "--landmark-model", "/no/model.dat"]);
+    assert!(stderr(&out).contains("libdlib-data"), "{}", stderr(&out));
+}

@@ -34,6 +34,7 @@
 
 mod bench;
 mod config;
+mod features_train;
 mod hyperopt;
 mod plots;
 mod report;
@@ -42,6 +43,7 @@ mod train;
 
 pub use bench::{TrainBench, bench_train_steps, median};
 pub use config::{AdvSource, AdversarialTraining, Schedule, Selection, TrainConfig};
+pub use features_train::{FeatureEpoch, FeatureRunSummary, FeatureTrainConfig, train_features};
 pub use fer_adversarial;
 pub use fer_dataset::BatchStream;
 pub use fer_models::{Evaluation, evaluate};

@@ -1,0 +1,152 @@
+//! `fer train-features` and `fer hyperopt`: the CNN + landmarks + HOG model.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use fer_features::FeatureSet;
+use fer_models::CnnHogConfig;
+use fer_train::{FeatureTrainConfig, TrainError};
+
+use crate::backend::{DeviceSpec, with_backend};
+
+/// The model, data and recipe of a feature-model run; defaults are the reference's `parameters.py`.
+#[derive(clap::Args)]
+pub struct FeatureArgs {
+    /// Model: cnn-hog-b (the reference's best), cnn-hog-a, or the CPU-sized cnn-hog-tiny.
+    #[arg(long, default_value = "cnn-hog-b")]
+    model: String,
+    /// Feature vector: landmarks-sliding-hog (2,728), landmarks-whole-hog (208) or landmarks (136).
+    #[arg(long, default_value = "landmarks-sliding-hog")]
+    feature_set: FeatureSet,
+    /// Feature cache written by `fer features`.
+    #[arg(long, default_value = "features.cache")]
+    features: PathBuf,
+    /// Epochs [default: 13; hyperopt: 2 per trial].
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Faces per step.
+    #[arg(long, default_value_t = 128)]
+    bs: usize,
+    /// Base learning rate.
+    #[arg(long, default_value_t = 0.016)]
+    lr: f64,
+    /// Learning rate × lr_decay^(step / decay_steps).
+    #[arg(long, default_value_t = 0.864)]
+    lr_decay: f64,
+    /// Steps per decay factor.
+    #[arg(long, default_value_t = 50)]
+    decay_steps: usize,
+    /// Momentum.
+    #[arg(long, default_value_t = 0.95)]
+    momentum: f64,
+    /// Keep probability of dropout.
+    #[arg(long, default_value_t = 0.956)]
+    keep_prob: f64,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Train on a seeded subset of this many training faces.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Evaluate on the first this-many faces of each test split.
+    #[arg(long)]
+    eval_limit: Option<usize>,
+    /// FER2013 CSV, .csv.gz or cache [default: $FER2013_CSV, else data/fer2013.csv(.gz)]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Device: cpu, ndarray, wgpu[:N], vulkan[:N], cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+impl FeatureArgs {
+    fn config(&self, default_epochs: usize) -> Result<FeatureTrainConfig> {
+        let len = self.feature_set.len();
+        let model = match self.model.as_str() {
+            "cnn-hog-b" => CnnHogConfig::model_b(len),
+            "cnn-hog-a" => CnnHogConfig::model_a(len),
+            "cnn-hog-tiny" => CnnHogConfig::tiny(len),
+            other => anyhow::bail!("unknown model `{other}` (expected cnn-hog-b, cnn-hog-a or cnn-hog-tiny)"),
+        };
+        anyhow::ensure!((0.0..=1.0).contains(&self.keep_prob) && self.keep_prob > 0.0, "--keep-prob must be in (0, 1]");
+        let config = FeatureTrainConfig {
+            model: model.with_dropout(1.0 - self.keep_prob),
+            epochs: self.epochs.unwrap_or(default_epochs),
+            batch_size: self.bs,
+            lr: self.lr,
+            lr_decay: self.lr_decay,
+            decay_steps: self.decay_steps,
+            momentum: self.momentum,
+            seed: self.seed,
+            train_limit: self.train_limit,
+            eval_limit: self.eval_limit,
+            ..FeatureTrainConfig::reference(CnnHogConfig::tiny(len), self.feature_set)
+        };
+        config.check().map_err(anyhow::Error::msg)?;
+        Ok(config)
+    }
+
+    /// The data and its features, the features checked against the data.
+    fn load(&self) -> Result<(fer_dataset::Fer2013, fer_features::FaceFeatures)> {
+        let features = fer_features::read_feature_cache(&self.features)?;
+        let data = crate::load_with_progress(self.data.as_deref())?;
+        features.check_matches(&data, &self.features)?;
+        Ok((data, features))
+    }
+}
+
+/// `fer train-features`.
+pub fn train(args: FeatureArgs) -> Result<()> {
+    let config = args.config(13)?;
+    let (data, features) = args.load()?;
+    let summary = with_backend!(args.device, |B, device| {
+        fer_train::train_features::<burn::backend::Autodiff<B>>(&config, &data, &features, Some(&args.out), &device)?
+    });
+    println!(
+        "{} epochs done. Selected epoch {} (best PublicTest {:.2} %): PrivateTest {:.2} % (headline). \
+         Reference-style (best PrivateTest over epochs): {:.2} %. Written to {}.",
+        summary.epochs.len(),
+        summary.selected_epoch + 1,
+        100.0 * summary.selected_public_acc,
+        100.0 * summary.selected_private_acc,
+        100.0 * summary.reference_style_private_acc,
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// `fer hyperopt`: TPE over the reference's space, maximising PublicTest accuracy.
+pub fn hyperopt(args: FeatureArgs, max_evals: usize) -> Result<()> {
+    let base = args.config(2)?;
+    let (data, features) = args.load()?;
+    let trials = with_backend!(args.device, |B, device| {
+        fer_train::hyperopt::<TrainError>(
+            &fer_train::reference_space(),
+            max_evals,
+            base.seed,
+            &args.out,
+            |k, p: &BTreeMap<String, f64>| {
+                let mut c = base.clone();
+                (c.lr, c.lr_decay, c.momentum) = (p["lr"], p["lr_decay"], p["momentum"]);
+                c.model.dropout = 1.0 - p["keep_prob"];
+                let s = fer_train::train_features::<burn::backend::Autodiff<B>>(&c, &data, &features, None, &device)?;
+                println!("trial {k}: {p:?} → PublicTest {:.2} %", 100.0 * s.selected_public_acc);
+                Ok(s.selected_public_acc)
+            },
+        )?
+    });
+    let best = fer_train::read_best_trial(&args.out).context("best.json")?;
+    println!(
+        "{} trials in {}; best: trial {} PublicTest {:.2} % with {:?}",
+        trials.len(),
+        args.out.display(),
+        best.trial,
+        100.0 * best.score,
+        best.params
+    );
+    Ok(())
+}

@@ -1,0 +1,333 @@
+//! Training of the CNN + landmarks + HOG model on face images and their feature vectors.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, Optimizer, SgdConfig};
+use burn::prelude::*;
+use burn::record::{BinFileRecorder, FullPrecisionSettings};
+use burn::tensor::TensorData;
+use burn::tensor::backend::AutodiffBackend;
+use fer_dataset::{BatchStream, FaceBatcher, Fer2013, Split, SplitData, View};
+use fer_features::{FaceFeatures, FeatureSet, LANDMARKS_LEN};
+use fer_models::{CnnHog, CnnHogConfig, Evaluation};
+use rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
+use rand::seq::SliceRandom;
+
+use crate::TrainError;
+use crate::run::{write_csv, write_json};
+
+/// The recipe of the reference's `parameters.py`, as plain data.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FeatureTrainConfig {
+    /// The model.
+    pub model: CnnHogConfig,
+    /// Which feature vector feeds the feature branch.
+    pub feature_set: FeatureSet,
+    /// Epochs (the reference: 13).
+    pub epochs: usize,
+    /// Faces per step (128).
+    pub batch_size: usize,
+    /// Base learning rate (0.016).
+    pub lr: f64,
+    /// Learning rate × `lr_decay^(step / decay_steps)` (tflearn's `Momentum`, not staircase): 0.864.
+    pub lr_decay: f64,
+    /// Steps per decay factor (50).
+    pub decay_steps: usize,
+    /// Momentum (0.95), no dampening, no weight decay.
+    pub momentum: f64,
+    /// Seed of weights, order and dropout.
+    pub seed: u64,
+    /// Train on a seeded subset of this many training faces; `None`: all (the reference's
+    /// per-class cap was a debugging value).
+    pub train_limit: Option<usize>,
+    /// Evaluate on the first this-many faces of each test split; `None`: all.
+    pub eval_limit: Option<usize>,
+}
+
+impl FeatureTrainConfig {
+    /// The reference recipe for `model` on `feature_set`.
+    pub fn reference(model: CnnHogConfig, feature_set: FeatureSet) -> FeatureTrainConfig {
+        FeatureTrainConfig {
+            model,
+            feature_set,
+            epochs: 13,
+            batch_size: 128,
+            lr: 0.016,
+            lr_decay: 0.864,
+            decay_steps: 50,
+            momentum: 0.95,
+            seed: 0,
+            train_limit: None,
+            eval_limit: None,
+        }
+    }
+
+    /// Learning rate at optimiser step `step` (0-based, counted over the whole run).
+    pub fn lr_at(&self, step: usize) -> f64 {
+        self.lr * self.lr_decay.powf(step as f64 / self.decay_steps.max(1) as f64)
+    }
+
+    /// Checks every field; returns what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        self.model.check()?;
+        if self.model.feature_len != self.feature_set.len() {
+            return Err(format!(
+                "the model takes {} features but the set {} has {}",
+                self.model.feature_len,
+                self.feature_set.name(),
+                self.feature_set.len()
+            ));
+        }
+        if self.epochs == 0 || self.batch_size == 0 || self.decay_steps == 0 {
+            return Err("epochs, batch size and decay steps must be positive".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(format!("learning rate {} must be positive", self.lr));
+        }
+        if !(self.lr_decay > 0.0 && self.lr_decay <= 1.0) {
+            return Err(format!("learning-rate decay {} is not in (0, 1]", self.lr_decay));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(format!("momentum {} is not in [0, 1)", self.momentum));
+        }
+        if self.train_limit == Some(0) || self.eval_limit == Some(0) {
+            return Err("subset limits must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// One epoch of a feature-model run (a row of its `metrics.csv`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FeatureEpoch {
+    /// 0-based epoch.
+    pub epoch: usize,
+    /// Learning rate at the epoch's first step.
+    pub lr: f64,
+    /// Mean training loss (dropout on).
+    pub train_loss: f64,
+    /// Training accuracy (dropout on).
+    pub train_acc: f64,
+    /// PublicTest accuracy (the selection criterion).
+    pub public_acc: f64,
+    /// PrivateTest accuracy.
+    pub private_acc: f64,
+    /// Training images per second.
+    pub img_per_s: f64,
+}
+
+/// What a feature-model run achieved (honest selection on PublicTest).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FeatureRunSummary {
+    /// Every epoch.
+    pub epochs: Vec<FeatureEpoch>,
+    /// 0-based epoch with the best PublicTest accuracy.
+    pub selected_epoch: usize,
+    /// Its PublicTest accuracy.
+    pub selected_public_acc: f64,
+    /// **Headline**: its PrivateTest accuracy.
+    pub selected_private_acc: f64,
+    /// The reference's way: best PrivateTest accuracy over all epochs (selected on the test set).
+    pub reference_style_private_acc: f64,
+    /// PrivateTest evaluation of the selected epoch (confusion matrix).
+    pub private_test: Evaluation,
+}
+
+/// Faces and feature rows of one split (a subset keeps the original positions for the features).
+struct Part {
+    faces: Arc<SplitData>,
+    positions: Vec<usize>,
+    split: Split,
+}
+
+/// The model's feature vectors for `positions` of `split`: landmarks scaled by 1/48 to about
+/// [0, 1] (HOG is already in [0, 1]).
+fn feature_rows(features: &FaceFeatures, part: &Part, rows: &[usize], set: FeatureSet) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows.len() * set.len());
+    for &row in rows {
+        let start = out.len();
+        features.extend_vector(part.split, part.positions[row], set, &mut out);
+        for v in &mut out[start..start + LANDMARKS_LEN] {
+            *v /= fer_dataset::FACE_SIDE as f32;
+        }
+    }
+    out
+}
+
+/// Trains `config.model` on full 48×48 faces (no augmentation, as the reference) and their
+/// features; every epoch evaluates PublicTest and PrivateTest. With `out`, writes `config.json`,
+/// `metrics.csv`, `summary.json` and the selected model's weights `best.bin` (Burn's binary
+/// record, full precision).
+pub fn train_features<B: AutodiffBackend>(
+    config: &FeatureTrainConfig,
+    data: &Fer2013,
+    features: &FaceFeatures,
+    out: Option<&Path>,
+    device: &B::Device,
+) -> Result<FeatureRunSummary, TrainError> {
+    config.check().map_err(TrainError::Config)?;
+    features.check_matches(data, Path::new("the feature cache")).map_err(|e| TrainError::Data(e.to_string()))?;
+    let part = |split: Split, limit: Option<usize>, shuffle: bool| -> Part {
+        let all = data.split(split);
+        let mut positions: Vec<usize> = (0..all.len()).collect();
+        if let Some(n) = limit.filter(|&n| n < all.len()) {
+            if shuffle {
+                positions.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed ^ 0x5EB5E7));
+                positions.truncate(n);
+                positions.sort_unstable();
+            } else {
+                positions.truncate(n);
+            }
+        }
+        Part { faces: Arc::new(all.select(&positions)), positions, split }
+    };
+    let train_part = part(Split::Training, config.train_limit, true);
+    let public = part(Split::PublicTest, config.eval_limit, false);
+    let private = part(Split::PrivateTest, config.eval_limit, false);
+    if train_part.faces.is_empty() || public.faces.is_empty() || private.faces.is_empty() {
+        return Err(TrainError::Data("a split is empty".into()));
+    }
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir).map_err(|source| TrainError::Io { path: dir.to_path_buf(), source })?;
+        write_json(&dir.join("config.json"), config)?;
+    }
+
+    B::seed(device, config.seed);
+    let mut model: CnnHog<B> = config.model.init(device);
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig { momentum: config.momentum, dampening: 0.0, nesterov: false }))
+        .init::<B, CnnHog<B>>();
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let set = config.feature_set;
+    let mut rows = Vec::new();
+    let mut best: Option<(usize, f64, Evaluation)> = None;
+    let mut step = 0usize;
+    for epoch in 0..config.epochs {
+        let started = Instant::now();
+        B::seed(device, config.seed.wrapping_add(1 + epoch as u64));
+        let mut order: Vec<usize> = (0..train_part.faces.len()).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed.wrapping_mul(31).wrapping_add(epoch as u64)));
+        let chunks: Vec<Vec<usize>> = order.chunks(config.batch_size).map(<[usize]>::to_vec).collect();
+        let batcher = FaceBatcher::new(View::Full, 0, train_part.faces.len());
+        let stream =
+            BatchStream::<B>::new(train_part.faces.clone(), order, config.batch_size, batcher, 2, device.clone());
+        let epoch_lr = config.lr_at(step);
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0i64, 0usize);
+        for (batch, chunk) in stream.zip(&chunks) {
+            let n = chunk.len();
+            let feats = Tensor::<B, 2>::from_data(
+                TensorData::new(feature_rows(features, &train_part, chunk, set), [n, set.len()]),
+                device,
+            );
+            let logits = model.forward(batch.images, feats);
+            let loss = loss_fn.forward(logits.clone(), batch.targets.clone());
+            let loss_value: f32 = loss.clone().into_scalar().elem();
+            if !loss_value.is_finite() {
+                return Err(TrainError::NonFinite { epoch, step, loss: loss_value });
+            }
+            let hits: i64 = logits.argmax(1).squeeze_dim::<1>(1).equal(batch.targets).int().sum().into_scalar().elem();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(config.lr_at(step), model, grads);
+            step += 1;
+            loss_sum += f64::from(loss_value) * n as f64;
+            correct += hits;
+            seen += n;
+        }
+        let img_per_s = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let inference = model.valid();
+        let public_eval = evaluate_features(&inference, features, &public, set, device);
+        let private_eval = evaluate_features(&inference, features, &private, set, device);
+        let row = FeatureEpoch {
+            epoch,
+            lr: epoch_lr,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_acc: correct as f64 / seen.max(1) as f64,
+            public_acc: public_eval.accuracy(),
+            private_acc: private_eval.accuracy(),
+            img_per_s,
+        };
+        tracing::info!(
+            "epoch {}/{}: train loss {:.4} acc {:.2}% | PublicTest {:.2}% | PrivateTest {:.2}% | {:.1} img/s",
+            epoch + 1,
+            config.epochs,
+            row.train_loss,
+            100.0 * row.train_acc,
+            100.0 * row.public_acc,
+            100.0 * row.private_acc,
+            row.img_per_s
+        );
+        if best.as_ref().is_none_or(|(_, acc, _)| row.public_acc > *acc) {
+            best = Some((epoch, row.public_acc, private_eval));
+            if let Some(dir) = out {
+                let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+                model.clone().save_file(dir.join("best"), &recorder).map_err(|e| {
+                    TrainError::Data(format!("{}: cannot save the model: {e}", dir.join("best.bin").display()))
+                })?;
+            }
+        }
+        rows.push(row);
+        if let Some(dir) = out {
+            write_csv(&dir.join("metrics.csv"), &rows)?;
+        }
+    }
+    let (selected_epoch, selected_public_acc, private_test) = best.expect("at least one epoch ran");
+    let summary = FeatureRunSummary {
+        selected_epoch,
+        selected_public_acc,
+        selected_private_acc: rows[selected_epoch].private_acc,
+        reference_style_private_acc: rows.iter().map(|r| r.private_acc).fold(f64::MIN, f64::max),
+        private_test,
+        epochs: rows,
+    };
+    if let Some(dir) = out {
+        write_json(&dir.join("summary.json"), &summary)?;
+    }
+    Ok(summary)
+}
+
+/// Accuracy and confusion matrix of a CNN+features model on a split part (inference backend).
+fn evaluate_features<B: Backend>(
+    model: &CnnHog<B>,
+    features: &FaceFeatures,
+    part: &Part,
+    set: FeatureSet,
+    device: &B::Device,
+) -> Evaluation {
+    let order: Vec<usize> = (0..part.faces.len()).collect();
+    let chunks: Vec<Vec<usize>> = order.chunks(64).map(<[usize]>::to_vec).collect();
+    let batcher = FaceBatcher::new(View::Full, 0, part.faces.len());
+    let mut evaluation = Evaluation::default();
+    for (batch, chunk) in BatchStream::<B>::new(part.faces.clone(), order, 64, batcher, 2, device.clone()).zip(&chunks)
+    {
+        let feats = Tensor::<B, 2>::from_data(
+            TensorData::new(feature_rows(features, part, chunk, set), [chunk.len(), set.len()]),
+            device,
+        );
+        evaluation.record(model.forward_inference(batch.images, feats), batch.targets);
+    }
+    debug_assert_eq!(evaluation.faces() as usize, part.faces.len());
+    evaluation
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learning_rate_decays_like_tflearn_momentum() {
+        let c = FeatureTrainConfig::reference(CnnHogConfig::model_b(2728), FeatureSet::LandmarksSlidingHog);
+        assert_eq!(c.lr_at(0), 0.016);
+        assert!((c.lr_at(50) - 0.016 * 0.864).abs() < 1e-15);
+        assert!((c.lr_at(25) - 0.016 * 0.864f64.sqrt()).abs() < 1e-15, "continuous, not staircase");
+        assert!(c.check().is_ok());
+        let wrong = FeatureTrainConfig { feature_set: FeatureSet::Landmarks, ..c.clone() };
+        assert!(wrong.check().expect_err("mismatch").contains("2728 features"));
+        assert!(FeatureTrainConfig { momentum: 1.0, ..c }.check().is_err());
+    }
+}
