@@ -104,7 +104,14 @@ pub fn train(args: FeatureArgs) -> Result<()> {
     let config = args.config(13)?;
     let (data, features) = args.load()?;
     let summary = with_backend!(args.device, |B, device| {
-        fer_train::train_features::<burn::backend::Autodiff<B>>(&config, &data, &features, Some(&args.out), &device)?
+        fer_train::train_features::<burn::backend::Autodiff<B>>(
+            &config,
+            &data,
+            &features,
+            Some(&args.out),
+            true,
+            &device,
+        )?
     });
     println!(
         "{} epochs done. Selected epoch {} (best PublicTest {:.2} %): PrivateTest {:.2} % (headline). \
@@ -133,7 +140,8 @@ pub fn hyperopt(args: FeatureArgs, max_evals: usize) -> Result<()> {
                 let mut c = base.clone();
                 (c.lr, c.lr_decay, c.momentum) = (p["lr"], p["lr_decay"], p["momentum"]);
                 c.model.dropout = 1.0 - p["keep_prob"];
-                let s = fer_train::train_features::<burn::backend::Autodiff<B>>(&c, &data, &features, None, &device)?;
+                let s =
+                    fer_train::train_features::<burn::backend::Autodiff<B>>(&c, &data, &features, None, true, &device)?;
                 println!("trial {k}: {p:?} → PublicTest {:.2} %", 100.0 * s.selected_public_acc);
                 Ok(s.selected_public_acc)
             },

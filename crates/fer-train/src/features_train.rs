@@ -163,12 +163,13 @@ fn feature_rows(features: &FaceFeatures, part: &Part, rows: &[usize], set: Featu
 /// Trains `config.model` on full 48×48 faces (no augmentation, as the reference) and their
 /// features; every epoch evaluates PublicTest and PrivateTest. With `out`, writes `config.json`,
 /// `metrics.csv`, `summary.json` and the selected model's weights `best.bin` (Burn's binary
-/// record, full precision).
+/// record, full precision). `progress` draws a bar per epoch (hidden when stderr is not a terminal).
 pub fn train_features<B: AutodiffBackend>(
     config: &FeatureTrainConfig,
     data: &Fer2013,
     features: &FaceFeatures,
     out: Option<&Path>,
+    progress: bool,
     device: &B::Device,
 ) -> Result<FeatureRunSummary, TrainError> {
     config.check().map_err(TrainError::Config)?;
@@ -219,6 +220,7 @@ pub fn train_features<B: AutodiffBackend>(
             BatchStream::<B>::new(train_part.faces.clone(), order, config.batch_size, batcher, 2, device.clone());
         let epoch_lr = config.lr_at(step);
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0i64, 0usize);
+        let bar = crate::train::progress_bar(progress, chunks.len() as u64, epoch, config.epochs);
         for (batch, chunk) in stream.zip(&chunks) {
             let n = chunk.len();
             let feats = Tensor::<B, 2>::from_data(
@@ -238,7 +240,15 @@ pub fn train_features<B: AutodiffBackend>(
             loss_sum += f64::from(loss_value) * n as f64;
             correct += hits;
             seen += n;
+            bar.inc(1);
+            bar.set_message(format!(
+                "loss {:.4} acc {:.2}% {:.0} img/s",
+                loss_sum / seen as f64,
+                100.0 * correct as f64 / seen as f64,
+                seen as f64 / started.elapsed().as_secs_f64().max(1e-9)
+            ));
         }
+        bar.finish_and_clear();
         let img_per_s = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
         let inference = model.valid();
         let public_eval = evaluate_features(&inference, features, &public, set, device);

@@ -455,7 +455,7 @@ fn epoch_robustness<B: AutodiffBackend>(
     })
 }
 
-fn progress_bar(visible: bool, steps: u64, epoch: usize, epochs: usize) -> ProgressBar {
+pub(crate) fn progress_bar(visible: bool, steps: u64, epoch: usize, epochs: usize) -> ProgressBar {
     if !visible {
         return ProgressBar::hidden();
     }

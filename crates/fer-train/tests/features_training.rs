@@ -30,9 +30,15 @@ fn learns_the_synthetic_task_and_searches_hyper_parameters() {
     let device = Default::default();
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let summary =
-        train_features::<B>(&config(FeatureSet::LandmarksSlidingHog), &data, &features, Some(dir.path()), &device)
-            .expect("trains");
+    let summary = train_features::<B>(
+        &config(FeatureSet::LandmarksSlidingHog),
+        &data,
+        &features,
+        Some(dir.path()),
+        false,
+        &device,
+    )
+    .expect("trains");
     assert_eq!(summary.epochs.len(), 4);
     assert!(summary.selected_public_acc > 0.8, "learns: {:?}", summary.epochs);
     assert_eq!(summary.selected_private_acc, summary.epochs[summary.selected_epoch].private_acc);
@@ -43,8 +49,8 @@ fn learns_the_synthetic_task_and_searches_hyper_parameters() {
 
     // Features of other faces are refused.
     let other = fer_dataset::synthetic::texture_data(70, 21, 9);
-    let err =
-        train_features::<B>(&config(FeatureSet::Landmarks), &other, &features, None, &device).expect_err("other data");
+    let err = train_features::<B>(&config(FeatureSet::Landmarks), &other, &features, None, false, &device)
+        .expect_err("other data");
     assert!(err.to_string().contains("does not belong"), "{err}");
 
     // Two TPE trials over the reference's space, each a 1-epoch run on the landmarks-only set.
@@ -54,7 +60,7 @@ fn learns_the_synthetic_task_and_searches_hyper_parameters() {
         c.epochs = 1;
         (c.lr, c.lr_decay, c.momentum) = (p["lr"], p["lr_decay"], p["momentum"]);
         c.model.dropout = 1.0 - p["keep_prob"];
-        Ok(train_features::<B>(&c, &data, &features, None, &device)?.selected_public_acc)
+        Ok(train_features::<B>(&c, &data, &features, None, false, &device)?.selected_public_acc)
     })
     .expect("search");
     assert_eq!(trials.len(), 2);
