@@ -127,13 +127,14 @@ pub fn train(args: FeatureArgs) -> Result<()> {
 }
 
 /// `fer hyperopt`: TPE over the reference's space, maximising PublicTest accuracy.
-pub fn hyperopt(args: FeatureArgs, max_evals: usize) -> Result<()> {
+pub fn hyperopt(args: FeatureArgs, max_evals: usize, startup: usize) -> Result<()> {
     let base = args.config(2)?;
     let (data, features) = args.load()?;
     let trials = with_backend!(args.device, |B, device| {
         fer_train::hyperopt::<TrainError>(
             &fer_train::reference_space(),
             max_evals,
+            startup,
             base.seed,
             &args.out,
             |k, p: &BTreeMap<String, f64>| {

@@ -74,6 +74,9 @@ enum Command {
         /// Trials in all (a rerun with the same --out resumes).
         #[arg(long, default_value_t = 20)]
         max_evals: usize,
+        /// Trials drawn at random before TPE takes over (hyperopt's default: 20).
+        #[arg(long, default_value_t = 5)]
+        startup_trials: usize,
         #[command(flatten)]
         args: Box<features_cmd::FeatureArgs>,
     },
@@ -421,7 +424,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Attack(args) => attack::run(*args)?,
         Command::TrainFeatures(args) => features_cmd::train(*args)?,
-        Command::Hyperopt { max_evals, args } => features_cmd::hyperopt(*args, max_evals)?,
+        Command::Hyperopt { max_evals, startup_trials, args } => {
+            features_cmd::hyperopt(*args, max_evals, startup_trials)?
+        }
         Command::BenchTrain { model, bs, steps, warmup, device, json } => {
             let model = ModelConfig::from_name(&model).map_err(anyhow::Error::msg)?;
             let config = TrainConfig { batch_size: bs, ..TrainConfig::reference(model) };

@@ -65,7 +65,9 @@ pub fn best_trial_path(dir: &Path) -> PathBuf {
 }
 
 /// Maximises `objective` over `space` with one TPE optimiser per parameter (as hyperopt's TPE,
-/// which models parameters independently), `max_evals` trials in all.
+/// which models parameters independently), `max_evals` trials in all, the first `startup` of them
+/// drawn uniformly at random (TPE needs a few observations before its model says anything;
+/// hyperopt's default is 20, which makes the reference's 20-evaluation search a random search).
 ///
 /// Every finished trial is appended to `dir/trials.csv` and `dir/best.json` is rewritten, both
 /// atomically; calling again with the same directory resumes: the recorded trials are fed back to
@@ -74,6 +76,7 @@ pub fn best_trial_path(dir: &Path) -> PathBuf {
 pub fn hyperopt<E>(
     space: &[ParamSpec],
     max_evals: usize,
+    startup: usize,
     seed: u64,
     dir: &Path,
     mut objective: impl FnMut(usize, &BTreeMap<String, f64>) -> Result<f64, E>,
@@ -120,7 +123,11 @@ where
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut params = BTreeMap::new();
         for (opt, p) in optimizers.iter_mut().zip(space) {
-            let x = opt.ask(&mut rng).map_err(|e| TrainError::Data(format!("TPE: {e}")))?;
+            let x = if k < startup {
+                rand::RngExt::random_range(&mut rng, to_search(p, p.low)..=to_search(p, p.high))
+            } else {
+                opt.ask(&mut rng).map_err(|e| TrainError::Data(format!("TPE: {e}")))?
+            };
             params.insert(p.name.clone(), if p.log { x.exp() } else { x });
         }
         let started = Instant::now();
@@ -220,7 +227,7 @@ mod tests {
     #[test]
     fn three_evals_return_the_best_trial_and_resume() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let trials = hyperopt::<TrainError>(&space(), 3, 7, dir.path(), |_, p| Ok(toy(p))).expect("search runs");
+        let trials = hyperopt::<TrainError>(&space(), 3, 2, 7, dir.path(), |_, p| Ok(toy(p))).expect("search runs");
         assert_eq!(trials.len(), 3);
         let best = read_best_trial(dir.path()).expect("best.json");
         let max = trials.iter().map(|t| t.score).fold(f64::MIN, f64::max);
@@ -232,7 +239,7 @@ mod tests {
 
         // Resume to 6: only 3 new calls, and the first 3 trials are kept as they were.
         let mut calls = Vec::new();
-        let more = hyperopt::<TrainError>(&space(), 6, 7, dir.path(), |k, p| {
+        let more = hyperopt::<TrainError>(&space(), 6, 2, 7, dir.path(), |k, p| {
             calls.push(k);
             Ok(toy(p))
         })
@@ -251,8 +258,12 @@ mod tests {
     #[test]
     fn more_trials_find_better_points_than_the_first() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let trials = hyperopt::<TrainError>(&space(), 40, 1, dir.path(), |_, p| Ok(toy(p))).expect("runs");
+        let trials = hyperopt::<TrainError>(&space(), 40, 5, 1, dir.path(), |_, p| Ok(toy(p))).expect("runs");
         let first = trials[..5].iter().map(|t| t.score).fold(f64::MIN, f64::max);
+        // The 5 startup trials are spread over the range, not clustered around the first one.
+        let lrs: Vec<f64> = trials[..5].iter().map(|t| t.params["lr"]).collect();
+        let spread = lrs.iter().cloned().fold(f64::MIN, f64::max) - lrs.iter().cloned().fold(f64::MAX, f64::min);
+        assert!(spread > 0.02, "startup trials: {lrs:?}");
         let all = trials.iter().map(|t| t.score).fold(f64::MIN, f64::max);
         assert!(all > 0.99, "TPE gets close to the optimum: {all}");
         assert!(all >= first);
@@ -262,9 +273,9 @@ mod tests {
     fn bad_spaces_and_foreign_files_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let bad = vec![ParamSpec::uniform("lr", 0.1, 0.01)];
-        assert!(hyperopt::<TrainError>(&bad, 1, 0, dir.path(), |_, _| Ok(0.0)).is_err());
+        assert!(hyperopt::<TrainError>(&bad, 1, 0, 0, dir.path(), |_, _| Ok(0.0)).is_err());
         std::fs::write(dir.path().join("trials.csv"), "trial,other,score,seconds\n0,1,0.5,1\n").expect("write");
-        let err = hyperopt::<TrainError>(&space(), 1, 0, dir.path(), |_, _| Ok(0.0)).expect_err("columns");
+        let err = hyperopt::<TrainError>(&space(), 1, 0, 0, dir.path(), |_, _| Ok(0.0)).expect_err("columns");
         assert!(err.to_string().contains("do not match"), "{err}");
         assert_eq!(reference_space().len(), 4);
     }

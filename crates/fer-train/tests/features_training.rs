@@ -55,7 +55,7 @@ fn learns_the_synthetic_task_and_searches_hyper_parameters() {
 
     // Two TPE trials over the reference's space, each a 1-epoch run on the landmarks-only set.
     let search = tempfile::tempdir().expect("tempdir");
-    let trials = hyperopt::<TrainError>(&reference_space(), 2, 0, search.path(), |_, p: &BTreeMap<String, f64>| {
+    let trials = hyperopt::<TrainError>(&reference_space(), 2, 1, 0, search.path(), |_, p: &BTreeMap<String, f64>| {
         let mut c = config(FeatureSet::Landmarks);
         c.epochs = 1;
         (c.lr, c.lr_decay, c.momentum) = (p["lr"], p["lr_decay"], p["momentum"]);
