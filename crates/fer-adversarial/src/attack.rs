@@ -211,6 +211,16 @@ pub enum Labels<B: Backend> {
     Predicted,
 }
 
+impl<B: Backend> Labels<B> {
+    /// The labels `source` names, `truth` being the ground truth of the batch.
+    pub fn from_source(source: LabelSource, truth: Tensor<B, 1, Int>) -> Labels<B> {
+        match source {
+            LabelSource::True => Labels::Given(truth),
+            LabelSource::Predicted => Labels::Predicted,
+        }
+    }
+}
+
 /// The gradient of the mean cross-entropy of `forward(images)` against `targets` with respect
 /// to the images, and the logits. Only the input is differentiated: pass the forward of a
 /// frozen model (`model.clone().no_grad()`) and no parameter gradient is even computed; the

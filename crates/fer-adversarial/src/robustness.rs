@@ -111,10 +111,7 @@ where
     for batch in BatchStream::<B>::new(split, order, config.batch_faces, batcher, 2, device.clone()) {
         let faces = batch.targets.dims()[0];
         let clean_logits = forward(batch.images.clone()).detach();
-        let labels = match config.labels {
-            LabelSource::True => Labels::Given(batch.targets.clone()),
-            LabelSource::Predicted => Labels::Predicted,
-        };
+        let labels = Labels::from_source(config.labels, batch.targets.clone());
         let attacked = perturb(&config.attack, forward, batch.images.clone(), labels, &mut rng)?;
         let distance: f64 = (attacked.clone() - batch.images).abs().max().into_scalar().elem();
         max_perturbation = max_perturbation.max(distance);
@@ -257,10 +254,7 @@ where
     let order: Vec<usize> = (0..subset.len()).collect();
     let mut stream = BatchStream::<B>::new(Arc::new(subset), order, indices.len(), batcher, 1, device.clone());
     let batch = stream.next().expect("a non-empty subset gives one batch");
-    let labels = match config.labels {
-        LabelSource::True => Labels::Given(batch.targets.clone()),
-        LabelSource::Predicted => Labels::Predicted,
-    };
+    let labels = Labels::from_source(config.labels, batch.targets.clone());
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let attacked = perturb(&config.attack, forward, batch.images.clone(), labels, &mut rng)?;
     let rows = |t: Tensor<B, 4>| -> Vec<Vec<f32>> {

@@ -35,26 +35,26 @@ pub fn texture_face(class: usize, rng: &mut ChaCha8Rng) -> FaceImage {
 
 /// `faces` synthetic faces, classes in turn (face `i` has class `i % 7`), seeded.
 pub fn texture_split(faces: usize, seed: u64) -> SplitData {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    texture_faces(faces, &mut ChaCha8Rng::seed_from_u64(seed))
+}
+
+/// `faces` synthetic faces, classes in turn, drawn from `rng`.
+fn texture_faces(faces: usize, rng: &mut ChaCha8Rng) -> SplitData {
     let mut split = SplitData::with_capacity(faces);
     for i in 0..faces {
-        split.push(Emotion::ALL[i % Emotion::COUNT], texture_face(i % Emotion::COUNT, &mut rng));
+        split.push(Emotion::ALL[i % Emotion::COUNT], texture_face(i % Emotion::COUNT, rng));
     }
     split
 }
 
 /// A synthetic data set: `train` training faces and `test` faces in each test split, seeded.
 pub fn texture_data(train: usize, test: usize, seed: u64) -> Fer2013 {
+    // One generator across the three splits, in this order: the faces depend on it.
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut split = |n: usize| {
-        let mut s = SplitData::with_capacity(n);
-        for i in 0..n {
-            s.push(Emotion::ALL[i % Emotion::COUNT], texture_face(i % Emotion::COUNT, &mut rng));
-        }
-        s
-    };
-    let (a, b, c) = (split(train), split(test), split(test));
-    Fer2013::from_splits(a, b, c)
+    let training = texture_faces(train, &mut rng);
+    let public_test = texture_faces(test, &mut rng);
+    let private_test = texture_faces(test, &mut rng);
+    Fer2013::from_splits(training, public_test, private_test)
 }
 
 #[cfg(test)]

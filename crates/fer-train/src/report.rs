@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use fer_adversarial::{Attack, LabelSource, RobustnessConfig, SweepPoint, evaluate_robustness};
+use fer_adversarial::{Attack, RobustnessConfig, SweepPoint, evaluate_robustness};
 use fer_dataset::{Emotion, Fer2013, Split, View};
 use fer_models::load_checkpoint;
 
@@ -115,11 +115,9 @@ pub fn write_report<B: AutodiffBackend>(
         Some(adv) => {
             let attack_split = |attack: Attack, split: Split| {
                 let robustness = RobustnessConfig {
-                    attack,
-                    labels: LabelSource::Predicted,
-                    tencrop: None,
                     batch_faces: config.eval_batch_faces,
                     seed: config.seed,
+                    ..RobustnessConfig::reference(attack)
                 };
                 evaluate_robustness(&model, faces(split), &robustness, device, |_| {})
             };

@@ -12,7 +12,7 @@ use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::prelude::*;
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
-use fer_adversarial::{LabelSource, Labels, RobustnessConfig, evaluate_robustness, perturb};
+use fer_adversarial::{Labels, RobustnessConfig, evaluate_robustness, perturb};
 use fer_dataset::{FaceBatcher, Fer2013, Split, SplitData, View};
 use fer_models::{Model, load_checkpoint, save_checkpoint};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -256,10 +256,7 @@ pub fn train<B: AutodiffBackend>(
                     (loss_fn.forward(logits.clone(), batch.targets.clone()), logits)
                 }
                 Some(adv) => {
-                    let labels = match adv.labels {
-                        LabelSource::True => Labels::Given(batch.targets.clone()),
-                        LabelSource::Predicted => Labels::Predicted,
-                    };
+                    let labels = Labels::from_source(adv.labels, batch.targets.clone());
                     let attacked = match adv.source {
                         AdvSource::Frozen => {
                             let frozen = model.clone().no_grad();
@@ -418,11 +415,9 @@ fn epoch_robustness<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<EpochRobustness, TrainError> {
     let robustness = |attack, stream: u64| RobustnessConfig {
-        attack,
-        labels: LabelSource::Predicted,
-        tencrop: None,
         batch_faces: config.eval_batch_faces,
         seed: mix(config.seed, stream + epoch as u64),
+        ..RobustnessConfig::reference(attack)
     };
     let run = |split: &Arc<SplitData>, attack_config: &RobustnessConfig, name: &str| {
         let bar = progress_bar(progress, split.len() as u64, epoch, config.epochs);
