@@ -4,7 +4,7 @@
 # - A Rust toolchain >= 1.92 through rustup when cargo is absent (Debian's cargo is too old).
 
 # Debian packages the workspace builds against.
-# fonts-dejavu-core: the text font of the PNG reports.
+# fonts-dejavu-core: the text font of the PNG reports and of `fer predict --annotate` labels.
 # libdlib-dev, libopenblas-dev, liblapack-dev: dlib (landmarks) and the BLAS/LAPACK it links;
 # libdlib-data: dlib's 68-point landmark model (/usr/share/dlib/shape_predictor_68_face_landmarks.dat).
 FER_APT_PACKAGES=(build-essential pkg-config ca-certificates fonts-dejavu-core

@@ -3,6 +3,7 @@
 mod attack;
 mod backend;
 mod features_cmd;
+mod predict_cmd;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -112,6 +113,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Expressions of the faces in JPEG/PNG photos: boxes, probabilities, annotated images.
+    Predict(Box<predict_cmd::PredictArgs>),
     /// Attack a checkpoint (FGSM, FGSM-RS, PGD): clean vs adversarial accuracy, ε sweeps, figures.
     Attack(Box<attack::AttackArgs>),
     /// Time training steps (forward, backward, SGD) of a model: median img/s after warm-up.
@@ -423,6 +426,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Attack(args) => attack::run(*args)?,
+        Command::Predict(args) => predict_cmd::run(*args)?,
         Command::TrainFeatures(args) => features_cmd::train(*args)?,
         Command::Hyperopt { max_evals, startup_trials, args } => {
             features_cmd::hyperopt(*args, max_evals, startup_trials)?

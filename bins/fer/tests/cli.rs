@@ -393,3 +393,102 @@ fn features_then_feature_model_training_and_search() {
     let out = fer(&["features", "--data", csv, "--landmark-model", "/no/model.dat"]);
     assert!(stderr(&out).contains("libdlib-data"), "{}", stderr(&out));
 }
+
+#[test]
+fn predict_finds_faces_in_photos_and_reports_json_lines() {
+    use fer_models::{ModelConfig, save_checkpoint};
+    let dir = tempfile::tempdir().expect("tempdir");
+    // An untrained checkpoint: this test is about detection, boxes, output and errors (the
+    // trained-model check on the same photo is in fer-train's real-data test).
+    let config = ModelConfig::from_name("vgg-small").expect("known");
+    let device = Default::default();
+    let model = config.init::<burn::backend::NdArray>(&device);
+    let checkpoint = dir.path().join("m.fer");
+    save_checkpoint(&checkpoint, &model, &config, serde_json::Value::Null).expect("save");
+    let checkpoint = checkpoint.to_str().expect("utf-8");
+
+    let astronaut =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates/fer-features/tests/fixtures/astronaut.png");
+    let photo = image::open(&astronaut).expect("astronaut.png").to_rgb8();
+    // A canvas with two pasted heads (as JPEG), and a FER-sized 48×48 face crop.
+    let head = image::imageops::crop_imm(&photo, 139, 43, 168, 168).to_image();
+    let mut canvas = image::RgbImage::from_pixel(700, 300, image::Rgb([120, 120, 120]));
+    image::imageops::replace(&mut canvas, &head, 30, 60);
+    let big = image::imageops::resize(&head, 240, 240, image::imageops::FilterType::Triangle);
+    image::imageops::replace(&mut canvas, &big, 400, 30);
+    let canvas_path = dir.path().join("two.jpg");
+    canvas.save(&canvas_path).expect("write JPEG");
+    let crop = image::imageops::resize(
+        &image::imageops::crop_imm(&image::DynamicImage::ImageRgb8(photo).to_luma8(), 170, 62, 106, 106).to_image(),
+        48,
+        48,
+        image::imageops::FilterType::Triangle,
+    );
+    let crop_path = dir.path().join("crop.png");
+    crop.save(&crop_path).expect("write PNG");
+    let broken = dir.path().join("broken.png");
+    std::fs::write(&broken, b"not a png").expect("write");
+    let annotated = dir.path().join("annotated");
+
+    let paths =
+        [astronaut.to_str().expect("utf-8"), canvas_path.to_str().expect("utf-8"), broken.to_str().expect("utf-8")];
+    let mut args = vec!["predict", "--checkpoint", checkpoint, "--device", "ndarray", "--json"];
+    args.extend(paths);
+    args.extend(["--annotate", annotated.to_str().expect("utf-8")]);
+    let out = fer(&args);
+    assert!(!out.status.success(), "an unreadable image makes the exit status an error");
+    assert!(stderr(&out).contains("broken.png") && stderr(&out).contains("1 of 3 images"), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> =
+        stdout(&out).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(lines.len(), 3, "one line per image, in order");
+
+    let faces = lines[0]["faces"].as_array().expect("faces");
+    assert_eq!((lines[0]["width"].as_u64(), lines[0]["height"].as_u64()), (Some(512), Some(512)));
+    assert_eq!(faces.len(), 1);
+    assert_eq!(faces[0]["box"], serde_json::json!({"left": 179, "top": 83, "width": 88, "height": 88}));
+    let probabilities = faces[0]["probabilities"].as_object().expect("map");
+    assert_eq!(probabilities.len(), 7);
+    // Printed in dataset order (serde_json's Value re-sorts keys, so read the raw line).
+    let raw = stdout(&out);
+    let at: Vec<usize> = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+        .iter()
+        .map(|n| raw.find(&format!("\"{n}\":")).expect("class printed"))
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "dataset order: {raw}");
+    let sum: f64 = probabilities.values().map(|v| v.as_f64().expect("number")).sum();
+    assert!((sum - 1.0).abs() < 1e-4, "{sum}");
+    assert_eq!(probabilities[faces[0]["emotion"].as_str().expect("name")], faces[0]["confidence"]);
+
+    let mut boxes: Vec<(i64, i64)> = lines[1]["faces"]
+        .as_array()
+        .expect("faces")
+        .iter()
+        .map(|f| (f["box"]["left"].as_i64().expect("left"), f["box"]["width"].as_i64().expect("width")))
+        .collect();
+    assert_eq!(boxes.len(), 2, "{boxes:?}");
+    boxes.sort();
+    // Pasted at x = 30 (face box 40 px in, 88 wide) and x = 400 scaled by 240/168 (dlib's pyramid
+    // quantises box sizes, so only roughly 57 px in and 126 wide): each box inside its paste.
+    assert!((boxes[0].0 - 70).abs() <= 8 && (boxes[0].1 - 88).abs() <= 12, "{boxes:?}");
+    assert!(boxes[1].0 >= 400 && boxes[1].0 + boxes[1].1 <= 640 && boxes[1].1 > boxes[0].1 + 20, "{boxes:?}");
+    assert!(lines[2]["error"].as_str().expect("error").contains("broken.png"));
+    assert!(annotated.join("astronaut.annotated.png").is_file() && annotated.join("two.annotated.png").is_file());
+    let drawn = image::open(annotated.join("astronaut.annotated.png")).expect("annotated PNG");
+    assert_eq!((drawn.width(), drawn.height()), (512, 512));
+
+    // A 48×48 face crop: nothing at 0 doublings, found with the automatic upsampling; with
+    // --no-detect it is classified whole. Text output names the file and the face.
+    let crop_s = crop_path.to_str().expect("utf-8");
+    let out = fer(&["predict", "--checkpoint", checkpoint, "--device", "ndarray", "--upsample", "0", crop_s]);
+    assert!(out.status.success(), "no face is not an error: {}", stderr(&out));
+    assert!(stdout(&out).contains("crop.png: no face found"), "{}", stdout(&out));
+    let out = fer(&["predict", "--checkpoint", checkpoint, "--device", "ndarray", crop_s]);
+    assert!(stdout(&out).contains("crop.png: 1 face\n  face 1 at ("), "{}", stdout(&out));
+    let out = fer(&["predict", "--checkpoint", checkpoint, "--device", "ndarray", "--no-detect", "--tencrop", crop_s]);
+    assert!(stdout(&out).contains("face 1 at (0, 0) 48×48"), "{}", stdout(&out));
+
+    let out = fer(&["predict", "--checkpoint", "/no/such.fer", "--device", "ndarray", crop_s]);
+    assert!(!out.status.success() && stderr(&out).contains("cannot read checkpoint /no/such.fer"), "{}", stderr(&out));
+    let out = fer(&["predict", "--checkpoint", checkpoint, "--upsample", "7", crop_s]);
+    assert!(!out.status.success() && stderr(&out).contains("0..=4"), "{}", stderr(&out));
+}

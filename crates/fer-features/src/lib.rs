@@ -11,6 +11,9 @@
 //!   data ([`write_feature_cache`], [`read_feature_cache`]); the model's input vector for a
 //!   [`FeatureSet`] (2,728, 208 or 136 values).
 //!
+//! * **Photos**: faces found by dlib's HOG frontal detector ([`FaceDetector::detect`], upsampling
+//!   small images by [`Upsample`]) and cut out as FER2013-framed 48×48 gray faces ([`crop_face`]).
+//!
 //! It depends only on `fer-dataset`; models, attacks and training depend on it.
 //!
 //! ```
@@ -36,10 +39,14 @@
 //! ```
 #![deny(missing_docs)]
 
+mod detect;
 mod features;
 mod hog;
 mod landmarks;
 
+pub use detect::{
+    AUTO_UPSAMPLE_MIN_SIDE, CropSpec, FaceBox, FaceDetector, MAX_UPSAMPLE, Upsample, crop_face, crop_gray,
+};
 pub use features::{
     FEATURE_CACHE_MAGIC, FEATURE_CACHE_VERSION, FEATURES_PER_FACE, FaceFeatures, FeatureCacheError, FeatureSet,
     FeatureTimings, images_fingerprint, read_feature_cache, time_features, write_feature_cache,

@@ -8,6 +8,9 @@
 //! * **Out**: logits `[N, 7]` in [`fer_dataset::Emotion`] order, through [`Classifier::logits`];
 //!   self-describing checkpoints ([`save_checkpoint`] / [`load_checkpoint`]) that carry the model
 //!   config, so loading needs only the path.
+//! * **Photos**: [`Predictor::predict`] finds the faces of any JPEG/PNG photo (dlib, through
+//!   [`fer_features::FaceDetector`]) and gives each a box, seven probabilities and its top
+//!   expression ([`FacePrediction`], JSON-serialisable); [`annotate`] draws them.
 //!
 //! | model | config | parameters (1 input channel, 7 classes) |
 //! | --- | --- | --- |
@@ -34,6 +37,7 @@ mod cnn_hog;
 mod evaluate;
 mod mode;
 mod model;
+mod predict;
 mod resnet;
 mod vgg;
 
@@ -44,5 +48,9 @@ pub use cnn_hog::{CnnHog, CnnHogConfig, ConvBlock, ConvSpec};
 pub use evaluate::{Evaluation, evaluate};
 pub use fer_features;
 pub use model::{Classifier, Model, ModelConfig, average_crops, ten_crops};
+pub use predict::{
+    FONT_PATHS, FacePrediction, PredictError, PredictOptions, Predictor, annotate, emotion_color, face_image,
+    font_bytes, label_font, load_image,
+};
 pub use resnet::{BasicBlock, ResNet, ResNetConfig};
 pub use vgg::{Vgg, VggConfig, VggItem};

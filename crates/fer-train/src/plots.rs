@@ -10,16 +10,11 @@ use plotters::style::FontStyle;
 
 use crate::{EpochMetrics, TrainError};
 
-/// Where the text font is looked for (Debian's `fonts-dejavu-core`).
-const FONT_PATHS: [&str; 2] =
-    ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/TTF/DejaVuSans.ttf"];
-
 fn ensure_font() -> Result<(), String> {
     static FONT: OnceLock<Result<(), String>> = OnceLock::new();
     FONT.get_or_init(|| {
-        let bytes = FONT_PATHS.iter().find_map(|p| std::fs::read(p).ok()).ok_or_else(|| {
-            format!("no text font found at {} (install Debian's fonts-dejavu-core)", FONT_PATHS.join(" or "))
-        })?;
+        // The same font as fer-models' photo labels (Debian's fonts-dejavu-core).
+        let bytes = fer_models::font_bytes().map_err(|e| e.to_string())?;
         let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
         plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
             .map_err(|_| "the DejaVu font file could not be parsed".to_string())

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use burn::backend::{Autodiff, NdArray};
-use fer_dataset::{Fer2013, Split, View};
+use fer_dataset::{Emotion, Fer2013, Split, View};
 use fer_models::{ModelConfig, load_checkpoint};
 use fer_train::{
     EpochMetrics, Report, RunFiles, Schedule, TrainConfig, TrainError, TrainOptions, evaluate, read_metrics, train,
@@ -183,4 +183,26 @@ fn real_fer2013_one_epoch_on_2000_faces_learns_above_chance() {
     // accuracy, so the second check fails for a model that only learned the class prior.
     assert!(e.accuracy() > 1.0 / 7.0, "accuracy {:.4}", e.accuracy());
     assert!(e.balanced_accuracy() > 1.0 / 7.0 + 0.005, "balanced accuracy {:.4}", e.balanced_accuracy());
+
+    // The same weak model on a real photo: the smiling astronaut (public domain, see
+    // crates/fer-features/tests/fixtures/README.md) is found where dlib finds her and looks happier
+    // to it than the PublicTest faces that are not labelled happy do on average.
+    let photo_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fer-features/tests/fixtures/astronaut.png");
+    let photo = fer_models::load_image(&photo_path).expect("astronaut.png");
+    let predictor = fer_models::Predictor::<Flex>::new(model, &Default::default());
+    let faces = predictor.predict(&photo);
+    assert_eq!(faces.len(), 1, "{faces:?}");
+    assert_eq!((faces[0].face.left, faces[0].face.top, faces[0].face.width), (179, 83, 88), "{faces:?}");
+    let happy = Emotion::Happy.index();
+    let split = data.split(Split::PublicTest);
+    let others: Vec<_> =
+        (0..split.len()).filter(|&i| split.label(i) != Emotion::Happy).map(|i| split.image(i).clone()).collect();
+    let mean_happy = predictor.classify(&others).iter().map(|p| p[happy]).sum::<f32>() / others.len() as f32;
+    eprintln!(
+        "astronaut: {} {:.3}, P(happy) {:.3} vs {mean_happy:.3} on non-happy PublicTest faces",
+        faces[0].emotion.name(),
+        faces[0].confidence,
+        faces[0].probabilities[happy]
+    );
+    assert!(faces[0].probabilities[happy] > mean_happy, "the smile is not seen: {faces:?}");
 }
