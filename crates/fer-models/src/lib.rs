@@ -35,6 +35,7 @@
 mod checkpoint;
 mod cnn_hog;
 mod evaluate;
+mod flops;
 mod mode;
 mod model;
 mod predict;
@@ -47,6 +48,7 @@ pub use checkpoint::{
 pub use cnn_hog::{CnnHog, CnnHogConfig, ConvBlock, ConvSpec};
 pub use evaluate::{Evaluation, evaluate};
 pub use fer_features;
+pub use flops::conv2d_flops;
 pub use model::{Classifier, Model, ModelConfig, average_crops, ten_crops};
 pub use predict::{
     FONT_PATHS, FacePrediction, PredictError, PredictOptions, Predictor, annotate, emotion_color, face_image,

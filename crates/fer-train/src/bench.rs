@@ -41,39 +41,69 @@ pub fn bench_train_steps<B: AutodiffBackend>(
     steps: usize,
     device: &B::Device,
 ) -> Result<TrainBench, String> {
-    config.check()?;
     if steps == 0 {
         return Err("at least one timed step is needed".into());
     }
-    B::seed(device, config.seed);
-    let mut model: Model<B> = config.model.init(device);
-    let mut optim = build_optimizer::<B>(config);
-    let loss_fn = CrossEntropyLossConfig::new().init(device);
-    let [n, side] = [config.batch_size, config.crop];
-    let images = Tensor::<B, 4>::random([n, 1, side, side], Distribution::Uniform(0.0, 1.0), device);
-    let labels: Vec<i64> = (0..n as i64).map(|i| i % 7).collect();
-    let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [n]), device);
+    let mut step = TrainStep::<B>::new(config, device)?;
     let mut step_seconds = Vec::with_capacity(steps);
-    for step in 0..warmup + steps {
+    for i in 0..warmup + steps {
         let started = Instant::now();
-        let loss = loss_fn.forward(model.forward(images.clone()), targets.clone());
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(config.lr, model, grads);
-        B::sync(device).map_err(|e| format!("device sync failed: {e:?}"))?;
-        if step >= warmup {
+        step.run()?;
+        if i >= warmup {
             step_seconds.push(started.elapsed().as_secs_f64());
         }
     }
     let median_step_seconds = median(&step_seconds);
     Ok(TrainBench {
         model: config.model.name().to_string(),
-        batch_size: n,
-        crop: side,
+        batch_size: config.batch_size,
+        crop: config.crop,
         warmup_steps: warmup,
-        median_img_per_s: n as f64 / median_step_seconds.max(1e-12),
+        median_img_per_s: config.batch_size as f64 / median_step_seconds.max(1e-12),
         median_step_seconds,
         step_seconds,
     })
+}
+
+/// One reference training step on fixed random crops, repeatable: what [`bench_train_steps`]
+/// times, for other harnesses (criterion benches) to time their own way.
+pub struct TrainStep<B: AutodiffBackend> {
+    model: Option<Model<B>>,
+    optim: crate::train::RunOptimizer<B>,
+    loss_fn: burn::nn::loss::CrossEntropyLoss<B>,
+    images: Tensor<B, 4>,
+    targets: Tensor<B, 1, Int>,
+    lr: f64,
+    device: B::Device,
+}
+
+impl<B: AutodiffBackend> TrainStep<B> {
+    /// A freshly initialised `config.model` (seeded by `config.seed`), its optimiser and one
+    /// batch of `config.batch_size` random `config.crop`² crops.
+    pub fn new(config: &TrainConfig, device: &B::Device) -> Result<TrainStep<B>, String> {
+        config.check()?;
+        B::seed(device, config.seed);
+        let [n, side] = [config.batch_size, config.crop];
+        let labels: Vec<i64> = (0..n as i64).map(|i| i % 7).collect();
+        Ok(TrainStep {
+            model: Some(config.model.init(device)),
+            optim: build_optimizer::<B>(config),
+            loss_fn: CrossEntropyLossConfig::new().init(device),
+            images: Tensor::random([n, 1, side, side], Distribution::Uniform(0.0, 1.0), device),
+            targets: Tensor::from_data(TensorData::new(labels, [n]), device),
+            lr: config.lr,
+            device: device.clone(),
+        })
+    }
+
+    /// Forward in training mode, cross-entropy, backward, optimiser update; waits for the device.
+    pub fn run(&mut self) -> Result<(), String> {
+        let model = self.model.take().ok_or("a previous step failed")?;
+        let loss = self.loss_fn.forward(model.forward(self.images.clone()), self.targets.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        self.model = Some(self.optim.step(self.lr, model, grads));
+        B::sync(&self.device).map_err(|e| format!("device sync failed: {e:?}"))
+    }
 }
 
 /// The median (mean of the middle two for an even count); 0 for none.

@@ -41,7 +41,7 @@ mod report;
 mod run;
 mod train;
 
-pub use bench::{TrainBench, bench_train_steps, median};
+pub use bench::{TrainBench, TrainStep, bench_train_steps, median};
 pub use config::{AdvSource, AdversarialTraining, Schedule, Selection, TrainConfig};
 pub use features_train::{FeatureEpoch, FeatureRunSummary, FeatureTrainConfig, train_features};
 pub use fer_adversarial;

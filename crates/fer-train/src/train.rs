@@ -145,9 +145,11 @@ pub(crate) fn evaluation_view(config: &TrainConfig) -> View {
 /// The reference's optimiser: SGD with PyTorch-style momentum (no dampening), L2 weight decay
 /// added to the gradient, and each gradient element clamped to `±grad_clip` before both
 /// (the reference's `clip_gradient` runs before `optimizer.step()`).
-pub(crate) fn build_optimizer<B: AutodiffBackend>(
-    config: &TrainConfig,
-) -> impl Optimizer<Model<B>, B, Record: burn::record::Record<B>> {
+/// The optimiser of every run: SGD (momentum, weight decay, gradient clamp) adapted to the model.
+pub(crate) type RunOptimizer<B> =
+    burn::optim::adaptor::OptimizerAdaptor<burn::optim::Sgd<<B as AutodiffBackend>::InnerBackend>, Model<B>, B>;
+
+pub(crate) fn build_optimizer<B: AutodiffBackend>(config: &TrainConfig) -> RunOptimizer<B> {
     SgdConfig::new()
         .with_momentum((config.momentum > 0.0).then_some(MomentumConfig {
             momentum: config.momentum,

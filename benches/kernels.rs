@@ -1,0 +1,188 @@
+//! The kernels fer-rs spends its time in, on each compiled backend, with FLOP counts.
+//!
+//! Per backend (group `BACKEND/kernels`, batch `FER_BENCH_BATCH`, default 16):
+//! * `conv3x3_64c_44px_fwd`, `conv3x3_256c_11px_fwd`: VGG19's first and third-stage
+//!   convolutions (3×3, padding 1, bias); `…_fwd_bwd`: forward + backward (input and weight
+//!   gradients). Criterion's `elem/s` is **FLOP/s** here (2 per multiply-add; backward counted
+//!   as 2× forward).
+//! * `batchnorm_64c_44px_train`, `maxpool2x2_64c_44px`: memory-bound; `elem/s` is tensor
+//!   elements per second.
+//!
+//! Per backend (group `BACKEND/steps`): one reference training step (forward, cross-entropy,
+//! backward, clamped SGD with momentum) of VGG19 and ResNet18 on 44×44 crops, and a TenCrop
+//! evaluation batch of VGG19 (10 crops per face, logits averaged). `elem/s` is **faces per
+//! second**; the FLOPs per step are printed before the group (divide to get FLOP/s). On ndarray
+//! only the kernels run (a VGG19 step takes minutes there) unless `FER_BENCH_NDARRAY_STEPS=1`.
+//!
+//! Once (group `cpu/features`, one thread): sliding-window HOG (2,592 values) and dlib's 68
+//! landmarks of a 48×48 face; `elem/s` is faces per second.
+//!
+//! `cargo bench --bench kernels` (CPU: flex and ndarray) · a subset: `cargo bench --bench kernels
+//! -- flex/kernels` · on a GPU machine: `FER_BENCH_BATCH=128 cargo bench --bench kernels
+//! --features cuda` (or `wgpu`).
+
+use burn::module::AutodiffModule;
+use burn::nn::conv::Conv2dConfig;
+use burn::nn::{BatchNormConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::module::max_pool2d;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime};
+use fer_rs::dataset::FaceImage;
+use fer_rs::features::{LandmarkModel, landmark_model_path, sliding_hog};
+use fer_rs::models::{ModelConfig, average_crops, conv2d_flops, ten_crops};
+use fer_rs::train::{TrainConfig, TrainStep};
+
+fn batch() -> usize {
+    std::env::var("FER_BENCH_BATCH").ok().and_then(|b| b.parse().ok()).unwrap_or(16)
+}
+
+fn gflop(flops: u64) -> String {
+    format!("{:.3} GFLOP", flops as f64 / 1e9)
+}
+
+/// Conv forward and forward + backward at `channels` → `channels`, `side` px.
+fn conv<B: AutodiffBackend>(group: &mut BenchmarkGroup<WallTime>, device: &B::Device, channels: usize, side: usize) {
+    let n = batch();
+    let conv = Conv2dConfig::new([channels, channels], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init::<B>(device);
+    let inner = conv.valid();
+    let x = Tensor::<B, 4>::random([n, channels, side, side], Distribution::Uniform(0.0, 1.0), device);
+    let flops = n as u64 * conv2d_flops(channels, channels, 3, side);
+    let sync = || B::sync(device).expect("device sync");
+    eprintln!(
+        "conv3x3 {channels}c {side}px, batch {n}: forward {}, forward + backward {}",
+        gflop(flops),
+        gflop(3 * flops)
+    );
+    group.throughput(Throughput::Elements(flops));
+    let x_inner = x.clone().inner();
+    group.bench_function(format!("conv3x3_{channels}c_{side}px_fwd"), |b| {
+        b.iter(|| {
+            let _ = inner.forward(x_inner.clone());
+            sync();
+        })
+    });
+    group.throughput(Throughput::Elements(3 * flops));
+    let x = x.require_grad();
+    group.bench_function(format!("conv3x3_{channels}c_{side}px_fwd_bwd"), |b| {
+        b.iter(|| {
+            let _grads = conv.forward(x.clone()).sum().backward();
+            sync();
+        })
+    });
+}
+
+fn kernels<B: AutodiffBackend>(c: &mut Criterion, backend: &str, device: &B::Device) {
+    let n = batch();
+    let mut group = c.benchmark_group(format!("{backend}/kernels"));
+    group.sample_size(10);
+    conv::<B>(&mut group, device, 64, 44);
+    conv::<B>(&mut group, device, 256, 11);
+
+    let sync = || B::sync(device).expect("device sync");
+    let x = Tensor::<B, 4>::random([n, 64, 44, 44], Distribution::Uniform(0.0, 1.0), device);
+    group.throughput(Throughput::Elements((n * 64 * 44 * 44) as u64));
+    // On an autodiff backend Burn's BatchNorm uses batch statistics and updates running ones.
+    let bn = BatchNormConfig::new(64).init::<B>(device);
+    group.bench_function("batchnorm_64c_44px_train", |b| {
+        b.iter(|| {
+            let _ = bn.forward(x.clone());
+            sync();
+        })
+    });
+    let x_inner = x.inner();
+    group.bench_function("maxpool2x2_64c_44px", |b| {
+        b.iter(|| {
+            let _ = max_pool2d(x_inner.clone(), [2, 2], [2, 2], [0, 0], [1, 1], false);
+            sync();
+        })
+    });
+    group.finish();
+}
+
+fn steps<B: AutodiffBackend>(c: &mut Criterion, backend: &str, device: &B::Device) {
+    let n = batch();
+    let mut group = c.benchmark_group(format!("{backend}/steps"));
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(n as u64));
+    for name in ["vgg19", "resnet18"] {
+        let model = ModelConfig::from_name(name).expect("known model");
+        eprintln!(
+            "{name} training step, batch {n} at 44×44: {} (3 × forward)",
+            gflop(3 * n as u64 * model.forward_flops(44))
+        );
+        let config = TrainConfig { batch_size: n, ..TrainConfig::reference(model) };
+        let mut step = TrainStep::<B>::new(&config, device).expect("valid config");
+        group.bench_function(format!("{name}_train_step"), |b| b.iter(|| step.run().expect("step")));
+    }
+    let config = ModelConfig::from_name("vgg19").expect("known model");
+    eprintln!(
+        "vgg19 TenCrop evaluation, {n} faces: {} (10 crops × forward)",
+        gflop(10 * n as u64 * config.forward_flops(44))
+    );
+    let model = config.init::<B::InnerBackend>(device);
+    let faces = Tensor::<B::InnerBackend, 4>::random([n, 1, 48, 48], Distribution::Uniform(0.0, 1.0), device);
+    group.bench_function("vgg19_tencrop_eval", |b| {
+        b.iter(|| {
+            let _ = average_crops(model.forward_inference(ten_crops(faces.clone(), 44)), 10);
+            B::sync(device).expect("device sync");
+        })
+    });
+    group.finish();
+}
+
+fn features(c: &mut Criterion) {
+    let face = FaceImage::from_slice(&(0..48 * 48).map(|i| ((i * 37 + i / 48 * 11) % 256) as u8).collect::<Vec<_>>())
+        .expect("48×48");
+    let mut group = c.benchmark_group("cpu/features");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("sliding_hog_face", |b| b.iter(|| sliding_hog(std::hint::black_box(&face))));
+    match LandmarkModel::open(None) {
+        Ok(model) => {
+            group.bench_function("landmarks_face", |b| b.iter(|| model.face_landmarks(std::hint::black_box(&face))));
+        }
+        Err(e) => eprintln!("landmarks skipped: {e} ({})", landmark_model_path(None).display()),
+    }
+    group.finish();
+}
+
+fn all(c: &mut Criterion) {
+    #[cfg(feature = "flex")]
+    {
+        type B = burn::backend::Autodiff<burn::backend::Flex>;
+        kernels::<B>(c, "flex", &Default::default());
+        steps::<B>(c, "flex", &Default::default());
+    }
+    #[cfg(feature = "ndarray")]
+    {
+        type B = burn::backend::Autodiff<burn::backend::NdArray>;
+        kernels::<B>(c, "ndarray", &Default::default());
+        if std::env::var("FER_BENCH_NDARRAY_STEPS").is_ok_and(|v| v == "1") {
+            steps::<B>(c, "ndarray", &Default::default());
+        }
+    }
+    #[cfg(feature = "cuda")]
+    {
+        type B = burn::backend::Autodiff<burn::backend::Cuda>;
+        kernels::<B>(c, "cuda", &Default::default());
+        steps::<B>(c, "cuda", &Default::default());
+    }
+    #[cfg(feature = "wgpu")]
+    {
+        type B = burn::backend::Autodiff<burn::backend::Wgpu>;
+        kernels::<B>(c, "wgpu", &Default::default());
+        steps::<B>(c, "wgpu", &Default::default());
+    }
+    features(c);
+}
+
+// No HTML plots (see attack_step.rs): read the terminal or target/criterion/*/new/estimates.json.
+criterion_group! {
+    name = benches;
+    config = Criterion::default().without_plots();
+    targets = all
+}
+criterion_main!(benches);
