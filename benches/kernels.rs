@@ -149,33 +149,29 @@ fn features(c: &mut Criterion) {
     group.finish();
 }
 
+/// Kernels and, when `with_steps`, whole-model steps on one backend.
+fn backend<B: AutodiffBackend>(c: &mut Criterion, name: &str, with_steps: bool) {
+    let device = Default::default();
+    kernels::<B>(c, name, &device);
+    if with_steps {
+        steps::<B>(c, name, &device);
+    }
+}
+
 fn all(c: &mut Criterion) {
+    use burn::backend::Autodiff;
     #[cfg(feature = "flex")]
-    {
-        type B = burn::backend::Autodiff<burn::backend::Flex>;
-        kernels::<B>(c, "flex", &Default::default());
-        steps::<B>(c, "flex", &Default::default());
-    }
+    backend::<Autodiff<burn::backend::Flex>>(c, "flex", true);
     #[cfg(feature = "ndarray")]
-    {
-        type B = burn::backend::Autodiff<burn::backend::NdArray>;
-        kernels::<B>(c, "ndarray", &Default::default());
-        if std::env::var("FER_BENCH_NDARRAY_STEPS").is_ok_and(|v| v == "1") {
-            steps::<B>(c, "ndarray", &Default::default());
-        }
-    }
+    backend::<Autodiff<burn::backend::NdArray>>(
+        c,
+        "ndarray",
+        std::env::var("FER_BENCH_NDARRAY_STEPS").is_ok_and(|v| v == "1"),
+    );
     #[cfg(feature = "cuda")]
-    {
-        type B = burn::backend::Autodiff<burn::backend::Cuda>;
-        kernels::<B>(c, "cuda", &Default::default());
-        steps::<B>(c, "cuda", &Default::default());
-    }
+    backend::<Autodiff<burn::backend::Cuda>>(c, "cuda", true);
     #[cfg(feature = "wgpu")]
-    {
-        type B = burn::backend::Autodiff<burn::backend::Wgpu>;
-        kernels::<B>(c, "wgpu", &Default::default());
-        steps::<B>(c, "wgpu", &Default::default());
-    }
+    backend::<Autodiff<burn::backend::Wgpu>>(c, "wgpu", true);
     features(c);
 }
 
