@@ -150,6 +150,24 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
+    /// Write a checkpoint's weights as safetensors (for PyTorch, NumPy, Hugging Face tools).
+    Export {
+        /// Checkpoint file (`.fer`).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// safetensors file to write (the model config goes in its metadata).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Turn a safetensors file written by `fer export` back into a `.fer` checkpoint.
+    Import {
+        /// safetensors file from `fer export`.
+        #[arg(long)]
+        safetensors: PathBuf,
+        /// Checkpoint file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// List the compiled backends; with --device, run a TenCrop batch on that device.
     Devices {
         /// Device to check: cpu, ndarray, wgpu[:N], vulkan[:N], cuda[:N].
@@ -316,6 +334,12 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// The backend of format conversions (no computation happens there).
+#[cfg(feature = "ndarray")]
+type CpuBackend = burn::backend::NdArray;
+#[cfg(all(not(feature = "ndarray"), feature = "flex"))]
+type CpuBackend = burn::backend::Flex;
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -501,6 +525,18 @@ fn run(cli: Cli) -> Result<()> {
                 100.0 * report.private_test.accuracy,
                 report.summary.selected_epoch + 1
             );
+        }
+        Command::Export { checkpoint, out } => {
+            let (model, header) = fer_models::load_checkpoint::<CpuBackend>(&checkpoint, &Default::default())?;
+            fer_models::export_safetensors(&model, &header.model, &out)?;
+            let values = burn::module::Module::num_params(&model);
+            println!("wrote {} (model `{}`, {values} values)", out.display(), header.model.name());
+        }
+        Command::Import { safetensors, out } => {
+            let (model, config) = fer_models::import_safetensors::<CpuBackend>(&safetensors, &Default::default())?;
+            let meta = serde_json::json!({ "imported_from": safetensors });
+            fer_models::save_checkpoint(&out, &model, &config, meta)?;
+            println!("wrote {} (model `{}`)", out.display(), config.name());
         }
         Command::Devices { device, data, batch } => {
             println!("compiled backends: {}", compiled_backends());

@@ -394,17 +394,23 @@ fn features_then_feature_model_training_and_search() {
     assert!(stderr(&out).contains("libdlib-data"), "{}", stderr(&out));
 }
 
+type Untrained = (std::path::PathBuf, fer_models::Model<burn::backend::NdArray>, fer_models::ModelConfig);
+
+/// An untrained `name` model saved as `dir/m.fer`.
+fn untrained_checkpoint(dir: &Path, name: &str) -> Untrained {
+    let config = fer_models::ModelConfig::from_name(name).expect("known");
+    let model = config.init::<burn::backend::NdArray>(&Default::default());
+    let path = dir.join("m.fer");
+    fer_models::save_checkpoint(&path, &model, &config, serde_json::json!({"epoch": 1})).expect("save");
+    (path, model, config)
+}
+
 #[test]
 fn predict_finds_faces_in_photos_and_reports_json_lines() {
-    use fer_models::{ModelConfig, save_checkpoint};
     let dir = tempfile::tempdir().expect("tempdir");
     // An untrained checkpoint: this test is about detection, boxes, output and errors (the
     // trained-model check on the same photo is in fer-train's real-data test).
-    let config = ModelConfig::from_name("vgg-small").expect("known");
-    let device = Default::default();
-    let model = config.init::<burn::backend::NdArray>(&device);
-    let checkpoint = dir.path().join("m.fer");
-    save_checkpoint(&checkpoint, &model, &config, serde_json::Value::Null).expect("save");
+    let (checkpoint, ..) = untrained_checkpoint(dir.path(), "vgg-small");
     let checkpoint = checkpoint.to_str().expect("utf-8");
 
     let astronaut =
@@ -491,4 +497,27 @@ fn predict_finds_faces_in_photos_and_reports_json_lines() {
     assert!(!out.status.success() && stderr(&out).contains("cannot read checkpoint /no/such.fer"), "{}", stderr(&out));
     let out = fer(&["predict", "--checkpoint", checkpoint, "--upsample", "7", crop_s]);
     assert!(!out.status.success() && stderr(&out).contains("0..=4"), "{}", stderr(&out));
+}
+
+#[test]
+fn export_to_safetensors_and_import_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fer_path, model, config) = untrained_checkpoint(dir.path(), "resnet-small");
+    let device = Default::default();
+    let st = dir.path().join("m.safetensors");
+    let back = dir.path().join("back.fer");
+    let s = |p: &Path| p.to_str().expect("utf-8").to_string();
+
+    let out = fer(&["export", "--checkpoint", &s(&fer_path), "--out", &s(&st)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("model `resnet-small`"), "{}", stdout(&out));
+    let out = fer(&["import", "--safetensors", &s(&st), "--out", &s(&back)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (loaded, header) = fer_models::load_checkpoint::<burn::backend::NdArray>(&back, &device).expect("load");
+    assert_eq!(header.model, config);
+    let x = burn::tensor::Tensor::<burn::backend::NdArray, 4>::ones([1, 1, 44, 44], &device);
+    assert_eq!(model.forward(x.clone()).into_data(), loaded.forward(x).into_data());
+
+    let out = fer(&["import", "--safetensors", &s(&fer_path), "--out", &s(&back)]);
+    assert!(!out.status.success() && stderr(&out).contains("not a safetensors file"), "{}", stderr(&out));
 }

@@ -12,7 +12,9 @@
 //! | 4 | CRC-32 of every byte before it |
 //!
 //! Burn's binary record is used (not safetensors) because it round-trips every module state
-//! Burn has — BatchNorm running statistics included — with no name mapping to maintain.
+//! Burn has — BatchNorm running statistics included — with no name mapping to maintain. For
+//! other tools, [`crate::export_safetensors`] writes the same weights as safetensors (`fer export`)
+//! and [`crate::import_safetensors`] reads them back (`fer import`).
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -35,6 +35,7 @@
 mod checkpoint;
 mod cnn_hog;
 mod evaluate;
+mod export;
 mod flops;
 mod mode;
 mod model;
@@ -47,6 +48,7 @@ pub use checkpoint::{
 };
 pub use cnn_hog::{CnnHog, CnnHogConfig, ConvBlock, ConvSpec};
 pub use evaluate::{Evaluation, evaluate};
+pub use export::{SAFETENSORS_CONFIG_KEY, export_safetensors, import_safetensors};
 pub use fer_features;
 pub use flops::conv2d_flops;
 pub use model::{Classifier, Model, ModelConfig, average_crops, ten_crops};
