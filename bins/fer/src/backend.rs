@@ -101,6 +101,41 @@ impl FromStr for DeviceSpec {
     }
 }
 
+/// A backend's device from a `--device` index (CPU backends have one device: the index is
+/// ignored, so `cpu,cpu` gives two replicas on the same CPU).
+pub trait DeviceFromIndex {
+    /// The device numbered `index`.
+    fn from_index(index: usize) -> Self;
+}
+
+#[cfg(feature = "flex")]
+impl DeviceFromIndex for burn::backend::flex::FlexDevice {
+    fn from_index(_index: usize) -> Self {
+        burn::backend::flex::FlexDevice
+    }
+}
+
+#[cfg(feature = "ndarray")]
+impl DeviceFromIndex for burn::backend::ndarray::NdArrayDevice {
+    fn from_index(_index: usize) -> Self {
+        burn::backend::ndarray::NdArrayDevice::default()
+    }
+}
+
+#[cfg(feature = "wgpu")]
+impl DeviceFromIndex for burn::backend::wgpu::WgpuDevice {
+    fn from_index(index: usize) -> Self {
+        burn::backend::wgpu::WgpuDevice::DiscreteGpu(index)
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl DeviceFromIndex for burn::backend::cuda::CudaDevice {
+    fn from_index(index: usize) -> Self {
+        burn::backend::cuda::CudaDevice::new(index)
+    }
+}
+
 /// Runs `$body` with `$B` bound to the Burn backend type of `$spec` and `$device` to its device.
 ///
 /// The body is compiled once per backend feature enabled in this build.

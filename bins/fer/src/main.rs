@@ -239,6 +239,11 @@ struct TrainArgs {
     /// Device: cpu, ndarray, wgpu[:N], vulkan[:N], cuda[:N].
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
+    /// Data-parallel training over these devices of one backend (e.g. cuda:0,cuda:1; cpu,cpu runs
+    /// two CPU replicas): each batch of --bs faces is split over them, the first one evaluates and
+    /// checkpoints. Replaces --device.
+    #[arg(long, value_delimiter = ',', conflicts_with = "device")]
+    devices: Vec<DeviceSpec>,
     /// Adversarial training with this attack: fgsm (the reference), fgsm-rs or pgd.
     #[arg(long)]
     adversarial: Option<String>,
@@ -414,9 +419,18 @@ fn run(cli: Cli) -> Result<()> {
             let config = args.config()?;
             let data = load_with_progress(args.data.as_deref())?;
             let options = TrainOptions { resume: args.resume, stop_after: args.stop_after, ..TrainOptions::default() };
-            tracing::info!("training {} on {} into {}", config.model.name(), args.device, args.out.display());
-            let summary = with_backend!(args.device, |B, device| {
-                fer_train::train::<burn::backend::Autodiff<B>>(&config, &data, &args.out, &options, &device)?
+            let specs = if args.devices.is_empty() { vec![args.device] } else { args.devices.clone() };
+            if let Some(other) = specs.iter().find(|s| s.kind != specs[0].kind) {
+                anyhow::bail!("--devices mixes backends ({} and {other}): use devices of one backend", specs[0]);
+            }
+            let names: Vec<String> = specs.iter().map(ToString::to_string).collect();
+            tracing::info!("training {} on {} into {}", config.model.name(), names.join(", "), args.out.display());
+            let summary = with_backend!(specs[0], |B, device| {
+                let devices: Vec<_> = specs.iter().map(|s| backend::DeviceFromIndex::from_index(s.index)).collect();
+                let _ = device;
+                fer_train::train_on_devices::<burn::backend::Autodiff<B>>(
+                    &config, &data, &args.out, &options, &devices,
+                )?
             });
             println!(
                 "{} epochs done. Selected epoch {} (best PublicTest {:.2} %): PrivateTest {:.2} % (headline).",

@@ -521,3 +521,21 @@ fn export_to_safetensors_and_import_back() {
     let out = fer(&["import", "--safetensors", &s(&fer_path), "--out", &s(&back)]);
     assert!(!out.status.success() && stderr(&out).contains("not a safetensors file"), "{}", stderr(&out));
 }
+
+#[test]
+fn train_on_two_cpu_replicas() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = write_csv(dir.path());
+    let csv = csv.to_str().expect("utf-8");
+    let run = dir.path().join("run");
+    let run_s = run.to_str().expect("utf-8");
+    let mut args = vec!["train", "--model", "vgg-small", "--epochs", "1", "--bs", "16", "--no-tencrop"];
+    args.extend(["--devices", "ndarray,ndarray", "--data", csv, "--out", run_s]);
+    let out = fer(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("1 epochs done"), "{}", stdout(&out));
+    assert!(run.join("best.fer").is_file());
+
+    let out = fer(&["train", "--devices", "cpu,ndarray", "--data", csv, "--out", run_s]);
+    assert!(!out.status.success() && stderr(&out).contains("mixes backends"), "{}", stderr(&out));
+}

@@ -23,7 +23,7 @@ use rand::seq::SliceRandom;
 use crate::run::{read_json, write_file, write_json, write_metrics};
 use crate::{
     AdvSource, AdversarialTraining, BatchStream, EpochMetrics, RunFiles, RunState, Selection, TrainConfig, TrainError,
-    evaluate, read_metrics,
+    data_parallel_step, evaluate, read_metrics,
 };
 
 /// How to run [`train`] (as opposed to what to train, which is the [`TrainConfig`]).
@@ -176,7 +176,27 @@ pub fn train<B: AutodiffBackend>(
     options: &TrainOptions,
     device: &B::Device,
 ) -> Result<RunSummary, TrainError> {
+    train_on_devices::<B>(config, data, dir, options, std::slice::from_ref(device))
+}
+
+/// [`train`] with each step's batch split over `devices` (data parallel, see
+/// [`crate::data_parallel_step`] for the semantics). The first device holds the model, evaluates
+/// and checkpoints; the run directory is the same as a one-device run's, so a run resumes on any
+/// number of devices.
+pub fn train_on_devices<B: AutodiffBackend>(
+    config: &TrainConfig,
+    data: &Fer2013,
+    dir: &Path,
+    options: &TrainOptions,
+    devices: &[B::Device],
+) -> Result<RunSummary, TrainError> {
     config.check().map_err(TrainError::Config)?;
+    let device = devices.first().ok_or_else(|| TrainError::Config("no device given".into()))?;
+    if devices.len() > 1 && config.adversarial.is_some() {
+        return Err(TrainError::Config(
+            "adversarial training runs on one device for now (drop --devices or --adversarial)".into(),
+        ));
+    }
     let files = RunFiles::new(dir);
     std::fs::create_dir_all(dir).map_err(|source| TrainError::Io { path: dir.to_path_buf(), source })?;
 
@@ -252,6 +272,25 @@ pub fn train<B: AutodiffBackend>(
         for (step, batch) in stream.enumerate() {
             let lr = config.schedule.lr(config.lr, epoch, step, steps_per_epoch, config.epochs);
             let n = batch.targets.dims()[0];
+            if devices.len() > 1 {
+                let forward = |m: &Model<B>, x: Tensor<B, 4>, y: Tensor<B, 1, Int>| {
+                    let logits = m.forward(x);
+                    (loss_fn.forward(logits.clone(), y), logits)
+                };
+                let step_out = data_parallel_step(&model, devices, batch.images, batch.targets, &forward)
+                    .map_err(TrainError::Data)?;
+                if !step_out.loss.is_finite() {
+                    bar.abandon();
+                    return Err(TrainError::NonFinite { epoch, step, loss: step_out.loss });
+                }
+                model = optim.step(lr, model, step_out.grads);
+                loss_sum += f64::from(step_out.loss) * n as f64;
+                correct += step_out.hits;
+                seen += n;
+                bar.inc(1);
+                bar.set_message(step_message(loss_sum, correct, seen, started, lr));
+                continue;
+            }
             let (loss, logits) = match &config.adversarial {
                 None => {
                     let logits = model.forward(batch.images);
@@ -293,13 +332,7 @@ pub fn train<B: AutodiffBackend>(
             correct += hits;
             seen += n;
             bar.inc(1);
-            let secs = started.elapsed().as_secs_f64();
-            bar.set_message(format!(
-                "loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.5}",
-                loss_sum / seen as f64,
-                100.0 * correct as f64 / seen as f64,
-                seen as f64 / secs.max(1e-9)
-            ));
+            bar.set_message(step_message(loss_sum, correct, seen, started, lr));
         }
         let train_seconds = started.elapsed().as_secs_f64();
         bar.finish_and_clear();
@@ -392,6 +425,17 @@ pub fn train<B: AutodiffBackend>(
         crate::write_report::<B>(&files, data, device)?;
     }
     RunSummary::from_metrics(&rows, config.selection()).ok_or_else(|| TrainError::Data("no epoch was run".into()))
+}
+
+/// The progress bar's live figures.
+fn step_message(loss_sum: f64, correct: i64, seen: usize, started: Instant, lr: f64) -> String {
+    let secs = started.elapsed().as_secs_f64();
+    format!(
+        "loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.5}",
+        loss_sum / seen as f64,
+        100.0 * correct as f64 / seen as f64,
+        seen as f64 / secs.max(1e-9)
+    )
 }
 
 /// Robustness figures of one epoch.

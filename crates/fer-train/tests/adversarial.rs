@@ -5,10 +5,8 @@ use std::sync::{Arc, Mutex};
 use burn::backend::{Autodiff, NdArray};
 use fer_adversarial::{Attack, RobustnessConfig, evaluate_robustness};
 use fer_dataset::Split;
-use fer_models::{ModelConfig, load_checkpoint};
-use fer_train::{
-    AdversarialTraining, Report, RunFiles, Schedule, Selection, TrainConfig, TrainOptions, read_metrics, train,
-};
+use fer_models::load_checkpoint;
+use fer_train::{AdversarialTraining, Report, RunFiles, Selection, TrainConfig, TrainOptions, read_metrics, train};
 
 type B = Autodiff<NdArray>;
 
@@ -17,18 +15,10 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 const EPS: f64 = 0.3;
 
+mod common;
+
 fn config(adversarial: Option<AdversarialTraining>) -> TrainConfig {
-    TrainConfig {
-        epochs: 5,
-        batch_size: 8,
-        eval_tencrop: false,
-        lr: 0.05,
-        schedule: Schedule::Constant,
-        eval_batch_faces: 16,
-        prefetch: 2,
-        adversarial,
-        ..TrainConfig::reference(ModelConfig::from_name("vgg-small").expect("known"))
-    }
+    TrainConfig { adversarial, ..common::small_config(5) }
 }
 
 #[test]

@@ -23,18 +23,8 @@ fn synthetic_data(train: usize, test: usize, seed: u64) -> Fer2013 {
     fer_dataset::synthetic::texture_data(train, test, seed)
 }
 
-fn small_config(epochs: usize) -> TrainConfig {
-    TrainConfig {
-        epochs,
-        batch_size: 8,
-        eval_tencrop: false,
-        lr: 0.05,
-        schedule: Schedule::Constant,
-        eval_batch_faces: 16,
-        prefetch: 2,
-        ..TrainConfig::reference(ModelConfig::from_name("vgg-small").expect("known"))
-    }
-}
+mod common;
+use common::small_config;
 
 fn quiet() -> TrainOptions {
     TrainOptions { progress: false, ..TrainOptions::default() }
