@@ -21,6 +21,7 @@ use rand::seq::SliceRandom;
 
 use crate::TrainError;
 use crate::run::{write_csv, write_json};
+use crate::train::subset_positions;
 
 /// The recipe of the reference's `parameters.py`, as plain data.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -176,16 +177,8 @@ pub fn train_features<B: AutodiffBackend>(
     features.check_matches(data, Path::new("the feature cache")).map_err(|e| TrainError::Data(e.to_string()))?;
     let part = |split: Split, limit: Option<usize>, shuffle: bool| -> Part {
         let all = data.split(split);
-        let mut positions: Vec<usize> = (0..all.len()).collect();
-        if let Some(n) = limit.filter(|&n| n < all.len()) {
-            if shuffle {
-                positions.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed ^ 0x5EB5E7));
-                positions.truncate(n);
-                positions.sort_unstable();
-            } else {
-                positions.truncate(n);
-            }
-        }
+        // The feature-model runs' own subset seed (kept: recorded results depend on it).
+        let positions = subset_positions(all.len(), limit, shuffle.then_some(config.seed ^ 0x5EB5E7));
         Part { faces: Arc::new(all.select(&positions)), positions, split }
     };
     let train_part = part(Split::Training, config.train_limit, true);

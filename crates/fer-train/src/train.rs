@@ -113,28 +113,33 @@ fn mix(seed: u64, stream: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The positions of a split's faces that a run uses: all when `limit` is `None` or not smaller
+/// than `len`; else a random subset of `limit` drawn with `subset_seed` and kept in file order, or
+/// the first `limit` when no seed is given. (Image and feature-model runs pass their own seeds.)
+pub(crate) fn subset_positions(len: usize, limit: Option<usize>, subset_seed: Option<u64>) -> Vec<usize> {
+    let mut positions: Vec<usize> = (0..len).collect();
+    if let Some(n) = limit.filter(|&n| n < len) {
+        if let Some(seed) = subset_seed {
+            positions.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+            positions.truncate(n);
+            positions.sort_unstable();
+        } else {
+            positions.truncate(n);
+        }
+    }
+    positions
+}
+
 /// The training faces of a run: all, or a seeded subset of `limit` faces (in file order).
 fn training_faces(data: &Fer2013, config: &TrainConfig) -> SplitData {
     let split = data.split(Split::Training);
-    match config.train_limit {
-        Some(limit) if limit < split.len() => {
-            let mut indices: Vec<usize> = (0..split.len()).collect();
-            indices.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(config.seed, 0x5EB5E7)));
-            indices.truncate(limit);
-            indices.sort_unstable();
-            split.select(&indices)
-        }
-        _ => split.clone(),
-    }
+    split.select(&subset_positions(split.len(), config.train_limit, Some(mix(config.seed, 0x5EB5E7))))
 }
 
 /// The first `limit` faces of a test split (all when `None`).
 pub(crate) fn evaluation_faces(data: &Fer2013, split: Split, limit: Option<usize>) -> SplitData {
     let all = data.split(split);
-    match limit {
-        Some(n) if n < all.len() => all.select(&(0..n).collect::<Vec<_>>()),
-        _ => all.clone(),
-    }
+    all.select(&subset_positions(all.len(), limit, None))
 }
 
 /// The evaluation view of a run.
@@ -511,6 +516,18 @@ pub(crate) fn progress_bar(visible: bool, steps: u64, epoch: usize, epochs: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subsets_are_seeded_sorted_and_sized() {
+        assert_eq!(subset_positions(5, None, Some(1)), vec![0, 1, 2, 3, 4]);
+        assert_eq!(subset_positions(5, Some(9), Some(1)), vec![0, 1, 2, 3, 4]);
+        assert_eq!(subset_positions(5, Some(2), None), vec![0, 1]);
+        let a = subset_positions(100, Some(10), Some(7));
+        assert_eq!(a, subset_positions(100, Some(10), Some(7)), "same seed, same subset");
+        assert_ne!(a, subset_positions(100, Some(10), Some(8)));
+        assert_eq!(a.len(), 10);
+        assert!(a.windows(2).all(|w| w[0] < w[1]), "file order: {a:?}");
+    }
     use burn::backend::{Autodiff, NdArray};
     use burn::module::{ModuleVisitor, Param};
     use fer_models::ModelConfig;
