@@ -47,9 +47,11 @@ pub fn shard_range(n: usize, parts: usize, index: usize) -> (usize, usize) {
 }
 
 /// One data-parallel step: `images`/`targets` (on the main device, `devices[0]`) are split over
-/// `devices`; `forward_loss(replica, images, targets)` gives each shard's mean loss and logits.
+/// `devices`; `forward_loss(shard, replica, images, targets)` gives shard number `shard`'s mean
+/// loss and logits (the shard number lets a loss draw its own random numbers, e.g. attack starts).
 /// A non-finite shard loss makes [`ParallelStep::loss`] non-finite (check it before stepping the
-/// optimiser). Fails only when no device is given or a replica thread panics.
+/// optimiser). Fails when no device is given, a shard's `forward_loss` fails or a replica thread
+/// panics.
 pub fn data_parallel_step<B, M, F>(
     model: &M,
     devices: &[B::Device],
@@ -60,7 +62,7 @@ pub fn data_parallel_step<B, M, F>(
 where
     B: AutodiffBackend,
     M: AutodiffModule<B> + Send,
-    F: Fn(&M, Tensor<B, 4>, Tensor<B, 1, Int>) -> (Tensor<B, 1>, Tensor<B, 2>) + Sync,
+    F: Fn(usize, &M, Tensor<B, 4>, Tensor<B, 1, Int>) -> Result<(Tensor<B, 1>, Tensor<B, 2>), String> + Sync,
 {
     let main = devices.first().ok_or("no device given")?;
     let n = images.dims()[0];
@@ -69,13 +71,13 @@ where
     // the main device.
     let run_shard = |i: usize, replica: M, x: Tensor<B, 4>, y: Tensor<B, 1, Int>| {
         let len = x.dims()[0];
-        let (loss, logits) = forward_loss(&replica, x, y.clone());
+        let (loss, logits) = forward_loss(i, &replica, x, y.clone())?;
         let value: f32 = loss.clone().into_scalar().elem();
         let hits: i64 = logits.argmax(1).squeeze_dim::<1>(1).equal(y).int().sum().into_scalar().elem();
         let weighted = loss.mul_scalar(len as f64 / n as f64);
         let grads = GradientsParams::from_grads(weighted.backward(), &replica);
         let grads = if i == 0 { grads } else { grads.to_device(main, &replica) };
-        (grads, value * len as f32 / n as f32, hits)
+        Ok((grads, value * len as f32 / n as f32, hits))
     };
     let shard = |i: usize| {
         let (start, len) = shard_range(n, parts, i);
@@ -97,8 +99,10 @@ where
         // thread's next step averages every replica's update (threads spawned per step would
         // otherwise leave their updates pending).
         let (replica, x, y) = shard(0);
-        let mut done = vec![Ok(run_shard(0, replica, x, y))];
-        done.extend(workers.into_iter().map(|w| w.join().map_err(|_| "a replica thread panicked".to_string())));
+        let mut done = vec![run_shard(0, replica, x, y)];
+        done.extend(
+            workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err("a replica thread panicked".to_string()))),
+        );
         done
     });
     let mut accumulator = GradientsAccumulator::<M>::new();
@@ -147,14 +151,14 @@ mod tests {
         let device = Default::default();
         let model = Flat { linear: LinearConfig::new(12, 7).init::<TB>(&device) };
         let loss_fn = CrossEntropyLossConfig::new().init::<TB>(&device);
-        let forward = |m: &Flat<TB>, x: Tensor<TB, 4>, y: Tensor<TB, 1, Int>| {
+        let forward = |_: usize, m: &Flat<TB>, x: Tensor<TB, 4>, y: Tensor<TB, 1, Int>| {
             let logits = m.linear.forward(x.flatten::<2>(1, 3));
-            (loss_fn.forward(logits.clone(), y), logits)
+            Ok((loss_fn.forward(logits.clone(), y), logits))
         };
         let images = Tensor::<TB, 4>::random([7, 1, 3, 4], Distribution::Uniform(0.0, 1.0), &device);
         let targets = Tensor::<TB, 1, Int>::from_data([0, 1, 2, 3, 4, 5, 6], &device);
 
-        let (loss, _) = forward(&model, images.clone(), targets.clone());
+        let (loss, _) = forward(0, &model, images.clone(), targets.clone()).expect("forward");
         let whole_loss: f32 = loss.clone().into_scalar().elem();
         let whole = GradientsParams::from_grads::<TB, _>(loss.backward(), &model);
         // Three "devices" (the same CPU three times: three threads), shards of 3, 2 and 2 faces.
@@ -172,9 +176,9 @@ mod tests {
     fn a_non_finite_shard_makes_the_loss_non_finite() {
         let device = Default::default();
         let model = Flat { linear: LinearConfig::new(12, 7).init::<TB>(&device) };
-        let forward = |m: &Flat<TB>, x: Tensor<TB, 4>, _y: Tensor<TB, 1, Int>| {
+        let forward = |_: usize, m: &Flat<TB>, x: Tensor<TB, 4>, _y: Tensor<TB, 1, Int>| {
             let logits = m.linear.forward(x.flatten::<2>(1, 3));
-            (logits.clone().sum().div_scalar(0.0), logits)
+            Ok((logits.clone().sum().div_scalar(0.0), logits))
         };
         let images = Tensor::<TB, 4>::ones([4, 1, 3, 4], &device);
         let targets = Tensor::<TB, 1, Int>::zeros([4], &device);

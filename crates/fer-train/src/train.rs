@@ -197,11 +197,7 @@ pub fn train_on_devices<B: AutodiffBackend>(
 ) -> Result<RunSummary, TrainError> {
     config.check().map_err(TrainError::Config)?;
     let device = devices.first().ok_or_else(|| TrainError::Config("no device given".into()))?;
-    if devices.len() > 1 && config.adversarial.is_some() {
-        return Err(TrainError::Config(
-            "adversarial training runs on one device for now (drop --devices or --adversarial)".into(),
-        ));
-    }
+
     let files = RunFiles::new(dir);
     std::fs::create_dir_all(dir).map_err(|source| TrainError::Io { path: dir.to_path_buf(), source })?;
 
@@ -278,9 +274,13 @@ pub fn train_on_devices<B: AutodiffBackend>(
             let lr = config.schedule.lr(config.lr, epoch, step, steps_per_epoch, config.epochs);
             let n = batch.targets.dims()[0];
             if devices.len() > 1 {
-                let forward = |m: &Model<B>, x: Tensor<B, 4>, y: Tensor<B, 1, Int>| {
-                    let logits = m.forward(x);
-                    (loss_fn.forward(logits.clone(), y), logits)
+                // Each shard's attack draws from its own generator, seeded by (epoch, step, shard),
+                // so the draws do not depend on thread timing.
+                let forward = |shard: usize, m: &Model<B>, x: Tensor<B, 4>, y: Tensor<B, 1, Int>| {
+                    let stream = ((epoch as u64) << 40) ^ ((step as u64) << 8) ^ shard as u64;
+                    let mut rng = ChaCha8Rng::seed_from_u64(mix(config.seed, 0xAD01_0000_0000_0000 ^ stream));
+                    adversarial_loss(config.adversarial.as_ref(), m, x, y, &loss_fn, &mut rng)
+                        .map_err(|e| e.to_string())
                 };
                 let step_out = data_parallel_step(&model, devices, batch.images, batch.targets, &forward)
                     .map_err(TrainError::Data)?;
@@ -296,34 +296,14 @@ pub fn train_on_devices<B: AutodiffBackend>(
                 bar.set_message(step_message(loss_sum, correct, seen, started, lr));
                 continue;
             }
-            let (loss, logits) = match &config.adversarial {
-                None => {
-                    let logits = model.forward(batch.images);
-                    (loss_fn.forward(logits.clone(), batch.targets.clone()), logits)
-                }
-                Some(adv) => {
-                    let labels = Labels::from_source(adv.labels, batch.targets.clone());
-                    let attacked = match adv.source {
-                        AdvSource::Frozen => {
-                            let frozen = model.clone().no_grad();
-                            perturb(
-                                &adv.attack,
-                                |x| frozen.forward_inference(x),
-                                batch.images.clone(),
-                                labels,
-                                &mut adv_rng,
-                            )?
-                        }
-                        AdvSource::Current => {
-                            perturb(&adv.attack, |x| model.forward(x), batch.images.clone(), labels, &mut adv_rng)?
-                        }
-                    };
-                    let logits = model.forward(batch.images);
-                    let clean = loss_fn.forward(logits.clone(), batch.targets.clone());
-                    let adversarial = loss_fn.forward(model.forward(attacked), batch.targets.clone());
-                    (clean.mul_scalar(1.0 - adv.weight) + adversarial.mul_scalar(adv.weight), logits)
-                }
-            };
+            let (loss, logits) = adversarial_loss(
+                config.adversarial.as_ref(),
+                &model,
+                batch.images,
+                batch.targets.clone(),
+                &loss_fn,
+                &mut adv_rng,
+            )?;
             let loss_value: f32 = loss.clone().into_scalar().elem();
             if !loss_value.is_finite() {
                 bar.abandon();
@@ -430,6 +410,34 @@ pub fn train_on_devices<B: AutodiffBackend>(
         crate::write_report::<B>(&files, data, device)?;
     }
     RunSummary::from_metrics(&rows, config.selection()).ok_or_else(|| TrainError::Data("no epoch was run".into()))
+}
+
+/// The training loss of one batch and its clean logits: cross-entropy, or with adversarial
+/// training `(1 − w) · clean + w · adversarial` with the examples crafted by `adversarial`'s attack.
+fn adversarial_loss<B: AutodiffBackend>(
+    adversarial: Option<&AdversarialTraining>,
+    model: &Model<B>,
+    images: Tensor<B, 4>,
+    targets: Tensor<B, 1, Int>,
+    loss_fn: &burn::nn::loss::CrossEntropyLoss<B>,
+    rng: &mut ChaCha8Rng,
+) -> Result<(Tensor<B, 1>, Tensor<B, 2>), fer_adversarial::AttackError> {
+    let Some(adv) = adversarial else {
+        let logits = model.forward(images);
+        return Ok((loss_fn.forward(logits.clone(), targets), logits));
+    };
+    let labels = Labels::from_source(adv.labels, targets.clone());
+    let attacked = match adv.source {
+        AdvSource::Frozen => {
+            let frozen = model.clone().no_grad();
+            perturb(&adv.attack, |x| frozen.forward_inference(x), images.clone(), labels, rng)?
+        }
+        AdvSource::Current => perturb(&adv.attack, |x| model.forward(x), images.clone(), labels, rng)?,
+    };
+    let logits = model.forward(images);
+    let clean = loss_fn.forward(logits.clone(), targets.clone());
+    let adversarial = loss_fn.forward(model.forward(attacked), targets);
+    Ok((clean.mul_scalar(1.0 - adv.weight) + adversarial.mul_scalar(adv.weight), logits))
 }
 
 /// The progress bar's live figures.

@@ -1,12 +1,15 @@
 //! Data-parallel training over two CPU "devices" (the same CPU twice: two replica threads) on the
-//! synthetic texture task (ndarray): same accuracy as one device at the same global batch, and a
-//! run moves between device counts through its checkpoints.
+//! synthetic texture task (ndarray): same accuracy as one device at the same global batch, a run
+//! moves between device counts through its checkpoints, and adversarial training works sharded.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use burn::backend::{Autodiff, NdArray};
+use fer_adversarial::{Attack, RobustnessConfig, evaluate_robustness};
+use fer_dataset::Split;
 use fer_dataset::synthetic::texture_data;
-use fer_train::{AdversarialTraining, TrainConfig, TrainError, TrainOptions, read_metrics, train_on_devices};
+use fer_models::load_checkpoint;
+use fer_train::{AdversarialTraining, RunFiles, TrainConfig, TrainOptions, read_metrics, train_on_devices};
 
 type B = Autodiff<NdArray>;
 
@@ -63,11 +66,35 @@ fn a_run_resumes_on_another_number_of_devices() {
     let done = train_on_devices::<B>(&config(), &data, dir.path(), &rest, &[device]).expect("1 device");
     assert_eq!(done.completed_epochs, 5);
     assert!(done.selected_public_acc > 0.9, "{done:?}");
+}
 
-    // Adversarial training stays on one device for now, and says so.
-    let adversarial =
-        TrainConfig { adversarial: Some(AdversarialTraining::new(fer_adversarial::Attack::fgsm(0.3))), ..config() };
-    let other = tempfile::tempdir().expect("tempdir");
-    let e = train_on_devices::<B>(&adversarial, &data, other.path(), &first, &[device, device]).expect_err("refused");
-    assert!(matches!(&e, TrainError::Config(m) if m.contains("one device")), "{e}");
+#[test]
+fn adversarial_training_on_two_replicas_buys_robustness() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let data = texture_data(49, 21, 5);
+    let device = burn::backend::ndarray::NdArrayDevice::default();
+    let options = TrainOptions { progress: false, ..TrainOptions::default() };
+    let fgsm = Attack::fgsm(0.3);
+    let clean_dir = tempfile::tempdir().expect("tempdir");
+    train_on_devices::<B>(&config(), &data, clean_dir.path(), &options, &[device, device]).expect("clean run");
+    let (model, _) = load_checkpoint::<B>(RunFiles::new(clean_dir.path()).best(), &device).expect("best.fer");
+    let public = Arc::new(data.split(Split::PublicTest).clone());
+    let clean_fgsm = evaluate_robustness(&model, public, &RobustnessConfig::reference(fgsm), &device, |_| {})
+        .expect("attack")
+        .adversarial
+        .accuracy();
+
+    let adversarial = TrainConfig {
+        adversarial: Some(AdversarialTraining { check_faces: 7, ..AdversarialTraining::new(fgsm) }),
+        ..config()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let adv = train_on_devices::<B>(&adversarial, &data, dir.path(), &options, &[device, device]).expect("adversarial");
+    let adv_fgsm = adv.selected_public_adv_acc.expect("measured");
+    eprintln!(
+        "two replicas: clean training FGSM {clean_fgsm:.3}; adversarial training clean {:.3}, FGSM {adv_fgsm:.3}",
+        adv.selected_public_acc
+    );
+    assert!(adv.selected_public_acc > 0.7, "{adv:?}");
+    assert!(adv_fgsm > clean_fgsm + 0.2, "FGSM accuracy {adv_fgsm:.3} vs {clean_fgsm:.3} after clean training");
 }
