@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# There (on the lent GPU machine), after scripts/gpu/README.md's staging calls: the GPU checks of
+# the open issues, one part per `run` call (each must finish within the 10-minute call limit).
+# Every result goes to $OUT/<part>/ (JSON, CSV, logs), with `nvidia-smi -L` naming the card.
+#
+#   scripts/gpu/checks.sh speed     Burn vs PyTorch training img/s, VGG19 and ResNet18, batch 128,
+#                                   side by side in one call; the criterion kernel benches
+#   scripts/gpu/checks.sh train N   VGG19 fast recipe for N epochs (resumable: call again to go on)
+#   scripts/gpu/checks.sh attack    FGSM ε = 0.3 (reference protocol) + PGD-10 on the run's best.fer
+#
+# Environment: FER (the fer binary, default $HOME/stage/fer), KERNELS (default $HOME/stage/kernels),
+# FER2013_CSV (default $HOME/stage/fer2013.csv.gz), FER_DEVICE (default cuda), RUN (default
+# $HOME/stage/runs/vgg19-fast), FER_GPU_STEPS (timed steps, default 20), FER_GPU_SMALL=1 (tiny
+# sizes: how this script is tested on a CPU), OUT (the device tool sets it).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+fer=${FER:-$HOME/stage/fer}
+kernels=${KERNELS:-$HOME/stage/kernels}
+data=${FER2013_CSV:-$HOME/stage/fer2013.csv.gz}
+device=${FER_DEVICE:-cuda}
+run=${RUN:-$HOME/stage/runs/vgg19-fast}
+steps=${FER_GPU_STEPS:-20}
+out=${OUT:?set OUT to the folder results go to}
+small=${FER_GPU_SMALL:-0}
+bs=128; model=vgg19; models="vgg19 resnet18"
+if [ "$small" = 1 ]; then bs=8; model=vgg-small; models="vgg-small"; fi
+
+part=${1:?usage: checks.sh speed | train N | attack}
+dir="$out/$part"; mkdir -p "$dir"
+{ date -u; nvidia-smi -L 2>/dev/null || echo "no nvidia-smi (CPU dry run)"; "$fer" --version; } > "$dir/machine.txt"
+
+case "$part" in
+  speed)
+    for m in $models; do
+      "$fer" bench-train --model "$m" --bs "$bs" --steps "$steps" --device "$device" --json > "$dir/burn-$m.json"
+      if [ "$small" != 1 ]; then
+        python3 benches/reference/torch_train.py --model "$m" --bs "$bs" --steps "$steps" > "$dir/torch-$m.txt" 2>&1 || true
+      fi
+    done
+    if [ -x "$kernels" ] || [ -f "$kernels" ]; then
+      chmod +x "$kernels"
+      FER_BENCH_BATCH=$bs timeout 420 "$kernels" --bench "${device%%:*}/" > "$dir/kernels.txt" 2>&1 || echo "kernels: exit $?" >> "$dir/kernels.txt"
+    fi
+    ;;
+  train)
+    epochs=${2:?usage: checks.sh train EPOCHS}
+    args=(--model "$model" --recipe fast --bs "$bs" --epochs "$epochs" --device "$device" --data "$data" --out "$run")
+    [ "$small" = 1 ] && args+=(--train-limit 64 --eval-limit 16 --no-tencrop)
+    if [ -f "$run/state.json" ]; then "$fer" train --resume --device "$device" --data "$data" --out "$run"; else "$fer" train "${args[@]}"; fi > "$dir/train.txt" 2>&1
+    cp "$run/metrics.csv" "$run/config.json" "$dir/"
+    [ -f "$run/report.json" ] && cp "$run/report.json" "$dir/"
+    ;;
+  attack)
+    limit=(); [ "$small" = 1 ] && limit=(--limit 16)
+    "$fer" attack --checkpoint "$run/best.fer" --method fgsm --eps 0.3 --device "$device" --data "$data" "${limit[@]}" --out "$dir/fgsm" --json > "$dir/fgsm.json"
+    "$fer" attack --checkpoint "$run/best.fer" --method pgd --eps 0.3 --steps 10 --device "$device" --data "$data" "${limit[@]}" --out "$dir/pgd" --json > "$dir/pgd.json"
+    ;;
+  *) echo "unknown part $part: speed | train N | attack" >&2; exit 2 ;;
+esac
+ls -la "$dir"
