@@ -101,6 +101,18 @@ impl FromStr for DeviceSpec {
     }
 }
 
+/// Parses one entry of `--devices`: like [`DeviceSpec`], and CPU entries may carry a replica
+/// number (`cpu:0,cpu:1`: the CPU backends have one device, so the number only names the replica).
+pub fn parse_replica(s: &str) -> Result<DeviceSpec, String> {
+    match s.trim().split_once(':') {
+        Some((name, index)) if matches!(name.to_ascii_lowercase().as_str(), "cpu" | "flex" | "ndarray") => {
+            index.parse::<usize>().map_err(|_| format!("replica number `{index}` in `{s}` is not a number"))?;
+            name.parse()
+        }
+        _ => s.parse(),
+    }
+}
+
 /// A backend's device from a `--device` index (CPU backends have one device: the index is
 /// ignored, so `cpu,cpu` gives two replicas on the same CPU).
 pub trait DeviceFromIndex {
@@ -194,6 +206,14 @@ mod tests {
         assert!(e.contains("unknown device `tpu`") && e.contains("this binary has"), "{e}");
         assert!("cpu:1".parse::<DeviceSpec>().is_err());
         assert!("cuda:x".parse::<DeviceSpec>().expect_err("bad index").contains("not a number"));
+    }
+
+    #[test]
+    fn replicas_may_number_cpu_entries() {
+        #[cfg(feature = "flex")]
+        assert_eq!(parse_replica("cpu:1").map(|d| d.kind), Ok(BackendKind::Flex));
+        assert!(parse_replica("cpu:x").expect_err("bad number").contains("not a number"));
+        assert!(parse_replica("tpu:0").is_err());
     }
 
     #[test]

@@ -239,10 +239,10 @@ struct TrainArgs {
     /// Device: cpu, ndarray, wgpu[:N], vulkan[:N], cuda[:N].
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
-    /// Data-parallel training over these devices of one backend (e.g. cuda:0,cuda:1; cpu,cpu runs
-    /// two CPU replicas): each batch of --bs faces is split over them, the first one evaluates and
-    /// checkpoints. Replaces --device.
-    #[arg(long, value_delimiter = ',', conflicts_with = "device")]
+    /// Data-parallel training over these devices of one backend (e.g. cuda:0,cuda:1; cpu:0,cpu:1
+    /// runs two CPU replicas): each batch of --bs faces is split over them, the first one
+    /// evaluates and checkpoints. Replaces --device.
+    #[arg(long, value_delimiter = ',', conflicts_with = "device", value_parser = backend::parse_replica)]
     devices: Vec<DeviceSpec>,
     /// Adversarial training with this attack: fgsm (the reference), fgsm-rs or pgd.
     #[arg(long)]

@@ -530,7 +530,7 @@ fn train_on_two_cpu_replicas() {
     let run = dir.path().join("run");
     let run_s = run.to_str().expect("utf-8");
     let mut args = vec!["train", "--model", "vgg-small", "--epochs", "1", "--bs", "16", "--no-tencrop"];
-    args.extend(["--devices", "ndarray,ndarray", "--data", csv, "--out", run_s]);
+    args.extend(["--devices", "ndarray:0,ndarray:1", "--data", csv, "--out", run_s]);
     let out = fer(&args);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("1 epochs done"), "{}", stdout(&out));
