@@ -113,8 +113,9 @@ pub fn parse_replica(s: &str) -> Result<DeviceSpec, String> {
     }
 }
 
-/// A backend's device from a `--device` index (CPU backends have one device: the index is
-/// ignored, so `cpu,cpu` gives two replicas on the same CPU).
+/// A backend's device from a `--device` index: how [`with_backend!`] and `--devices` build
+/// devices (CPU backends have one device: the index is ignored, so `cpu,cpu` gives two replicas on
+/// the same CPU).
 pub trait DeviceFromIndex {
     /// The device numbered `index`.
     fn from_index(index: usize) -> Self;
@@ -154,31 +155,31 @@ impl DeviceFromIndex for burn::backend::cuda::CudaDevice {
 macro_rules! with_backend {
     ($spec:expr, |$B:ident, $device:ident| $body:expr) => {{
         let spec: $crate::backend::DeviceSpec = $spec;
-        #[allow(unused_variables)]
         let index = spec.index;
+        use $crate::backend::DeviceFromIndex as _;
         match spec.kind {
             #[cfg(feature = "flex")]
             $crate::backend::BackendKind::Flex => {
                 type $B = burn::backend::Flex;
-                let $device = burn::backend::flex::FlexDevice;
+                let $device = burn::backend::flex::FlexDevice::from_index(index);
                 $body
             }
             #[cfg(feature = "ndarray")]
             $crate::backend::BackendKind::NdArray => {
                 type $B = burn::backend::NdArray;
-                let $device = burn::backend::ndarray::NdArrayDevice::default();
+                let $device = burn::backend::ndarray::NdArrayDevice::from_index(index);
                 $body
             }
             #[cfg(feature = "wgpu")]
             $crate::backend::BackendKind::Wgpu | $crate::backend::BackendKind::Vulkan => {
                 type $B = burn::backend::Wgpu;
-                let $device = burn::backend::wgpu::WgpuDevice::DiscreteGpu(index);
+                let $device = burn::backend::wgpu::WgpuDevice::from_index(index);
                 $body
             }
             #[cfg(feature = "cuda")]
             $crate::backend::BackendKind::Cuda => {
                 type $B = burn::backend::Cuda;
-                let $device = burn::backend::cuda::CudaDevice::new(index);
+                let $device = burn::backend::cuda::CudaDevice::from_index(index);
                 $body
             }
             #[allow(unreachable_patterns)]

@@ -426,8 +426,8 @@ fn run(cli: Cli) -> Result<()> {
             let names: Vec<String> = specs.iter().map(ToString::to_string).collect();
             tracing::info!("training {} on {} into {}", config.model.name(), names.join(", "), args.out.display());
             let summary = with_backend!(specs[0], |B, device| {
-                let devices: Vec<_> = specs.iter().map(|s| backend::DeviceFromIndex::from_index(s.index)).collect();
-                let _ = device;
+                let others = specs[1..].iter().map(|s| backend::DeviceFromIndex::from_index(s.index));
+                let devices: Vec<_> = std::iter::once(device).chain(others).collect();
                 fer_train::train_on_devices::<burn::backend::Autodiff<B>>(
                     &config, &data, &args.out, &options, &devices,
                 )?

@@ -226,7 +226,7 @@ pub fn train_features<B: AutodiffBackend>(
             if !loss_value.is_finite() {
                 return Err(TrainError::NonFinite { epoch, step, loss: loss_value });
             }
-            let hits: i64 = logits.argmax(1).squeeze_dim::<1>(1).equal(batch.targets).int().sum().into_scalar().elem();
+            let hits = crate::train::correct_predictions(logits, batch.targets);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(config.lr_at(step), model, grads);
             step += 1;

@@ -73,7 +73,7 @@ where
         let len = x.dims()[0];
         let (loss, logits) = forward_loss(i, &replica, x, y.clone())?;
         let value: f32 = loss.clone().into_scalar().elem();
-        let hits: i64 = logits.argmax(1).squeeze_dim::<1>(1).equal(y).int().sum().into_scalar().elem();
+        let hits = crate::train::correct_predictions(logits, y);
         let weighted = loss.mul_scalar(len as f64 / n as f64);
         let grads = GradientsParams::from_grads(weighted.backward(), &replica);
         let grads = if i == 0 { grads } else { grads.to_device(main, &replica) };

@@ -273,7 +273,7 @@ pub fn train_on_devices<B: AutodiffBackend>(
         for (step, batch) in stream.enumerate() {
             let lr = config.schedule.lr(config.lr, epoch, step, steps_per_epoch, config.epochs);
             let n = batch.targets.dims()[0];
-            if devices.len() > 1 {
+            let (loss_value, hits, grads) = if devices.len() > 1 {
                 // Each shard's attack draws from its own generator, seeded by (epoch, step, shard),
                 // so the draws do not depend on thread timing.
                 let forward = |shard: usize, m: &Model<B>, x: Tensor<B, 4>, y: Tensor<B, 1, Int>| {
@@ -284,40 +284,37 @@ pub fn train_on_devices<B: AutodiffBackend>(
                 };
                 let step_out = data_parallel_step(&model, devices, batch.images, batch.targets, &forward)
                     .map_err(TrainError::Data)?;
-                if !step_out.loss.is_finite() {
-                    bar.abandon();
-                    return Err(TrainError::NonFinite { epoch, step, loss: step_out.loss });
-                }
-                model = optim.step(lr, model, step_out.grads);
-                loss_sum += f64::from(step_out.loss) * n as f64;
-                correct += step_out.hits;
-                seen += n;
-                bar.inc(1);
-                bar.set_message(step_message(loss_sum, correct, seen, started, lr));
-                continue;
-            }
-            let (loss, logits) = adversarial_loss(
-                config.adversarial.as_ref(),
-                &model,
-                batch.images,
-                batch.targets.clone(),
-                &loss_fn,
-                &mut adv_rng,
-            )?;
-            let loss_value: f32 = loss.clone().into_scalar().elem();
+                (step_out.loss, step_out.hits, step_out.grads)
+            } else {
+                let (loss, logits) = adversarial_loss(
+                    config.adversarial.as_ref(),
+                    &model,
+                    batch.images,
+                    batch.targets.clone(),
+                    &loss_fn,
+                    &mut adv_rng,
+                )?;
+                let loss_value: f32 = loss.clone().into_scalar().elem();
+                let hits = correct_predictions(logits, batch.targets);
+                (loss_value, hits, GradientsParams::from_grads(loss.backward(), &model))
+            };
             if !loss_value.is_finite() {
                 bar.abandon();
                 return Err(TrainError::NonFinite { epoch, step, loss: loss_value });
             }
-            let hits: i64 = logits.argmax(1).squeeze_dim::<1>(1).equal(batch.targets).int().sum().into_scalar().elem();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(lr, model, grads);
 
             loss_sum += f64::from(loss_value) * n as f64;
             correct += hits;
             seen += n;
             bar.inc(1);
-            bar.set_message(step_message(loss_sum, correct, seen, started, lr));
+            let secs = started.elapsed().as_secs_f64();
+            bar.set_message(format!(
+                "loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.5}",
+                loss_sum / seen as f64,
+                100.0 * correct as f64 / seen as f64,
+                seen as f64 / secs.max(1e-9)
+            ));
         }
         let train_seconds = started.elapsed().as_secs_f64();
         bar.finish_and_clear();
@@ -440,15 +437,9 @@ fn adversarial_loss<B: AutodiffBackend>(
     Ok((clean.mul_scalar(1.0 - adv.weight) + adversarial.mul_scalar(adv.weight), logits))
 }
 
-/// The progress bar's live figures.
-fn step_message(loss_sum: f64, correct: i64, seen: usize, started: Instant, lr: f64) -> String {
-    let secs = started.elapsed().as_secs_f64();
-    format!(
-        "loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.5}",
-        loss_sum / seen as f64,
-        100.0 * correct as f64 / seen as f64,
-        seen as f64 / secs.max(1e-9)
-    )
+/// Correct top-1 predictions of a batch.
+pub(crate) fn correct_predictions<Bk: Backend>(logits: Tensor<Bk, 2>, targets: Tensor<Bk, 1, Int>) -> i64 {
+    logits.argmax(1).squeeze_dim::<1>(1).equal(targets).int().sum().into_scalar().elem()
 }
 
 /// Robustness figures of one epoch.
@@ -524,6 +515,11 @@ pub(crate) fn progress_bar(visible: bool, steps: u64, epoch: usize, epochs: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::backend::{Autodiff, NdArray};
+    use burn::module::{ModuleVisitor, Param};
+    use fer_models::ModelConfig;
+
+    type B = Autodiff<NdArray>;
 
     #[test]
     fn subsets_are_seeded_sorted_and_sized() {
@@ -536,11 +532,6 @@ mod tests {
         assert_eq!(a.len(), 10);
         assert!(a.windows(2).all(|w| w[0] < w[1]), "file order: {a:?}");
     }
-    use burn::backend::{Autodiff, NdArray};
-    use burn::module::{ModuleVisitor, Param};
-    use fer_models::ModelConfig;
-
-    type B = Autodiff<NdArray>;
 
     /// Every float parameter, flattened, in visiting order.
     struct Flatten(Vec<f32>);
