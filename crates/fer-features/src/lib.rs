@@ -53,7 +53,8 @@ pub use features::{
 };
 pub use fer_dataset;
 pub use hog::{
-    HogConfig, HogError, SLIDING_HOG_LEN, WHOLE_HOG_LEN, WINDOW_SIDE, WINDOW_STEP, hog, sliding_hog, whole_hog,
+    HogConfig, HogError, SLIDING_HOG_LEN, WHOLE_HOG_LEN, WINDOW_SIDE, WINDOW_STEP, face_hogs, hog, sliding_hog,
+    whole_hog,
 };
 pub use landmarks::{
     DEFAULT_LANDMARK_MODEL, FER_FACE_BOX, LANDMARK_MODEL_ENV, LANDMARK_POINTS, LANDMARKS_LEN, LandmarkError,
