@@ -15,7 +15,7 @@ use burn::backend::{Autodiff, Flex};
 use clap::Parser;
 use fer_rs::features::{FaceFeatures, FeatureSet, LandmarkModel, read_feature_cache, write_feature_cache};
 use fer_rs::models::CnnHogConfig;
-use fer_rs::train::{FeatureTrainConfig, train_features};
+use fer_rs::train::{FeatureRunOptions, FeatureTrainConfig, train_features};
 
 #[derive(Parser)]
 struct Args {
@@ -69,8 +69,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.epochs = args.epochs;
     config.train_limit = (args.train_limit > 0).then_some(args.train_limit);
     config.eval_limit = (args.eval_limit > 0).then_some(args.eval_limit);
-    let summary =
-        train_features::<Autodiff<Flex>>(&config, &data, &features, Some(&args.out), true, &Default::default())?;
+    let summary = train_features::<Autodiff<Flex>>(
+        &config,
+        &data,
+        &features,
+        Some(&args.out),
+        &FeatureRunOptions::default(),
+        &Default::default(),
+    )?;
 
     // 3. Honest selection: the epoch with the best PublicTest accuracy; PrivateTest is the headline.
     println!(

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use fer_features::FeatureSet;
 use fer_models::CnnHogConfig;
-use fer_train::{FeatureTrainConfig, TrainError};
+use fer_train::{FeatureRunOptions, FeatureTrainConfig, TrainError};
 
 use crate::backend::{DeviceSpec, with_backend};
 
@@ -63,6 +63,20 @@ pub struct FeatureArgs {
     out: PathBuf,
 }
 
+/// `fer train-features`: the model, data and recipe, and how this call runs.
+#[derive(clap::Args)]
+pub struct TrainFeatureArgs {
+    #[command(flatten)]
+    args: FeatureArgs,
+    /// Stop after this many epochs in this call (resume later with --resume).
+    #[arg(long)]
+    stop_after: Option<usize>,
+    /// Continue the run in --out from its last completed epoch (its config.json is used; the
+    /// recipe flags are ignored).
+    #[arg(long)]
+    resume: bool,
+}
+
 impl FeatureArgs {
     fn config(&self, default_epochs: usize) -> Result<FeatureTrainConfig> {
         let len = self.feature_set.len();
@@ -100,23 +114,32 @@ impl FeatureArgs {
 }
 
 /// `fer train-features`.
-pub fn train(args: FeatureArgs) -> Result<()> {
-    let config = args.config(13)?;
+pub fn train(train: TrainFeatureArgs) -> Result<()> {
+    let args = &train.args;
+    let config = if train.resume {
+        let path = args.out.join("config.json");
+        let text = std::fs::read(&path).with_context(|| format!("cannot resume: cannot read {}", path.display()))?;
+        serde_json::from_slice(&text).with_context(|| format!("{} is not a feature-model config", path.display()))?
+    } else {
+        args.config(13)?
+    };
     let (data, features) = args.load()?;
+    let options = FeatureRunOptions { resume: train.resume, stop_after: train.stop_after, progress: true };
     let summary = with_backend!(args.device, |B, device| {
         fer_train::train_features::<burn::backend::Autodiff<B>>(
             &config,
             &data,
             &features,
             Some(&args.out),
-            true,
+            &options,
             &device,
         )?
     });
     println!(
-        "{} epochs done. Selected epoch {} (best PublicTest {:.2} %): PrivateTest {:.2} % (headline). \
+        "{} of {} epochs done. Selected epoch {} (best PublicTest {:.2} %): PrivateTest {:.2} % (headline). \
          Reference-style (best PrivateTest over epochs): {:.2} %. Written to {}.",
         summary.epochs.len(),
+        config.epochs,
         summary.selected_epoch + 1,
         100.0 * summary.selected_public_acc,
         100.0 * summary.selected_private_acc,
@@ -141,8 +164,14 @@ pub fn hyperopt(args: FeatureArgs, max_evals: usize, startup: usize) -> Result<(
                 let mut c = base.clone();
                 (c.lr, c.lr_decay, c.momentum) = (p["lr"], p["lr_decay"], p["momentum"]);
                 c.model.dropout = 1.0 - p["keep_prob"];
-                let s =
-                    fer_train::train_features::<burn::backend::Autodiff<B>>(&c, &data, &features, None, true, &device)?;
+                let s = fer_train::train_features::<burn::backend::Autodiff<B>>(
+                    &c,
+                    &data,
+                    &features,
+                    None,
+                    &FeatureRunOptions::default(),
+                    &device,
+                )?;
                 println!("trial {k}: {p:?} → PublicTest {:.2} %", 100.0 * s.selected_public_acc);
                 Ok(s.selected_public_acc)
             },

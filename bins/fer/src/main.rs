@@ -69,7 +69,7 @@ enum Command {
         json: bool,
     },
     /// Train the CNN + landmarks + HOG model on images and a `fer features` cache.
-    TrainFeatures(Box<features_cmd::FeatureArgs>),
+    TrainFeatures(Box<features_cmd::TrainFeatureArgs>),
     /// TPE search of lr, lr decay, momentum and keep_prob for the CNN + landmarks + HOG model.
     Hyperopt {
         /// Trials in all (a rerun with the same --out resumes).

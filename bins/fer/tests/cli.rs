@@ -352,11 +352,31 @@ fn features_then_feature_model_training_and_search() {
 
     let run = dir.path().join("run");
     let common = ["--model", "cnn-hog-tiny", "--bs", "16", "--device", "ndarray", "--data", csv, "--features", cache_s];
-    let mut args = vec!["train-features", "--epochs", "1", "--out", run.to_str().expect("utf-8")];
+    let mut args = vec!["train-features", "--epochs", "2", "--stop-after", "1", "--out", run.to_str().expect("utf-8")];
     args.extend_from_slice(&common);
     let out = fer(&args);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("1 of 2 epochs done"), "{}", stdout(&out));
     assert!(stdout(&out).contains("PrivateTest") && run.join("best.bin").is_file(), "{}", stdout(&out));
+    // Starting again over it is refused; --resume finishes it from its own config.json.
+    let out = fer(&args);
+    assert!(!out.status.success() && stderr(&out).contains("--resume"), "{}", stderr(&out));
+    let out = fer(&[
+        "train-features",
+        "--resume",
+        "--out",
+        run.to_str().expect("utf-8"),
+        "--device",
+        "ndarray",
+        "--data",
+        csv,
+        "--features",
+        cache_s,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("2 of 2 epochs done"), "{}", stdout(&out));
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).expect("metrics.csv");
+    assert_eq!(metrics.lines().count(), 3, "{metrics}");
 
     let search = dir.path().join("search");
     let mut args = vec!["hyperopt", "--max-evals", "2", "--epochs", "1", "--out", search.to_str().expect("utf-8")];

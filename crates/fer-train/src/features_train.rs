@@ -9,7 +9,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::prelude::*;
-use burn::record::{BinFileRecorder, FullPrecisionSettings};
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::TensorData;
 use burn::tensor::backend::AutodiffBackend;
 use fer_dataset::{BatchStream, FaceBatcher, Fer2013, Split, SplitData, View};
@@ -20,7 +20,7 @@ use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
 
 use crate::TrainError;
-use crate::run::{write_csv, write_json};
+use crate::run::{read_csv, read_json, write_csv, write_file, write_json};
 use crate::train::subset_positions;
 
 /// The recipe of the reference's `parameters.py`, as plain data.
@@ -140,6 +140,98 @@ pub struct FeatureRunSummary {
     pub private_test: Evaluation,
 }
 
+/// How [`train_features`] runs (not part of the recipe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeatureRunOptions {
+    /// Continue the run in the output directory after its last completed epoch (its
+    /// `config.json` must equal the configuration given).
+    pub resume: bool,
+    /// Stop after this many epochs in this call (resume later).
+    pub stop_after: Option<usize>,
+    /// Draw a progress bar per epoch (hidden when stderr is not a terminal).
+    pub progress: bool,
+}
+
+impl Default for FeatureRunOptions {
+    fn default() -> FeatureRunOptions {
+        FeatureRunOptions { resume: false, stop_after: None, progress: true }
+    }
+}
+
+impl FeatureRunOptions {
+    /// No progress bar, no resume: a whole run in one call (searches, tests).
+    pub fn quiet() -> FeatureRunOptions {
+        FeatureRunOptions { progress: false, ..FeatureRunOptions::default() }
+    }
+}
+
+/// Progress of a feature-model run (`state.json`, written last after each epoch).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct FeatureRunState {
+    completed_epochs: usize,
+    /// Selected epoch, its PublicTest accuracy and PrivateTest evaluation.
+    best: Option<(usize, f64, Evaluation)>,
+}
+
+/// Saves CNN+features weights (Burn's binary record, full precision) atomically, as the
+/// `best.bin` / `latest.bin` of a feature-model run.
+pub fn save_feature_model<B: Backend>(model: &CnnHog<B>, path: &Path) -> Result<(), TrainError> {
+    let bytes = BinBytesRecorder::<FullPrecisionSettings>::default()
+        .record(model.clone().into_record(), ())
+        .map_err(|e| TrainError::Data(format!("{}: cannot encode the model: {e}", path.display())))?;
+    write_file(path, &bytes)
+}
+
+/// Loads weights written by [`save_feature_model`] (a feature-model run's `best.bin`) into a
+/// model built from `config` (the run's `config.json` holds it as `model`).
+pub fn load_feature_model<B: Backend>(
+    config: &CnnHogConfig,
+    path: &Path,
+    device: &B::Device,
+) -> Result<CnnHog<B>, TrainError> {
+    let bytes = std::fs::read(path).map_err(|source| TrainError::Io { path: path.to_path_buf(), source })?;
+    let record =
+        Recorder::<B>::load(&BinBytesRecorder::<FullPrecisionSettings>::default(), bytes, device).map_err(|e| {
+            TrainError::Data(format!(
+                "{}: not the weights of this feature model ({} features, {} convolutions): {e}",
+                path.display(),
+                config.feature_len,
+                config.convs.len()
+            ))
+        })?;
+    let fresh = config.init::<B>(device);
+    let expected = param_shapes(&fresh);
+    let model = fresh.load_record(record);
+    // Burn loads tensors of any shape into a record of the same layout: compare the shapes.
+    let found = param_shapes(&model);
+    if found != expected {
+        let first = expected.iter().zip(&found).position(|(e, f)| e != f).unwrap_or(expected.len().min(found.len()));
+        return Err(TrainError::Data(format!(
+            "{}: not the weights of this feature model ({} features, {} convolutions): parameter {first} has \
+             shape {:?}, the model needs {:?}",
+            path.display(),
+            config.feature_len,
+            config.convs.len(),
+            found.get(first),
+            expected.get(first)
+        )));
+    }
+    Ok(model)
+}
+
+/// Shapes of a module's float parameters in visiting order (without initialising lazy ones).
+fn param_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<Vec<usize>> {
+    struct Shapes(Vec<Vec<usize>>);
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Shapes {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+            self.0.push(param.lazy_shape().to_vec());
+        }
+    }
+    let mut shapes = Shapes(Vec::new());
+    module.visit(&mut shapes);
+    shapes.0
+}
+
 /// Faces and feature rows of one split (a subset keeps the original positions for the features).
 struct Part {
     faces: Arc<SplitData>,
@@ -162,15 +254,19 @@ fn feature_rows(features: &FaceFeatures, part: &Part, rows: &[usize], set: Featu
 }
 
 /// Trains `config.model` on full 48×48 faces (no augmentation, as the reference) and their
-/// features; every epoch evaluates PublicTest and PrivateTest. With `out`, writes `config.json`,
-/// `metrics.csv`, `summary.json` and the selected model's weights `best.bin` (Burn's binary
-/// record, full precision). `progress` draws a bar per epoch (hidden when stderr is not a terminal).
+/// features; every epoch evaluates PublicTest and PrivateTest and selects on PublicTest.
+///
+/// With `out`, the run directory holds `config.json`, `metrics.csv`, `latest.bin` +
+/// `latest.optim` (weights and momentum after the last completed epoch), `best.bin` (the selected
+/// epoch's weights, see [`load_feature_model`]), `summary.json`, and `state.json` written last
+/// after each epoch; all atomically. Data order and dropout are seeded from `(seed, epoch)`, so a
+/// run resumed with `options.resume` repeats exactly what the uninterrupted run would have done.
 pub fn train_features<B: AutodiffBackend>(
     config: &FeatureTrainConfig,
     data: &Fer2013,
     features: &FaceFeatures,
     out: Option<&Path>,
-    progress: bool,
+    options: &FeatureRunOptions,
     device: &B::Device,
 ) -> Result<FeatureRunSummary, TrainError> {
     config.check().map_err(TrainError::Config)?;
@@ -187,22 +283,57 @@ pub fn train_features<B: AutodiffBackend>(
     if train_part.faces.is_empty() || public.faces.is_empty() || private.faces.is_empty() {
         return Err(TrainError::Data("a split is empty".into()));
     }
-    if let Some(dir) = out {
-        std::fs::create_dir_all(dir).map_err(|source| TrainError::Io { path: dir.to_path_buf(), source })?;
-        write_json(&dir.join("config.json"), config)?;
-    }
 
     B::seed(device, config.seed);
     let mut model: CnnHog<B> = config.model.init(device);
     let mut optim = SgdConfig::new()
         .with_momentum(Some(MomentumConfig { momentum: config.momentum, dampening: 0.0, nesterov: false }))
         .init::<B, CnnHog<B>>();
+    let mut rows: Vec<FeatureEpoch> = Vec::new();
+    let mut state = FeatureRunState { completed_epochs: 0, best: None };
+    if let Some(dir) = out {
+        let state_path = dir.join("state.json");
+        if options.resume {
+            if !state_path.exists() {
+                return Err(TrainError::NothingToResume { dir: dir.to_path_buf() });
+            }
+            let stored: FeatureTrainConfig = read_json(&dir.join("config.json"))?;
+            if &stored != config {
+                return Err(TrainError::Config(format!(
+                    "the configuration differs from {}",
+                    dir.join("config.json").display()
+                )));
+            }
+            state = read_json(&state_path)?;
+            model = load_feature_model(&config.model, &dir.join("latest.bin"), device)?;
+            let optim_path = dir.join("latest.optim");
+            let bytes =
+                std::fs::read(&optim_path).map_err(|source| TrainError::Io { path: optim_path.clone(), source })?;
+            let record = Recorder::<B>::load(&BinBytesRecorder::<FullPrecisionSettings>::default(), bytes, device)
+                .map_err(|e| {
+                    TrainError::Data(format!("{}: cannot decode the optimiser state: {e}", optim_path.display()))
+                })?;
+            optim = optim.load_record(record);
+            rows = read_csv(&dir.join("metrics.csv"))?;
+            rows.retain(|r| r.epoch < state.completed_epochs);
+            tracing::info!("resuming {} after epoch {}", dir.display(), state.completed_epochs);
+        } else {
+            if state_path.exists() {
+                return Err(TrainError::RunExists { dir: dir.to_path_buf() });
+            }
+            std::fs::create_dir_all(dir).map_err(|source| TrainError::Io { path: dir.to_path_buf(), source })?;
+            write_json(&dir.join("config.json"), config)?;
+        }
+    } else if options.resume {
+        return Err(TrainError::Config("resuming needs the run directory".into()));
+    }
+
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let set = config.feature_set;
-    let mut rows = Vec::new();
-    let mut best: Option<(usize, f64, Evaluation)> = None;
-    let mut step = 0usize;
-    for epoch in 0..config.epochs {
+    let steps_per_epoch = train_part.faces.len().div_ceil(config.batch_size);
+    let mut step = state.completed_epochs * steps_per_epoch;
+    let last_epoch = options.stop_after.map_or(config.epochs, |n| (state.completed_epochs + n).min(config.epochs));
+    for epoch in state.completed_epochs..last_epoch {
         let started = Instant::now();
         B::seed(device, config.seed.wrapping_add(1 + epoch as u64));
         let mut order: Vec<usize> = (0..train_part.faces.len()).collect();
@@ -213,7 +344,7 @@ pub fn train_features<B: AutodiffBackend>(
             BatchStream::<B>::new(train_part.faces.clone(), order, config.batch_size, batcher, 2, device.clone());
         let epoch_lr = config.lr_at(step);
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0i64, 0usize);
-        let bar = crate::train::progress_bar(progress, chunks.len() as u64, epoch, config.epochs);
+        let bar = crate::train::progress_bar(options.progress, chunks.len() as u64, epoch, config.epochs);
         for (batch, chunk) in stream.zip(&chunks) {
             let n = chunk.len();
             let feats = Tensor::<B, 2>::from_data(
@@ -265,33 +396,46 @@ pub fn train_features<B: AutodiffBackend>(
             100.0 * row.private_acc,
             row.img_per_s
         );
-        if best.as_ref().is_none_or(|(_, acc, _)| row.public_acc > *acc) {
-            best = Some((epoch, row.public_acc, private_eval));
-            if let Some(dir) = out {
-                let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
-                model.clone().save_file(dir.join("best"), &recorder).map_err(|e| {
-                    TrainError::Data(format!("{}: cannot save the model: {e}", dir.join("best.bin").display()))
-                })?;
-            }
+        let improved = state.best.as_ref().is_none_or(|(_, acc, _)| row.public_acc > *acc);
+        if improved {
+            state.best = Some((epoch, row.public_acc, private_eval));
         }
         rows.push(row);
+        state.completed_epochs = epoch + 1;
         if let Some(dir) = out {
             write_csv(&dir.join("metrics.csv"), &rows)?;
+            save_feature_model(&model, &dir.join("latest.bin"))?;
+            let optimizer_bytes =
+                Recorder::<B>::record(&BinBytesRecorder::<FullPrecisionSettings>::default(), optim.to_record(), ())
+                    .map_err(|e| TrainError::Data(format!("cannot encode the optimiser state: {e}")))?;
+            write_file(&dir.join("latest.optim"), &optimizer_bytes)?;
+            if improved {
+                save_feature_model(&model, &dir.join("best.bin"))?;
+            }
+            write_json(&dir.join("summary.json"), &summarise(&rows, &state)?)?;
+            write_json(&dir.join("state.json"), &state)?;
         }
     }
-    let (selected_epoch, selected_public_acc, private_test) = best.expect("at least one epoch ran");
-    let summary = FeatureRunSummary {
+    summarise(&rows, &state)
+}
+
+/// The run so far: the selected epoch's figures and every epoch.
+fn summarise(rows: &[FeatureEpoch], state: &FeatureRunState) -> Result<FeatureRunSummary, TrainError> {
+    let (selected_epoch, selected_public_acc, private_test) =
+        state.best.clone().ok_or_else(|| TrainError::Data("no epoch was run".into()))?;
+    let selected_private_acc = rows
+        .iter()
+        .find(|r| r.epoch == selected_epoch)
+        .map(|r| r.private_acc)
+        .ok_or_else(|| TrainError::Data(format!("metrics.csv lacks the selected epoch {selected_epoch}")))?;
+    Ok(FeatureRunSummary {
         selected_epoch,
         selected_public_acc,
-        selected_private_acc: rows[selected_epoch].private_acc,
+        selected_private_acc,
         reference_style_private_acc: rows.iter().map(|r| r.private_acc).fold(f64::MIN, f64::max),
         private_test,
-        epochs: rows,
-    };
-    if let Some(dir) = out {
-        write_json(&dir.join("summary.json"), &summary)?;
-    }
-    Ok(summary)
+        epochs: rows.to_vec(),
+    })
 }
 
 /// Accuracy and confusion matrix of a CNN+features model on a split part (inference backend).

@@ -195,9 +195,14 @@ impl EpochMetrics {
 
 /// Reads `metrics.csv`.
 pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>, TrainError> {
+    read_csv(path)
+}
+
+/// Reads the rows of a CSV file written by [`write_csv`].
+pub(crate) fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, TrainError> {
     let csv_error = |source| TrainError::Csv { path: path.to_path_buf(), source };
     let mut reader = csv::Reader::from_path(path).map_err(csv_error)?;
-    reader.deserialize().collect::<Result<Vec<EpochMetrics>, _>>().map_err(csv_error)
+    reader.deserialize().collect::<Result<Vec<T>, _>>().map_err(csv_error)
 }
 
 /// Rewrites `metrics.csv` with `rows` (atomically).

@@ -1,7 +1,7 @@
 //! End-to-end training on small synthetic data (ndarray), and a smoke run on real FER2013 (flex).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use burn::backend::{Autodiff, NdArray};
 use fer_dataset::{Emotion, Fer2013, Split, View};
@@ -12,19 +12,12 @@ use fer_train::{
 
 type B = Autodiff<NdArray>;
 
-/// Burn's CPU backends keep one global RNG: runs that seed it must not interleave.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn synthetic_data(train: usize, test: usize, seed: u64) -> Fer2013 {
     fer_dataset::synthetic::texture_data(train, test, seed)
 }
 
 mod common;
-use common::small_config;
+use common::{serial, small_config};
 
 fn quiet() -> TrainOptions {
     TrainOptions { progress: false, ..TrainOptions::default() }
