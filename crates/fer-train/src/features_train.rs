@@ -344,7 +344,8 @@ pub fn train_features<B: AutodiffBackend>(
             BatchStream::<B>::new(train_part.faces.clone(), order, config.batch_size, batcher, 2, device.clone());
         let epoch_lr = config.lr_at(step);
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0i64, 0usize);
-        let bar = crate::train::progress_bar(options.progress, chunks.len() as u64, epoch, config.epochs);
+        let mut progress =
+            crate::train::EpochProgress::new(options.progress, chunks.len() as u64, epoch, config.epochs);
         for (batch, chunk) in stream.zip(&chunks) {
             let n = chunk.len();
             let feats = Tensor::<B, 2>::from_data(
@@ -364,15 +365,14 @@ pub fn train_features<B: AutodiffBackend>(
             loss_sum += f64::from(loss_value) * n as f64;
             correct += hits;
             seen += n;
-            bar.inc(1);
-            bar.set_message(format!(
+            progress.step(format!(
                 "loss {:.4} acc {:.2}% {:.0} img/s",
                 loss_sum / seen as f64,
                 100.0 * correct as f64 / seen as f64,
                 seen as f64 / started.elapsed().as_secs_f64().max(1e-9)
             ));
         }
-        bar.finish_and_clear();
+        progress.bar().finish_and_clear();
         let img_per_s = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
         let inference = model.valid();
         let public_eval = evaluate_features(&inference, features, &public, set, device);

@@ -267,7 +267,7 @@ pub fn train_on_devices<B: AutodiffBackend>(
             device.clone(),
         );
 
-        let bar = progress_bar(options.progress, steps_per_epoch as u64, epoch, config.epochs);
+        let mut progress = EpochProgress::new(options.progress, steps_per_epoch as u64, epoch, config.epochs);
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0i64, 0usize);
         let epoch_lr = config.schedule.lr(config.lr, epoch, 0, steps_per_epoch, config.epochs);
         for (step, batch) in stream.enumerate() {
@@ -299,7 +299,7 @@ pub fn train_on_devices<B: AutodiffBackend>(
                 (loss_value, hits, GradientsParams::from_grads(loss.backward(), &model))
             };
             if !loss_value.is_finite() {
-                bar.abandon();
+                progress.bar().abandon();
                 return Err(TrainError::NonFinite { epoch, step, loss: loss_value });
             }
             model = optim.step(lr, model, grads);
@@ -307,9 +307,8 @@ pub fn train_on_devices<B: AutodiffBackend>(
             loss_sum += f64::from(loss_value) * n as f64;
             correct += hits;
             seen += n;
-            bar.inc(1);
             let secs = started.elapsed().as_secs_f64();
-            bar.set_message(format!(
+            progress.step(format!(
                 "loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.5}",
                 loss_sum / seen as f64,
                 100.0 * correct as f64 / seen as f64,
@@ -317,7 +316,7 @@ pub fn train_on_devices<B: AutodiffBackend>(
             ));
         }
         let train_seconds = started.elapsed().as_secs_f64();
-        bar.finish_and_clear();
+        progress.bar().finish_and_clear();
 
         let inference = model.valid();
         let public_eval = evaluate(&inference, public.clone(), view, config.eval_batch_faces, device);
@@ -510,6 +509,43 @@ pub(crate) fn progress_bar(visible: bool, steps: u64, epoch: usize, epochs: usiz
     }
     bar.set_prefix(format!("epoch {}/{epochs}", epoch + 1));
     bar
+}
+
+/// Progress of an epoch's training steps: a bar on a terminal; where stderr is not a terminal
+/// (a background run writing a log) the bar draws nothing, so a log line after the first step and
+/// then every [`EpochProgress::LOG_EVERY`] says how far the epoch is.
+pub(crate) struct EpochProgress {
+    bar: ProgressBar,
+    log_every: Option<std::time::Duration>,
+    last_log: Option<Instant>,
+}
+
+impl EpochProgress {
+    /// Interval of the log lines of runs without a terminal.
+    pub(crate) const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+    pub(crate) fn new(visible: bool, steps: u64, epoch: usize, epochs: usize) -> EpochProgress {
+        use std::io::IsTerminal;
+        let log_every = (visible && !std::io::stderr().is_terminal()).then_some(Self::LOG_EVERY);
+        EpochProgress { bar: progress_bar(visible, steps, epoch, epochs), log_every, last_log: None }
+    }
+
+    /// One more step done; `message` holds the running figures (loss, accuracy, img/s).
+    pub(crate) fn step(&mut self, message: String) {
+        self.bar.inc(1);
+        let due = |every| self.last_log.is_none_or(|last: Instant| last.elapsed() >= every);
+        if self.log_every.is_some_and(due) {
+            self.last_log = Some(Instant::now());
+            let len = self.bar.length().unwrap_or(0);
+            tracing::info!("{} step {}/{len}: {message}", self.bar.prefix(), self.bar.position());
+        }
+        self.bar.set_message(message);
+    }
+
+    /// The bar (to finish or abandon it).
+    pub(crate) fn bar(&self) -> &ProgressBar {
+        &self.bar
+    }
 }
 
 #[cfg(test)]
