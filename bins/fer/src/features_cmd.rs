@@ -19,9 +19,8 @@ pub struct FeatureArgs {
     /// Feature vector: landmarks-sliding-hog (2,728), landmarks-whole-hog (208) or landmarks (136).
     #[arg(long, default_value = "landmarks-sliding-hog")]
     feature_set: FeatureSet,
-    /// Feature cache written by `fer features`.
-    #[arg(long, default_value = "features.cache")]
-    features: PathBuf,
+    #[command(flatten)]
+    input: FeatureData,
     /// Epochs [default: 13; hyperopt: 2 per trial].
     #[arg(long)]
     epochs: Option<usize>,
@@ -52,15 +51,33 @@ pub struct FeatureArgs {
     /// Evaluate on the first this-many faces of each test split.
     #[arg(long)]
     eval_limit: Option<usize>,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// The faces, their `fer features` cache and the device: what training and evaluating read.
+#[derive(clap::Args)]
+struct FeatureData {
+    /// Feature cache written by `fer features` from the same data.
+    #[arg(long, default_value = "features.cache")]
+    features: PathBuf,
     /// FER2013 CSV, .csv.gz or cache [default: $FER2013_CSV, else data/fer2013.csv(.gz)]
     #[arg(long)]
     data: Option<PathBuf>,
     /// Device: cpu, ndarray, wgpu[:N], vulkan[:N], cuda[:N].
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
-    /// Output directory.
-    #[arg(long)]
-    out: PathBuf,
+}
+
+impl FeatureData {
+    /// The data and its features, the features checked against the data.
+    fn load(&self) -> Result<(fer_dataset::Fer2013, fer_features::FaceFeatures)> {
+        let features = fer_features::read_feature_cache(&self.features)?;
+        let data = crate::load_with_progress(self.data.as_deref())?;
+        features.check_matches(&data, &self.features)?;
+        Ok((data, features))
+    }
 }
 
 /// `fer train-features`: the model, data and recipe, and how this call runs.
@@ -103,14 +120,47 @@ impl FeatureArgs {
         config.check().map_err(anyhow::Error::msg)?;
         Ok(config)
     }
+}
 
-    /// The data and its features, the features checked against the data.
-    fn load(&self) -> Result<(fer_dataset::Fer2013, fer_features::FaceFeatures)> {
-        let features = fer_features::read_feature_cache(&self.features)?;
-        let data = crate::load_with_progress(self.data.as_deref())?;
-        features.check_matches(&data, &self.features)?;
-        Ok((data, features))
-    }
+/// `fer eval-features`: the weights of a feature-model run on a split.
+#[derive(clap::Args)]
+pub struct EvalFeatureArgs {
+    /// Run directory of `fer train-features` (its config.json and weights).
+    #[arg(long)]
+    run: PathBuf,
+    /// Weights: best (the PublicTest-selected epoch, `best.bin`) or latest (`latest.bin`).
+    #[arg(long, default_value = "best", value_parser = ["best", "latest"])]
+    weights: String,
+    /// Split: public, private or training.
+    #[arg(long, default_value = "private")]
+    split: fer_dataset::Split,
+    #[command(flatten)]
+    input: FeatureData,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `fer eval-features`.
+pub fn eval(args: EvalFeatureArgs) -> Result<()> {
+    let config_path = args.run.join("config.json");
+    let text = std::fs::read(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
+    let config: FeatureTrainConfig = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a feature-model config", config_path.display()))?;
+    let weights = args.run.join(format!("{}.bin", args.weights));
+    anyhow::ensure!(weights.is_file(), "{} not found (no epoch finished in this run?)", weights.display());
+    let (data, features) = args.input.load()?;
+    let evaluation = with_backend!(args.input.device, |B, device| {
+        let model = fer_train::load_feature_model::<B>(&config.model, &weights, &device)?;
+        fer_train::evaluate_feature_model(&model, &data, &features, args.split, config.feature_set, &device)?
+    });
+    crate::print_split_report(
+        &weights.display().to_string(),
+        args.split,
+        "full faces + features",
+        &evaluation,
+        args.json,
+    )
 }
 
 /// `fer train-features`.
@@ -123,9 +173,9 @@ pub fn train(train: TrainFeatureArgs) -> Result<()> {
     } else {
         args.config(13)?
     };
-    let (data, features) = args.load()?;
+    let (data, features) = args.input.load()?;
     let options = FeatureRunOptions { resume: train.resume, stop_after: train.stop_after, progress: true };
-    let summary = with_backend!(args.device, |B, device| {
+    let summary = with_backend!(args.input.device, |B, device| {
         fer_train::train_features::<burn::backend::Autodiff<B>>(
             &config,
             &data,
@@ -152,8 +202,8 @@ pub fn train(train: TrainFeatureArgs) -> Result<()> {
 /// `fer hyperopt`: TPE over the reference's space, maximising PublicTest accuracy.
 pub fn hyperopt(args: FeatureArgs, max_evals: usize, startup: usize) -> Result<()> {
     let base = args.config(2)?;
-    let (data, features) = args.load()?;
-    let trials = with_backend!(args.device, |B, device| {
+    let (data, features) = args.input.load()?;
+    let trials = with_backend!(args.input.device, |B, device| {
         fer_train::hyperopt::<TrainError>(
             &fer_train::reference_space(),
             max_evals,

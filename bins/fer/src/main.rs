@@ -70,6 +70,8 @@ enum Command {
     },
     /// Train the CNN + landmarks + HOG model on images and a `fer features` cache.
     TrainFeatures(Box<features_cmd::TrainFeatureArgs>),
+    /// Evaluate the weights of a `fer train-features` run on a split.
+    EvalFeatures(Box<features_cmd::EvalFeatureArgs>),
     /// TPE search of lr, lr decay, momentum and keep_prob for the CNN + landmarks + HOG model.
     Hyperopt {
         /// Trials in all (a rerun with the same --out resumes).
@@ -467,6 +469,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Attack(args) => attack::run(*args)?,
         Command::Predict(args) => predict_cmd::run(*args)?,
         Command::TrainFeatures(args) => features_cmd::train(*args)?,
+        Command::EvalFeatures(args) => features_cmd::eval(*args)?,
         Command::Hyperopt { max_evals, startup_trials, args } => {
             features_cmd::hyperopt(*args, max_evals, startup_trials)?
         }
@@ -511,22 +514,7 @@ fn run(cli: Cli) -> Result<()> {
                 let faces = std::sync::Arc::new(data.split(split).clone());
                 fer_train::evaluate(&model, faces, view, batch, &device)
             });
-            let report = SplitReport::new(split, &evaluation);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!(
-                    "{} on {split} ({view:?}): accuracy {:.2} % over {} faces, mean loss {:.4}",
-                    checkpoint.display(),
-                    100.0 * report.accuracy,
-                    report.faces,
-                    report.mean_loss
-                );
-                for (emotion, acc) in &report.per_class_accuracy {
-                    let acc = acc.map_or("-".to_string(), |a| format!("{:.2} %", 100.0 * a));
-                    println!("  {:<9} {acc:>8}", emotion.name());
-                }
-            }
+            print_split_report(&checkpoint.display().to_string(), split, &format!("{view:?}"), &evaluation, json)?;
         }
         Command::Report { run, data, device } => {
             let data = load_with_progress(data.as_deref())?;
@@ -634,4 +622,30 @@ fn synthetic_split(faces: usize) -> fer_dataset::SplitData {
         split.push(fer_dataset::Emotion::ALL[i % 7], img);
     }
     split
+}
+
+/// Prints an evaluation of `what` on `split` as `fer eval` does: a line and per-class recalls, or JSON.
+fn print_split_report(
+    what: &str,
+    split: Split,
+    inputs: &str,
+    evaluation: &fer_train::Evaluation,
+    json: bool,
+) -> Result<()> {
+    let report = SplitReport::new(split, evaluation);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{what} on {split} ({inputs}): accuracy {:.2} % over {} faces, mean loss {:.4}",
+            100.0 * report.accuracy,
+            report.faces,
+            report.mean_loss
+        );
+        for (emotion, acc) in &report.per_class_accuracy {
+            let acc = acc.map_or("-".to_string(), |a| format!("{:.2} %", 100.0 * a));
+            println!("  {:<9} {acc:>8}", emotion.name());
+        }
+    }
+    Ok(())
 }

@@ -389,6 +389,23 @@ fn features_then_feature_model_training_and_search() {
     assert!(stdout(&out).contains("2 of 2 epochs done"), "{}", stdout(&out));
     let metrics = std::fs::read_to_string(run.join("metrics.csv")).expect("metrics.csv");
     assert_eq!(metrics.lines().count(), 3, "{metrics}");
+    // The selected weights evaluated again give the run's PrivateTest headline.
+    let run_s = run.to_str().expect("utf-8");
+    let eval = ["eval-features", "--run", run_s, "--features", cache_s, "--data", csv, "--device", "ndarray"];
+    let out = fer(&[&eval[..], &["--json"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("summary.json")).expect("summary.json")).expect("JSON");
+    assert_eq!(report["accuracy"], summary["selected_private_acc"], "{report}");
+    assert_eq!(report["confusion"], summary["private_test"]["confusion"], "{report}");
+    let out = fer(&[&eval[..], &["--weights", "latest", "--split", "public"]].concat());
+    assert!(
+        out.status.success() && stdout(&out).contains("latest.bin on PublicTest"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
 
     let search = dir.path().join("search");
     let mut args = vec!["hyperopt", "--max-evals", "2", "--epochs", "1", "--out", search.to_str().expect("utf-8")];

@@ -165,6 +165,11 @@ impl<B: Backend> CnnHog<B> {
         self.forward_in(images, features, Mode::Backend)
     }
 
+    /// Length of the feature vectors the model takes (the input width of its feature branch).
+    pub fn feature_len(&self) -> usize {
+        self.feature_fc.first().map_or(0, |layer| layer.weight.lazy_shape().dims::<2>()[0])
+    }
+
     /// Logits with inference behaviour on every backend (running statistics, no dropout).
     pub fn forward_inference(&self, images: Tensor<B, 4>, features: Tensor<B, 2>) -> Tensor<B, 2> {
         self.forward_in(images, features, Mode::Inference)
@@ -209,6 +214,7 @@ mod tests {
                 let model = config.init::<B>(&device);
                 let out = model.forward(Tensor::zeros([2, 1, 48, 48], &device), Tensor::zeros([2, len], &device));
                 assert_eq!(out.dims(), [2, 7]);
+                assert_eq!(model.feature_len(), len);
             }
         }
         assert_eq!(CnnHogConfig::model_b(2728).final_side(), 6, "48 → 24 → 12 → 6");

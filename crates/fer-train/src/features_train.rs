@@ -438,6 +438,32 @@ fn summarise(rows: &[FeatureEpoch], state: &FeatureRunState) -> Result<FeatureRu
     })
 }
 
+/// Accuracy, loss and confusion matrix of a CNN+features model on a whole split of `data`, with the
+/// inputs built as in training (full 48×48 faces in [0, 1]; `features`' `set` vectors, landmarks
+/// scaled by 1/48). `features` must have been computed from `data`.
+pub fn evaluate_feature_model<B: Backend>(
+    model: &CnnHog<B>,
+    data: &Fer2013,
+    features: &FaceFeatures,
+    split: Split,
+    set: FeatureSet,
+    device: &B::Device,
+) -> Result<Evaluation, TrainError> {
+    features.check_matches(data, Path::new("the feature cache")).map_err(|e| TrainError::Data(e.to_string()))?;
+    if model.feature_len() != set.len() {
+        return Err(TrainError::Config(format!(
+            "the model takes {} features but the set {} has {}",
+            model.feature_len(),
+            set.name(),
+            set.len()
+        )));
+    }
+    let all = data.split(split);
+    let positions: Vec<usize> = (0..all.len()).collect();
+    let part = Part { faces: Arc::new(all.clone()), positions, split };
+    Ok(evaluate_features(model, features, &part, set, device))
+}
+
 /// Accuracy and confusion matrix of a CNN+features model on a split part (inference backend).
 fn evaluate_features<B: Backend>(
     model: &CnnHog<B>,

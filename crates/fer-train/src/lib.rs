@@ -45,8 +45,8 @@ mod train;
 pub use bench::{TrainBench, TrainStep, bench_train_steps, median};
 pub use config::{AdvSource, AdversarialTraining, Schedule, Selection, TrainConfig};
 pub use features_train::{
-    FeatureEpoch, FeatureRunOptions, FeatureRunSummary, FeatureTrainConfig, load_feature_model, save_feature_model,
-    train_features,
+    FeatureEpoch, FeatureRunOptions, FeatureRunSummary, FeatureTrainConfig, evaluate_feature_model, load_feature_model,
+    save_feature_model, train_features,
 };
 pub use fer_adversarial;
 pub use fer_dataset::BatchStream;
