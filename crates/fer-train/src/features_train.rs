@@ -20,7 +20,7 @@ use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
 
 use crate::TrainError;
-use crate::run::{read_csv, read_json, write_csv, write_file, write_json};
+use crate::run::{read_csv, read_json, read_optimizer, write_csv, write_file, write_json, write_optimizer};
 use crate::train::subset_positions;
 
 /// The recipe of the reference's `parameters.py`, as plain data.
@@ -306,14 +306,7 @@ pub fn train_features<B: AutodiffBackend>(
             }
             state = read_json(&state_path)?;
             model = load_feature_model(&config.model, &dir.join("latest.bin"), device)?;
-            let optim_path = dir.join("latest.optim");
-            let bytes =
-                std::fs::read(&optim_path).map_err(|source| TrainError::Io { path: optim_path.clone(), source })?;
-            let record = Recorder::<B>::load(&BinBytesRecorder::<FullPrecisionSettings>::default(), bytes, device)
-                .map_err(|e| {
-                    TrainError::Data(format!("{}: cannot decode the optimiser state: {e}", optim_path.display()))
-                })?;
-            optim = optim.load_record(record);
+            optim = read_optimizer(&dir.join("latest.optim"), optim, device)?;
             rows = read_csv(&dir.join("metrics.csv"))?;
             rows.retain(|r| r.epoch < state.completed_epochs);
             tracing::info!("resuming {} after epoch {}", dir.display(), state.completed_epochs);
@@ -405,10 +398,7 @@ pub fn train_features<B: AutodiffBackend>(
         if let Some(dir) = out {
             write_csv(&dir.join("metrics.csv"), &rows)?;
             save_feature_model(&model, &dir.join("latest.bin"))?;
-            let optimizer_bytes =
-                Recorder::<B>::record(&BinBytesRecorder::<FullPrecisionSettings>::default(), optim.to_record(), ())
-                    .map_err(|e| TrainError::Data(format!("cannot encode the optimiser state: {e}")))?;
-            write_file(&dir.join("latest.optim"), &optimizer_bytes)?;
+            write_optimizer(&dir.join("latest.optim"), &optim)?;
             if improved {
                 save_feature_model(&model, &dir.join("best.bin"))?;
             }

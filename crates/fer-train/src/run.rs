@@ -234,6 +234,33 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
     serde_json::from_slice(&bytes).map_err(|source| TrainError::Json { path: path.to_path_buf(), source })
 }
 
+/// Writes an optimiser's state (momentum) atomically, as a run's `latest.optim`.
+pub(crate) fn write_optimizer<B, M, O>(path: &Path, optim: &O) -> Result<(), TrainError>
+where
+    B: burn::tensor::backend::AutodiffBackend,
+    M: burn::module::AutodiffModule<B>,
+    O: burn::optim::Optimizer<M, B>,
+{
+    use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+    let bytes = Recorder::<B>::record(&BinBytesRecorder::<FullPrecisionSettings>::default(), optim.to_record(), ())
+        .map_err(|e| TrainError::Data(format!("cannot encode the optimiser state: {e}")))?;
+    write_file(path, &bytes)
+}
+
+/// Loads the state written by [`write_optimizer`] into `optim`.
+pub(crate) fn read_optimizer<B, M, O>(path: &Path, optim: O, device: &B::Device) -> Result<O, TrainError>
+where
+    B: burn::tensor::backend::AutodiffBackend,
+    M: burn::module::AutodiffModule<B>,
+    O: burn::optim::Optimizer<M, B>,
+{
+    use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+    let bytes = std::fs::read(path).map_err(|source| TrainError::Io { path: path.to_path_buf(), source })?;
+    let record = Recorder::<B>::load(&BinBytesRecorder::<FullPrecisionSettings>::default(), bytes, device)
+        .map_err(|e| TrainError::Data(format!("{}: cannot decode the optimiser state: {e}", path.display())))?;
+    Ok(optim.load_record(record))
+}
+
 pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     fer_dataset::write_atomically(path, bytes).map_err(|source| TrainError::Io { path: path.to_path_buf(), source })
 }

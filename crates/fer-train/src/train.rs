@@ -10,7 +10,6 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::prelude::*;
-use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use fer_adversarial::{Labels, RobustnessConfig, evaluate_robustness, perturb};
 use fer_dataset::{FaceBatcher, Fer2013, Split, SplitData, View};
@@ -20,7 +19,7 @@ use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
 
-use crate::run::{read_json, write_file, write_json, write_metrics};
+use crate::run::{read_json, read_optimizer, write_json, write_metrics, write_optimizer};
 use crate::{
     AdvSource, AdversarialTraining, BatchStream, EpochMetrics, RunFiles, RunState, Selection, TrainConfig, TrainError,
     data_parallel_step, evaluate, read_metrics,
@@ -225,13 +224,7 @@ pub fn train_on_devices<B: AutodiffBackend>(
         let state: RunState = read_json(&files.state())?;
         let (loaded, _) = load_checkpoint::<B>(files.latest(), device)?;
         model = loaded;
-        let bytes =
-            std::fs::read(files.optimizer()).map_err(|source| TrainError::Io { path: files.optimizer(), source })?;
-        let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
-        let record = Recorder::<B>::load(&recorder, bytes, device).map_err(|e| {
-            TrainError::Data(format!("{}: cannot decode the optimiser state: {e}", files.optimizer().display()))
-        })?;
-        optim = optim.load_record(record);
+        optim = read_optimizer(&files.optimizer(), optim, device)?;
         let mut rows = read_metrics(&files.metrics())?;
         rows.retain(|r| r.epoch < state.completed_epochs);
         tracing::info!("resuming {} after epoch {}", dir.display(), state.completed_epochs);
@@ -388,10 +381,7 @@ pub fn train_on_devices<B: AutodiffBackend>(
             "train_config": config,
         });
         save_checkpoint(files.latest(), &model, &config.model, meta.clone())?;
-        let optimizer_bytes =
-            Recorder::<B>::record(&BinBytesRecorder::<FullPrecisionSettings>::default(), optim.to_record(), ())
-                .map_err(|e| TrainError::Data(format!("cannot encode the optimiser state: {e}")))?;
-        write_file(&files.optimizer(), &optimizer_bytes)?;
+        write_optimizer(&files.optimizer(), &optim)?;
         let score = row.score(config.selection());
         if score > state.best_score {
             save_checkpoint(files.best(), &model, &config.model, meta)?;
