@@ -258,9 +258,11 @@ fn feature_rows(features: &FaceFeatures, part: &Part, rows: &[usize], set: Featu
 ///
 /// With `out`, the run directory holds `config.json`, `metrics.csv`, `latest.bin` +
 /// `latest.optim` (weights and momentum after the last completed epoch), `best.bin` (the selected
-/// epoch's weights, see [`load_feature_model`]), `summary.json`, and `state.json` written last
-/// after each epoch; all atomically. Data order and dropout are seeded from `(seed, epoch)`, so a
-/// run resumed with `options.resume` repeats exactly what the uninterrupted run would have done.
+/// epoch's weights, see [`load_feature_model`]), `summary.json`, `curves.png` (loss and accuracy per
+/// epoch), `confusion.png` (the selected epoch's PrivateTest confusion matrix), and `state.json`
+/// written last after each epoch; all atomically but the plots. Data order and dropout are seeded
+/// from `(seed, epoch)`, so a run resumed with `options.resume` repeats exactly what the
+/// uninterrupted run would have done.
 pub fn train_features<B: AutodiffBackend>(
     config: &FeatureTrainConfig,
     data: &Fer2013,
@@ -402,11 +404,25 @@ pub fn train_features<B: AutodiffBackend>(
             if improved {
                 save_feature_model(&model, &dir.join("best.bin"))?;
             }
-            write_json(&dir.join("summary.json"), &summarise(&rows, &state)?)?;
+            let summary = summarise(&rows, &state)?;
+            write_json(&dir.join("summary.json"), &summary)?;
+            write_feature_plots(dir, config, &summary);
             write_json(&dir.join("state.json"), &state)?;
         }
     }
     summarise(&rows, &state)
+}
+
+/// `curves.png` and `confusion.png` (PrivateTest of the selected epoch) of a run so far; a plot
+/// that cannot be drawn is logged, not fatal (the figures are in the JSON and CSV files).
+fn write_feature_plots(dir: &Path, config: &FeatureTrainConfig, summary: &FeatureRunSummary) {
+    if let Err(e) = crate::plots::plot_feature_curves(&summary.epochs, &dir.join("curves.png")) {
+        tracing::warn!("{e}");
+    }
+    let title = format!("CNN + {}: PrivateTest (epoch {})", config.feature_set.name(), summary.selected_epoch + 1);
+    if let Err(e) = crate::plots::plot_confusion(&summary.private_test.confusion, &title, &dir.join("confusion.png")) {
+        tracing::warn!("{e}");
+    }
 }
 
 /// The run so far: the selected epoch's figures and every epoch.

@@ -70,9 +70,10 @@ pub fn best_trial_path(dir: &Path) -> PathBuf {
 /// hyperopt's default is 20, which makes the reference's 20-evaluation search a random search).
 ///
 /// Every finished trial is appended to `dir/trials.csv` and `dir/best.json` is rewritten, both
-/// atomically; calling again with the same directory resumes: the recorded trials are fed back to
-/// the optimisers and only the missing ones run. The `k`-th suggestion is drawn from a generator
-/// seeded by `(seed, k)`, so a resumed search suggests what the uninterrupted one would have.
+/// atomically, and `dir/trials.png` is redrawn (each trial's score and the best so far); calling
+/// again with the same directory resumes: the recorded trials are fed back to the optimisers and
+/// only the missing ones run. The `k`-th suggestion is drawn from a generator seeded by
+/// `(seed, k)`, so a resumed search suggests what the uninterrupted one would have.
 pub fn hyperopt<E>(
     space: &[ParamSpec],
     max_evals: usize,
@@ -141,6 +142,9 @@ where
         write_trials(dir, space, &trials)?;
         let best = trials.iter().fold(&trials[0], |b, t| if t.score > b.score { t } else { b });
         write_json(&best_trial_path(dir), best)?;
+        if let Err(e) = crate::plots::plot_trials(&trials, "score", &dir.join("trials.png")) {
+            tracing::warn!("{e}");
+        }
     }
     Ok(trials)
 }

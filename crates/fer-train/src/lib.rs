@@ -53,7 +53,9 @@ pub use fer_dataset::BatchStream;
 pub use fer_models::{Evaluation, evaluate};
 pub use hyperopt::{ParamSpec, Trial, best_trial_path, hyperopt, read_best_trial, reference_space};
 pub use parallel::{ParallelStep, data_parallel_step, shard_range};
-pub use plots::{plot_adversarial_examples, plot_confusion, plot_curves, plot_robustness};
+pub use plots::{
+    plot_adversarial_examples, plot_confusion, plot_curves, plot_feature_curves, plot_robustness, plot_trials,
+};
 pub use report::{AdversarialReport, Report, SplitReport, write_report, write_sweep_csv};
 pub use run::{EpochMetrics, RunFiles, RunState, TrainError, read_metrics};
 pub use train::{RunSummary, TrainOptions, train, train_on_devices};

@@ -8,7 +8,7 @@ use fer_dataset::{Emotion, FACE_SIDE};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::{EpochMetrics, TrainError};
+use crate::{EpochMetrics, FeatureEpoch, TrainError, Trial};
 
 fn ensure_font() -> Result<(), String> {
     static FONT: OnceLock<Result<(), String>> = OnceLock::new();
@@ -26,75 +26,102 @@ fn plot_error(path: &Path, message: impl ToString) -> TrainError {
     TrainError::Plot { path: path.to_path_buf(), message: message.to_string() }
 }
 
+/// One line of a chart: its legend, colour and (x, y) points.
+struct Series {
+    name: &'static str,
+    color: RGBColor,
+    points: Vec<(f64, f64)>,
+}
+
+const TRAIN: RGBColor = RGBColor(31, 119, 180);
+const PUBLIC: RGBColor = RGBColor(255, 127, 14);
+const PRIVATE: RGBColor = RGBColor(44, 160, 44);
+
 /// Draws loss (left) and accuracy (right) per epoch: train, PublicTest, PrivateTest.
 pub fn plot_curves(rows: &[EpochMetrics], path: &Path) -> Result<(), TrainError> {
-    ensure_font().map_err(|e| plot_error(path, e))?;
-    if rows.is_empty() {
-        return Err(plot_error(path, "no epochs to plot"));
-    }
-    let root = BitMapBackend::new(path, (1200, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
-    let (left, right) = root.split_horizontally(600);
-    let epochs = rows.iter().map(|r| r.epoch + 1).max().unwrap_or(1) as f64;
-    let x = |r: &EpochMetrics| (r.epoch + 1) as f64;
-    let series = [
-        ("train", RGBColor(31, 119, 180)),
-        ("PublicTest", RGBColor(255, 127, 14)),
-        ("PrivateTest", RGBColor(44, 160, 44)),
+    let line = |name, color, value: fn(&EpochMetrics) -> Option<f64>| Series {
+        name,
+        color,
+        points: rows.iter().filter_map(|r| value(r).map(|v| ((r.epoch + 1) as f64, v))).collect(),
+    };
+    let losses = [
+        line("train", TRAIN, |r| Some(r.train_loss)),
+        line("PublicTest", PUBLIC, |r| Some(r.public_loss)),
+        line("PrivateTest", PRIVATE, |r| Some(r.private_loss)),
     ];
+    let accuracies = [
+        line("train", TRAIN, |r| Some(100.0 * r.train_acc)),
+        line("PublicTest", PUBLIC, |r| Some(100.0 * r.public_acc)),
+        line("PrivateTest", PRIVATE, |r| Some(100.0 * r.private_acc)),
+        line("PublicTest attacked", RGBColor(214, 39, 40), |r| r.public_adv_acc.map(|v| 100.0 * v)),
+        line("PrivateTest attacked", RGBColor(148, 103, 189), |r| r.private_adv_acc.map(|v| 100.0 * v)),
+    ];
+    draw_curves(path, "loss", &losses, &accuracies)
+}
 
-    let max_loss = rows.iter().flat_map(|r| [r.train_loss, r.public_loss, r.private_loss]).fold(0.0f64, f64::max);
-    let mut chart = ChartBuilder::on(&left)
-        .caption("loss", ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(52)
-        .build_cartesian_2d(1.0..epochs.max(2.0), 0.0..(max_loss * 1.05).max(1e-3))
-        .map_err(|e| plot_error(path, e))?;
-    chart.configure_mesh().x_desc("epoch").draw().map_err(|e| plot_error(path, e))?;
-    let losses: [fn(&EpochMetrics) -> f64; 3] = [|r| r.train_loss, |r| r.public_loss, |r| r.private_loss];
-    for ((name, color), value) in series.iter().zip(losses) {
-        chart
-            .draw_series(LineSeries::new(rows.iter().map(|r| (x(r), value(r))), color.stroke_width(2)))
-            .map_err(|e| plot_error(path, e))?
-            .label(*name)
-            .legend(move |(lx, ly)| PathElement::new(vec![(lx, ly), (lx + 20, ly)], color.stroke_width(2)));
+/// Draws a CNN+features run's curves: training loss (left; the run evaluates accuracy only) and
+/// train / PublicTest / PrivateTest accuracy (right) per epoch.
+pub fn plot_feature_curves(rows: &[FeatureEpoch], path: &Path) -> Result<(), TrainError> {
+    let line = |name, color, value: fn(&FeatureEpoch) -> f64| Series {
+        name,
+        color,
+        points: rows.iter().map(|r| ((r.epoch + 1) as f64, value(r))).collect(),
+    };
+    let losses = [line("train", TRAIN, |r| r.train_loss)];
+    let accuracies = [
+        line("train", TRAIN, |r| 100.0 * r.train_acc),
+        line("PublicTest", PUBLIC, |r| 100.0 * r.public_acc),
+        line("PrivateTest", PRIVATE, |r| 100.0 * r.private_acc),
+    ];
+    draw_curves(path, "training loss", &losses, &accuracies)
+}
+
+/// Draws a hyper-parameter search: each trial's score (dots) and the best score so far (line).
+pub fn plot_trials(trials: &[Trial], metric: &str, path: &Path) -> Result<(), TrainError> {
+    ensure_font().map_err(|e| plot_error(path, e))?;
+    if trials.is_empty() {
+        return Err(plot_error(path, "no trials to plot"));
     }
+    let scores: Vec<(f64, f64)> = trials.iter().map(|t| (t.trial as f64, t.score)).collect();
+    let (low, high) = scores.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &(_, s)| (lo.min(s), hi.max(s)));
+    let pad = ((high - low) * 0.08).max(0.01);
+    let last = scores.iter().map(|p| p.0).fold(1.0, f64::max);
+    let root = BitMapBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("search: {metric} per trial"), ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d(-0.5..last + 0.5, (low - pad)..(high + pad))
+        .map_err(|e| plot_error(path, e))?;
     chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE)
+        .configure_mesh()
+        .x_desc("trial")
+        .y_desc(metric)
+        .x_labels((last as usize + 2).min(21))
+        .x_label_formatter(&whole_numbers)
+        .y_label_formatter(&|v| format!("{v:.3}"))
         .draw()
         .map_err(|e| plot_error(path, e))?;
-
-    let mut chart = ChartBuilder::on(&right)
-        .caption("accuracy (%)", ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(52)
-        .build_cartesian_2d(1.0..epochs.max(2.0), 0.0..100.0)
-        .map_err(|e| plot_error(path, e))?;
-    chart.configure_mesh().x_desc("epoch").draw().map_err(|e| plot_error(path, e))?;
-    let accuracies: [fn(&EpochMetrics) -> Option<f64>; 5] = [
-        |r| Some(r.train_acc),
-        |r| Some(r.public_acc),
-        |r| Some(r.private_acc),
-        |r| r.public_adv_acc,
-        |r| r.private_adv_acc,
-    ];
-    let names = ["train", "PublicTest", "PrivateTest", "PublicTest attacked", "PrivateTest attacked"];
-    let colors = [series[0].1, series[1].1, series[2].1, RGBColor(214, 39, 40), RGBColor(148, 103, 189)];
-    for ((name, color), value) in names.into_iter().zip(colors).zip(accuracies) {
-        let points: Vec<(f64, f64)> = rows.iter().filter_map(|r| value(r).map(|v| (x(r), 100.0 * v))).collect();
-        if points.is_empty() {
-            continue;
-        }
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(|e| plot_error(path, e))?
-            .label(name)
-            .legend(move |(lx, ly)| PathElement::new(vec![(lx, ly), (lx + 20, ly)], color.stroke_width(2)));
-    }
+    chart
+        .draw_series(scores.iter().map(|&p| Circle::new(p, 4, TRAIN.filled())))
+        .map_err(|e| plot_error(path, e))?
+        .label("trial")
+        .legend(|(x, y)| Circle::new((x + 10, y), 4, TRAIN.filled()));
+    let mut best = f64::MIN;
+    let running: Vec<(f64, f64)> = scores
+        .iter()
+        .map(|&(x, s)| {
+            best = best.max(s);
+            (x, best)
+        })
+        .collect();
+    chart
+        .draw_series(LineSeries::new(running, PUBLIC.stroke_width(2)))
+        .map_err(|e| plot_error(path, e))?
+        .label("best so far")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PUBLIC.stroke_width(2)));
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)
@@ -102,6 +129,61 @@ pub fn plot_curves(rows: &[EpochMetrics], path: &Path) -> Result<(), TrainError>
         .background_style(WHITE)
         .draw()
         .map_err(|e| plot_error(path, e))?;
+    root.present().map_err(|e| plot_error(path, e))
+}
+
+/// An axis label for whole numbers (epochs, trials); none between them.
+fn whole_numbers(v: &f64) -> String {
+    if v.fract() == 0.0 && *v >= 0.0 { format!("{v:.0}") } else { String::new() }
+}
+
+/// Two charts side by side against the epoch: `losses` (left, captioned `loss_caption`) and
+/// `accuracies` in % (right); series without points are left out.
+fn draw_curves(path: &Path, loss_caption: &str, losses: &[Series], accuracies: &[Series]) -> Result<(), TrainError> {
+    ensure_font().map_err(|e| plot_error(path, e))?;
+    let all = losses.iter().chain(accuracies).flat_map(|s| &s.points);
+    let epochs = all.clone().map(|p| p.0).fold(f64::MIN, f64::max);
+    if epochs == f64::MIN {
+        return Err(plot_error(path, "no epochs to plot"));
+    }
+    let root = BitMapBackend::new(path, (1200, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
+    let (left, right) = root.split_horizontally(600);
+    let max_loss = losses.iter().flat_map(|s| &s.points).map(|p| p.1).fold(0.0f64, f64::max);
+    let panels = [
+        (&left, loss_caption, losses, (max_loss * 1.05).max(1e-3), SeriesLabelPosition::UpperRight),
+        (&right, "accuracy (%)", accuracies, 100.0, SeriesLabelPosition::LowerRight),
+    ];
+    for (area, caption, series, top, legend) in panels {
+        let mut chart = ChartBuilder::on(area)
+            .caption(caption, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(52)
+            .build_cartesian_2d(1.0..epochs.max(2.0), 0.0..top)
+            .map_err(|e| plot_error(path, e))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .x_label_formatter(&whole_numbers)
+            .draw()
+            .map_err(|e| plot_error(path, e))?;
+        for s in series.iter().filter(|s| !s.points.is_empty()) {
+            let color = s.color;
+            chart
+                .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
+                .map_err(|e| plot_error(path, e))?
+                .label(s.name)
+                .legend(move |(lx, ly)| PathElement::new(vec![(lx, ly), (lx + 20, ly)], color.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .position(legend)
+            .border_style(BLACK)
+            .background_style(WHITE)
+            .draw()
+            .map_err(|e| plot_error(path, e))?;
+    }
     root.present().map_err(|e| plot_error(path, e))
 }
 

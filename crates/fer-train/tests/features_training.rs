@@ -53,6 +53,11 @@ fn learns_the_synthetic_task_and_searches_hyper_parameters() {
     for file in ["config.json", "metrics.csv", "summary.json", "best.bin"] {
         assert!(dir.path().join(file).is_file(), "{file}");
     }
+    for (png, size) in [("curves.png", (1200, 480)), ("confusion.png", (760, 700))] {
+        let plot = image::open(dir.path().join(png)).expect(png).to_rgb8();
+        assert_eq!(plot.dimensions(), size, "{png}");
+        assert!(plot.pixels().filter(|p| p.0 != [255, 255, 255]).count() > 5_000, "{png} has drawing");
+    }
 
     // Features of other faces are refused.
     let other = fer_dataset::synthetic::texture_data(70, 21, 9);
@@ -78,6 +83,8 @@ fn learns_the_synthetic_task_and_searches_hyper_parameters() {
     })
     .expect("search");
     assert_eq!(trials.len(), 2);
+    let plot = image::open(search.path().join("trials.png")).expect("trials.png").to_rgb8();
+    assert_eq!(plot.dimensions(), (800, 480));
     let best = read_best_trial(search.path()).expect("best.json");
     assert_eq!(best.score, trials.iter().map(|t| t.score).fold(f64::MIN, f64::max));
 }
