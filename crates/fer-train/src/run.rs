@@ -313,4 +313,23 @@ mod tests {
         std::fs::write(&path, old).expect("write");
         assert_eq!(read_metrics(&path).expect("old file"), vec![row]);
     }
+
+    #[test]
+    fn json_files_read_back_every_float_exactly() {
+        // 0.9225890320405817 is a real search's momentum that serde_json's default (fast, not
+        // round-trip) parser read back one ulp off; the others probe more awkward digits.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("values.json");
+        let mut values = vec![0.9225890320405817, 0.02209338044279697, 0.1 + 0.2, 1e-300, 5e-324, f64::MAX];
+        let mut x = 0.123_456_789_f64;
+        for _ in 0..2_000 {
+            x = (x * 3.987_654_321 + 0.5).fract();
+            values.push(x);
+        }
+        write_json(&path, &values).expect("write");
+        let back: Vec<f64> = read_json(&path).expect("read");
+        let differ: Vec<(f64, f64)> =
+            values.iter().zip(&back).filter(|(a, b)| a.to_bits() != b.to_bits()).map(|(a, b)| (*a, *b)).collect();
+        assert!(differ.is_empty(), "{} values changed, e.g. {:?}", differ.len(), differ.first());
+    }
 }
