@@ -141,11 +141,13 @@ fn whole_numbers(v: &f64) -> String {
 /// `accuracies` in % (right); series without points are left out.
 fn draw_curves(path: &Path, loss_caption: &str, losses: &[Series], accuracies: &[Series]) -> Result<(), TrainError> {
     ensure_font().map_err(|e| plot_error(path, e))?;
-    let all = losses.iter().chain(accuracies).flat_map(|s| &s.points);
-    let epochs = all.clone().map(|p| p.0).fold(f64::MIN, f64::max);
-    if epochs == f64::MIN {
-        return Err(plot_error(path, "no epochs to plot"));
-    }
+    let epochs = losses
+        .iter()
+        .chain(accuracies)
+        .flat_map(|s| &s.points)
+        .map(|p| p.0)
+        .reduce(f64::max)
+        .ok_or_else(|| plot_error(path, "no epochs to plot"))?;
     let root = BitMapBackend::new(path, (1200, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
     let (left, right) = root.split_horizontally(600);
