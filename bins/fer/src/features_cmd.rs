@@ -94,15 +94,21 @@ pub struct TrainFeatureArgs {
     resume: bool,
 }
 
+/// The feature model called `name` (cnn-hog-b, cnn-hog-a, cnn-hog-tiny) for `set`.
+pub fn feature_model(name: &str, set: FeatureSet) -> Result<CnnHogConfig> {
+    let len = set.len();
+    Ok(match name {
+        "cnn-hog-b" => CnnHogConfig::model_b(len),
+        "cnn-hog-a" => CnnHogConfig::model_a(len),
+        "cnn-hog-tiny" => CnnHogConfig::tiny(len),
+        other => anyhow::bail!("unknown model `{other}` (expected cnn-hog-b, cnn-hog-a or cnn-hog-tiny)"),
+    })
+}
+
 impl FeatureArgs {
     fn config(&self, default_epochs: usize) -> Result<FeatureTrainConfig> {
         let len = self.feature_set.len();
-        let model = match self.model.as_str() {
-            "cnn-hog-b" => CnnHogConfig::model_b(len),
-            "cnn-hog-a" => CnnHogConfig::model_a(len),
-            "cnn-hog-tiny" => CnnHogConfig::tiny(len),
-            other => anyhow::bail!("unknown model `{other}` (expected cnn-hog-b, cnn-hog-a or cnn-hog-tiny)"),
-        };
+        let model = feature_model(&self.model, self.feature_set)?;
         anyhow::ensure!((0.0..=1.0).contains(&self.keep_prob) && self.keep_prob > 0.0, "--keep-prob must be in (0, 1]");
         let config = FeatureTrainConfig {
             model: model.with_dropout(1.0 - self.keep_prob),

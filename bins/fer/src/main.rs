@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use fer_dataset::{DatasetError, FaceBatch, FaceBatcher, FaceDataset, Fer2013, Split, View};
 use fer_models::ModelConfig;
-use fer_train::{RunFiles, Schedule, SplitReport, TrainConfig, TrainOptions};
+use fer_train::{FeatureTrainConfig, RunFiles, Schedule, SplitReport, TrainConfig, TrainOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use backend::{DeviceSpec, compiled_backends, with_backend};
@@ -121,9 +121,14 @@ enum Command {
     Attack(Box<attack::AttackArgs>),
     /// Time training steps (forward, backward, SGD) of a model: median img/s after warm-up.
     BenchTrain {
-        /// Model: vgg19, resnet18, vgg-small, resnet-small.
+        /// Model: vgg19, resnet18, vgg-small, resnet-small (44×44 crops, the reference recipe's
+        /// step), or cnn-hog-b, cnn-hog-a, cnn-hog-tiny (48×48 faces + features, momentum SGD).
         #[arg(long, default_value = "vgg19")]
         model: String,
+        /// Feature vector of the cnn-hog models: landmarks-sliding-hog, landmarks-whole-hog,
+        /// landmarks.
+        #[arg(long, default_value = "landmarks-sliding-hog")]
+        feature_set: fer_features::FeatureSet,
         /// Images per step.
         #[arg(long, default_value_t = 128)]
         bs: usize,
@@ -473,13 +478,24 @@ fn run(cli: Cli) -> Result<()> {
         Command::Hyperopt { max_evals, startup_trials, args } => {
             features_cmd::hyperopt(*args, max_evals, startup_trials)?
         }
-        Command::BenchTrain { model, bs, steps, warmup, device, json } => {
-            let model = ModelConfig::from_name(&model).map_err(anyhow::Error::msg)?;
-            let config = TrainConfig { batch_size: bs, ..TrainConfig::reference(model) };
-            let bench = with_backend!(device, |B, device| {
-                fer_train::bench_train_steps::<burn::backend::Autodiff<B>>(&config, warmup, steps, &device)
+        Command::BenchTrain { model, feature_set, bs, steps, warmup, device, json } => {
+            let bench = if model.starts_with("cnn-hog") {
+                let net = features_cmd::feature_model(&model, feature_set)?;
+                let config = FeatureTrainConfig { batch_size: bs, ..FeatureTrainConfig::reference(net, feature_set) };
+                with_backend!(device, |B, device| {
+                    fer_train::bench_feature_train_steps::<burn::backend::Autodiff<B>>(
+                        &model, &config, warmup, steps, &device,
+                    )
                     .map_err(anyhow::Error::msg)?
-            });
+                })
+            } else {
+                let model = ModelConfig::from_name(&model).map_err(anyhow::Error::msg)?;
+                let config = TrainConfig { batch_size: bs, ..TrainConfig::reference(model) };
+                with_backend!(device, |B, device| {
+                    fer_train::bench_train_steps::<burn::backend::Autodiff<B>>(&config, warmup, steps, &device)
+                        .map_err(anyhow::Error::msg)?
+                })
+            };
             if json {
                 let mut value = serde_json::to_value(&bench)?;
                 value["framework"] = "burn".into();

@@ -342,6 +342,14 @@ fn bench_train_reports_a_median() {
     assert!(json["median_img_per_s"].as_f64().expect("number") > 0.0);
     let out = fer(&["bench-train", "--model", "vgg-small", "--steps", "0", "--device", "ndarray"]);
     assert!(stderr(&out).contains("one timed step"), "{}", stderr(&out));
+    let tiny = ["bench-train", "--model", "cnn-hog-tiny", "--bs", "4", "--steps", "2", "--warmup", "0"];
+    let out = fer(&[&tiny[..], &["--feature-set", "landmarks", "--device", "ndarray", "--json"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!((json["model"].as_str(), json["crop"].as_u64()), (Some("cnn-hog-tiny"), Some(48)));
+    assert_eq!(json["step_seconds"].as_array().map(Vec::len), Some(2));
+    let out = fer(&["bench-train", "--model", "cnn-hog-c", "--device", "ndarray"]);
+    assert!(stderr(&out).contains("unknown model `cnn-hog-c`"), "{}", stderr(&out));
 }
 
 #[test]

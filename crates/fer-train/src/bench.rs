@@ -9,8 +9,9 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, TensorData};
 use fer_models::Model;
 
-use crate::TrainConfig;
+use crate::features_train::feature_optimizer;
 use crate::train::build_optimizer;
+use crate::{FeatureTrainConfig, TrainConfig};
 
 /// Timings of [`bench_train_steps`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -41,28 +42,71 @@ pub fn bench_train_steps<B: AutodiffBackend>(
     steps: usize,
     device: &B::Device,
 ) -> Result<TrainBench, String> {
+    let mut step = TrainStep::<B>::new(config, device)?;
+    let step_seconds = time_steps(warmup, steps, || step.run())?;
+    Ok(TrainBench::new(config.model.name(), config.batch_size, config.crop, warmup, step_seconds))
+}
+
+/// Times `steps` training steps of the CNN + landmarks + HOG model `config.model` after `warmup`
+/// untimed ones, as [`train_features`](crate::train_features) runs them: forward in training mode
+/// on fixed random 48×48 faces and feature vectors of `config.feature_set`'s length, cross-entropy,
+/// backward, SGD with momentum at `config.lr`. `name` labels the result (e.g. `cnn-hog-b`).
+pub fn bench_feature_train_steps<B: AutodiffBackend>(
+    name: &str,
+    config: &FeatureTrainConfig,
+    warmup: usize,
+    steps: usize,
+    device: &B::Device,
+) -> Result<TrainBench, String> {
+    config.check()?;
+    B::seed(device, config.seed);
+    let (n, side, len) = (config.batch_size, config.model.image_side, config.feature_set.len());
+    let images = Tensor::<B, 4>::random([n, 1, side, side], Distribution::Uniform(0.0, 1.0), device);
+    let features = Tensor::<B, 2>::random([n, len], Distribution::Normal(0.0, 1.0), device);
+    let labels: Vec<i64> = (0..n as i64).map(|i| i % 7).collect();
+    let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [n]), device);
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let mut model = Some(config.model.init::<B>(device));
+    let mut optim = feature_optimizer::<B>(config);
+    let step_seconds = time_steps(warmup, steps, || {
+        let current = model.take().ok_or("a previous step failed")?;
+        let logits = current.forward(images.clone(), features.clone());
+        let grads = GradientsParams::from_grads(loss_fn.forward(logits, targets.clone()).backward(), &current);
+        model = Some(optim.step(config.lr, current, grads));
+        B::sync(device).map_err(|e| format!("device sync failed: {e:?}"))
+    })?;
+    Ok(TrainBench::new(name, n, side, warmup, step_seconds))
+}
+
+/// Runs `step` `warmup + steps` times; the seconds of the last `steps`.
+fn time_steps(warmup: usize, steps: usize, mut step: impl FnMut() -> Result<(), String>) -> Result<Vec<f64>, String> {
     if steps == 0 {
         return Err("at least one timed step is needed".into());
     }
-    let mut step = TrainStep::<B>::new(config, device)?;
     let mut step_seconds = Vec::with_capacity(steps);
     for i in 0..warmup + steps {
         let started = Instant::now();
-        step.run()?;
+        step()?;
         if i >= warmup {
             step_seconds.push(started.elapsed().as_secs_f64());
         }
     }
-    let median_step_seconds = median(&step_seconds);
-    Ok(TrainBench {
-        model: config.model.name().to_string(),
-        batch_size: config.batch_size,
-        crop: config.crop,
-        warmup_steps: warmup,
-        median_img_per_s: config.batch_size as f64 / median_step_seconds.max(1e-12),
-        median_step_seconds,
-        step_seconds,
-    })
+    Ok(step_seconds)
+}
+
+impl TrainBench {
+    fn new(model: &str, batch_size: usize, crop: usize, warmup_steps: usize, step_seconds: Vec<f64>) -> TrainBench {
+        let median_step_seconds = median(&step_seconds);
+        TrainBench {
+            model: model.to_string(),
+            batch_size,
+            crop,
+            warmup_steps,
+            median_img_per_s: batch_size as f64 / median_step_seconds.max(1e-12),
+            median_step_seconds,
+            step_seconds,
+        }
+    }
 }
 
 /// One reference training step on fixed random crops, repeatable: what [`bench_train_steps`]
@@ -142,6 +186,25 @@ mod tests {
         assert!(bench.step_seconds.iter().all(|&s| s > 0.0));
         assert_eq!(bench.median_img_per_s, 4.0 / bench.median_step_seconds);
         let none = bench_train_steps::<Autodiff<NdArray>>(&config, 0, 0, &Default::default());
+        assert!(none.expect_err("0 steps").contains("one timed step"));
+    }
+
+    #[test]
+    fn times_feature_model_steps() {
+        use fer_features::FeatureSet;
+        use fer_models::CnnHogConfig;
+        let set = FeatureSet::Landmarks;
+        let config =
+            FeatureTrainConfig { batch_size: 4, ..FeatureTrainConfig::reference(CnnHogConfig::tiny(set.len()), set) };
+        let bench = bench_feature_train_steps::<Autodiff<NdArray>>("cnn-hog-tiny", &config, 1, 2, &Default::default())
+            .expect("runs");
+        assert_eq!((bench.model.as_str(), bench.batch_size, bench.crop), ("cnn-hog-tiny", 4, 48));
+        assert_eq!(bench.step_seconds.len(), 2);
+        assert_eq!(bench.median_img_per_s, 4.0 / bench.median_step_seconds);
+        let wrong = FeatureTrainConfig { feature_set: FeatureSet::LandmarksWholeHog, ..config.clone() };
+        let err = bench_feature_train_steps::<Autodiff<NdArray>>("x", &wrong, 0, 1, &Default::default());
+        assert!(err.expect_err("feature length mismatch").contains("136 features"));
+        let none = bench_feature_train_steps::<Autodiff<NdArray>>("x", &config, 0, 0, &Default::default());
         assert!(none.expect_err("0 steps").contains("one timed step"));
     }
 }

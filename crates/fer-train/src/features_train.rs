@@ -253,6 +253,14 @@ fn feature_rows(features: &FaceFeatures, part: &Part, rows: &[usize], set: Featu
     out
 }
 
+/// The reference's optimiser: SGD with `config.momentum`, no dampening, no weight decay, no
+/// gradient clamp (tflearn's `Momentum`).
+pub(crate) fn feature_optimizer<B: AutodiffBackend>(config: &FeatureTrainConfig) -> impl Optimizer<CnnHog<B>, B> {
+    SgdConfig::new()
+        .with_momentum(Some(MomentumConfig { momentum: config.momentum, dampening: 0.0, nesterov: false }))
+        .init::<B, CnnHog<B>>()
+}
+
 /// Trains `config.model` on full 48×48 faces (no augmentation, as the reference) and their
 /// features; every epoch evaluates PublicTest and PrivateTest and selects on PublicTest.
 ///
@@ -288,9 +296,7 @@ pub fn train_features<B: AutodiffBackend>(
 
     B::seed(device, config.seed);
     let mut model: CnnHog<B> = config.model.init(device);
-    let mut optim = SgdConfig::new()
-        .with_momentum(Some(MomentumConfig { momentum: config.momentum, dampening: 0.0, nesterov: false }))
-        .init::<B, CnnHog<B>>();
+    let mut optim = feature_optimizer::<B>(config);
     let mut rows: Vec<FeatureEpoch> = Vec::new();
     let mut state = FeatureRunState { completed_epochs: 0, best: None };
     if let Some(dir) = out {
