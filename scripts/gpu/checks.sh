@@ -4,7 +4,7 @@
 # Every result goes to $OUT/<part>/ (JSON, CSV, logs), with `nvidia-smi -L` naming the card.
 #
 #   scripts/gpu/checks.sh speed     Burn vs PyTorch training img/s, VGG19 and ResNet18, batch 128,
-#                                   side by side in one call; the criterion kernel benches
+#                                   side by side in one call; model B's img/s; the kernel benches
 #   scripts/gpu/checks.sh train N   VGG19 fast recipe for N epochs (resumable: call again to go on)
 #   scripts/gpu/checks.sh attack    FGSM ε = 0.3 (reference protocol) + PGD-10 on the run's best.fer
 #
@@ -37,6 +37,9 @@ case "$part" in
         python3 benches/reference/torch_train.py --model "$m" --bs "$bs" --steps "$steps" > "$dir/torch-$m.txt" 2>&1 || true
       fi
     done
+    # The landmarks + HOG model B (Burn only: the reference is TensorFlow/tflearn, not timed here).
+    hog=cnn-hog-b; hog_args=(); [ "$small" = 1 ] && { hog=cnn-hog-tiny; hog_args=(--feature-set landmarks); }
+    "$fer" bench-train --model "$hog" "${hog_args[@]}" --bs "$bs" --steps "$steps" --device "$device" --json > "$dir/burn-$hog.json"
     if [ -x "$kernels" ] || [ -f "$kernels" ]; then
       chmod +x "$kernels"
       FER_BENCH_BATCH=$bs timeout 420 "$kernels" --bench "${device%%:*}/" > "$dir/kernels.txt" 2>&1 || echo "kernels: exit $?" >> "$dir/kernels.txt"
