@@ -115,6 +115,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Recompute a checkpoint's BatchNorm running statistics from clean training faces (after
+    /// adversarial training, whose perturbed batches also move them); weights are unchanged.
+    RecalibrateBn {
+        /// Checkpoint to read.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Checkpoint to write (the input is left as it is).
+        #[arg(long)]
+        out: PathBuf,
+        /// Training-mode forward passes (each moves the statistics 10 % towards its batch's).
+        #[arg(long, default_value_t = 100)]
+        batches: usize,
+        /// Faces per batch.
+        #[arg(long, default_value_t = 128)]
+        bs: usize,
+        /// Side of the random training crops (with horizontal flips).
+        #[arg(long, default_value_t = 44)]
+        crop: usize,
+        /// Seed of the face order and crops.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// FER2013 CSV, .csv.gz or cache [default: $FER2013_CSV, else data/fer2013.csv(.gz)]
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Device: cpu, ndarray, wgpu[:N], vulkan[:N], cuda[:N].
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
     /// Expressions of the faces in JPEG/PNG photos: boxes, probabilities, annotated images.
     Predict(Box<predict_cmd::PredictArgs>),
     /// Attack a checkpoint (FGSM, FGSM-RS, PGD): clean vs adversarial accuracy, ε sweeps, figures.
@@ -531,6 +559,28 @@ fn run(cli: Cli) -> Result<()> {
                 fer_train::evaluate(&model, faces, view, batch, &device)
             });
             print_split_report(&checkpoint.display().to_string(), split, &format!("{view:?}"), &evaluation, json)?;
+        }
+        Command::RecalibrateBn { checkpoint, out, batches, bs, crop, seed, data, device } => {
+            let faces = with_backend!(device, |B, device| {
+                type AD = burn::backend::Autodiff<B>;
+                let (model, header) = fer_models::load_checkpoint::<AD>(&checkpoint, &device)?;
+                let data = load_with_progress(data.as_deref())?;
+                let train = std::sync::Arc::new(data.split(Split::Training).clone());
+                let view = View::RandomCropFlip(crop);
+                let faces = fer_train::recalibrate_batch_norm(&model, train, view, bs, batches, seed, &device)
+                    .map_err(anyhow::Error::msg)?;
+                let mut meta = header.meta;
+                meta["recalibrated_bn"] = serde_json::json!({
+                    "from": checkpoint.display().to_string(), "batches": batches, "faces": faces, "crop": crop, "seed": seed,
+                });
+                fer_models::save_checkpoint(&out, &model, &header.model, meta)?;
+                faces
+            });
+            println!(
+                "{}: BatchNorm statistics recomputed from {faces} Training faces ({batches} batches); written to {}",
+                checkpoint.display(),
+                out.display()
+            );
         }
         Command::Report { run, data, device } => {
             let data = load_with_progress(data.as_deref())?;

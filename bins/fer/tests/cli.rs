@@ -298,6 +298,23 @@ fn adversarial_training_then_attacks_on_ndarray() {
     }
     assert!(attack_dir.join("attack.json").is_file());
 
+    // BatchNorm statistics recomputed from clean faces: a new checkpoint that says so and attacks.
+    let recal = dir.path().join("recal.fer");
+    let recal_s = recal.to_str().expect("utf-8");
+    let args = ["recalibrate-bn", "--checkpoint", best, "--out", recal_s, "--batches", "3", "--bs", "8"];
+    let out = fer(&[&args[..], &["--device", "ndarray", "--data", csv]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("from 24 Training faces (3 batches)"), "{}", stdout(&out));
+    let header = fer_models::read_checkpoint_header(&recal).expect("a checkpoint");
+    assert_eq!(header.meta["recalibrated_bn"]["batches"], 3);
+    let out = fer(&["attack", "--checkpoint", recal_s, "--device", "ndarray", "--data", csv, "--limit", "4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = fer(&["recalibrate-bn", "--checkpoint", "/no/such.fer", "--out", recal_s, "--device", "ndarray"]);
+    assert!(stderr(&out).contains("cannot read checkpoint /no/such.fer"), "{}", stderr(&out));
+    let out =
+        fer(&[&args[..2], &[best, "--out", recal_s, "--batches", "0", "--device", "ndarray", "--data", csv]].concat());
+    assert!(stderr(&out).contains("batches (0) must be positive"), "{}", stderr(&out));
+
     // Bad arguments name what is wrong.
     let bad = |extra: &[&str], expected: &str| {
         let mut args =

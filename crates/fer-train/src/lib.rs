@@ -38,6 +38,7 @@ mod features_train;
 mod hyperopt;
 mod parallel;
 mod plots;
+mod recalibrate;
 mod report;
 mod run;
 mod train;
@@ -56,6 +57,7 @@ pub use parallel::{ParallelStep, data_parallel_step, shard_range};
 pub use plots::{
     plot_adversarial_examples, plot_confusion, plot_curves, plot_feature_curves, plot_robustness, plot_trials,
 };
+pub use recalibrate::recalibrate_batch_norm;
 pub use report::{AdversarialReport, Report, SplitReport, write_report, write_sweep_csv};
 pub use run::{EpochMetrics, RunFiles, RunState, TrainError, read_metrics};
 pub use train::{RunSummary, TrainOptions, train, train_on_devices};
