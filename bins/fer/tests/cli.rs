@@ -307,7 +307,21 @@ fn adversarial_training_then_attacks_on_ndarray() {
     assert!(stdout(&out).contains("from 24 Training faces (3 batches)"), "{}", stdout(&out));
     let header = fer_models::read_checkpoint_header(&recal).expect("a checkpoint");
     assert_eq!(header.meta["recalibrated_bn"]["batches"], 3);
-    let out = fer(&["attack", "--checkpoint", recal_s, "--device", "ndarray", "--data", csv, "--limit", "4"]);
+    let recal_attack = dir.path().join("recal-attack");
+    let recal_attack = recal_attack.to_str().expect("utf-8");
+    let out = fer(&[
+        "attack",
+        "--checkpoint",
+        recal_s,
+        "--device",
+        "ndarray",
+        "--data",
+        csv,
+        "--limit",
+        "4",
+        "--out",
+        recal_attack,
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = fer(&["recalibrate-bn", "--checkpoint", "/no/such.fer", "--out", recal_s, "--device", "ndarray"]);
     assert!(stderr(&out).contains("cannot read checkpoint /no/such.fer"), "{}", stderr(&out));
