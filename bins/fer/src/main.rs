@@ -297,6 +297,11 @@ struct TrainArgs {
     /// Weight of the adversarial loss: (1 − w)·CE(clean) + w·CE(adversarial).
     #[arg(long, default_value_t = 0.5, requires = "adversarial")]
     adv_weight: f64,
+    /// BatchNorm in the pass on the attacked faces: batch-update (the reference: batch statistics,
+    /// which also enter the running statistics), batch (batch statistics, running statistics from
+    /// clean batches only) or running (the running statistics of clean batches, as at inference).
+    #[arg(long, default_value = "batch-update", requires = "adversarial")]
+    adv_bn: fer_models::NormStatistics,
     /// Labels of the training attack: true or predicted.
     #[arg(long, default_value = "true", requires = "adversarial")]
     adv_labels: fer_adversarial::LabelSource,
@@ -350,6 +355,7 @@ impl TrainArgs {
             c.adversarial = Some(fer_train::AdversarialTraining {
                 source: self.adv_source,
                 weight: self.adv_weight,
+                norm_statistics: self.adv_bn,
                 labels: self.adv_labels,
                 selection: self.select,
                 check_faces: self.check_faces,

@@ -204,6 +204,9 @@ fn train_eval_report_round_trip_on_ndarray() {
     assert!(stderr(&out).contains("cannot read checkpoint /no/such.fer"), "{}", stderr(&out));
     let out = fer(&["train", "--model", "alexnet", "--out", run_s, "--data", csv]);
     assert!(stderr(&out).contains("unknown model `alexnet`"), "{}", stderr(&out));
+    let out = fer(&["train", "--model", "vgg-small", "--adversarial", "fgsm", "--adv-bn", "clean", "--out", run_s]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("unknown BatchNorm statistics `clean`"), "{}", stderr(&out));
 }
 
 #[test]
@@ -228,6 +231,8 @@ fn adversarial_training_then_attacks_on_ndarray() {
         "0.3",
         "--check-faces",
         "4",
+        "--adv-bn",
+        "running",
         "--device",
         "ndarray",
         "--data",
@@ -237,6 +242,9 @@ fn adversarial_training_then_attacks_on_ndarray() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("Under attack at that epoch (selection: Mean)"), "{}", stdout(&out));
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).expect("config.json")).expect("JSON");
+    assert_eq!(config["adversarial"]["norm_statistics"], "running", "--adv-bn reaches the run's config");
     let metrics = std::fs::read_to_string(run.join("metrics.csv")).expect("metrics.csv");
     assert!(
         metrics

@@ -162,7 +162,7 @@ impl<B: Backend> CnnHog<B> {
     /// Logits `[N, classes]` for faces `[N, 1, S, S]` and feature vectors `[N, feature_len]`;
     /// BatchNorm and dropout as Burn picks them (training behaviour on autodiff backends).
     pub fn forward(&self, images: Tensor<B, 4>, features: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.forward_in(images, features, Mode::Backend)
+        self.forward_in(images, features, Mode::BURN)
     }
 
     /// Length of the feature vectors the model takes (the input width of its feature branch).

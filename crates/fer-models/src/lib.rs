@@ -51,6 +51,7 @@ pub use evaluate::{Evaluation, evaluate};
 pub use export::{SAFETENSORS_CONFIG_KEY, export_safetensors, import_safetensors};
 pub use fer_features;
 pub use flops::conv2d_flops;
+pub use mode::NormStatistics;
 pub use model::{Classifier, Model, ModelConfig, average_crops, ten_crops};
 pub use predict::{
     FONT_PATHS, FacePrediction, PredictError, PredictOptions, Predictor, annotate, emotion_color, face_image,

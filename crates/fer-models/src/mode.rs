@@ -9,21 +9,73 @@
 use burn::nn::{BatchNorm, Dropout};
 use burn::prelude::*;
 
+/// What BatchNorm does in a *training* forward pass (an autodiff backend; dropout stays on).
+///
+/// Adversarial training runs two training forward passes per step, one on clean and one on
+/// attacked faces. With [`NormStatistics::BatchUpdate`] (Burn's and PyTorch's training behaviour,
+/// and the reference's) both move the running statistics that inference later uses, so a model
+/// trained against large perturbations is evaluated on clean faces with statistics partly taken
+/// from perturbed ones. The two other choices keep the running statistics to clean batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NormStatistics {
+    /// Normalise with the batch's mean and biased variance and move the running statistics
+    /// towards them (momentum of the layer).
+    #[default]
+    BatchUpdate,
+    /// Normalise with the batch's statistics; leave the running statistics unchanged.
+    Batch,
+    /// Normalise with the running statistics, as at inference, and leave them unchanged;
+    /// gradients still reach γ, β and the input.
+    Running,
+}
+
+impl NormStatistics {
+    /// Every choice, in the order of the docs.
+    pub const ALL: [NormStatistics; 3] = [NormStatistics::BatchUpdate, NormStatistics::Batch, NormStatistics::Running];
+
+    /// The name the CLI and `config.json` use: `batch-update`, `batch` or `running`.
+    pub fn name(self) -> &'static str {
+        match self {
+            NormStatistics::BatchUpdate => "batch-update",
+            NormStatistics::Batch => "batch",
+            NormStatistics::Running => "running",
+        }
+    }
+}
+
+impl std::str::FromStr for NormStatistics {
+    type Err = String;
+    fn from_str(s: &str) -> Result<NormStatistics, String> {
+        let lower = s.to_ascii_lowercase();
+        NormStatistics::ALL
+            .into_iter()
+            .find(|n| n.name() == lower)
+            .ok_or_else(|| format!("unknown BatchNorm statistics `{s}` (expected batch-update, batch or running)"))
+    }
+}
+
 /// How BatchNorm and dropout behave in a forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
-    /// Burn's choice: training behaviour (batch statistics, running-statistic update, dropout)
-    /// on autodiff backends, inference behaviour otherwise.
-    Backend,
+    /// Burn's choice of training vs inference: on autodiff backends training behaviour (dropout,
+    /// BatchNorm as the [`NormStatistics`] say), inference behaviour otherwise.
+    Backend(NormStatistics),
     /// Inference behaviour on every backend.
     Inference,
+}
+
+impl Mode {
+    /// Burn's own behaviour: [`Mode::Backend`] with [`NormStatistics::BatchUpdate`].
+    pub(crate) const BURN: Mode = Mode::Backend(NormStatistics::BatchUpdate);
 }
 
 /// `norm` applied in `mode`, with Burn's `BatchNorm` semantics.
 ///
 /// Training (autodiff backend, `Mode::Backend`): normalise with the batch's mean and biased
-/// variance over N, H and W, update the running statistics with the layer's momentum, and scale by
-/// γ, shift by β. Inference: `(x − running_mean) / sqrt(running_var + ε) · γ + β`, the formula of
+/// variance over N, H and W, update the running statistics with the layer's momentum (unless
+/// [`NormStatistics::Batch`]), and scale by γ, shift by β. Inference, and
+/// [`NormStatistics::Running`]: `(x − running_mean) / sqrt(running_var + ε) · γ + β`, the formula of
 /// Burn's own inference path.
 ///
 /// Computed here rather than through `BatchNorm::forward` for speed on burn-flex: Burn's version
@@ -37,20 +89,29 @@ pub(crate) fn batch_norm<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>, mode:
     let x = x.reshape([n, c, h * w]);
     // A per-channel vector as `[N, C, 1]`, contiguous.
     let per_row = |v: Tensor<B, 3>| v.repeat_dim(0, n);
-    let y = if mode == Mode::Backend && B::ad_enabled(&x.device()) {
+    let batch_statistics = match mode {
+        Mode::Backend(NormStatistics::BatchUpdate | NormStatistics::Batch) => B::ad_enabled(&x.device()),
+        Mode::Backend(NormStatistics::Running) | Mode::Inference => false,
+    };
+    let y = if batch_statistics {
         let count = (n * h * w) as f64;
         let mean = x.clone().sum_dim(2).sum_dim(0).div_scalar(count);
         let centered = x - per_row(mean.clone());
         let var = centered.clone().square().sum_dim(2).sum_dim(0).div_scalar(count);
-        let momentum = norm.momentum;
-        let running_mean = norm.running_mean.value_sync().to_device(&mean.device());
-        let running_var = norm.running_var.value_sync().to_device(&var.device());
-        norm.running_mean.update(
-            running_mean.mul_scalar(1.0 - momentum).add(mean.detach().mul_scalar(momentum).reshape([c])).detach(),
-        );
-        norm.running_var.update(
-            running_var.mul_scalar(1.0 - momentum).add(var.clone().detach().mul_scalar(momentum).reshape([c])).detach(),
-        );
+        if mode == Mode::BURN {
+            let momentum = norm.momentum;
+            let running_mean = norm.running_mean.value_sync().to_device(&mean.device());
+            let running_var = norm.running_var.value_sync().to_device(&var.device());
+            norm.running_mean.update(
+                running_mean.mul_scalar(1.0 - momentum).add(mean.detach().mul_scalar(momentum).reshape([c])).detach(),
+            );
+            norm.running_var.update(
+                running_var
+                    .mul_scalar(1.0 - momentum)
+                    .add(var.clone().detach().mul_scalar(momentum).reshape([c]))
+                    .detach(),
+            );
+        }
         let std = var.add_scalar(norm.epsilon).sqrt();
         let scale = norm.gamma.val().reshape([1, c, 1]) / std;
         centered * per_row(scale) + per_row(norm.beta.val().reshape([1, c, 1]))
@@ -66,7 +127,7 @@ pub(crate) fn batch_norm<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>, mode:
 /// `dropout` applied in `mode` (inference: the identity).
 pub(crate) fn dropout<B: Backend>(dropout: &Dropout, x: Tensor<B, 2>, mode: Mode) -> Tensor<B, 2> {
     match mode {
-        Mode::Backend => dropout.forward(x),
+        Mode::Backend(_) => dropout.forward(x),
         Mode::Inference => x,
     }
 }
@@ -112,7 +173,7 @@ mod tests {
         let burns_norm = norm;
         // A loss that weighs every output differently, so every gradient path is exercised.
         let weights = Tensor::<B, 4>::random([4, 3, 5, 6], Distribution::Default, &Default::default());
-        let ours = batch_norm(&ours_norm, ours_x.clone(), Mode::Backend);
+        let ours = batch_norm(&ours_norm, ours_x.clone(), Mode::BURN);
         let burns = burns_norm.forward(burns_x.clone());
         assert_close("output", ours.to_data(), burns.to_data());
         let ours_grads = (ours * weights.clone()).sum().backward();
@@ -148,7 +209,7 @@ mod tests {
         let (norm, x) = setup();
         let norm = norm.valid();
         let x = x.inner();
-        let ours: Vec<f32> = batch_norm(&norm, x.clone(), Mode::Backend).into_data().to_vec().unwrap();
+        let ours: Vec<f32> = batch_norm(&norm, x.clone(), Mode::BURN).into_data().to_vec().unwrap();
         let forced: Vec<f32> = batch_norm(&norm, x.clone(), Mode::Inference).into_data().to_vec().unwrap();
         let burns: Vec<f32> = norm.forward(x).into_data().to_vec().unwrap();
         assert_eq!(ours, forced);
@@ -167,5 +228,48 @@ mod tests {
         }
         let mean: Vec<f32> = norm.running_mean.value().into_data().to_vec().unwrap();
         assert_eq!(mean, vec![0.2, -0.1, 3.0]);
+    }
+
+    fn values(t: Tensor<B, 1>) -> Vec<f32> {
+        t.into_data().to_vec().unwrap()
+    }
+
+    #[test]
+    fn batch_statistics_without_update_normalise_like_burn_and_leave_the_running_statistics() {
+        let (norm, x) = setup();
+        let (before_mean, before_var) = (values(norm.running_mean.value_sync()), values(norm.running_var.value_sync()));
+        let kept = batch_norm(&norm, x.clone(), Mode::Backend(NormStatistics::Batch));
+        assert_eq!(values(norm.running_mean.value_sync()), before_mean, "running mean moved");
+        assert_eq!(values(norm.running_var.value_sync()), before_var, "running variance moved");
+        let burns = norm.clone().forward(x);
+        assert_close("output", kept.to_data(), burns.to_data());
+        assert_ne!(values(norm.running_mean.value_sync()), before_mean, "Burn's pass moves the statistics");
+    }
+
+    #[test]
+    fn running_statistics_in_training_equal_inference_and_pass_gradients() {
+        let (norm, x) = setup();
+        let x = x.require_grad();
+        let before = values(norm.running_mean.value_sync());
+        let running = batch_norm(&norm, x.clone(), Mode::Backend(NormStatistics::Running));
+        let inference = batch_norm(&norm, x.clone(), Mode::Inference);
+        assert_close("output", running.to_data(), inference.to_data());
+        assert_eq!(values(norm.running_mean.value_sync()), before, "running mean moved");
+        let grads = running.sum().backward();
+        // d/dx of (x − μ)/σ · γ + β is γ/σ per channel: channel 1 has γ = −1.5, σ = √(2 + ε).
+        let grad_x: Vec<f32> = x.grad(&grads).expect("input gradient").into_data().to_vec().unwrap();
+        let expected = -1.5 / (2.0f32 + norm.epsilon as f32).sqrt();
+        assert!((grad_x[30] - expected).abs() < 1e-5, "{} vs {expected}", grad_x[30]);
+        let grad_gamma: Vec<f32> = norm.gamma.grad(&grads).expect("γ gradient").into_data().to_vec().unwrap();
+        assert!(grad_gamma.iter().all(|g| g.abs() > 0.0), "{grad_gamma:?}");
+    }
+
+    #[test]
+    fn statistics_names_round_trip() {
+        for n in NormStatistics::ALL {
+            assert_eq!(n.name().parse::<NormStatistics>(), Ok(n));
+            assert_eq!(serde_json::to_string(&n).unwrap(), format!("\"{}\"", n.name()));
+        }
+        assert!("clean".parse::<NormStatistics>().unwrap_err().contains("`clean`"));
     }
 }

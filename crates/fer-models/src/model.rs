@@ -2,7 +2,7 @@
 
 use burn::prelude::*;
 
-use crate::{ResNet, ResNetConfig, Vgg, VggConfig};
+use crate::{NormStatistics, ResNet, ResNetConfig, Vgg, VggConfig};
 
 /// Anything that maps a batch of images `[N, C, H, W]` to logits `[N, classes]`.
 ///
@@ -107,6 +107,15 @@ impl<B: Backend> Model<B> {
         match self {
             Model::Vgg(m) => m.forward_inference(images),
             Model::ResNet(m) => m.forward_inference(images),
+        }
+    }
+
+    /// Logits of a training pass whose BatchNorm layers use `statistics` (see
+    /// [`NormStatistics`]); with [`NormStatistics::BatchUpdate`] this is [`Model::forward`].
+    pub fn forward_training(&self, images: Tensor<B, 4>, statistics: NormStatistics) -> Tensor<B, 2> {
+        match self {
+            Model::Vgg(m) => m.forward_training(images, statistics),
+            Model::ResNet(m) => m.forward_training(images, statistics),
         }
     }
 }
@@ -255,6 +264,33 @@ mod tests {
             assert!(max_abs_diff(model.valid().forward(x.clone().inner()), reference) == 0.0, "{name}");
             // And the backend's default on autodiff is training behaviour, which differs.
             assert!(max_abs_diff(model.forward(x).inner(), inference.inner()) > 1e-4, "{name}");
+        }
+    }
+
+    #[test]
+    fn training_passes_touch_the_running_statistics_only_when_asked() {
+        use burn::backend::Autodiff;
+        use burn::module::AutodiffModule;
+        use burn::tensor::Distribution;
+        type A = Autodiff<NdArray>;
+        let device = Default::default();
+        for name in ["vgg-small", "resnet-small"] {
+            <A as Backend>::seed(&device, 5);
+            let model = ModelConfig::from_name(name).expect("known").init::<A>(&device);
+            let x = Tensor::<A, 4>::random([6, 1, 44, 44], Distribution::Uniform(0.0, 1.0), &device);
+            let shifted = || x.clone().mul_scalar(3.0).add_scalar(0.5);
+            // The running statistics show through the inference model (`valid` applies pending updates).
+            let inference = || model.valid().forward(x.clone().inner());
+            let before = inference();
+            <A as Backend>::seed(&device, 9);
+            let batch = model.forward_training(shifted(), NormStatistics::Batch);
+            let running = model.forward_training(shifted(), NormStatistics::Running);
+            assert_eq!(max_abs_diff(inference(), before.clone()), 0.0, "{name}: statistics moved");
+            <A as Backend>::seed(&device, 9);
+            let burns = model.forward(shifted());
+            assert!(max_abs_diff(batch.inner(), burns.clone().inner()) < 1e-5, "{name}: batch ≠ Burn's pass");
+            assert!(max_abs_diff(running.inner(), burns.inner()) > 1e-3, "{name}: running used batch statistics");
+            assert!(max_abs_diff(inference(), before) > 1e-4, "{name}: Burn's pass left the statistics");
         }
     }
 

@@ -6,7 +6,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, Linea
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
-use crate::mode::{Mode, batch_norm, dropout};
+use crate::mode::{Mode, NormStatistics, batch_norm, dropout};
 
 /// Configuration of a [`ResNet`].
 #[derive(Config, Debug, PartialEq)]
@@ -125,7 +125,7 @@ impl<B: Backend> BasicBlock<B> {
 
     /// Applies the block.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.forward_in(x, Mode::Backend)
+        self.forward_in(x, Mode::BURN)
     }
 
     pub(crate) fn forward_in(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
@@ -158,13 +158,19 @@ impl<B: Backend> ResNet<B> {
     /// Logits `[N, classes]` for images `[N, C, H, W]`; BatchNorm and dropout as Burn picks them
     /// (training behaviour on autodiff backends).
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        self.forward_in(images, Mode::Backend)
+        self.forward_in(images, Mode::BURN)
     }
 
     /// Logits with inference behaviour on every backend (running statistics, no dropout), for
     /// input gradients on an autodiff backend.
     pub fn forward_inference(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         self.forward_in(images, Mode::Inference)
+    }
+
+    /// Logits of a training pass whose BatchNorm layers use `statistics` (dropout as Burn picks
+    /// it); [`NormStatistics::BatchUpdate`] is [`Self::forward`].
+    pub fn forward_training(&self, images: Tensor<B, 4>, statistics: NormStatistics) -> Tensor<B, 2> {
+        self.forward_in(images, Mode::Backend(statistics))
     }
 
     fn forward_in(&self, images: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {

@@ -6,7 +6,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, Linea
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
-use crate::mode::{Mode, batch_norm, dropout};
+use crate::mode::{Mode, NormStatistics, batch_norm, dropout};
 
 /// One entry of a VGG layer list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -122,13 +122,19 @@ impl<B: Backend> Vgg<B> {
     /// Logits `[N, classes]` for images `[N, C, H, W]`; BatchNorm and dropout as Burn picks them
     /// (training behaviour on autodiff backends).
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        self.forward_in(images, Mode::Backend)
+        self.forward_in(images, Mode::BURN)
     }
 
     /// Logits with inference behaviour on every backend (running statistics, no dropout), for
     /// input gradients on an autodiff backend.
     pub fn forward_inference(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         self.forward_in(images, Mode::Inference)
+    }
+
+    /// Logits of a training pass whose BatchNorm layers use `statistics` (dropout as Burn picks
+    /// it); [`NormStatistics::BatchUpdate`] is [`Self::forward`].
+    pub fn forward_training(&self, images: Tensor<B, 4>, statistics: NormStatistics) -> Tensor<B, 2> {
+        self.forward_in(images, Mode::Backend(statistics))
     }
 
     fn forward_in(&self, images: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {

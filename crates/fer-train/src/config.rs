@@ -1,7 +1,7 @@
 //! The training recipe: every knob of the reference, as plain data saved with each run.
 
 use fer_adversarial::{Attack, LabelSource};
-use fer_models::ModelConfig;
+use fer_models::{ModelConfig, NormStatistics};
 
 /// How the learning rate moves over training.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -123,6 +123,13 @@ pub struct AdversarialTraining {
     pub labels: LabelSource,
     /// Loss = `(1 − weight) · CE(clean) + weight · CE(adversarial)`; the reference: 0.5.
     pub weight: f64,
+    /// BatchNorm in the training forward pass on the attacked faces (and, with
+    /// [`AdvSource::Current`], in the attack's own passes); the clean pass always normalises with
+    /// its batch statistics and updates the running ones. The reference:
+    /// [`NormStatistics::BatchUpdate`], which lets ε-perturbed batches into the statistics used on
+    /// clean test faces; `Batch` and `Running` keep the running statistics to clean batches.
+    #[serde(default)]
+    pub norm_statistics: NormStatistics,
     /// The per-epoch robustness measure: this attack on the full 48×48 test faces against the
     /// model's predictions, in inference mode (the reference's protocol: FGSM at the training ε).
     pub eval_attack: Attack,
@@ -141,7 +148,7 @@ pub struct AdversarialTraining {
 
 impl AdversarialTraining {
     /// The reference's defence with `attack` as the training attack: frozen inference-mode copy,
-    /// true labels, weight 0.5, FGSM evaluation and PGD-10 check at the same ε on 500 faces, gap
+    /// true labels, weight 0.5, batch statistics that also update the running ones, FGSM evaluation and PGD-10 check at the same ε on 500 faces, gap
     /// 0.3, selection on the mean of clean and adversarial PublicTest accuracy.
     pub fn new(attack: Attack) -> AdversarialTraining {
         let eps = attack.eps();
@@ -150,6 +157,7 @@ impl AdversarialTraining {
             source: AdvSource::Frozen,
             labels: LabelSource::True,
             weight: 0.5,
+            norm_statistics: NormStatistics::BatchUpdate,
             eval_attack: Attack::fgsm(eps),
             check_attack: Attack::pgd(eps, 10),
             check_faces: 500,
@@ -345,6 +353,10 @@ mod tests {
         assert_eq!(good.selection(), Selection::Clean);
         let with = TrainConfig { adversarial: Some(AdversarialTraining::new(Attack::fgsm(0.3))), ..good };
         assert_eq!(with.selection(), Selection::Mean);
+        let mut json = serde_json::to_value(&with).expect("json");
+        json["adversarial"].as_object_mut().expect("object").remove("norm_statistics");
+        let back: TrainConfig = serde_json::from_value(json).expect("config.json before norm_statistics");
+        assert_eq!(back, with, "older adversarial runs resume with the reference's statistics");
         let text = serde_json::to_string(&with).expect("json");
         assert!(text.contains(r#""method":"fgsm""#), "{text}");
         assert_eq!(serde_json::from_str::<TrainConfig>(&text).expect("round trip"), with);

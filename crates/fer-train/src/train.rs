@@ -399,7 +399,8 @@ pub fn train_on_devices<B: AutodiffBackend>(
 }
 
 /// The training loss of one batch and its clean logits: cross-entropy, or with adversarial
-/// training `(1 − w) · clean + w · adversarial` with the examples crafted by `adversarial`'s attack.
+/// training `(1 − w) · clean + w · adversarial` with the examples crafted by `adversarial`'s attack
+/// and passed through the model with its [`AdversarialTraining::norm_statistics`].
 fn adversarial_loss<B: AutodiffBackend>(
     adversarial: Option<&AdversarialTraining>,
     model: &Model<B>,
@@ -418,11 +419,13 @@ fn adversarial_loss<B: AutodiffBackend>(
             let frozen = model.clone().no_grad();
             perturb(&adv.attack, |x| frozen.forward_inference(x), images.clone(), labels, rng)?
         }
-        AdvSource::Current => perturb(&adv.attack, |x| model.forward(x), images.clone(), labels, rng)?,
+        AdvSource::Current => {
+            perturb(&adv.attack, |x| model.forward_training(x, adv.norm_statistics), images.clone(), labels, rng)?
+        }
     };
     let logits = model.forward(images);
     let clean = loss_fn.forward(logits.clone(), targets.clone());
-    let adversarial = loss_fn.forward(model.forward(attacked), targets);
+    let adversarial = loss_fn.forward(model.forward_training(attacked, adv.norm_statistics), targets);
     Ok((clean.mul_scalar(1.0 - adv.weight) + adversarial.mul_scalar(adv.weight), logits))
 }
 
@@ -543,7 +546,7 @@ mod tests {
     use super::*;
     use burn::backend::{Autodiff, NdArray};
     use burn::module::{ModuleVisitor, Param};
-    use fer_models::ModelConfig;
+    use fer_models::{ModelConfig, NormStatistics};
 
     type B = Autodiff<NdArray>;
 
@@ -595,5 +598,47 @@ mod tests {
         assert!(clamped > 0.09, "the clamp is reached: {clamped}");
         let free = largest_update(None);
         assert!(free > 1.0, "without the clamp the same step is large: {free}");
+    }
+
+    /// Running statistics of `model` as the inference model sees them (pending updates applied).
+    fn running_statistics(model: &Model<B>) -> Vec<f32> {
+        let mut v = Flatten(Vec::new());
+        model.valid().visit(&mut v);
+        v.0
+    }
+
+    #[test]
+    fn adversarial_passes_enter_the_running_statistics_only_with_batch_update() {
+        use fer_adversarial::Attack;
+        let device = Default::default();
+        let config = ModelConfig::from_name("vgg-small").expect("known");
+        B::seed(&device, 21);
+        let template: Model<B> = config.init(&device);
+        let images = Tensor::<B, 4>::random([6, 1, 44, 44], burn::tensor::Distribution::Uniform(0.0, 1.0), &device);
+        let targets = Tensor::<B, 1, Int>::from_ints([0, 1, 2, 3, 4, 5], &device);
+        let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&device);
+        // A model with the template's weights and statistics after `adversarial`'s loss.
+        let after = |adversarial: Option<AdversarialTraining>| {
+            let model = config.init::<B>(&device).load_record(template.clone().into_record());
+            let mut rng = ChaCha8Rng::seed_from_u64(3);
+            adversarial_loss(adversarial.as_ref(), &model, images.clone(), targets.clone(), &loss_fn, &mut rng)
+                .expect("loss");
+            running_statistics(&model)
+        };
+        let clean_only = after(None);
+        assert_ne!(clean_only, running_statistics(&template), "the clean pass moves the statistics");
+        for source in [AdvSource::Frozen, AdvSource::Current] {
+            let with = |norm_statistics| {
+                after(Some(AdversarialTraining {
+                    source,
+                    norm_statistics,
+                    ..AdversarialTraining::new(Attack::fgsm(0.3))
+                }))
+            };
+            assert_ne!(with(NormStatistics::BatchUpdate), clean_only, "{source:?}: reference lets attacked faces in");
+            for kept in [NormStatistics::Batch, NormStatistics::Running] {
+                assert_eq!(with(kept), clean_only, "{source:?}, {kept:?}: statistics of the clean pass only");
+            }
+        }
     }
 }
