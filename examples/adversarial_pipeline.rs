@@ -17,7 +17,7 @@ use clap::Parser;
 use fer_rs::adversarial::{Attack, RobustnessConfig, evaluate_robustness};
 use fer_rs::dataset::Split;
 use fer_rs::models::{ModelConfig, load_checkpoint};
-use fer_rs::train::{AdversarialTraining, RunFiles, TrainConfig, TrainOptions, train};
+use fer_rs::train::{AdversarialTraining, NormStatistics, RunFiles, TrainConfig, TrainOptions, train};
 
 type B = Autodiff<Flex>;
 
@@ -39,6 +39,9 @@ struct Args {
     /// L∞ budget on pixels in [0, 1].
     #[arg(long, default_value_t = 0.3)]
     eps: f64,
+    /// BatchNorm in the pass on attacked faces: batch-update (the reference), batch or running.
+    #[arg(long, default_value = "batch-update")]
+    adv_bn: NormStatistics,
     #[arg(long, default_value = "runs/example-adversarial")]
     out: PathBuf,
 }
@@ -91,9 +94,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         100.0 * pgd
     );
 
-    // 2. FGSM adversarial training (frozen inference-mode copy, loss = mean of clean and adversarial CE).
+    // 2. FGSM adversarial training (frozen inference-mode copy, loss = mean of clean and adversarial
+    //    CE); `norm_statistics` says whether the attacked batches enter the BatchNorm statistics.
     let adv_dir = args.out.join("fgsm-at");
-    let defended = TrainConfig { adversarial: Some(AdversarialTraining::new(Attack::fgsm(args.eps))), ..base.clone() };
+    let defence =
+        AdversarialTraining { norm_statistics: args.adv_bn, ..AdversarialTraining::new(Attack::fgsm(args.eps)) };
+    let defended = TrainConfig { adversarial: Some(defence), ..base.clone() };
     let summary = train::<B>(&defended, &data, &adv_dir, &options(&adv_dir), &device)?;
     if !summary.catastrophic_epochs.is_empty() {
         println!("catastrophic overfitting flagged at epochs {:?}", summary.catastrophic_epochs);
