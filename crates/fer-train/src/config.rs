@@ -148,8 +148,9 @@ pub struct AdversarialTraining {
 
 impl AdversarialTraining {
     /// The reference's defence with `attack` as the training attack: frozen inference-mode copy,
-    /// true labels, weight 0.5, batch statistics that also update the running ones, FGSM evaluation and PGD-10 check at the same ε on 500 faces, gap
-    /// 0.3, selection on the mean of clean and adversarial PublicTest accuracy.
+    /// true labels, weight 0.5, batch statistics that also update the running ones, FGSM
+    /// evaluation and PGD-10 check at the same ε on 500 faces, gap 0.3, selection on the mean of
+    /// clean and adversarial PublicTest accuracy.
     pub fn new(attack: Attack) -> AdversarialTraining {
         let eps = attack.eps();
         AdversarialTraining {

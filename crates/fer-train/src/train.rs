@@ -600,7 +600,8 @@ mod tests {
         assert!(free > 1.0, "without the clamp the same step is large: {free}");
     }
 
-    /// Running statistics of `model` as the inference model sees them (pending updates applied).
+    /// Every float of `model`'s inference copy: the weights and the BatchNorm running statistics
+    /// with pending updates applied. Without an optimiser step only the statistics can differ.
     fn running_statistics(model: &Model<B>) -> Vec<f32> {
         let mut v = Flatten(Vec::new());
         model.valid().visit(&mut v);
