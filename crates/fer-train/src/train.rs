@@ -576,6 +576,23 @@ mod tests {
         v.0
     }
 
+    /// The trainable parameters only (no BatchNorm running statistics), flattened.
+    struct Trainable(Vec<f32>);
+    impl<Bk: Backend> ModuleVisitor<Bk> for Trainable {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Bk, D>>) {
+            let value = param.val();
+            if value.is_require_grad() {
+                self.0.extend(value.into_data().convert::<f32>().to_vec::<f32>().expect("floats"));
+            }
+        }
+    }
+
+    fn trainable(model: &Model<B>) -> Vec<f32> {
+        let mut v = Trainable(Vec::new());
+        model.visit(&mut v);
+        v.0
+    }
+
     /// One SGD step (lr 1, no momentum, no decay) on a loss scaled to give huge gradients.
     fn largest_update(clip: Option<f32>) -> f32 {
         let device = Default::default();
@@ -640,6 +657,66 @@ mod tests {
             for kept in [NormStatistics::Batch, NormStatistics::Running] {
                 assert_eq!(with(kept), clean_only, "{source:?}, {kept:?}: statistics of the clean pass only");
             }
+        }
+    }
+
+    /// With ε = 0 the "attacked" faces are the clean faces, so adversarial training must train
+    /// exactly as clean training does whenever the second pass normalises as the clean pass
+    /// (batch statistics): same loss, same SGD step. A control for the training machinery.
+    #[test]
+    fn adversarial_training_with_zero_budget_steps_as_clean_training() {
+        use fer_adversarial::Attack;
+        let device = Default::default();
+        let mut model_config = ModelConfig::from_name("vgg-small").expect("known");
+        if let ModelConfig::Vgg(vgg) = &mut model_config {
+            vgg.dropout = 0.0; // two passes would draw different masks
+        }
+        let mut config = TrainConfig::reference(model_config.clone());
+        (config.momentum, config.weight_decay, config.grad_clip) = (0.0, 0.0, None);
+        B::seed(&device, 8);
+        let template: Model<B> = model_config.init(&device);
+        let images = Tensor::<B, 4>::random([6, 1, 44, 44], burn::tensor::Distribution::Uniform(0.0, 1.0), &device);
+        let targets = Tensor::<B, 1, Int>::from_ints([0, 1, 2, 3, 4, 6], &device);
+        let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&device);
+        // (loss, trainable weights after one SGD step with lr 1, running statistics).
+        let step = |adversarial: Option<AdversarialTraining>| {
+            let model = model_config.init::<B>(&device).load_record(template.clone().into_record());
+            let mut rng = ChaCha8Rng::seed_from_u64(4);
+            let (loss, _) =
+                adversarial_loss(adversarial.as_ref(), &model, images.clone(), targets.clone(), &loss_fn, &mut rng)
+                    .expect("loss");
+            let value: f32 = loss.clone().into_scalar().elem();
+            let statistics = running_statistics(&model);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            (value, trainable(&build_optimizer::<B>(&config).step(1.0, model, grads)), statistics)
+        };
+        let max_diff = |a: &[f32], b: &[f32]| {
+            assert_eq!(a.len(), b.len());
+            a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        };
+        let (clean_loss, clean_weights, clean_statistics) = step(None);
+        let moved = max_diff(&clean_weights, &trainable(&template));
+        assert!(moved > 1e-3, "the clean step moves the weights: {moved}");
+        for source in [AdvSource::Frozen, AdvSource::Current] {
+            let with = |norm_statistics| {
+                step(Some(AdversarialTraining {
+                    source,
+                    norm_statistics,
+                    ..AdversarialTraining::new(Attack::fgsm(0.0))
+                }))
+            };
+            for same in [NormStatistics::BatchUpdate, NormStatistics::Batch] {
+                let (loss, weights, statistics) = with(same);
+                assert!((loss - clean_loss).abs() < 1e-5, "{source:?}, {same:?}: loss {loss} vs clean {clean_loss}");
+                let diff = max_diff(&weights, &clean_weights);
+                assert!(diff < 1e-5, "{source:?}, {same:?}: the step differs from the clean one by {diff}");
+                // batch-update folds the same batch into the running statistics a second time.
+                let twice = max_diff(&statistics, &clean_statistics) > 1e-6;
+                assert_eq!(twice, same == NormStatistics::BatchUpdate, "{source:?}, {same:?}: statistics");
+            }
+            // Normalising the second pass with the (initial) running statistics is another loss.
+            let (loss, _, _) = with(NormStatistics::Running);
+            assert!((loss - clean_loss).abs() > 1e-3, "{source:?}, running: {loss} vs clean {clean_loss}");
         }
     }
 }
