@@ -36,8 +36,10 @@ struct Series {
 const TRAIN: RGBColor = RGBColor(31, 119, 180);
 const PUBLIC: RGBColor = RGBColor(255, 127, 14);
 const PRIVATE: RGBColor = RGBColor(44, 160, 44);
+const TRAIN_ATTACKED: RGBColor = RGBColor(140, 86, 75);
 
-/// Draws loss (left) and accuracy (right) per epoch: train, PublicTest, PrivateTest.
+/// Draws loss (left) and accuracy (right) per epoch: train, PublicTest, PrivateTest, and for
+/// adversarial runs the attacked training crops and both test splits under attack.
 pub fn plot_curves(rows: &[EpochMetrics], path: &Path) -> Result<(), TrainError> {
     let line = |name, color, value: fn(&EpochMetrics) -> Option<f64>| Series {
         name,
@@ -46,11 +48,13 @@ pub fn plot_curves(rows: &[EpochMetrics], path: &Path) -> Result<(), TrainError>
     };
     let losses = [
         line("train", TRAIN, |r| Some(r.train_loss)),
+        line("train attacked", TRAIN_ATTACKED, |r| r.train_adv_loss),
         line("PublicTest", PUBLIC, |r| Some(r.public_loss)),
         line("PrivateTest", PRIVATE, |r| Some(r.private_loss)),
     ];
     let accuracies = [
         line("train", TRAIN, |r| Some(100.0 * r.train_acc)),
+        line("train attacked", TRAIN_ATTACKED, |r| r.train_adv_acc.map(|v| 100.0 * v)),
         line("PublicTest", PUBLIC, |r| Some(100.0 * r.public_acc)),
         line("PrivateTest", PRIVATE, |r| Some(100.0 * r.private_acc)),
         line("PublicTest attacked", RGBColor(214, 39, 40), |r| r.public_adv_acc.map(|v| 100.0 * v)),
@@ -382,4 +386,50 @@ pub fn plot_adversarial_examples(examples: &[AdversarialExample], eps: f64, path
         }
     }
     root.present().map_err(|e| plot_error(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(epoch: usize, adversarial: bool) -> EpochMetrics {
+        let adv = |v: f64| adversarial.then_some(v);
+        EpochMetrics {
+            epoch,
+            lr: 0.01,
+            train_loss: 1.5 - 0.1 * epoch as f64,
+            train_acc: 0.4 + 0.05 * epoch as f64,
+            public_loss: 1.6,
+            public_acc: 0.38,
+            private_loss: 1.55,
+            private_acc: 0.39,
+            img_per_s: 100.0,
+            seconds: 10.0,
+            public_adv_acc: adv(0.2),
+            private_adv_acc: adv(0.21),
+            check_eval_acc: adv(0.2),
+            check_pgd_acc: adv(0.1),
+            catastrophic: adversarial.then_some(false),
+            train_adv_loss: adv(1.9 - 0.1 * epoch as f64),
+            train_adv_acc: adv(0.25 + 0.05 * epoch as f64),
+        }
+    }
+
+    /// Pixels of `curves.png` drawn in exactly `color`.
+    fn pixels_of(rows: &[EpochMetrics], color: RGBColor) -> usize {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("curves.png");
+        plot_curves(rows, &path).expect("plot");
+        let image = image::open(&path).expect("png").to_rgb8();
+        image.pixels().filter(|p| p.0 == [color.0, color.1, color.2]).count()
+    }
+
+    #[test]
+    fn curves_show_the_attacked_training_crops_of_adversarial_runs_only() {
+        let clean: Vec<_> = (0..4).map(|e| row(e, false)).collect();
+        let adversarial: Vec<_> = (0..4).map(|e| row(e, true)).collect();
+        assert_eq!(pixels_of(&clean, TRAIN_ATTACKED), 0, "a clean run has no attacked training crops");
+        assert!(pixels_of(&adversarial, TRAIN_ATTACKED) > 100, "two lines and two legend marks");
+        assert!(pixels_of(&clean, TRAIN) > 100);
+    }
 }

@@ -179,6 +179,14 @@ pub struct EpochMetrics {
     /// [`crate::AdversarialTraining::catastrophic_gap`]).
     #[serde(default)]
     pub catastrophic: Option<bool>,
+    /// Adversarial training only: mean cross-entropy on the attacked training crops (the
+    /// adversarial term of [`EpochMetrics::train_loss`], BatchNorm as
+    /// [`crate::AdversarialTraining::norm_statistics`] says, dropout on).
+    #[serde(default)]
+    pub train_adv_loss: Option<f64>,
+    /// Adversarial training only: accuracy on the attacked training crops (as `train_adv_loss`).
+    #[serde(default)]
+    pub train_adv_acc: Option<f64>,
 }
 
 impl EpochMetrics {
@@ -289,6 +297,8 @@ mod tests {
             check_eval_acc: None,
             check_pgd_acc: None,
             catastrophic: None,
+            train_adv_loss: None,
+            train_adv_acc: None,
         };
         let adversarial = EpochMetrics {
             epoch: 4,
@@ -297,21 +307,30 @@ mod tests {
             check_eval_acc: Some(0.32),
             check_pgd_acc: Some(0.01),
             catastrophic: Some(true),
+            train_adv_loss: Some(2.25),
+            train_adv_acc: Some(0.125),
             ..row.clone()
         };
         write_metrics(&path, &[row.clone(), adversarial.clone()]).expect("write");
         let back = read_metrics(&path).expect("read");
-        assert_eq!(back, vec![row.clone(), adversarial]);
+        assert_eq!(back, vec![row.clone(), adversarial.clone()]);
         let text = std::fs::read_to_string(&path).expect("text");
         assert!(text.starts_with(
             "epoch,lr,train_loss,train_acc,public_loss,public_acc,private_loss,private_acc,img_per_s,seconds,\
-             public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic\n"
+             public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic,train_adv_loss,train_adv_acc\n"
         ));
         // metrics.csv files written before the adversarial columns existed still read.
         let old = "epoch,lr,train_loss,train_acc,public_loss,public_acc,private_loss,private_acc,img_per_s,seconds\n\
                    3,0.01,1.5,0.4,1.6,0.38,1.55,0.39,123.4,9.5\n";
         std::fs::write(&path, old).expect("write");
-        assert_eq!(read_metrics(&path).expect("old file"), vec![row]);
+        assert_eq!(read_metrics(&path).expect("old file"), vec![row.clone()]);
+        // So do adversarial runs' files from before the training-side attacked columns.
+        let old_adversarial = "epoch,lr,train_loss,train_acc,public_loss,public_acc,private_loss,private_acc,img_per_s,seconds,\
+                               public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic\n\
+                               4,0.01,1.5,0.4,1.6,0.38,1.55,0.39,123.4,9.5,0.3,0.31,0.32,0.01,true\n";
+        std::fs::write(&path, old_adversarial).expect("write");
+        let expected = EpochMetrics { train_adv_loss: None, train_adv_acc: None, ..adversarial };
+        assert_eq!(read_metrics(&path).expect("old adversarial file"), vec![expected]);
     }
 
     #[test]

@@ -262,6 +262,7 @@ pub fn train_on_devices<B: AutodiffBackend>(
 
         let mut progress = EpochProgress::new(options.progress, steps_per_epoch as u64, epoch, config.epochs);
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0i64, 0usize);
+        let attacked = std::sync::Mutex::new(AttackedTally::default());
         let epoch_lr = config.schedule.lr(config.lr, epoch, 0, steps_per_epoch, config.epochs);
         for (step, batch) in stream.enumerate() {
             let lr = config.schedule.lr(config.lr, epoch, step, steps_per_epoch, config.epochs);
@@ -272,14 +273,18 @@ pub fn train_on_devices<B: AutodiffBackend>(
                 let forward = |shard: usize, m: &Model<B>, x: Tensor<B, 4>, y: Tensor<B, 1, Int>| {
                     let stream = ((epoch as u64) << 40) ^ ((step as u64) << 8) ^ shard as u64;
                     let mut rng = ChaCha8Rng::seed_from_u64(mix(config.seed, 0xAD01_0000_0000_0000 ^ stream));
-                    adversarial_loss(config.adversarial.as_ref(), m, x, y, &loss_fn, &mut rng)
-                        .map_err(|e| e.to_string())
+                    let batch = adversarial_loss(config.adversarial.as_ref(), m, x, y.clone(), &loss_fn, &mut rng)
+                        .map_err(|e| e.to_string())?;
+                    if let Some((loss, logits)) = batch.attacked {
+                        attacked.lock().map_err(|_| "a replica thread panicked".to_string())?.add(loss, logits, y);
+                    }
+                    Ok((batch.loss, batch.logits))
                 };
                 let step_out = data_parallel_step(&model, devices, batch.images, batch.targets, &forward)
                     .map_err(TrainError::Data)?;
                 (step_out.loss, step_out.hits, step_out.grads)
             } else {
-                let (loss, logits) = adversarial_loss(
+                let out = adversarial_loss(
                     config.adversarial.as_ref(),
                     &model,
                     batch.images,
@@ -287,9 +292,17 @@ pub fn train_on_devices<B: AutodiffBackend>(
                     &loss_fn,
                     &mut adv_rng,
                 )?;
-                let loss_value: f32 = loss.clone().into_scalar().elem();
-                let hits = correct_predictions(logits, batch.targets);
-                (loss_value, hits, GradientsParams::from_grads(loss.backward(), &model))
+                if let Some((loss, logits)) = out.attacked {
+                    attacked
+                        .lock()
+                        .map_err(|_| {
+                            TrainError::Data("a replica thread panicked while counting the attacked crops".into())
+                        })?
+                        .add(loss, logits, batch.targets.clone());
+                }
+                let loss_value: f32 = out.loss.clone().into_scalar().elem();
+                let hits = correct_predictions(out.logits, batch.targets);
+                (loss_value, hits, GradientsParams::from_grads(out.loss.backward(), &model))
             };
             if !loss_value.is_finite() {
                 progress.bar().abandon();
@@ -301,8 +314,12 @@ pub fn train_on_devices<B: AutodiffBackend>(
             correct += hits;
             seen += n;
             let secs = started.elapsed().as_secs_f64();
+            let attacked_figures = match attacked.lock().ok().and_then(|t| t.mean_loss().zip(t.accuracy())) {
+                Some((loss, acc)) => format!(" | attacked loss {loss:.4} acc {:.2}%", 100.0 * acc),
+                None => String::new(),
+            };
             progress.step(format!(
-                "loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.5}",
+                "loss {:.4} acc {:.2}%{attacked_figures} {:.0} img/s lr {lr:.5}",
                 loss_sum / seen as f64,
                 100.0 * correct as f64 / seen as f64,
                 seen as f64 / secs.max(1e-9)
@@ -310,6 +327,9 @@ pub fn train_on_devices<B: AutodiffBackend>(
         }
         let train_seconds = started.elapsed().as_secs_f64();
         progress.bar().finish_and_clear();
+        let attacked = attacked
+            .into_inner()
+            .map_err(|_| TrainError::Data("a replica thread panicked while counting the attacked crops".into()))?;
 
         let inference = model.valid();
         let public_eval = evaluate(&inference, public.clone(), view, config.eval_batch_faces, device);
@@ -336,11 +356,15 @@ pub fn train_on_devices<B: AutodiffBackend>(
             check_eval_acc: robust.and_then(|r| r.check.map(|c| c.0)),
             check_pgd_acc: robust.and_then(|r| r.check.map(|c| c.1)),
             catastrophic: robust.and_then(|r| r.check.map(|c| c.2)),
+            train_adv_loss: attacked.mean_loss(),
+            train_adv_acc: attacked.accuracy(),
         };
         if let (Some(adv), Some(r)) = (&config.adversarial, robust) {
             tracing::info!(
-                "epoch {}: {} PublicTest {:.2}% | PrivateTest {:.2}%",
+                "epoch {}: attacked training crops: loss {:.4} acc {:.2}% | {} PublicTest {:.2}% | PrivateTest {:.2}%",
                 epoch + 1,
+                row.train_adv_loss.unwrap_or(f64::NAN),
+                100.0 * row.train_adv_acc.unwrap_or(f64::NAN),
                 adv.eval_attack.label(),
                 100.0 * r.public,
                 100.0 * r.private
@@ -398,9 +422,49 @@ pub fn train_on_devices<B: AutodiffBackend>(
     RunSummary::from_metrics(&rows, config.selection()).ok_or_else(|| TrainError::Data("no epoch was run".into()))
 }
 
-/// The training loss of one batch and its clean logits: cross-entropy, or with adversarial
-/// training `(1 − w) · clean + w · adversarial` with the examples crafted by `adversarial`'s attack
-/// and passed through the model with its [`AdversarialTraining::norm_statistics`].
+/// One training batch's loss and what the epoch's figures need from it.
+struct BatchLoss<B: AutodiffBackend> {
+    /// The loss to differentiate.
+    loss: Tensor<B, 1>,
+    /// Logits of the clean crops.
+    logits: Tensor<B, 2>,
+    /// Adversarial training only: cross-entropy and logits of the attacked crops.
+    attacked: Option<(Tensor<B, 1>, Tensor<B, 2>)>,
+}
+
+/// Sums over an epoch of the attacked training crops' loss and correct answers.
+#[derive(Debug, Default)]
+struct AttackedTally {
+    loss_sum: f64,
+    hits: i64,
+    seen: usize,
+}
+
+impl AttackedTally {
+    /// Adds one batch (or shard): its mean loss, its logits and their targets.
+    fn add<Bk: Backend>(&mut self, loss: Tensor<Bk, 1>, logits: Tensor<Bk, 2>, targets: Tensor<Bk, 1, Int>) {
+        let n = targets.dims()[0];
+        let value: f32 = loss.into_scalar().elem();
+        self.loss_sum += f64::from(value) * n as f64;
+        self.hits += correct_predictions(logits, targets);
+        self.seen += n;
+    }
+
+    /// Mean loss per crop; `None` when nothing was attacked.
+    fn mean_loss(&self) -> Option<f64> {
+        (self.seen > 0).then(|| self.loss_sum / self.seen as f64)
+    }
+
+    /// Accuracy; `None` when nothing was attacked.
+    fn accuracy(&self) -> Option<f64> {
+        (self.seen > 0).then(|| self.hits as f64 / self.seen as f64)
+    }
+}
+
+/// The training loss of one batch, its clean logits and (adversarial training) the attacked
+/// crops' loss and logits: cross-entropy, or with adversarial training
+/// `(1 − w) · clean + w · adversarial` with the examples crafted by `adversarial`'s attack and
+/// passed through the model with its [`AdversarialTraining::norm_statistics`].
 fn adversarial_loss<B: AutodiffBackend>(
     adversarial: Option<&AdversarialTraining>,
     model: &Model<B>,
@@ -408,10 +472,10 @@ fn adversarial_loss<B: AutodiffBackend>(
     targets: Tensor<B, 1, Int>,
     loss_fn: &burn::nn::loss::CrossEntropyLoss<B>,
     rng: &mut ChaCha8Rng,
-) -> Result<(Tensor<B, 1>, Tensor<B, 2>), fer_adversarial::AttackError> {
+) -> Result<BatchLoss<B>, fer_adversarial::AttackError> {
     let Some(adv) = adversarial else {
         let logits = model.forward(images);
-        return Ok((loss_fn.forward(logits.clone(), targets), logits));
+        return Ok(BatchLoss { loss: loss_fn.forward(logits.clone(), targets), logits, attacked: None });
     };
     let labels = Labels::from_source(adv.labels, targets.clone());
     let attacked = match adv.source {
@@ -425,8 +489,13 @@ fn adversarial_loss<B: AutodiffBackend>(
     };
     let logits = model.forward(images);
     let clean = loss_fn.forward(logits.clone(), targets.clone());
-    let adversarial = loss_fn.forward(model.forward_training(attacked, adv.norm_statistics), targets);
-    Ok((clean.mul_scalar(1.0 - adv.weight) + adversarial.mul_scalar(adv.weight), logits))
+    let attacked_logits = model.forward_training(attacked, adv.norm_statistics);
+    let adversarial = loss_fn.forward(attacked_logits.clone(), targets);
+    Ok(BatchLoss {
+        loss: clean.mul_scalar(1.0 - adv.weight) + adversarial.clone().mul_scalar(adv.weight),
+        logits,
+        attacked: Some((adversarial.detach(), attacked_logits.detach())),
+    })
 }
 
 /// Correct top-1 predictions of a batch.
@@ -678,23 +747,26 @@ mod tests {
         let images = Tensor::<B, 4>::random([6, 1, 44, 44], burn::tensor::Distribution::Uniform(0.0, 1.0), &device);
         let targets = Tensor::<B, 1, Int>::from_ints([0, 1, 2, 3, 4, 6], &device);
         let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&device);
-        // (loss, trainable weights after one SGD step with lr 1, running statistics).
+        // (loss, trainable weights after one SGD step with lr 1, running statistics, attacked
+        // crops' loss).
         let step = |adversarial: Option<AdversarialTraining>| {
             let model = model_config.init::<B>(&device).load_record(template.clone().into_record());
             let mut rng = ChaCha8Rng::seed_from_u64(4);
-            let (loss, _) =
+            let out =
                 adversarial_loss(adversarial.as_ref(), &model, images.clone(), targets.clone(), &loss_fn, &mut rng)
                     .expect("loss");
-            let value: f32 = loss.clone().into_scalar().elem();
+            let value: f32 = out.loss.clone().into_scalar().elem();
+            let attacked = out.attacked.map(|(loss, _)| loss.into_scalar().elem::<f32>());
             let statistics = running_statistics(&model);
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            (value, trainable(&build_optimizer::<B>(&config).step(1.0, model, grads)), statistics)
+            let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+            (value, trainable(&build_optimizer::<B>(&config).step(1.0, model, grads)), statistics, attacked)
         };
         let max_diff = |a: &[f32], b: &[f32]| {
             assert_eq!(a.len(), b.len());
             a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
         };
-        let (clean_loss, clean_weights, clean_statistics) = step(None);
+        let (clean_loss, clean_weights, clean_statistics, none) = step(None);
+        assert_eq!(none, None, "clean training has no attacked crops");
         let moved = max_diff(&clean_weights, &trainable(&template));
         assert!(moved > 1e-3, "the clean step moves the weights: {moved}");
         for source in [AdvSource::Frozen, AdvSource::Current] {
@@ -706,8 +778,10 @@ mod tests {
                 }))
             };
             for same in [NormStatistics::BatchUpdate, NormStatistics::Batch] {
-                let (loss, weights, statistics) = with(same);
+                let (loss, weights, statistics, attacked) = with(same);
                 assert!((loss - clean_loss).abs() < 1e-5, "{source:?}, {same:?}: loss {loss} vs clean {clean_loss}");
+                let attacked = attacked.expect("adversarial training reports the attacked crops' loss");
+                assert!((attacked - clean_loss).abs() < 1e-5, "{source:?}, {same:?}: attacked loss {attacked}");
                 let diff = max_diff(&weights, &clean_weights);
                 assert!(diff < 1e-5, "{source:?}, {same:?}: the step differs from the clean one by {diff}");
                 // batch-update folds the same batch into the running statistics a second time.
@@ -715,7 +789,7 @@ mod tests {
                 assert_eq!(twice, same == NormStatistics::BatchUpdate, "{source:?}, {same:?}: statistics");
             }
             // Normalising the second pass with the (initial) running statistics is another loss.
-            let (loss, _, _) = with(NormStatistics::Running);
+            let (loss, _, _, _) = with(NormStatistics::Running);
             assert!((loss - clean_loss).abs() > 1e-3, "{source:?}, running: {loss} vs clean {clean_loss}");
         }
     }

@@ -38,6 +38,8 @@ fn fgsm_adversarial_training_beats_clean_training_under_fgsm() {
         evaluate_robustness(&model, public, &RobustnessConfig::reference(Attack::fgsm(EPS)), &device, |_| {})
             .expect("attack");
     let clean_run_fgsm = attacked.adversarial.accuracy();
+    let clean_rows = read_metrics(&RunFiles::new(clean_dir.path()).metrics()).expect("metrics.csv");
+    assert!(clean_rows.iter().all(|r| r.train_adv_loss.is_none() && r.train_adv_acc.is_none()), "{clean_rows:?}");
 
     let adv_dir = tempfile::tempdir().expect("tempdir");
     let defence = AdversarialTraining { check_faces: 7, ..AdversarialTraining::new(Attack::fgsm(EPS)) };
@@ -58,6 +60,7 @@ fn fgsm_adversarial_training_beats_clean_training_under_fgsm() {
         assert!(row.public_adv_acc.is_some() && row.private_adv_acc.is_some());
         assert!(row.check_eval_acc.is_some() && row.check_pgd_acc.is_some() && row.catastrophic.is_some());
     }
+    common::assert_attacked_training_figures(&rows);
     assert_eq!(adv.selection, Selection::Mean);
     let best = rows.iter().map(|r| 0.5 * (r.public_acc + r.public_adv_acc.unwrap_or(0.0))).fold(f64::MIN, f64::max);
     assert_eq!(adv.selected_score, best, "best.fer is the epoch with the best mean");

@@ -97,4 +97,6 @@ fn adversarial_training_on_two_replicas_buys_robustness() {
     );
     assert!(adv.selected_public_acc > 0.7, "{adv:?}");
     assert!(adv_fgsm > clean_fgsm + 0.2, "FGSM accuracy {adv_fgsm:.3} vs {clean_fgsm:.3} after clean training");
+    // Both replicas' attacked crops are counted.
+    common::assert_attacked_training_figures(&read_metrics(&RunFiles::new(dir.path()).metrics()).expect("metrics"));
 }

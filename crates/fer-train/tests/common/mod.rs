@@ -29,3 +29,25 @@ static SERIAL: Mutex<()> = Mutex::new(());
 pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// An adversarial run's training-side figures in `metrics.csv`: present every epoch, in range,
+/// not a copy of the mixed loss, and the attacked crops are fitted better at the end than in the
+/// first epoch (the synthetic task is learnable under attack).
+pub fn assert_attacked_training_figures(rows: &[fer_train::EpochMetrics]) {
+    for r in rows {
+        let (loss, acc) = (r.train_adv_loss.expect("attacked loss"), r.train_adv_acc.expect("attacked accuracy"));
+        eprintln!(
+            "epoch {}: train loss {:.4} acc {:.3}; attacked loss {loss:.4} acc {acc:.3}",
+            r.epoch, r.train_loss, r.train_acc
+        );
+        assert!(loss.is_finite() && loss > 0.0 && (0.0..=1.0).contains(&acc), "{r:?}");
+        assert!((loss - r.train_loss).abs() > 1e-6, "the attacked loss is its own figure: {r:?}");
+    }
+    let (first, last) = (rows.first().expect("rows"), rows.last().expect("rows"));
+    assert!(
+        last.train_adv_acc > first.train_adv_acc,
+        "attacked crops: {:?} → {:?}",
+        first.train_adv_acc,
+        last.train_adv_acc
+    );
+}
