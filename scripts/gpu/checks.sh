@@ -6,7 +6,12 @@
 #   scripts/gpu/checks.sh speed     Burn vs PyTorch training img/s, VGG19 and ResNet18, batch 128,
 #                                   side by side in one call; model B's img/s; the kernel benches
 #   scripts/gpu/checks.sh train N   VGG19 fast recipe for N epochs (resumable: call again to go on)
+#   scripts/gpu/checks.sh adv-train N BN
+#                                   the same with the reference's FGSM adversarial training (ε = 0.3)
+#                                   and `--adv-bn BN` (batch-update = the reference, or running), into
+#                                   $RUN-fgsm-at-BN (resumable)
 #   scripts/gpu/checks.sh attack    FGSM ε = 0.3 (reference protocol) + PGD-10 on the run's best.fer
+#                                   (RUN=… to attack another run, e.g. an adv-train one)
 #
 # Environment: FER (the fer binary, default $HOME/stage/fer), KERNELS (default $HOME/stage/kernels),
 # FER2013_CSV (default $HOME/stage/fer2013.csv.gz), FER_DEVICE (default cuda), RUN (default
@@ -25,8 +30,14 @@ small=${FER_GPU_SMALL:-0}
 bs=128; model=vgg19; models="vgg19 resnet18"
 if [ "$small" = 1 ]; then bs=8; model=vgg-small; models="vgg-small"; fi
 
-part=${1:?usage: checks.sh speed | train N | attack}
-dir="$out/$part"; mkdir -p "$dir"
+part=${1:?usage: checks.sh speed | train N | adv-train N BN | attack}
+dir="$out/$part"
+if [ "$part" = adv-train ]; then
+  bn=${3:?usage: checks.sh adv-train EPOCHS batch-update|batch|running}
+  run="$run-fgsm-at-$bn"; dir="$out/$part-$bn"
+fi
+[ "$part" = attack ] && dir="$out/attack-$(basename "$run")"
+mkdir -p "$dir"
 { date -u; nvidia-smi -L 2>/dev/null || echo "no nvidia-smi (CPU dry run)"; "$fer" --version; } > "$dir/machine.txt"
 
 case "$part" in
@@ -45,10 +56,12 @@ case "$part" in
       FER_BENCH_BATCH=$bs timeout 420 "$kernels" --bench "${device%%:*}/" > "$dir/kernels.txt" 2>&1 || echo "kernels: exit $?" >> "$dir/kernels.txt"
     fi
     ;;
-  train)
-    epochs=${2:?usage: checks.sh train EPOCHS}
+  train | adv-train)
+    epochs=${2:?usage: checks.sh $part EPOCHS}
     args=(--model "$model" --recipe fast --bs "$bs" --epochs "$epochs" --device "$device" --data "$data" --out "$run")
+    [ "$part" = adv-train ] && args+=(--adversarial fgsm --eps 0.3 --adv-bn "$bn")
     [ "$small" = 1 ] && args+=(--train-limit 64 --eval-limit 16 --no-tencrop)
+    [ "$small" = 1 ] && [ "$part" = adv-train ] && args+=(--check-faces 8)
     if [ -f "$run/state.json" ]; then "$fer" train --resume --device "$device" --data "$data" --out "$run"; else "$fer" train "${args[@]}"; fi > "$dir/train.txt" 2>&1
     cp "$run/metrics.csv" "$run/config.json" "$dir/"
     [ -f "$run/report.json" ] && cp "$run/report.json" "$dir/"
@@ -58,6 +71,6 @@ case "$part" in
     "$fer" attack --checkpoint "$run/best.fer" --method fgsm --eps 0.3 --device "$device" --data "$data" "${limit[@]}" --out "$dir/fgsm" --json > "$dir/fgsm.json"
     "$fer" attack --checkpoint "$run/best.fer" --method pgd --eps 0.3 --steps 10 --device "$device" --data "$data" "${limit[@]}" --out "$dir/pgd" --json > "$dir/pgd.json"
     ;;
-  *) echo "unknown part $part: speed | train N | attack" >&2; exit 2 ;;
+  *) echo "unknown part $part: speed | train N | adv-train N BN | attack" >&2; exit 2 ;;
 esac
 ls -la "$dir"
