@@ -220,9 +220,15 @@ enum Command {
 /// `fer train` flags. Defaults are the reference recipe (`mainpro_FER.py --bs 128 --lr 0.01`).
 #[derive(clap::Args)]
 struct TrainArgs {
-    /// Model: vgg19, resnet18, or the CPU-sized vgg-small / resnet-small.
-    #[arg(long, default_value = "vgg19")]
-    model: String,
+    /// Model: vgg19, resnet18, or the CPU-sized vgg-small / resnet-small [default: vgg19, or the
+    /// --init checkpoint's model].
+    #[arg(long)]
+    model: Option<String>,
+    /// Start from this checkpoint's weights and BatchNorm statistics instead of fresh ones (e.g.
+    /// adversarial fine-tuning of a cleanly trained model); the optimiser and the schedule start
+    /// afresh. config.json records the path and the file's checksum.
+    #[arg(long, conflicts_with = "resume")]
+    init: Option<PathBuf>,
     /// Recipe the other flags start from: reference (250 epochs, step decay) or fast (60, cosine).
     #[arg(long, default_value = "reference")]
     recipe: String,
@@ -323,7 +329,16 @@ impl TrainArgs {
             return serde_json::from_slice(&text)
                 .with_context(|| format!("{} is not a training config", path.display()));
         }
-        let model = ModelConfig::from_name(&self.model).map_err(anyhow::Error::msg)?;
+        let init = self.init.as_deref().map(fer_train::InitCheckpoint::from_file).transpose()?;
+        let init_header = self.init.as_deref().map(fer_models::read_checkpoint_header).transpose()?;
+        let model = match (&self.model, &init_header) {
+            (Some(name), _) => ModelConfig::from_name(name).map_err(anyhow::Error::msg)?,
+            (None, Some(header)) => header.model.clone(),
+            (None, None) => ModelConfig::from_name("vgg19").map_err(anyhow::Error::msg)?,
+        };
+        if let (Some(header), Some(path)) = (&init_header, &self.init) {
+            header.ensure_model(&model, path)?;
+        }
         let mut c = match self.recipe.as_str() {
             "reference" => TrainConfig::reference(model),
             "fast" => TrainConfig::fast(model),
@@ -349,6 +364,7 @@ impl TrainArgs {
         c.eval_tencrop = !self.no_tencrop;
         c.train_limit = self.train_limit;
         c.eval_limit = self.eval_limit;
+        c.init = init;
         if let Some(method) = &self.adversarial {
             let eps = fer_adversarial::parse_eps(&self.eps)?;
             let attack = fer_adversarial::Attack::from_name(method, eps, self.adv_alpha, self.adv_steps)?;

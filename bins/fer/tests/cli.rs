@@ -199,6 +199,31 @@ fn train_eval_report_round_trip_on_ndarray() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(run.join("curves.png").is_file() && run.join("confusion_private.png").is_file());
 
+    // Fine-tuning from best.fer: the model comes from the checkpoint; config.json names the file.
+    let tuned = dir.path().join("tuned");
+    let best_s = best.to_str().expect("utf-8");
+    let tuned_s = tuned.to_str().expect("utf-8");
+    let mut init_args = vec!["train", "--init", best_s, "--epochs", "1", "--bs", "16", "--no-tencrop"];
+    init_args.extend(["--device", "ndarray", "--data", csv, "--out", tuned_s]);
+    let out = fer_logged(&init_args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("starting from the weights of"), "{}", stderr(&out));
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tuned.join("config.json")).expect("config.json")).expect("JSON");
+    assert_eq!(config["init"]["path"], best_s);
+    let checksum = fer_models::checkpoint_checksum(&best).expect("checksum");
+    assert_eq!(config["init"]["checksum"], checksum);
+    let from_scratch: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).expect("config.json")).expect("JSON");
+    assert_eq!(config["model"], from_scratch["model"], "the checkpoint's model");
+    let out = fer(&["train", "--init", best_s, "--model", "resnet-small", "--out", tuned_s, "--data", csv]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("holds model `vgg-small`, expected `resnet-small`"), "{}", stderr(&out));
+    let out = fer(&["train", "--init", "/no/such.fer", "--out", tuned_s, "--data", csv]);
+    assert!(stderr(&out).contains("cannot read checkpoint /no/such.fer"), "{}", stderr(&out));
+    let out = fer(&["train", "--init", best_s, "--resume", "--out", tuned_s, "--data", csv]);
+    assert!(!out.status.success() && stderr(&out).contains("cannot be used with"), "{}", stderr(&out));
+
     let out = fer(&["eval", "--checkpoint", "/no/such.fer", "--device", "ndarray", "--data", csv]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("cannot read checkpoint /no/such.fer"), "{}", stderr(&out));

@@ -164,6 +164,16 @@ pub fn read_checkpoint_header(path: impl AsRef<Path>) -> Result<Checkpoint, Mode
     Ok(parse(&bytes, path)?.header)
 }
 
+/// The CRC-32 a valid checkpoint stores over its contents (configuration, metadata and weights):
+/// a short name for exactly these weights, e.g. to record what a run started from.
+pub fn checkpoint_checksum(path: impl AsRef<Path>) -> Result<u32, ModelError> {
+    let path = path.as_ref();
+    let bytes = fs::read(path).map_err(|source| ModelError::Read { path: path.to_path_buf(), source })?;
+    parse(&bytes, path)?;
+    let trailer = &bytes[bytes.len() - 4..];
+    Ok(u32::from_le_bytes(trailer.try_into().expect("4 bytes")))
+}
+
 /// Loads a checkpoint: rebuilds the model from its stored config and loads the weights.
 pub fn load_checkpoint<B: Backend>(
     path: impl AsRef<Path>,
@@ -224,6 +234,25 @@ mod tests {
         assert!(read_checkpoint_header(&path).expect_err("foreign").to_string().contains("magic"));
         let missing = load_checkpoint::<B>(dir.path().join("none.fer"), &device).expect_err("missing");
         assert!(matches!(missing, ModelError::Read { .. }));
+    }
+
+    #[test]
+    fn checksum_names_the_weights() {
+        let device = Default::default();
+        let config = ModelConfig::from_name("vgg-small").expect("known");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a.fer"), dir.path().join("b.fer"));
+        let model = config.init::<B>(&device);
+        save_checkpoint(&a, &model, &config, serde_json::Value::Null).expect("save");
+        let bytes = fs::read(&a).expect("read");
+        let sum = checkpoint_checksum(&a).expect("checksum");
+        assert_eq!(sum, crc32fast::hash(&bytes[..bytes.len() - 4]), "the stored CRC over everything before it");
+        save_checkpoint(&b, &model, &config, serde_json::Value::Null).expect("save");
+        assert_eq!(checkpoint_checksum(&b).expect("checksum"), sum, "same weights, same checksum");
+        save_checkpoint(&b, &config.init::<B>(&device), &config, serde_json::Value::Null).expect("save");
+        assert_ne!(checkpoint_checksum(&b).expect("checksum"), sum, "other weights");
+        fs::write(&b, &bytes[..bytes.len() - 1]).expect("truncate");
+        assert!(checkpoint_checksum(&b).expect_err("truncated").to_string().contains("b.fer"));
     }
 
     #[test]

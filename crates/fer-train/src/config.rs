@@ -182,6 +182,25 @@ impl AdversarialTraining {
     }
 }
 
+/// The checkpoint a run's weights start from (see [`TrainConfig::init`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InitCheckpoint {
+    /// The `.fer` file.
+    pub path: std::path::PathBuf,
+    /// Its checksum ([`fer_models::checkpoint_checksum`]) when the run was configured: the run
+    /// refuses to start if the file has changed since.
+    pub checksum: u32,
+}
+
+impl InitCheckpoint {
+    /// Names the checkpoint at `path` and records its checksum (fails unless it is a valid
+    /// checkpoint).
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<InitCheckpoint, fer_models::ModelError> {
+        let path = path.as_ref();
+        Ok(InitCheckpoint { path: path.to_path_buf(), checksum: fer_models::checkpoint_checksum(path)? })
+    }
+}
+
 /// Everything that defines a training run; saved as `config.json` in the run directory.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
@@ -218,6 +237,12 @@ pub struct TrainConfig {
     /// Adversarial training; `None`: clean training (selection on clean PublicTest accuracy).
     #[serde(default)]
     pub adversarial: Option<AdversarialTraining>,
+    /// Start from this checkpoint's weights and BatchNorm statistics (it must hold `model`)
+    /// instead of fresh weights drawn from `seed`, e.g. to fine-tune a cleanly trained model
+    /// adversarially. The optimiser state and the schedule start afresh; a resumed run continues
+    /// from its own `latest.fer` and does not read this file again.
+    #[serde(default)]
+    pub init: Option<InitCheckpoint>,
 }
 
 impl TrainConfig {
@@ -242,6 +267,7 @@ impl TrainConfig {
             eval_limit: None,
             prefetch: 4,
             adversarial: None,
+            init: None,
         }
     }
 

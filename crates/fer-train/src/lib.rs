@@ -44,7 +44,7 @@ mod run;
 mod train;
 
 pub use bench::{TrainBench, TrainStep, bench_feature_train_steps, bench_train_steps, median};
-pub use config::{AdvSource, AdversarialTraining, Schedule, Selection, TrainConfig};
+pub use config::{AdvSource, AdversarialTraining, InitCheckpoint, Schedule, Selection, TrainConfig};
 pub use features_train::{
     FeatureEpoch, FeatureRunOptions, FeatureRunSummary, FeatureTrainConfig, evaluate_feature_model, load_feature_model,
     save_feature_model, train_features,

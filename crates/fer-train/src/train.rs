@@ -210,7 +210,10 @@ pub fn train_on_devices<B: AutodiffBackend>(
     }
 
     B::seed(device, config.seed);
-    let mut model: Model<B> = config.model.init(device);
+    let mut model: Model<B> = match &config.init {
+        Some(init) if !options.resume => initial_weights(init, &config.model, device)?,
+        _ => config.model.init(device),
+    };
     let mut optim = build_optimizer::<B>(config);
 
     let (mut state, mut rows) = if options.resume {
@@ -420,6 +423,27 @@ pub fn train_on_devices<B: AutodiffBackend>(
         crate::write_report::<B>(&files, data, device)?;
     }
     RunSummary::from_metrics(&rows, config.selection()).ok_or_else(|| TrainError::Data("no epoch was run".into()))
+}
+
+/// The model of `init` (a run's starting weights), after checking that the file is the one the
+/// run was configured with and holds `expected`.
+fn initial_weights<B: AutodiffBackend>(
+    init: &crate::InitCheckpoint,
+    expected: &fer_models::ModelConfig,
+    device: &B::Device,
+) -> Result<Model<B>, TrainError> {
+    let checksum = fer_models::checkpoint_checksum(&init.path)?;
+    if checksum != init.checksum {
+        return Err(TrainError::Config(format!(
+            "{}: checksum {checksum:08x} differs from the {:08x} recorded in the configuration (the file changed)",
+            init.path.display(),
+            init.checksum
+        )));
+    }
+    let (model, header) = load_checkpoint::<B>(&init.path, device)?;
+    header.ensure_model(expected, &init.path)?;
+    tracing::info!("starting from the weights of {} (checksum {checksum:08x})", init.path.display());
+    Ok(model)
 }
 
 /// One training batch's loss and what the epoch's figures need from it.

@@ -7,7 +7,8 @@ use burn::backend::{Autodiff, NdArray};
 use fer_dataset::{Emotion, Fer2013, Split, View};
 use fer_models::{ModelConfig, load_checkpoint};
 use fer_train::{
-    EpochMetrics, Report, RunFiles, Schedule, TrainConfig, TrainError, TrainOptions, evaluate, read_metrics, train,
+    EpochMetrics, InitCheckpoint, Report, RunFiles, Schedule, TrainConfig, TrainError, TrainOptions, evaluate,
+    read_metrics, train,
 };
 
 type B = Autodiff<NdArray>;
@@ -110,6 +111,57 @@ fn resume_errors_are_clear() {
     let other = TrainConfig { lr: 0.2, ..small_config(2) };
     let err = train::<B>(&other, &data, dir.path(), &resume, &Default::default()).expect_err("different config");
     assert!(err.to_string().contains("differs"), "{err}");
+}
+
+#[test]
+fn a_run_can_start_from_a_checkpoint() {
+    let _guard = serial();
+    let data = synthetic_data(64, 14, 6);
+    let device = Default::default();
+    let source = tempfile::tempdir().expect("tempdir");
+    let learnt = train::<B>(&small_config(6), &data, source.path(), &quiet(), &device).expect("source run");
+    let best = RunFiles::new(source.path()).best();
+    let init = InitCheckpoint::from_file(&best).expect("a checkpoint");
+
+    // A learning rate too small to move the weights: a run from the checkpoint keeps what it
+    // learnt (only the BatchNorm statistics follow the training batches), one from fresh weights
+    // stays near chance.
+    let still = TrainConfig { lr: 1e-9, momentum: 0.0, weight_decay: 0.0, ..small_config(1) };
+    let tuned = tempfile::tempdir().expect("tempdir");
+    let with_init = TrainConfig { init: Some(init.clone()), ..still.clone() };
+    let from_checkpoint = train::<B>(&with_init, &data, tuned.path(), &quiet(), &device).expect("from the checkpoint");
+    let fresh = tempfile::tempdir().expect("tempdir");
+    let from_scratch = train::<B>(&still, &data, fresh.path(), &quiet(), &device).expect("fresh");
+    eprintln!(
+        "PublicTest: source {:.3}, from the checkpoint {:.3}, fresh {:.3}",
+        learnt.selected_public_acc, from_checkpoint.selected_public_acc, from_scratch.selected_public_acc
+    );
+    assert!(learnt.selected_public_acc > 0.8, "{learnt:?}");
+    assert!(from_checkpoint.selected_public_acc > 0.8, "{from_checkpoint:?}");
+    assert!(from_scratch.selected_public_acc < 0.5, "{from_scratch:?}");
+
+    // A changed file and a checkpoint of another model are refused before training.
+    let changed =
+        TrainConfig { init: Some(InitCheckpoint { checksum: init.checksum ^ 1, ..init.clone() }), ..still.clone() };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = train::<B>(&changed, &data, dir.path(), &quiet(), &device).expect_err("changed file");
+    assert!(err.to_string().contains("the file changed") && err.to_string().contains("best.fer"), "{err}");
+    let resnet = TrainConfig {
+        model: ModelConfig::from_name("resnet-small").expect("known"),
+        init: Some(init.clone()),
+        ..still.clone()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = train::<B>(&resnet, &data, dir.path(), &quiet(), &device).expect_err("another model");
+    assert!(err.to_string().contains("holds model `vgg-small`, expected `resnet-small`"), "{err}");
+
+    // A resumed run continues from its own latest.fer: the starting checkpoint may be gone.
+    let two = TrainConfig { epochs: 2, ..with_init };
+    let dir = tempfile::tempdir().expect("tempdir");
+    train::<B>(&two, &data, dir.path(), &TrainOptions { stop_after: Some(1), ..quiet() }, &device).expect("first");
+    std::fs::remove_file(&best).expect("remove best.fer");
+    let done = train::<B>(&two, &data, dir.path(), &TrainOptions { resume: true, ..quiet() }, &device).expect("resume");
+    assert_eq!(done.completed_epochs, 2);
 }
 
 #[test]
