@@ -375,8 +375,14 @@ mod tests {
         let good = TrainConfig::reference(ModelConfig::from_name("vgg-small").expect("known"));
         let mut json = serde_json::to_value(&good).expect("json");
         json.as_object_mut().expect("object").remove("adversarial");
+        json.as_object_mut().expect("object").remove("init");
         let back: TrainConfig = serde_json::from_value(json).expect("old config.json");
-        assert_eq!(back, good);
+        assert_eq!(back, good, "runs from before `adversarial` and `init` resume as clean runs from fresh weights");
+        let init = InitCheckpoint { path: "runs/a/best.fer".into(), checksum: 0xDEAD_BEEF };
+        let tuned = TrainConfig { init: Some(init), ..good.clone() };
+        let text = serde_json::to_string(&tuned).expect("json");
+        assert!(text.contains(r#""init":{"path":"runs/a/best.fer","checksum":3735928559}"#), "{text}");
+        assert_eq!(serde_json::from_str::<TrainConfig>(&text).expect("round trip"), tuned);
         assert_eq!(good.selection(), Selection::Clean);
         let with = TrainConfig { adversarial: Some(AdversarialTraining::new(Attack::fgsm(0.3))), ..good };
         assert_eq!(with.selection(), Selection::Mean);
