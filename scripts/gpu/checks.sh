@@ -9,7 +9,8 @@
 #   scripts/gpu/checks.sh adv-train N BN
 #                                   the same with the reference's FGSM adversarial training (ε = 0.3)
 #                                   and `--adv-bn BN` (batch-update = the reference, or running), into
-#                                   $RUN-fgsm-at-BN (resumable)
+#                                   $RUN-fgsm-at-BN (resumable); with INIT=CHECKPOINT it fine-tunes
+#                                   that checkpoint instead (fer train --init) into $RUN-fgsm-ft-BN
 #   scripts/gpu/checks.sh attack    FGSM ε = 0.3 (reference protocol) + PGD-10 on the run's best.fer
 #                                   (RUN=… to attack another run, e.g. an adv-train one)
 #
@@ -34,7 +35,7 @@ part=${1:?usage: checks.sh speed | train N | adv-train N BN | attack}
 dir="$out/$part"
 if [ "$part" = adv-train ]; then
   bn=${3:?usage: checks.sh adv-train EPOCHS batch-update|batch|running}
-  run="$run-fgsm-at-$bn"; dir="$out/$part-$bn"
+  if [ -n "${INIT:-}" ]; then run="$run-fgsm-ft-$bn"; dir="$out/$part-ft-$bn"; else run="$run-fgsm-at-$bn"; dir="$out/$part-$bn"; fi
 fi
 [ "$part" = attack ] && dir="$out/attack-$(basename "$run")"
 mkdir -p "$dir"
@@ -60,6 +61,7 @@ case "$part" in
     epochs=${2:?usage: checks.sh $part EPOCHS}
     args=(--model "$model" --recipe fast --bs "$bs" --epochs "$epochs" --device "$device" --data "$data" --out "$run")
     [ "$part" = adv-train ] && args+=(--adversarial fgsm --eps 0.3 --adv-bn "$bn")
+    [ "$part" = adv-train ] && [ -n "${INIT:-}" ] && args+=(--init "$INIT")
     [ "$small" = 1 ] && args+=(--train-limit 64 --eval-limit 16 --no-tencrop)
     [ "$small" = 1 ] && [ "$part" = adv-train ] && args+=(--check-faces 8)
     if [ -f "$run/state.json" ]; then "$fer" train --resume --device "$device" --data "$data" --out "$run"; else "$fer" train "${args[@]}"; fi > "$dir/train.txt" 2>&1
