@@ -271,13 +271,9 @@ fn adversarial_training_then_attacks_on_ndarray() {
         serde_json::from_slice(&std::fs::read(run.join("config.json")).expect("config.json")).expect("JSON");
     assert_eq!(config["adversarial"]["norm_statistics"], "running", "--adv-bn reaches the run's config");
     let metrics = std::fs::read_to_string(run.join("metrics.csv")).expect("metrics.csv");
-    assert!(
-        metrics
-            .lines()
-            .next()
-            .expect("header")
-            .ends_with("public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic")
-    );
+    assert!(metrics.lines().next().expect("header").ends_with(
+        "public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic,train_adv_loss,train_adv_acc"
+    ));
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("report.json")).expect("report.json")).expect("JSON");
     assert_eq!(report["adversarial"]["attack"]["method"], "fgsm");
