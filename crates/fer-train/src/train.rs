@@ -279,7 +279,7 @@ pub fn train_on_devices<B: AutodiffBackend>(
                     let batch = adversarial_loss(config.adversarial.as_ref(), m, x, y.clone(), &loss_fn, &mut rng)
                         .map_err(|e| e.to_string())?;
                     if let Some((loss, logits)) = batch.attacked {
-                        attacked.lock().map_err(|_| "a replica thread panicked".to_string())?.add(loss, logits, y);
+                        attacked.lock().map_err(|e| tally_poisoned(e).to_string())?.add(loss, logits, y);
                     }
                     Ok((batch.loss, batch.logits))
                 };
@@ -296,12 +296,7 @@ pub fn train_on_devices<B: AutodiffBackend>(
                     &mut adv_rng,
                 )?;
                 if let Some((loss, logits)) = out.attacked {
-                    attacked
-                        .lock()
-                        .map_err(|_| {
-                            TrainError::Data("a replica thread panicked while counting the attacked crops".into())
-                        })?
-                        .add(loss, logits, batch.targets.clone());
+                    attacked.lock().map_err(tally_poisoned)?.add(loss, logits, batch.targets.clone());
                 }
                 let loss_value: f32 = out.loss.clone().into_scalar().elem();
                 let hits = correct_predictions(out.logits, batch.targets);
@@ -330,9 +325,7 @@ pub fn train_on_devices<B: AutodiffBackend>(
         }
         let train_seconds = started.elapsed().as_secs_f64();
         progress.bar().finish_and_clear();
-        let attacked = attacked
-            .into_inner()
-            .map_err(|_| TrainError::Data("a replica thread panicked while counting the attacked crops".into()))?;
+        let attacked = attacked.into_inner().map_err(tally_poisoned)?;
 
         let inference = model.valid();
         let public_eval = evaluate(&inference, public.clone(), view, config.eval_batch_faces, device);
@@ -454,6 +447,11 @@ struct BatchLoss<B: AutodiffBackend> {
     logits: Tensor<B, 2>,
     /// Adversarial training only: cross-entropy and logits of the attacked crops.
     attacked: Option<(Tensor<B, 1>, Tensor<B, 2>)>,
+}
+
+/// The error of an [`AttackedTally`] whose lock a panicking thread left poisoned.
+fn tally_poisoned<T>(_: std::sync::PoisonError<T>) -> TrainError {
+    TrainError::Data("a thread panicked while counting the attacked training crops".into())
 }
 
 /// Sums over an epoch of the attacked training crops' loss and correct answers.
