@@ -330,15 +330,12 @@ impl TrainArgs {
                 .with_context(|| format!("{} is not a training config", path.display()));
         }
         let init = self.init.as_deref().map(fer_train::InitCheckpoint::from_file).transpose()?;
-        let init_header = self.init.as_deref().map(fer_models::read_checkpoint_header).transpose()?;
-        let model = match (&self.model, &init_header) {
+        // fer_train::train checks that an --init checkpoint holds the model.
+        let model = match (&self.model, &self.init) {
             (Some(name), _) => ModelConfig::from_name(name).map_err(anyhow::Error::msg)?,
-            (None, Some(header)) => header.model.clone(),
+            (None, Some(path)) => fer_models::read_checkpoint_header(path)?.model,
             (None, None) => ModelConfig::from_name("vgg19").map_err(anyhow::Error::msg)?,
         };
-        if let (Some(header), Some(path)) = (&init_header, &self.init) {
-            header.ensure_model(&model, path)?;
-        }
         let mut c = match self.recipe.as_str() {
             "reference" => TrainConfig::reference(model),
             "fast" => TrainConfig::fast(model),

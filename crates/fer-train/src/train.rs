@@ -653,35 +653,33 @@ mod tests {
         assert!(a.windows(2).all(|w| w[0] < w[1]), "file order: {a:?}");
     }
 
-    /// Every float parameter, flattened, in visiting order.
-    struct Flatten(Vec<f32>);
+    /// Float parameters, flattened in visiting order: all of them, or only the trainable ones
+    /// (no BatchNorm running statistics).
+    struct Flatten {
+        values: Vec<f32>,
+        trainable_only: bool,
+    }
     impl<Bk: Backend> ModuleVisitor<Bk> for Flatten {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Bk, D>>) {
-            self.0.extend(param.val().into_data().convert::<f32>().to_vec::<f32>().expect("floats"));
-        }
-    }
-
-    fn flat(model: &Model<B>) -> Vec<f32> {
-        let mut v = Flatten(Vec::new());
-        model.visit(&mut v);
-        v.0
-    }
-
-    /// The trainable parameters only (no BatchNorm running statistics), flattened.
-    struct Trainable(Vec<f32>);
-    impl<Bk: Backend> ModuleVisitor<Bk> for Trainable {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Bk, D>>) {
             let value = param.val();
-            if value.is_require_grad() {
-                self.0.extend(value.into_data().convert::<f32>().to_vec::<f32>().expect("floats"));
+            if !self.trainable_only || value.is_require_grad() {
+                self.values.extend(value.into_data().convert::<f32>().to_vec::<f32>().expect("floats"));
             }
         }
     }
 
-    fn trainable(model: &Model<B>) -> Vec<f32> {
-        let mut v = Trainable(Vec::new());
+    fn flatten(model: &Model<B>, trainable_only: bool) -> Vec<f32> {
+        let mut v = Flatten { values: Vec::new(), trainable_only };
         model.visit(&mut v);
-        v.0
+        v.values
+    }
+
+    fn flat(model: &Model<B>) -> Vec<f32> {
+        flatten(model, false)
+    }
+
+    fn trainable(model: &Model<B>) -> Vec<f32> {
+        flatten(model, true)
     }
 
     /// One SGD step (lr 1, no momentum, no decay) on a loss scaled to give huge gradients.
@@ -711,9 +709,27 @@ mod tests {
     /// Every float of `model`'s inference copy: the weights and the BatchNorm running statistics
     /// with pending updates applied. Without an optimiser step only the statistics can differ.
     fn running_statistics(model: &Model<B>) -> Vec<f32> {
-        let mut v = Flatten(Vec::new());
+        let mut v = Flatten { values: Vec::new(), trainable_only: false };
         model.valid().visit(&mut v);
-        v.0
+        v.values
+    }
+
+    /// A fresh copy of `template` (weights and statistics) and its [`adversarial_loss`] on one
+    /// batch: the shared step of the adversarial-step tests.
+    fn loss_on_copy(
+        config: &ModelConfig,
+        template: &Model<B>,
+        adversarial: Option<AdversarialTraining>,
+        images: &Tensor<B, 4>,
+        targets: &Tensor<B, 1, Int>,
+    ) -> (Model<B>, BatchLoss<B>) {
+        let device = Default::default();
+        let model = config.init::<B>(&device).load_record(template.clone().into_record());
+        let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&device);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let out = adversarial_loss(adversarial.as_ref(), &model, images.clone(), targets.clone(), &loss_fn, &mut rng)
+            .expect("loss");
+        (model, out)
     }
 
     #[test]
@@ -725,14 +741,9 @@ mod tests {
         let template: Model<B> = config.init(&device);
         let images = Tensor::<B, 4>::random([6, 1, 44, 44], burn::tensor::Distribution::Uniform(0.0, 1.0), &device);
         let targets = Tensor::<B, 1, Int>::from_ints([0, 1, 2, 3, 4, 5], &device);
-        let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&device);
         // A model with the template's weights and statistics after `adversarial`'s loss.
         let after = |adversarial: Option<AdversarialTraining>| {
-            let model = config.init::<B>(&device).load_record(template.clone().into_record());
-            let mut rng = ChaCha8Rng::seed_from_u64(3);
-            adversarial_loss(adversarial.as_ref(), &model, images.clone(), targets.clone(), &loss_fn, &mut rng)
-                .expect("loss");
-            running_statistics(&model)
+            running_statistics(&loss_on_copy(&config, &template, adversarial, &images, &targets).0)
         };
         let clean_only = after(None);
         assert_ne!(clean_only, running_statistics(&template), "the clean pass moves the statistics");
@@ -768,15 +779,10 @@ mod tests {
         let template: Model<B> = model_config.init(&device);
         let images = Tensor::<B, 4>::random([6, 1, 44, 44], burn::tensor::Distribution::Uniform(0.0, 1.0), &device);
         let targets = Tensor::<B, 1, Int>::from_ints([0, 1, 2, 3, 4, 6], &device);
-        let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&device);
         // (loss, trainable weights after one SGD step with lr 1, running statistics, attacked
         // crops' loss).
         let step = |adversarial: Option<AdversarialTraining>| {
-            let model = model_config.init::<B>(&device).load_record(template.clone().into_record());
-            let mut rng = ChaCha8Rng::seed_from_u64(4);
-            let out =
-                adversarial_loss(adversarial.as_ref(), &model, images.clone(), targets.clone(), &loss_fn, &mut rng)
-                    .expect("loss");
+            let (model, out) = loss_on_copy(&model_config, &template, adversarial, &images, &targets);
             let value: f32 = out.loss.clone().into_scalar().elem();
             let attacked = out.attacked.map(|(loss, _)| loss.into_scalar().elem::<f32>());
             let statistics = running_statistics(&model);
