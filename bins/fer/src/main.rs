@@ -253,6 +253,12 @@ struct TrainArgs {
     /// Learning-rate schedule: reference, cosine or constant.
     #[arg(long)]
     schedule: Option<String>,
+    /// Warm-up epochs of the cosine schedule (linear from ~0 to --lr) [default: 2].
+    #[arg(long)]
+    warmup_epochs: Option<usize>,
+    /// Final learning rate of the cosine schedule [default: 1e-4].
+    #[arg(long)]
+    min_lr: Option<f64>,
     /// Seed of weights, data order, crops and dropout.
     #[arg(long)]
     seed: Option<u64>,
@@ -356,6 +362,15 @@ impl TrainArgs {
                 "constant" => Schedule::Constant,
                 other => anyhow::bail!("unknown schedule `{other}` (expected reference, cosine or constant)"),
             };
+        }
+        if self.warmup_epochs.is_some() || self.min_lr.is_some() {
+            let Schedule::Cosine { warmup_epochs, min_lr } = &mut c.schedule else {
+                anyhow::bail!(
+                    "--warmup-epochs and --min-lr shape the cosine schedule: add --schedule cosine (or --recipe fast)"
+                );
+            };
+            *warmup_epochs = self.warmup_epochs.unwrap_or(*warmup_epochs);
+            *min_lr = self.min_lr.unwrap_or(*min_lr);
         }
         c.seed = self.seed.unwrap_or(c.seed);
         c.eval_tencrop = !self.no_tencrop;

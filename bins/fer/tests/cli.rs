@@ -204,6 +204,7 @@ fn train_eval_report_round_trip_on_ndarray() {
     let best_s = best.to_str().expect("utf-8");
     let tuned_s = tuned.to_str().expect("utf-8");
     let mut init_args = vec!["train", "--init", best_s, "--epochs", "1", "--bs", "16", "--no-tencrop"];
+    init_args.extend(["--schedule", "cosine", "--warmup-epochs", "0", "--min-lr", "0.001"]);
     init_args.extend(["--device", "ndarray", "--data", csv, "--out", tuned_s]);
     let out = fer_logged(&init_args);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -213,6 +214,11 @@ fn train_eval_report_round_trip_on_ndarray() {
     assert_eq!(config["init"]["path"], best_s);
     let checksum = fer_models::checkpoint_checksum(&best).expect("checksum");
     assert_eq!(config["init"]["checksum"], checksum);
+    let schedule = &config["schedule"];
+    assert_eq!(
+        (&schedule["kind"], &schedule["warmup_epochs"], &schedule["min_lr"]),
+        (&"cosine".into(), &0.into(), &0.001.into())
+    );
     let from_scratch: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("config.json")).expect("config.json")).expect("JSON");
     assert_eq!(config["model"], from_scratch["model"], "the checkpoint's model");
@@ -221,6 +227,10 @@ fn train_eval_report_round_trip_on_ndarray() {
     assert!(stderr(&out).contains("holds model `vgg-small`, expected `resnet-small`"), "{}", stderr(&out));
     let out = fer(&["train", "--init", "/no/such.fer", "--out", tuned_s, "--data", csv]);
     assert!(stderr(&out).contains("cannot read checkpoint /no/such.fer"), "{}", stderr(&out));
+    let out = fer(&["train", "--init", best_s, "--warmup-epochs", "1", "--out", tuned_s, "--data", csv]);
+    assert!(!out.status.success() && stderr(&out).contains("add --schedule cosine"), "{}", stderr(&out));
+    let out = fer(&["train", "--recipe", "fast", "--min-lr", "0.5", "--out", tuned_s, "--data", csv]);
+    assert!(stderr(&out).contains("final learning rate 0.5 must be in [0, 0.01]"), "{}", stderr(&out));
     let out = fer(&["train", "--init", best_s, "--resume", "--out", tuned_s, "--data", csv]);
     assert!(!out.status.success() && stderr(&out).contains("cannot be used with"), "{}", stderr(&out));
 

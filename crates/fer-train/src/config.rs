@@ -59,6 +59,29 @@ impl Schedule {
             Schedule::Constant => base,
         }
     }
+
+    /// Checks the schedule for a run from base rate `base`; returns what is wrong.
+    pub fn check(&self, base: f64) -> Result<(), String> {
+        match *self {
+            Schedule::Reference { decay_every, decay_rate, .. } => {
+                if decay_every == 0 {
+                    return Err("the step schedule's decay interval (decay_every) must be at least 1 epoch".into());
+                }
+                if !(decay_rate.is_finite() && decay_rate > 0.0) {
+                    return Err(format!("the step schedule's decay rate {decay_rate} must be positive"));
+                }
+            }
+            Schedule::Cosine { min_lr, .. } => {
+                if !(min_lr.is_finite() && (0.0..=base).contains(&min_lr)) {
+                    return Err(format!(
+                        "the cosine schedule's final learning rate {min_lr} must be in [0, {base}] (the base rate)"
+                    ));
+                }
+            }
+            Schedule::Constant => {}
+        }
+        Ok(())
+    }
 }
 
 /// Which model builds the adversarial examples of a training step.
@@ -304,6 +327,7 @@ impl TrainConfig {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(format!("learning rate {} must be positive", self.lr));
         }
+        self.schedule.check(self.lr)?;
         if !(0.0..1.0).contains(&self.momentum) {
             return Err(format!("momentum {} is not in [0, 1)", self.momentum));
         }
@@ -360,6 +384,17 @@ mod tests {
         assert!(TrainConfig { lr: -1.0, ..good.clone() }.check().expect_err("lr").contains("learning rate"));
         assert!(TrainConfig { crop: 50, ..good.clone() }.check().expect_err("crop").contains("crop 50"));
         assert!(TrainConfig { grad_clip: Some(0.0), ..good.clone() }.check().expect_err("clip").contains("clamp"));
+        let schedule = |schedule| TrainConfig { schedule, ..good.clone() }.check();
+        assert!(schedule(Schedule::Cosine { warmup_epochs: 0, min_lr: 0.0 }).is_ok());
+        assert!(schedule(Schedule::Cosine { warmup_epochs: 5, min_lr: 0.01 }).is_ok(), "min_lr may equal the base");
+        let err = schedule(Schedule::Cosine { warmup_epochs: 2, min_lr: 0.02 }).expect_err("above base");
+        assert!(err.contains("final learning rate 0.02 must be in [0, 0.01]"), "{err}");
+        assert!(schedule(Schedule::Cosine { warmup_epochs: 2, min_lr: -1e-4 }).is_err());
+        assert!(schedule(Schedule::Cosine { warmup_epochs: 2, min_lr: f64::NAN }).is_err());
+        let step = |decay_every, decay_rate| schedule(Schedule::Reference { decay_start: 80, decay_every, decay_rate });
+        assert!(step(5, 0.9).is_ok());
+        assert!(step(0, 0.9).expect_err("interval").contains("decay_every"));
+        assert!(step(5, 0.0).expect_err("rate").contains("decay rate 0"));
         let adversarial = |a: AdversarialTraining| TrainConfig { adversarial: Some(a), ..good.clone() };
         assert!(adversarial(AdversarialTraining::new(Attack::fgsm(0.3))).check().is_ok());
         let bad = adversarial(AdversarialTraining::new(Attack::fgsm(1.3)));
