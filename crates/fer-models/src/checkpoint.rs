@@ -126,6 +126,8 @@ pub fn save_checkpoint<B: Backend>(
 struct Parsed<'a> {
     header: Checkpoint,
     record: &'a [u8],
+    /// The stored (and verified) CRC-32 trailer.
+    checksum: u32,
 }
 
 fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<Parsed<'a>, ModelError> {
@@ -154,7 +156,7 @@ fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<Parsed<'a>, ModelError> {
         return Err(invalid(format!("record length {record_len} does not match the file")));
     }
     header.model.check().map_err(|e| invalid(format!("model config: {e}")))?;
-    Ok(Parsed { header, record: &body[header_end + 8..] })
+    Ok(Parsed { header, record: &body[header_end + 8..], checksum: stored })
 }
 
 /// Reads only what a checkpoint says about itself (no weights are decoded).
@@ -169,9 +171,7 @@ pub fn read_checkpoint_header(path: impl AsRef<Path>) -> Result<Checkpoint, Mode
 pub fn checkpoint_checksum(path: impl AsRef<Path>) -> Result<u32, ModelError> {
     let path = path.as_ref();
     let bytes = fs::read(path).map_err(|source| ModelError::Read { path: path.to_path_buf(), source })?;
-    parse(&bytes, path)?;
-    let trailer = &bytes[bytes.len() - 4..];
-    Ok(u32::from_le_bytes(trailer.try_into().expect("4 bytes")))
+    Ok(parse(&bytes, path)?.checksum)
 }
 
 /// Loads a checkpoint: rebuilds the model from its stored config and loads the weights.
@@ -179,14 +179,23 @@ pub fn load_checkpoint<B: Backend>(
     path: impl AsRef<Path>,
     device: &B::Device,
 ) -> Result<(Model<B>, Checkpoint), ModelError> {
+    load_checkpoint_with_checksum(path, device).map(|(model, header, _)| (model, header))
+}
+
+/// [`load_checkpoint`], also returning the file's [`checkpoint_checksum`], from one read of the
+/// file: the checksum names exactly the weights that were loaded.
+pub fn load_checkpoint_with_checksum<B: Backend>(
+    path: impl AsRef<Path>,
+    device: &B::Device,
+) -> Result<(Model<B>, Checkpoint, u32), ModelError> {
     let path = path.as_ref();
     let bytes = fs::read(path).map_err(|source| ModelError::Read { path: path.to_path_buf(), source })?;
-    let Parsed { header, record } = parse(&bytes, path)?;
+    let Parsed { header, record, checksum } = parse(&bytes, path)?;
     let record = BinBytesRecorder::<FullPrecisionSettings>::default()
         .load(record.to_vec(), device)
         .map_err(|e| ModelError::Invalid { path: path.to_path_buf(), problem: format!("weights: {e}") })?;
     let model = header.model.init::<B>(device).load_record(record);
-    Ok((model, header))
+    Ok((model, header, checksum))
 }
 
 #[cfg(test)]
@@ -251,6 +260,10 @@ mod tests {
         assert_eq!(checkpoint_checksum(&b).expect("checksum"), sum, "same weights, same checksum");
         save_checkpoint(&b, &config.init::<B>(&device), &config, serde_json::Value::Null).expect("save");
         assert_ne!(checkpoint_checksum(&b).expect("checksum"), sum, "other weights");
+        let (loaded, header, loaded_sum) = load_checkpoint_with_checksum::<B>(&a, &device).expect("load");
+        assert_eq!((loaded_sum, header.model), (sum, config), "the loaded file's checksum");
+        let images = Tensor::<B, 4>::random([2, 1, 44, 44], Distribution::Default, &device);
+        assert_eq!(loaded.forward(images.clone()).into_data(), model.forward(images).into_data(), "same weights");
         fs::write(&b, &bytes[..bytes.len() - 1]).expect("truncate");
         assert!(checkpoint_checksum(&b).expect_err("truncated").to_string().contains("b.fer"));
     }

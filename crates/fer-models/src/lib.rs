@@ -44,8 +44,8 @@ mod resnet;
 mod vgg;
 
 pub use checkpoint::{
-    CHECKPOINT_MAGIC, Checkpoint, ModelError, checkpoint_checksum, load_checkpoint, read_checkpoint_header,
-    save_checkpoint,
+    CHECKPOINT_MAGIC, Checkpoint, ModelError, checkpoint_checksum, load_checkpoint, load_checkpoint_with_checksum,
+    read_checkpoint_header, save_checkpoint,
 };
 pub use cnn_hog::{CnnHog, CnnHogConfig, ConvBlock, ConvSpec};
 pub use evaluate::{Evaluation, evaluate};

@@ -425,7 +425,8 @@ fn initial_weights<B: AutodiffBackend>(
     expected: &fer_models::ModelConfig,
     device: &B::Device,
 ) -> Result<Model<B>, TrainError> {
-    let checksum = fer_models::checkpoint_checksum(&init.path)?;
+    // One read: the checksum compared is that of the weights loaded.
+    let (model, header, checksum) = fer_models::load_checkpoint_with_checksum::<B>(&init.path, device)?;
     if checksum != init.checksum {
         return Err(TrainError::Config(format!(
             "{}: checksum {checksum:08x} differs from the {:08x} recorded in the configuration (the file changed)",
@@ -433,7 +434,6 @@ fn initial_weights<B: AutodiffBackend>(
             init.checksum
         )));
     }
-    let (model, header) = load_checkpoint::<B>(&init.path, device)?;
     header.ensure_model(expected, &init.path)?;
     tracing::info!("starting from the weights of {} (checksum {checksum:08x})", init.path.display());
     Ok(model)
