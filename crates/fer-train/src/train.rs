@@ -668,7 +668,7 @@ mod tests {
         }
     }
 
-    fn flatten(model: &Model<B>, trainable_only: bool) -> Vec<f32> {
+    fn flatten<Bk: Backend>(model: &Model<Bk>, trainable_only: bool) -> Vec<f32> {
         let mut v = Flatten { values: Vec::new(), trainable_only };
         model.visit(&mut v);
         v.values
@@ -709,9 +709,7 @@ mod tests {
     /// Every float of `model`'s inference copy: the weights and the BatchNorm running statistics
     /// with pending updates applied. Without an optimiser step only the statistics can differ.
     fn running_statistics(model: &Model<B>) -> Vec<f32> {
-        let mut v = Flatten { values: Vec::new(), trainable_only: false };
-        model.valid().visit(&mut v);
-        v.values
+        flatten(&model.valid(), false)
     }
 
     /// A fresh copy of `template` (weights and statistics) and its [`adversarial_loss`] on one
