@@ -335,11 +335,12 @@ impl TrainArgs {
             return serde_json::from_slice(&text)
                 .with_context(|| format!("{} is not a training config", path.display()));
         }
-        let init = self.init.as_deref().map(fer_train::InitCheckpoint::from_file).transpose()?;
+        let (init, init_header) =
+            self.init.as_deref().map(fer_train::InitCheckpoint::from_file_with_header).transpose()?.unzip();
         // fer_train::train checks that an --init checkpoint holds the model.
-        let model = match (&self.model, &self.init) {
+        let model = match (&self.model, init_header) {
             (Some(name), _) => ModelConfig::from_name(name).map_err(anyhow::Error::msg)?,
-            (None, Some(path)) => fer_models::read_checkpoint_header(path)?.model,
+            (None, Some(header)) => header.model,
             (None, None) => ModelConfig::from_name("vgg19").map_err(anyhow::Error::msg)?,
         };
         let mut c = match self.recipe.as_str() {

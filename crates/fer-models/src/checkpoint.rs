@@ -161,17 +161,22 @@ fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<Parsed<'a>, ModelError> {
 
 /// Reads only what a checkpoint says about itself (no weights are decoded).
 pub fn read_checkpoint_header(path: impl AsRef<Path>) -> Result<Checkpoint, ModelError> {
-    let path = path.as_ref();
-    let bytes = fs::read(path).map_err(|source| ModelError::Read { path: path.to_path_buf(), source })?;
-    Ok(parse(&bytes, path)?.header)
+    read_checkpoint_header_with_checksum(path).map(|(header, _)| header)
 }
 
 /// The CRC-32 a valid checkpoint stores over its contents (configuration, metadata and weights):
 /// a short name for exactly these weights, e.g. to record what a run started from.
 pub fn checkpoint_checksum(path: impl AsRef<Path>) -> Result<u32, ModelError> {
+    read_checkpoint_header_with_checksum(path).map(|(_, checksum)| checksum)
+}
+
+/// [`read_checkpoint_header`] and [`checkpoint_checksum`] from one read of the file, so both
+/// describe the same contents (no weights are decoded).
+pub fn read_checkpoint_header_with_checksum(path: impl AsRef<Path>) -> Result<(Checkpoint, u32), ModelError> {
     let path = path.as_ref();
     let bytes = fs::read(path).map_err(|source| ModelError::Read { path: path.to_path_buf(), source })?;
-    Ok(parse(&bytes, path)?.checksum)
+    let Parsed { header, checksum, .. } = parse(&bytes, path)?;
+    Ok((header, checksum))
 }
 
 /// Loads a checkpoint: rebuilds the model from its stored config and loads the weights.
@@ -261,7 +266,9 @@ mod tests {
         save_checkpoint(&b, &config.init::<B>(&device), &config, serde_json::Value::Null).expect("save");
         assert_ne!(checkpoint_checksum(&b).expect("checksum"), sum, "other weights");
         let (loaded, header, loaded_sum) = load_checkpoint_with_checksum::<B>(&a, &device).expect("load");
-        assert_eq!((loaded_sum, header.model), (sum, config), "the loaded file's checksum");
+        assert_eq!((loaded_sum, &header.model), (sum, &config), "the loaded file's checksum");
+        let (read, read_sum) = read_checkpoint_header_with_checksum(&a).expect("header");
+        assert_eq!((read_sum, read.model), (sum, config), "header and checksum from one read");
         let images = Tensor::<B, 4>::random([2, 1, 44, 44], Distribution::Default, &device);
         assert_eq!(loaded.forward(images.clone()).into_data(), model.forward(images).into_data(), "same weights");
         fs::write(&b, &bytes[..bytes.len() - 1]).expect("truncate");

@@ -45,7 +45,7 @@ mod vgg;
 
 pub use checkpoint::{
     CHECKPOINT_MAGIC, Checkpoint, ModelError, checkpoint_checksum, load_checkpoint, load_checkpoint_with_checksum,
-    read_checkpoint_header, save_checkpoint,
+    read_checkpoint_header, read_checkpoint_header_with_checksum, save_checkpoint,
 };
 pub use cnn_hog::{CnnHog, CnnHogConfig, ConvBlock, ConvSpec};
 pub use evaluate::{Evaluation, evaluate};

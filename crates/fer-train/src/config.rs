@@ -219,8 +219,17 @@ impl InitCheckpoint {
     /// Names the checkpoint at `path` and records its checksum (fails unless it is a valid
     /// checkpoint).
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<InitCheckpoint, fer_models::ModelError> {
+        Self::from_file_with_header(path).map(|(init, _)| init)
+    }
+
+    /// [`InitCheckpoint::from_file`], also returning the checkpoint's header (its model and
+    /// metadata), both from one read of the file.
+    pub fn from_file_with_header(
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<(InitCheckpoint, fer_models::Checkpoint), fer_models::ModelError> {
         let path = path.as_ref();
-        Ok(InitCheckpoint { path: path.to_path_buf(), checksum: fer_models::checkpoint_checksum(path)? })
+        let (header, checksum) = fer_models::read_checkpoint_header_with_checksum(path)?;
+        Ok((InitCheckpoint { path: path.to_path_buf(), checksum }, header))
     }
 }
 

@@ -122,6 +122,8 @@ fn a_run_can_start_from_a_checkpoint() {
     let learnt = train::<B>(&small_config(6), &data, source.path(), &quiet(), &device).expect("source run");
     let best = RunFiles::new(source.path()).best();
     let init = InitCheckpoint::from_file(&best).expect("a checkpoint");
+    let (same, header) = InitCheckpoint::from_file_with_header(&best).expect("a checkpoint");
+    assert_eq!((same, header.model), (init.clone(), small_config(6).model), "the header of the same file");
 
     // A learning rate too small to move the weights: a run from the checkpoint keeps what it
     // learnt (only the BatchNorm statistics follow the training batches), one from fresh weights
