@@ -5,7 +5,8 @@
 #
 #   scripts/gpu/checks.sh speed     Burn vs PyTorch training img/s, VGG19 and ResNet18, batch 128,
 #                                   side by side in one call; model B's img/s; the kernel benches
-#   scripts/gpu/checks.sh train N   VGG19 fast recipe for N epochs (resumable: call again to go on)
+#   scripts/gpu/checks.sh train N   FER_MODEL (default VGG19) fast recipe for N epochs (resumable:
+#                                   call again to go on)
 #   scripts/gpu/checks.sh adv-train N BN
 #                                   the same with the reference's FGSM adversarial training (ε = 0.3)
 #                                   and `--adv-bn BN` (batch-update = the reference, or running), into
@@ -15,8 +16,9 @@
 #                                   (RUN=… to attack another run, e.g. an adv-train one)
 #
 # Environment: FER (the fer binary, default $HOME/stage/fer), KERNELS (default $HOME/stage/kernels),
-# FER2013_CSV (default $HOME/stage/fer2013.csv.gz), FER_DEVICE (default cuda), RUN (default
-# $HOME/stage/runs/vgg19-fast), FER_GPU_STEPS (timed steps, default 20), FER_GPU_SMALL=1 (tiny
+# FER2013_CSV (default $HOME/stage/fer2013.csv.gz), FER_DEVICE (default cuda), FER_MODEL (vgg19 or
+# resnet18, the model `train` and `adv-train` start; default vgg19), RUN (default
+# $HOME/stage/runs/FER_MODEL-fast), FER_GPU_STEPS (timed steps, default 20), FER_GPU_SMALL=1 (tiny
 # sizes: how this script is tested on a CPU), OUT (the device tool sets it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,12 +26,18 @@ fer=${FER:-$HOME/stage/fer}
 kernels=${KERNELS:-$HOME/stage/kernels}
 data=${FER2013_CSV:-$HOME/stage/fer2013.csv.gz}
 device=${FER_DEVICE:-cuda}
-run=${RUN:-$HOME/stage/runs/vgg19-fast}
+model=${FER_MODEL:-vgg19}
+case "$model" in
+  vgg19 | resnet18) ;;
+  *) echo "FER_MODEL=$model: expected vgg19 or resnet18" >&2; exit 2 ;;
+esac
+run=${RUN:-$HOME/stage/runs/$model-fast}
 steps=${FER_GPU_STEPS:-20}
 out=${OUT:?set OUT to the folder results go to}
 small=${FER_GPU_SMALL:-0}
-bs=128; model=vgg19; models="vgg19 resnet18"
-if [ "$small" = 1 ]; then bs=8; model=vgg-small; models="vgg-small"; fi
+bs=128; models="vgg19 resnet18"
+# The CPU dry run: the CPU-sized model of the same family.
+if [ "$small" = 1 ]; then bs=8; model=${model%19}; model=${model%18}-small; models="$model"; fi
 
 part=${1:?usage: checks.sh speed | train N | adv-train N BN | attack}
 dir="$out/$part"
