@@ -27,8 +27,10 @@ kernels=${KERNELS:-$HOME/stage/kernels}
 data=${FER2013_CSV:-$HOME/stage/fer2013.csv.gz}
 device=${FER_DEVICE:-cuda}
 model=${FER_MODEL:-vgg19}
+# Each model with its CPU-sized sibling of the same family, which the CPU dry run trains instead.
 case "$model" in
-  vgg19 | resnet18) ;;
+  vgg19) small_model=vgg-small ;;
+  resnet18) small_model=resnet-small ;;
   *) echo "FER_MODEL=$model: expected vgg19 or resnet18" >&2; exit 2 ;;
 esac
 run=${RUN:-$HOME/stage/runs/$model-fast}
@@ -36,8 +38,7 @@ steps=${FER_GPU_STEPS:-20}
 out=${OUT:?set OUT to the folder results go to}
 small=${FER_GPU_SMALL:-0}
 bs=128; models="vgg19 resnet18"
-# The CPU dry run: the CPU-sized model of the same family.
-if [ "$small" = 1 ]; then bs=8; model=${model%19}; model=${model%18}-small; models="$model"; fi
+if [ "$small" = 1 ]; then bs=8; model=$small_model; models="$model"; fi
 
 part=${1:?usage: checks.sh speed | train N | adv-train N BN | attack}
 dir="$out/$part"
