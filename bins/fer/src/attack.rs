@@ -143,7 +143,7 @@ pub fn run(args: AttackArgs) -> Result<()> {
         bar.finish_and_clear();
         let report = AttackReport {
             checkpoint: args.checkpoint.clone(),
-            model: checkpoint.model.name().to_string(),
+            model: checkpoint.model.label(),
             split: args.split,
             config: config.clone(),
             clean: SplitReport::new(args.split, &result.clean),

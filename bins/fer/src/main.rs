@@ -153,6 +153,10 @@ enum Command {
         /// step), or cnn-hog-b, cnn-hog-a, cnn-hog-tiny (48×48 faces + features, momentum SGD).
         #[arg(long, default_value = "vgg19")]
         model: String,
+        /// Multiply every channel count of vgg*/resnet* models by this factor (as `fer train
+        /// --width`).
+        #[arg(long)]
+        width: Option<f64>,
         /// Feature vector of the cnn-hog models: landmarks-sliding-hog, landmarks-whole-hog,
         /// landmarks.
         #[arg(long, default_value = "landmarks-sliding-hog")]
@@ -224,6 +228,11 @@ struct TrainArgs {
     /// --init checkpoint's model].
     #[arg(long)]
     model: Option<String>,
+    /// Multiply every layer's channel count by this factor (e.g. 0.25: VGG19 with 16…128
+    /// channels, 1/16 of the weights and compute, for CPU experiments); config.json records the
+    /// resulting layers.
+    #[arg(long, conflicts_with = "resume")]
+    width: Option<f64>,
     /// Start from this checkpoint's weights and BatchNorm statistics instead of fresh ones (e.g.
     /// adversarial fine-tuning of a cleanly trained model); the optimiser and the schedule start
     /// afresh. config.json records the path and the file's checksum.
@@ -343,6 +352,10 @@ impl TrainArgs {
             (None, Some(header)) => header.model,
             (None, None) => ModelConfig::from_name("vgg19").map_err(anyhow::Error::msg)?,
         };
+        let model = match self.width {
+            Some(factor) => model.scale_width(factor).map_err(|e| anyhow::anyhow!("--width: {e}"))?,
+            None => model,
+        };
         let mut c = match self.recipe.as_str() {
             "reference" => TrainConfig::reference(model),
             "fast" => TrainConfig::fast(model),
@@ -404,10 +417,27 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `e` and its causes, joined by ": ", leaving out a cause whose text the message already holds:
+/// fer-rs's errors name their cause in their own message (so that they read whole when a library
+/// user prints them) and also return it as `source()`, which `{:#}` would print twice.
+fn error_report(e: &anyhow::Error) -> String {
+    let mut report = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !report.contains(&text) {
+            if !report.is_empty() {
+                report.push_str(": ");
+            }
+            report.push_str(&text);
+        }
+    }
+    report
 }
 
 /// The backend of format conversions (no computation happens there).
@@ -495,7 +525,7 @@ fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("--devices mixes backends ({} and {other}): use devices of one backend", specs[0]);
             }
             let names: Vec<String> = specs.iter().map(ToString::to_string).collect();
-            tracing::info!("training {} on {} into {}", config.model.name(), names.join(", "), args.out.display());
+            tracing::info!("training {} on {} into {}", config.model.label(), names.join(", "), args.out.display());
             let summary = with_backend!(specs[0], |B, device| {
                 let others = specs[1..].iter().map(|s| backend::DeviceFromIndex::from_index(s.index));
                 let devices: Vec<_> = std::iter::once(device).chain(others).collect();
@@ -541,8 +571,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Hyperopt { max_evals, startup_trials, args } => {
             features_cmd::hyperopt(*args, max_evals, startup_trials)?
         }
-        Command::BenchTrain { model, feature_set, bs, steps, warmup, device, json } => {
+        Command::BenchTrain { model, width, feature_set, bs, steps, warmup, device, json } => {
             let bench = if model.starts_with("cnn-hog") {
+                anyhow::ensure!(width.is_none(), "--width applies to vgg*/resnet* models, not `{model}`");
                 let net = features_cmd::feature_model(&model, feature_set)?;
                 let config = FeatureTrainConfig { batch_size: bs, ..FeatureTrainConfig::reference(net, feature_set) };
                 with_backend!(device, |B, device| {
@@ -552,7 +583,10 @@ fn run(cli: Cli) -> Result<()> {
                     .map_err(anyhow::Error::msg)?
                 })
             } else {
-                let model = ModelConfig::from_name(&model).map_err(anyhow::Error::msg)?;
+                let mut model = ModelConfig::from_name(&model).map_err(anyhow::Error::msg)?;
+                if let Some(factor) = width {
+                    model = model.scale_width(factor).map_err(|e| anyhow::anyhow!("--width: {e}"))?;
+                }
                 let config = TrainConfig { batch_size: bs, ..TrainConfig::reference(model) };
                 with_backend!(device, |B, device| {
                     fer_train::bench_train_steps::<burn::backend::Autodiff<B>>(&config, warmup, steps, &device)
@@ -634,7 +668,7 @@ fn run(cli: Cli) -> Result<()> {
             let (model, header) = fer_models::load_checkpoint::<CpuBackend>(&checkpoint, &Default::default())?;
             fer_models::export_safetensors(&model, &header.model, &out)?;
             let values = burn::module::Module::num_params(&model);
-            println!("wrote {} (model `{}`, {values} values)", out.display(), header.model.name());
+            println!("wrote {} (model `{}`, {values} values)", out.display(), header.model.label());
         }
         Command::Import { safetensors, out } => {
             let (model, config) = fer_models::import_safetensors::<CpuBackend>(&safetensors, &Default::default())?;
@@ -749,4 +783,19 @@ fn print_split_report(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_report;
+
+    #[test]
+    fn error_report_names_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let model = fer_models::ModelError::Read { path: "/x.fer".into(), source: io };
+        let e = anyhow::Error::new(model).context("evaluating");
+        assert_eq!(error_report(&e), "evaluating: cannot read checkpoint /x.fer: no such file");
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_report(&plain), "outer: inner");
+    }
 }

@@ -237,6 +237,11 @@ fn train_eval_report_round_trip_on_ndarray() {
     let out = fer(&["eval", "--checkpoint", "/no/such.fer", "--device", "ndarray", "--data", csv]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("cannot read checkpoint /no/such.fer"), "{}", stderr(&out));
+    assert_eq!(stderr(&out).matches("(os error 2)").count(), 1, "the cause once: {}", stderr(&out));
+    let out = fer(&["train", "--init", best_s, "--width", "0.5", "--out", tuned_s, "--data", csv]);
+    assert!(stderr(&out).contains("holds model `vgg-small`, expected `vgg (custom:"), "{}", stderr(&out));
+    let out = fer(&["train", "--model", "vgg19", "--width", "0", "--out", tuned_s, "--data", csv]);
+    assert!(stderr(&out).contains("--width: width factor 0 is not a finite number > 0"), "{}", stderr(&out));
     let out = fer(&["train", "--model", "alexnet", "--out", run_s, "--data", csv]);
     assert!(stderr(&out).contains("unknown model `alexnet`"), "{}", stderr(&out));
     let out = fer(&["train", "--model", "vgg-small", "--adversarial", "fgsm", "--adv-bn", "clean", "--out", run_s]);
@@ -410,6 +415,13 @@ fn bench_train_reports_a_median() {
     assert_eq!(json["batch_size"], 4);
     assert_eq!(json["step_seconds"].as_array().map(Vec::len), Some(3));
     assert!(json["median_img_per_s"].as_f64().expect("number") > 0.0);
+    let half = ["bench-train", "--model", "vgg-small", "--width", "0.5", "--bs", "4", "--steps", "1", "--warmup", "0"];
+    let out = fer(&[&half[..], &["--device", "ndarray", "--json"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(json["model"], "vgg(8-8-M-16-16-M-M)");
+    let out = fer(&["bench-train", "--model", "cnn-hog-tiny", "--width", "0.5", "--device", "ndarray"]);
+    assert!(stderr(&out).contains("--width applies to vgg*/resnet* models"), "{}", stderr(&out));
     let out = fer(&["bench-train", "--model", "vgg-small", "--steps", "0", "--device", "ndarray"]);
     assert!(stderr(&out).contains("one timed step"), "{}", stderr(&out));
     let tiny = ["bench-train", "--model", "cnn-hog-tiny", "--bs", "4", "--steps", "2", "--warmup", "0"];

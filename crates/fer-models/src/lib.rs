@@ -16,6 +16,8 @@
 //! | --- | --- | --- |
 //! | VGG19 (CIFAR-style, BN) | [`VggConfig::vgg19`] | 20,037,831 |
 //! | ResNet18 (CIFAR-style) | [`ResNetConfig::resnet18`] | 11,171,271 |
+//! | VGG19, every width × 0.25 (16…128 channels) | [`ModelConfig::scale_width`] | 1,256,247 |
+//! | ResNet18, every width × 0.25 (16/32/64/128) | [`ModelConfig::scale_width`] | 700,791 |
 //!
 //! The reference project feeds the gray face as three identical RGB channels; one channel is the
 //! same function with the three first-layer kernels summed, so fer-rs uses one.

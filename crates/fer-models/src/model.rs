@@ -51,6 +51,40 @@ impl ModelConfig {
         })
     }
 
+    /// The preset name, or for a custom config its layers: `vgg(16-16-M-…)`,
+    /// `resnet(blocks 2-2-2-2, widths 16-32-64-128)`. For logs, reports and bench lines.
+    pub fn label(&self) -> String {
+        match (self.name(), self) {
+            ("vgg", ModelConfig::Vgg(c)) => format!("vgg({})", c.layers_label()),
+            ("resnet", ModelConfig::ResNet(c)) => {
+                let join = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join("-");
+                format!("resnet(blocks {}, widths {})", join(&c.blocks), join(&c.widths))
+            }
+            (name, _) => name.to_string(),
+        }
+    }
+
+    /// The same architecture with every layer's channel count multiplied by `factor` (rounded, at
+    /// least 1; depth, dropout and classes unchanged): a narrower VGG19 or ResNet18 for a CPU, or a
+    /// wider one. Errors when `factor` is not a finite number > 0.
+    ///
+    /// ```
+    /// use fer_models::ModelConfig;
+    ///
+    /// let quarter = ModelConfig::from_name("vgg19").unwrap().scale_width(0.25).unwrap();
+    /// assert_eq!(quarter.label(), "vgg(16-16-M-32-32-M-64-64-64-64-M-128-128-128-128-M-128-128-128-128-M)");
+    /// assert!(ModelConfig::from_name("resnet18").unwrap().scale_width(0.0).is_err());
+    /// ```
+    pub fn scale_width(&self, factor: f64) -> Result<ModelConfig, String> {
+        if !factor.is_finite() || factor <= 0.0 {
+            return Err(format!("width factor {factor} is not a finite number > 0"));
+        }
+        Ok(match self {
+            ModelConfig::Vgg(c) => ModelConfig::Vgg(c.scale_width(factor)),
+            ModelConfig::ResNet(c) => ModelConfig::ResNet(c.scale_width(factor)),
+        })
+    }
+
     /// Output classes.
     pub fn num_classes(&self) -> usize {
         match self {
@@ -80,6 +114,11 @@ impl ModelConfig {
         let _ = model.num_params(); // visits (and so initialises) every parameter
         model
     }
+}
+
+/// `channels × factor`, rounded, at least 1 (the width rule of [`ModelConfig::scale_width`]).
+pub(crate) fn scale_channels(channels: usize, factor: f64) -> usize {
+    ((channels as f64) * factor).round().max(1.0) as usize
 }
 
 /// Any fer-rs image classifier (a Burn [`Module`]: train it, save it, move it between devices).
@@ -212,6 +251,44 @@ mod tests {
         let resnet = ModelConfig::from_name("resnet18").expect("known").init::<B>(&device);
         // ResNet18 has 2 × 4,800 BatchNorm running statistics (20 BNs: stem, blocks, shortcuts).
         assert_eq!(resnet.num_params(), 11_171_271 + 9_600);
+    }
+
+    #[test]
+    fn width_scaled_presets_have_the_hand_counted_parameters() {
+        // Same hand count as above with every width divided by 4: VGG19 convs 1→16, 16→16, 16→32,
+        // 32→32, 32→64, 3 × 64→64, 64→128, 7 × 128→128 (9·in·out + out, BN 2·out), Linear(128, 7);
+        // ResNet18 stem 16, stages 16/32/64/128 (bias-free convs, projection shortcuts), Linear(128, 7).
+        let device = Default::default();
+        let vgg = ModelConfig::from_name("vgg19").expect("known").scale_width(0.25).expect("valid");
+        assert_eq!(vgg.init::<B>(&device).num_params(), 1_256_247 + 2 * 1_376);
+        let resnet = ModelConfig::from_name("resnet18").expect("known").scale_width(0.25).expect("valid");
+        assert_eq!(resnet.label(), "resnet(blocks 2-2-2-2, widths 16-32-64-128)");
+        assert_eq!(resnet.init::<B>(&device).num_params(), 700_791 + 2 * 1_200);
+        for side in [44, 48] {
+            for config in [&vgg, &resnet] {
+                let out = config.init::<B>(&device).forward(Tensor::zeros([2, 1, side, side], &device));
+                assert_eq!(out.dims(), [2, 7], "{} at {side}", config.label());
+            }
+        }
+    }
+
+    #[test]
+    fn width_factor_one_is_the_preset_and_bad_factors_are_refused() {
+        for name in MODEL_NAMES {
+            let preset = ModelConfig::from_name(name).expect("known");
+            let same = preset.scale_width(1.0).expect("valid");
+            assert_eq!(same, preset);
+            assert_eq!(same.label(), name);
+        }
+        // Rounding, and never fewer than one channel.
+        let tiny = ModelConfig::from_name("vgg-small").expect("known").scale_width(0.03).expect("valid");
+        assert_eq!(tiny.label(), "vgg(1-1-M-1-1-M-M)");
+        let wide = ModelConfig::from_name("vgg-small").expect("known").scale_width(1.5).expect("valid");
+        assert_eq!(wide.label(), "vgg(24-24-M-48-48-M-M)");
+        for bad in [0.0, -0.5, f64::NAN, f64::INFINITY] {
+            let err = ModelConfig::from_name("vgg19").expect("known").scale_width(bad).expect_err("refused");
+            assert!(err.contains("width factor"), "{err}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::mode::{Mode, NormStatistics, batch_norm, dropout};
+use crate::model::scale_channels;
 
 /// Configuration of a [`ResNet`].
 #[derive(Config, Debug, PartialEq)]
@@ -37,6 +38,16 @@ impl ResNetConfig {
     /// A two-stage, 16/32-channel ResNet for tests and quick experiments on the CPU.
     pub fn small() -> ResNetConfig {
         ResNetConfig::new(vec![1, 1], vec![16, 32])
+    }
+
+    /// The same network with every stage's channel count multiplied by `factor` (rounded, at
+    /// least 1): `ResNetConfig::resnet18().scale_width(0.25)` has widths 16/32/64/128.
+    /// [`ModelConfig::scale_width`] checks `factor`.
+    ///
+    /// [`ModelConfig::scale_width`]: crate::ModelConfig::scale_width
+    pub fn scale_width(&self, factor: f64) -> ResNetConfig {
+        let widths = self.widths.iter().map(|&w| scale_channels(w, factor)).collect();
+        ResNetConfig { widths, ..self.clone() }
     }
 
     /// Checks the stage lists; returns what is wrong.

@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::mode::{Mode, NormStatistics, batch_norm, dropout};
+use crate::model::scale_channels;
 
 /// One entry of a VGG layer list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -51,6 +52,37 @@ impl VggConfig {
     pub fn small() -> VggConfig {
         use VggItem::{Conv, MaxPool};
         VggConfig::new(vec![Conv(16), Conv(16), MaxPool, Conv(32), Conv(32), MaxPool, MaxPool]).with_dropout(0.1)
+    }
+
+    /// The same network with every convolution's channel count multiplied by `factor` (rounded,
+    /// at least 1): `VggConfig::vgg19().scale_width(0.25)` has 16…128 channels instead of 64…512
+    /// and about 1/16 of the weights and multiply-adds. [`ModelConfig::scale_width`] checks
+    /// `factor`.
+    ///
+    /// [`ModelConfig::scale_width`]: crate::ModelConfig::scale_width
+    pub fn scale_width(&self, factor: f64) -> VggConfig {
+        let layers = self
+            .layers
+            .iter()
+            .map(|item| match *item {
+                VggItem::Conv(width) => VggItem::Conv(scale_channels(width, factor)),
+                VggItem::MaxPool => VggItem::MaxPool,
+            })
+            .collect();
+        VggConfig { layers, ..self.clone() }
+    }
+
+    /// The layer list as `16-16-M-32-…` (M: max-pool), for labels and messages.
+    pub fn layers_label(&self) -> String {
+        let items: Vec<String> = self
+            .layers
+            .iter()
+            .map(|item| match item {
+                VggItem::Conv(width) => width.to_string(),
+                VggItem::MaxPool => "M".to_string(),
+            })
+            .collect();
+        items.join("-")
     }
 
     /// Checks the layer list; returns what is wrong.

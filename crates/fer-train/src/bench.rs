@@ -16,7 +16,7 @@ use crate::{FeatureTrainConfig, TrainConfig};
 /// Timings of [`bench_train_steps`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainBench {
-    /// Model preset name.
+    /// Model: preset name, or [`fer_models::ModelConfig::label`] for a custom config.
     pub model: String,
     /// Images per step.
     pub batch_size: usize,
@@ -44,7 +44,7 @@ pub fn bench_train_steps<B: AutodiffBackend>(
 ) -> Result<TrainBench, String> {
     let mut step = TrainStep::<B>::new(config, device)?;
     let step_seconds = time_steps(warmup, steps, || step.run())?;
-    Ok(TrainBench::new(config.model.name(), config.batch_size, config.crop, warmup, step_seconds))
+    Ok(TrainBench::new(&config.model.label(), config.batch_size, config.crop, warmup, step_seconds))
 }
 
 /// Times `steps` training steps of the CNN + landmarks + HOG model `config.model` after `warmup`

@@ -51,7 +51,7 @@ impl SplitReport {
 /// `report.json` of a run.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Report {
-    /// Model preset name (`vgg19`, …).
+    /// Model: preset name (`vgg19`, …) or, for a custom config, [`fer_models::ModelConfig::label`].
     pub model: String,
     /// How the checkpoint was chosen.
     pub selection: String,
@@ -143,7 +143,7 @@ pub fn write_report<B: AutodiffBackend>(
         Selection::Mean => "the best mean of clean and attacked PublicTest accuracy",
     };
     let report = Report {
-        model: config.model.name().to_string(),
+        model: config.model.label(),
         selection: format!(
             "checkpoint with {criterion}; PrivateTest is the headline. summary.reference_style_* are the best \
              PrivateTest figures over all epochs (the reference project's way, selected on the test set)"
