@@ -572,7 +572,7 @@ fn epoch_robustness<B: AutodiffBackend>(
         let eval_acc = correct as f64 / faces as f64;
         let subset = Arc::new(public.select(&(0..faces).collect::<Vec<_>>()));
         let check_acc = run(&subset, &robustness(adv.check_attack, 0xE3_0000), "check")?.adversarial.accuracy();
-        Some((eval_acc, check_acc, eval_acc - check_acc >= adv.catastrophic_gap))
+        Some((eval_acc, check_acc, adv.is_catastrophic(eval_acc, check_acc)))
     } else {
         None
     };
