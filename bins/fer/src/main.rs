@@ -352,10 +352,7 @@ impl TrainArgs {
             (None, Some(header)) => header.model,
             (None, None) => ModelConfig::from_name("vgg19").map_err(anyhow::Error::msg)?,
         };
-        let model = match self.width {
-            Some(factor) => model.scale_width(factor).map_err(|e| anyhow::anyhow!("--width: {e}"))?,
-            None => model,
-        };
+        let model = with_width(model, self.width)?;
         let mut c = match self.recipe.as_str() {
             "reference" => TrainConfig::reference(model),
             "fast" => TrainConfig::fast(model),
@@ -420,6 +417,14 @@ fn main() -> ExitCode {
             eprintln!("error: {}", error_report(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `model` with its channel counts scaled by `--width` when given (`fer train`, `fer bench-train`).
+fn with_width(model: ModelConfig, width: Option<f64>) -> Result<ModelConfig> {
+    match width {
+        Some(factor) => model.scale_width(factor).map_err(|e| anyhow::anyhow!("--width: {e}")),
+        None => Ok(model),
     }
 }
 
@@ -583,10 +588,7 @@ fn run(cli: Cli) -> Result<()> {
                     .map_err(anyhow::Error::msg)?
                 })
             } else {
-                let mut model = ModelConfig::from_name(&model).map_err(anyhow::Error::msg)?;
-                if let Some(factor) = width {
-                    model = model.scale_width(factor).map_err(|e| anyhow::anyhow!("--width: {e}"))?;
-                }
+                let model = with_width(ModelConfig::from_name(&model).map_err(anyhow::Error::msg)?, width)?;
                 let config = TrainConfig { batch_size: bs, ..TrainConfig::reference(model) };
                 with_backend!(device, |B, device| {
                     fer_train::bench_train_steps::<burn::backend::Autodiff<B>>(&config, warmup, steps, &device)
