@@ -11,9 +11,12 @@
 #                                   the same with the reference's FGSM adversarial training (ε = 0.3)
 #                                   and `--adv-bn BN` (batch-update = the reference, or running), into
 #                                   $RUN-fgsm-at-BN (resumable); with INIT=CHECKPOINT it fine-tunes
-#                                   that checkpoint instead (fer train --init) into $RUN-fgsm-ft-BN
+#                                   that checkpoint instead (fer train --init) into $RUN-fgsm-ft-BN;
+#                                   ADV_METHOD=fgsm-rs|pgd trains with that attack instead (run dir
+#                                   $RUN-ADV_METHOD-at-BN), ADV_EPS=8/255 at that budget (…-eps8_255-…)
 #   scripts/gpu/checks.sh attack    FGSM ε = 0.3 (reference protocol) + PGD-10 on the run's best.fer
-#                                   (RUN=… to attack another run, e.g. an adv-train one)
+#                                   (RUN=… to attack another run, e.g. an adv-train one; ADV_EPS=…
+#                                   attacks at that budget instead)
 #
 # Environment: FER (the fer binary, default $HOME/stage/fer), KERNELS (default $HOME/stage/kernels),
 # FER2013_CSV (default $HOME/stage/fer2013.csv.gz), FER_DEVICE (default cuda), FER_MODEL (vgg19 or
@@ -40,13 +43,21 @@ small=${FER_GPU_SMALL:-0}
 bs=128; models="vgg19 resnet18"
 if [ "$small" = 1 ]; then bs=8; model=$small_model; models="$model"; fi
 
+# The training attack and the budget of adv-train and attack; a run's name says both unless they
+# are the reference's (fgsm, 0.3), so the default names stay those of earlier sessions.
+adv=${ADV_METHOD:-fgsm}
+eps=${ADV_EPS:-0.3}
+case "$adv" in fgsm | fgsm-rs | pgd) ;; *) echo "ADV_METHOD=$adv: expected fgsm, fgsm-rs or pgd" >&2; exit 2 ;; esac
+tag=$adv; [ "$eps" != 0.3 ] && tag="$adv-eps${eps//\//_}"
+
 part=${1:?usage: checks.sh speed | train N | adv-train N BN | attack}
 dir="$out/$part"
 if [ "$part" = adv-train ]; then
   bn=${3:?usage: checks.sh adv-train EPOCHS batch-update|batch|running}
-  if [ -n "${INIT:-}" ]; then run="$run-fgsm-ft-$bn"; dir="$out/$part-ft-$bn"; else run="$run-fgsm-at-$bn"; dir="$out/$part-$bn"; fi
+  if [ -n "${INIT:-}" ]; then kind=ft; else kind=at; fi
+  run="$run-$tag-$kind-$bn"; dir="$out/$part-$tag-$kind-$bn"
 fi
-[ "$part" = attack ] && dir="$out/attack-$(basename "$run")"
+[ "$part" = attack ] && dir="$out/attack-$(basename "$run")${ADV_EPS:+-eps${eps//\//_}}"
 mkdir -p "$dir"
 { date -u; nvidia-smi -L 2>/dev/null || echo "no nvidia-smi (CPU dry run)"; "$fer" --version; } > "$dir/machine.txt"
 
@@ -69,7 +80,7 @@ case "$part" in
   train | adv-train)
     epochs=${2:?usage: checks.sh $part EPOCHS}
     args=(--model "$model" --recipe fast --bs "$bs" --epochs "$epochs" --device "$device" --data "$data" --out "$run")
-    [ "$part" = adv-train ] && args+=(--adversarial fgsm --eps 0.3 --adv-bn "$bn")
+    [ "$part" = adv-train ] && args+=(--adversarial "$adv" --eps "$eps" --adv-bn "$bn")
     [ "$part" = adv-train ] && [ -n "${INIT:-}" ] && args+=(--init "$INIT")
     [ "$small" = 1 ] && args+=(--train-limit 64 --eval-limit 16 --no-tencrop)
     [ "$small" = 1 ] && [ "$part" = adv-train ] && args+=(--check-faces 8)
@@ -79,8 +90,8 @@ case "$part" in
     ;;
   attack)
     limit=(); [ "$small" = 1 ] && limit=(--limit 16)
-    "$fer" attack --checkpoint "$run/best.fer" --method fgsm --eps 0.3 --device "$device" --data "$data" "${limit[@]}" --out "$dir/fgsm" --json > "$dir/fgsm.json"
-    "$fer" attack --checkpoint "$run/best.fer" --method pgd --eps 0.3 --steps 10 --device "$device" --data "$data" "${limit[@]}" --out "$dir/pgd" --json > "$dir/pgd.json"
+    "$fer" attack --checkpoint "$run/best.fer" --method fgsm --eps "$eps" --device "$device" --data "$data" "${limit[@]}" --out "$dir/fgsm" --json > "$dir/fgsm.json"
+    "$fer" attack --checkpoint "$run/best.fer" --method pgd --eps "$eps" --steps 10 --device "$device" --data "$data" "${limit[@]}" --out "$dir/pgd" --json > "$dir/pgd.json"
     ;;
   *) echo "unknown part $part: speed | train N | adv-train N BN | attack" >&2; exit 2 ;;
 esac
