@@ -539,9 +539,10 @@ fn run(cli: Cli) -> Result<()> {
                 )?
             });
             println!(
-                "{} epochs done. Selected epoch {} (best PublicTest {:.2} %): PrivateTest {:.2} % (headline).",
+                "{} epochs done. Selected epoch {} ({}): clean PublicTest {:.2} %, PrivateTest {:.2} % (headline).",
                 summary.completed_epochs,
                 summary.selected_epoch + 1,
+                summary.selection.criterion(),
                 100.0 * summary.selected_public_acc,
                 100.0 * summary.selected_private_acc
             );

@@ -161,7 +161,11 @@ fn train_eval_report_round_trip_on_ndarray() {
     let out = fer_logged(&train_args);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("1 epochs done. Selected epoch 1") && text.contains("Reference-style figure"), "{text}");
+    assert!(
+        text.contains("1 epochs done. Selected epoch 1 (the best clean PublicTest accuracy): clean PublicTest "),
+        "{text}"
+    );
+    assert!(text.contains("Reference-style figure"), "{text}");
     // Without a terminal the progress bar draws nothing: the log says how far the epoch is.
     assert!(stderr(&out).contains("epoch 1/1 step 1/"), "{}", stderr(&out));
     for file in ["config.json", "metrics.csv", "state.json", "latest.fer", "best.fer", "latest.optim", "report.json"] {
@@ -282,6 +286,7 @@ fn adversarial_training_then_attacks_on_ndarray() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("Under attack at that epoch (selection: Mean)"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("(the best mean of clean and attacked PublicTest accuracy)"), "{}", stdout(&out));
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("config.json")).expect("config.json")).expect("JSON");
     assert_eq!(config["adversarial"]["norm_statistics"], "running", "--adv-bn reaches the run's config");

@@ -122,6 +122,18 @@ pub enum Selection {
     Mean,
 }
 
+impl Selection {
+    /// What the selected epoch is best at, in words: "the best mean of clean and attacked PublicTest
+    /// accuracy", … (for reports and console summaries).
+    pub fn criterion(self) -> &'static str {
+        match self {
+            Selection::Clean => "the best clean PublicTest accuracy",
+            Selection::Adversarial => "the best PublicTest accuracy under the evaluation attack",
+            Selection::Mean => "the best mean of clean and attacked PublicTest accuracy",
+        }
+    }
+}
+
 impl std::str::FromStr for Selection {
     type Err = String;
     fn from_str(s: &str) -> Result<Selection, String> {

@@ -10,9 +10,7 @@ use fer_models::load_checkpoint;
 
 use crate::run::{read_json, write_csv, write_json};
 use crate::train::{RunSummary, evaluation_faces, evaluation_view};
-use crate::{
-    Evaluation, RunFiles, Selection, TrainConfig, TrainError, evaluate, plot_confusion, plot_curves, read_metrics,
-};
+use crate::{Evaluation, RunFiles, TrainConfig, TrainError, evaluate, plot_confusion, plot_curves, read_metrics};
 
 /// One split's evaluation, ready for JSON.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -137,11 +135,7 @@ pub fn write_report<B: AutodiffBackend>(
             })
         }
     };
-    let criterion = match selection {
-        Selection::Clean => "the best clean PublicTest accuracy",
-        Selection::Adversarial => "the best PublicTest accuracy under the evaluation attack",
-        Selection::Mean => "the best mean of clean and attacked PublicTest accuracy",
-    };
+    let criterion = selection.criterion();
     let report = Report {
         model: config.model.label(),
         selection: format!(
