@@ -48,7 +48,8 @@ if [ "$small" = 1 ]; then bs=8; model=$small_model; models="$model"; fi
 adv=${ADV_METHOD:-fgsm}
 eps=${ADV_EPS:-0.3}
 case "$adv" in fgsm | fgsm-rs | pgd) ;; *) echo "ADV_METHOD=$adv: expected fgsm, fgsm-rs or pgd" >&2; exit 2 ;; esac
-tag=$adv; [ "$eps" != 0.3 ] && tag="$adv-eps${eps//\//_}"
+eps_suffix=; [ "$eps" != 0.3 ] && eps_suffix="-eps${eps//\//_}"
+tag=$adv$eps_suffix
 
 part=${1:?usage: checks.sh speed | train N | adv-train N BN | attack}
 dir="$out/$part"
@@ -57,7 +58,7 @@ if [ "$part" = adv-train ]; then
   if [ -n "${INIT:-}" ]; then kind=ft; else kind=at; fi
   run="$run-$tag-$kind-$bn"; dir="$out/$part-$tag-$kind-$bn"
 fi
-[ "$part" = attack ] && dir="$out/attack-$(basename "$run")${ADV_EPS:+-eps${eps//\//_}}"
+[ "$part" = attack ] && dir="$out/attack-$(basename "$run")$eps_suffix"
 mkdir -p "$dir"
 { date -u; nvidia-smi -L 2>/dev/null || echo "no nvidia-smi (CPU dry run)"; "$fer" --version; } > "$dir/machine.txt"
 
