@@ -226,12 +226,35 @@ fn print_report(report: &AttackReport) {
         report.max_perturbation,
         report.faces_per_second
     );
-    println!("  {:<9} {:>8} {:>12}", "class", "clean", "adversarial");
-    for ((emotion, clean), (_, adversarial)) in
-        report.clean.per_class_accuracy.iter().zip(&report.adversarial.per_class_accuracy)
+    println!(
+        "  balanced accuracy (mean recall per class) {:.2} % → {:.2} %",
+        100.0 * report.clean.balanced_accuracy,
+        100.0 * report.adversarial.balanced_accuracy
+    );
+    println!("  {:<9} {:>8} {:>12} {:>15} {:>12}", "class", "clean", "adversarial", "answers: clean", "adversarial");
+    for (((emotion, clean), (_, adversarial)), ((_, answers_clean), (_, answers_adversarial))) in report
+        .clean
+        .per_class_accuracy
+        .iter()
+        .zip(&report.adversarial.per_class_accuracy)
+        .zip(report.clean.answers.iter().zip(&report.adversarial.answers))
     {
         let pct = |a: &Option<f64>| a.map_or("-".to_string(), |a| format!("{:.2} %", 100.0 * a));
-        println!("  {:<9} {:>8} {:>12}", emotion.name(), pct(clean), pct(adversarial));
+        println!(
+            "  {:<9} {:>8} {:>12} {answers_clean:>15} {answers_adversarial:>12}",
+            emotion.name(),
+            pct(clean),
+            pct(adversarial)
+        );
+    }
+    for note in [
+        crate::dominant_answer_note("without attack ", &report.clean),
+        crate::dominant_answer_note("under attack ", &report.adversarial),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        println!("{note}");
     }
 }
 

@@ -569,6 +569,22 @@ fn run(cli: Cli) -> Result<()> {
                 let epochs: Vec<String> = summary.catastrophic_epochs.iter().map(|e| (e + 1).to_string()).collect();
                 println!("Catastrophic overfitting (FGSM accuracy far above PGD) at epochs {}.", epochs.join(", "));
             }
+            // A finished run's report.json: warn when one class has most of the selected model's answers.
+            let report_path = RunFiles::new(&args.out).report();
+            if summary.completed_epochs == config.epochs && report_path.is_file() {
+                let report: fer_train::Report = serde_json::from_slice(&std::fs::read(&report_path)?)
+                    .with_context(|| format!("cannot read {}", report_path.display()))?;
+                let attacked = report.adversarial.as_ref().map(|a| &a.private_test);
+                for note in [
+                    dominant_answer_note("on PrivateTest ", &report.private_test),
+                    attacked.and_then(|a| dominant_answer_note("on PrivateTest under attack ", a)),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    println!("{note}");
+                }
+            }
         }
         Command::Attack(args) => attack::run(*args)?,
         Command::Predict(args) => predict_cmd::run(*args)?,
@@ -775,17 +791,37 @@ fn print_split_report(
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "{what} on {split} ({inputs}): accuracy {:.2} % over {} faces, mean loss {:.4}",
+            "{what} on {split} ({inputs}): accuracy {:.2} % over {} faces (balanced {:.2} %), mean loss {:.4}",
             100.0 * report.accuracy,
             report.faces,
+            100.0 * report.balanced_accuracy,
             report.mean_loss
         );
-        for (emotion, acc) in &report.per_class_accuracy {
+        println!("  {:<9} {:>8} {:>8}", "class", "recall", "answers");
+        for ((emotion, acc), (_, answers)) in report.per_class_accuracy.iter().zip(&report.answers) {
             let acc = acc.map_or("-".to_string(), |a| format!("{:.2} %", 100.0 * a));
-            println!("  {:<9} {acc:>8}", emotion.name());
+            println!("  {:<9} {acc:>8} {answers:>8}", emotion.name());
+        }
+        if let Some(note) = dominant_answer_note("", &report) {
+            println!("{note}");
         }
     }
     Ok(())
+}
+
+/// A warning when one class takes more than half of `report`'s answers: accuracy is then largely
+/// that class's share of the faces (`under` names the condition, e.g. "under attack ").
+fn dominant_answer_note(under: &str, report: &SplitReport) -> Option<String> {
+    let d = report.dominant_answer()?;
+    Some(format!(
+        "  note: {under}{:.1} % of the answers are \"{}\" ({:.1} % of these faces are {}): read the \
+         accuracy as largely that of a constant answer; balanced accuracy {:.2} %",
+        100.0 * d.share_of_answers,
+        d.emotion.name(),
+        100.0 * d.share_of_faces,
+        d.emotion.name(),
+        100.0 * report.balanced_accuracy
+    ))
 }
 
 #[cfg(test)]

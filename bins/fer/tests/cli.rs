@@ -180,24 +180,24 @@ fn train_eval_report_round_trip_on_ndarray() {
     assert!(out.status.success(), "{}", stderr(&out));
 
     let best = run.join("best.fer");
-    let out = fer(&[
-        "eval",
-        "--checkpoint",
-        best.to_str().expect("utf-8"),
-        "--split",
-        "private",
-        "--tencrop",
-        "--device",
-        "ndarray",
-        "--data",
-        csv,
-        "--json",
-    ]);
+    let eval_args = ["eval", "--checkpoint", best.to_str().expect("utf-8"), "--split", "private", "--tencrop"];
+    let eval_args = [&eval_args[..], &["--device", "ndarray", "--data", csv]].concat();
+    let out = fer(&[&eval_args[..], &["--json"]].concat());
     assert!(out.status.success(), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
     assert_eq!(report["faces"], 10);
     assert_eq!(report["split"], "PrivateTest");
     assert_eq!(report["per_class_accuracy"].as_array().map(Vec::len), Some(7));
+    let answers = answer_counts(&report);
+    assert_eq!(answers.iter().sum::<u64>(), 10, "{report}");
+    // The text form: the same answers per class, and a note exactly when one class has most of them.
+    let out = fer(&eval_args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("over 10 faces (balanced "), "{text}");
+    assert!(text.contains("class       recall  answers"), "{text}");
+    assert_eq!(table_answers(&text, 0), answers, "{text}");
+    assert_eq!(text.contains("note: "), answers.iter().any(|&n| n > 5), "{text}");
 
     let out = fer(&["report", "--run", run_s, "--device", "ndarray", "--data", csv]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -298,6 +298,15 @@ fn adversarial_training_then_attacks_on_ndarray() {
         serde_json::from_slice(&std::fs::read(run.join("report.json")).expect("report.json")).expect("JSON");
     assert_eq!(report["adversarial"]["attack"]["method"], "fgsm");
     assert_eq!(report["adversarial"]["private_test"]["faces"], 10);
+    // The closing lines warn exactly when one class has most of the selected model's answers.
+    let (clean, attacked) =
+        (answer_counts(&report["private_test"]), answer_counts(&report["adversarial"]["private_test"]));
+    assert_eq!(attacked.iter().sum::<u64>(), 10);
+    let notes: Vec<String> =
+        stdout(&out).lines().filter(|l| l.contains("note: on PrivateTest ")).map(String::from).collect();
+    let under_attack = notes.iter().filter(|l| l.contains("note: on PrivateTest under attack ")).count();
+    assert_eq!(notes.len() - under_attack, usize::from(clean.iter().any(|&n| n > 5)), "{notes:?}");
+    assert_eq!(under_attack, usize::from(attacked.iter().any(|&n| n > 5)), "{notes:?}");
 
     let best = run.join("best.fer");
     let best = best.to_str().expect("utf-8");
@@ -372,6 +381,20 @@ fn adversarial_training_then_attacks_on_ndarray() {
         recal_attack,
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // The text report: balanced accuracy, and answers per class before and under attack as in
+    // attack.json, with a note on any class that has most of them.
+    let text = stdout(&out);
+    assert!(text.contains("balanced accuracy (mean recall per class) "), "{text}");
+    let json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(std::path::Path::new(recal_attack).join("attack.json")).expect("attack.json"),
+    )
+    .expect("JSON");
+    let (clean, attacked) = (answer_counts(&json["clean"]), answer_counts(&json["adversarial"]));
+    assert_eq!(clean.iter().sum::<u64>(), 4);
+    assert_eq!(table_answers(&text, 1), clean, "{text}");
+    assert_eq!(table_answers(&text, 0), attacked, "{text}");
+    assert_eq!(text.contains("note: without attack "), clean.iter().any(|&n| n > 2), "{text}");
+    assert_eq!(text.contains("note: under attack "), attacked.iter().any(|&n| n > 2), "{text}");
     let out = fer(&["recalibrate-bn", "--checkpoint", "/no/such.fer", "--out", recal_s, "--device", "ndarray"]);
     assert!(stderr(&out).contains("cannot read checkpoint /no/such.fer"), "{}", stderr(&out));
     let out =
@@ -682,4 +705,23 @@ fn train_on_two_cpu_replicas() {
 
     let out = fer(&["train", "--devices", "cpu,ndarray", "--data", csv, "--out", run_s]);
     assert!(!out.status.success() && stderr(&out).contains("mixes backends"), "{}", stderr(&out));
+}
+
+/// The `answers` counts of a split report (JSON), in class order.
+fn answer_counts(report: &serde_json::Value) -> Vec<u64> {
+    let answers = report["answers"].as_array().expect("answers");
+    answers.iter().map(|pair| pair[1].as_u64().expect("a count")).collect()
+}
+
+/// The `from_end`-th last whitespace-separated value (0: the last) of the seven per-class lines of a
+/// printed table, as counts (counted from the end: a recall may print as `-` or as `12.50 %`).
+fn table_answers(text: &str, from_end: usize) -> Vec<u64> {
+    let names = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
+    names
+        .iter()
+        .map(|name| {
+            let line = text.lines().find(|l| l.split_whitespace().next() == Some(*name)).expect("a class line");
+            line.split_whitespace().rev().nth(from_end).and_then(|v| v.parse().ok()).expect("a count")
+        })
+        .collect()
 }

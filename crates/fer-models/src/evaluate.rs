@@ -64,6 +64,11 @@ impl Evaluation {
         })
     }
 
+    /// Faces answered as each class (the confusion matrix's column sums), in [`Emotion`] order.
+    pub fn answers(&self) -> [u64; Emotion::COUNT] {
+        std::array::from_fn(|p| self.confusion.iter().map(|row| row[p]).sum())
+    }
+
     /// Mean of the per-class recalls over the classes present: 1/7 for any constant answer,
     /// so it tells learning from predicting the majority class (happy, ~25 % of FER2013).
     pub fn balanced_accuracy(&self) -> f64 {
@@ -115,5 +120,7 @@ mod tests {
         assert_eq!(e.per_class_accuracy()[1], None);
         assert_eq!(e.mean_loss(), 1.0);
         assert_eq!(e.balanced_accuracy(), (0.75 + 1.0) / 2.0);
+        // Columns, not rows: 3 faces answered angry, 1 + 4 answered happy.
+        assert_eq!(e.answers(), [3, 0, 0, 5, 0, 0, 0]);
     }
 }

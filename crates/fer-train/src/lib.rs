@@ -58,6 +58,8 @@ pub use plots::{
     plot_adversarial_examples, plot_confusion, plot_curves, plot_feature_curves, plot_robustness, plot_trials,
 };
 pub use recalibrate::recalibrate_batch_norm;
-pub use report::{AdversarialReport, Report, SplitReport, write_report, write_sweep_csv};
+pub use report::{
+    AdversarialReport, DOMINANT_ANSWER_SHARE, DominantAnswer, Report, SplitReport, write_report, write_sweep_csv,
+};
 pub use run::{EpochMetrics, RunFiles, RunState, TrainError, read_metrics};
 pub use train::{RunSummary, TrainOptions, train, train_on_devices};

@@ -27,8 +27,30 @@ pub struct SplitReport {
     pub mean_loss: f64,
     /// Recall per class, in [`Emotion`] order (`null` for a class absent from the split).
     pub per_class_accuracy: Vec<(Emotion, Option<f64>)>,
+    /// Faces answered as each class, in [`Emotion`] order (the confusion matrix's column sums;
+    /// empty in files written before it was added).
+    #[serde(default)]
+    pub answers: Vec<(Emotion, u64)>,
     /// `confusion[true][predicted]`, classes in [`Emotion`] order.
     pub confusion: [[u64; Emotion::COUNT]; Emotion::COUNT],
+}
+
+/// Share of all answers above which one class counts as a dominant answer
+/// ([`SplitReport::dominant_answer`]). Happy, FER2013's largest class, is 24.5–25.1 % of each
+/// split, so a model that answers one class for over half of the faces mostly ignores them; its
+/// accuracy is then largely that class's share of the faces, which an attack cannot lower where
+/// the answer does not depend on the face.
+pub const DOMINANT_ANSWER_SHARE: f64 = 0.5;
+
+/// One class answered for more than [`DOMINANT_ANSWER_SHARE`] of the faces.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DominantAnswer {
+    /// The class.
+    pub emotion: Emotion,
+    /// Its share of the answers.
+    pub share_of_answers: f64,
+    /// Its share of the faces (how often it is the true class).
+    pub share_of_faces: f64,
 }
 
 impl SplitReport {
@@ -41,8 +63,26 @@ impl SplitReport {
             balanced_accuracy: evaluation.balanced_accuracy(),
             mean_loss: evaluation.mean_loss(),
             per_class_accuracy: Emotion::ALL.into_iter().zip(evaluation.per_class_accuracy()).collect(),
+            answers: Emotion::ALL.into_iter().zip(evaluation.answers()).collect(),
             confusion: evaluation.confusion,
         }
+    }
+
+    /// The class answered for more than [`DOMINANT_ANSWER_SHARE`] of the faces, if any (read from
+    /// the confusion matrix, so it also works on files without `answers`).
+    pub fn dominant_answer(&self) -> Option<DominantAnswer> {
+        let faces: u64 = self.confusion.iter().flatten().sum();
+        if faces == 0 {
+            return None;
+        }
+        let answered = |p: usize| self.confusion.iter().map(|row| row[p]).sum::<u64>();
+        let top = (0..Emotion::COUNT).max_by_key(|&p| answered(p))?;
+        let share_of_answers = answered(top) as f64 / faces as f64;
+        (share_of_answers > DOMINANT_ANSWER_SHARE).then(|| DominantAnswer {
+            emotion: Emotion::ALL[top],
+            share_of_answers,
+            share_of_faces: self.confusion[top].iter().sum::<u64>() as f64 / faces as f64,
+        })
     }
 }
 
@@ -162,4 +202,45 @@ pub fn write_report<B: AutodiffBackend>(
 /// Writes an ε sweep as CSV (`method,attack,eps,clean_acc,adversarial_acc,seconds`), atomically.
 pub fn write_sweep_csv(points: &[SweepPoint], path: &std::path::Path) -> Result<(), TrainError> {
     write_csv(path, points)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 10 faces, 2 of each of the first five classes, answered as `answers[i]` in order.
+    fn report(answers: [usize; 10]) -> SplitReport {
+        let mut confusion = [[0u64; Emotion::COUNT]; Emotion::COUNT];
+        for (i, &p) in answers.iter().enumerate() {
+            confusion[i / 2][p] += 1;
+        }
+        SplitReport::new(Split::PrivateTest, &Evaluation { confusion, loss_sum: 0.0 })
+    }
+
+    #[test]
+    fn a_dominant_answer_needs_more_than_half_of_the_answers() {
+        let spread = report([0, 1, 1, 2, 2, 3, 3, 4, 4, 0]);
+        assert_eq!(spread.dominant_answer(), None);
+        assert_eq!(spread.answers[0], (Emotion::Angry, 2));
+        // Exactly half is not more than half.
+        assert_eq!(report([4, 4, 4, 4, 4, 0, 1, 2, 3, 0]).dominant_answer(), None);
+        let sad = report([4, 4, 4, 4, 4, 4, 1, 2, 3, 4]);
+        let dominant = sad.dominant_answer().expect("7 of 10 answers are sad");
+        assert_eq!(dominant.emotion, Emotion::Sad);
+        assert_eq!(dominant.share_of_answers, 0.7);
+        assert_eq!(dominant.share_of_faces, 0.2);
+        assert_eq!(sad.answers[4], (Emotion::Sad, 7));
+        let empty = SplitReport::new(Split::PublicTest, &Evaluation::default());
+        assert_eq!(empty.dominant_answer(), None);
+    }
+
+    #[test]
+    fn reports_written_before_answers_still_read() {
+        let sad = report([4, 4, 4, 4, 4, 4, 1, 2, 3, 4]);
+        let mut json = serde_json::to_value(&sad).expect("serialises");
+        json.as_object_mut().expect("an object").remove("answers");
+        let old: SplitReport = serde_json::from_value(json).expect("parses without answers");
+        assert!(old.answers.is_empty());
+        assert_eq!(old.dominant_answer(), sad.dominant_answer());
+    }
 }
