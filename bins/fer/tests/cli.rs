@@ -716,11 +716,11 @@ fn answer_counts(report: &serde_json::Value) -> Vec<u64> {
 /// The `from_end`-th last whitespace-separated value (0: the last) of the seven per-class lines of a
 /// printed table, as counts (counted from the end: a recall may print as `-` or as `12.50 %`).
 fn table_answers(text: &str, from_end: usize) -> Vec<u64> {
-    let names = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
-    names
+    fer_dataset::Emotion::ALL
         .iter()
-        .map(|name| {
-            let line = text.lines().find(|l| l.split_whitespace().next() == Some(*name)).expect("a class line");
+        .map(|emotion| {
+            let name = emotion.name();
+            let line = text.lines().find(|l| l.split_whitespace().next() == Some(name)).expect("a class line");
             line.split_whitespace().rev().nth(from_end).and_then(|v| v.parse().ok()).expect("a count")
         })
         .collect()

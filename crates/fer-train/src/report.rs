@@ -71,13 +71,14 @@ impl SplitReport {
     /// The class answered for more than [`DOMINANT_ANSWER_SHARE`] of the faces, if any (read from
     /// the confusion matrix, so it also works on files without `answers`).
     pub fn dominant_answer(&self) -> Option<DominantAnswer> {
-        let faces: u64 = self.confusion.iter().flatten().sum();
+        let counts = Evaluation { confusion: self.confusion, loss_sum: 0.0 };
+        let faces = counts.faces();
         if faces == 0 {
             return None;
         }
-        let answered = |p: usize| self.confusion.iter().map(|row| row[p]).sum::<u64>();
-        let top = (0..Emotion::COUNT).max_by_key(|&p| answered(p))?;
-        let share_of_answers = answered(top) as f64 / faces as f64;
+        let answers = counts.answers();
+        let top = (0..Emotion::COUNT).max_by_key(|&p| answers[p])?;
+        let share_of_answers = answers[top] as f64 / faces as f64;
         (share_of_answers > DOMINANT_ANSWER_SHARE).then(|| DominantAnswer {
             emotion: Emotion::ALL[top],
             share_of_answers,
