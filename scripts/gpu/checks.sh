@@ -14,9 +14,13 @@
 #                                   that checkpoint instead (fer train --init) into $RUN-fgsm-ft-BN;
 #                                   ADV_METHOD=fgsm-rs|pgd trains with that attack instead (run dir
 #                                   $RUN-ADV_METHOD-at-BN), ADV_EPS=8/255 at that budget (…-eps8_255-…)
-#   scripts/gpu/checks.sh attack    FGSM ε = 0.3 (reference protocol) + PGD-10 on the run's best.fer
-#                                   (RUN=… to attack another run, e.g. an adv-train one; ADV_EPS=…
-#                                   attacks at that budget instead)
+#                                   ADV_EVAL_VIEW=center measures each epoch's robustness on the
+#                                   centred 44×44 crop instead of the full face (the run's name is
+#                                   unchanged: config.json records it)
+#   scripts/gpu/checks.sh attack    FGSM ε = 0.3 (reference protocol) + PGD-10 on the run's best.fer,
+#                                   on full faces and through the centred 44×44 crop (RUN=… to attack
+#                                   another run, e.g. an adv-train one; ADV_EPS=… attacks at that
+#                                   budget instead)
 #
 # Environment: FER (the fer binary, default $HOME/stage/fer), KERNELS (default $HOME/stage/kernels),
 # FER2013_CSV (default $HOME/stage/fer2013.csv.gz), FER_DEVICE (default cuda), FER_MODEL (vgg19 or
@@ -81,7 +85,7 @@ case "$part" in
   train | adv-train)
     epochs=${2:?usage: checks.sh $part EPOCHS}
     args=(--model "$model" --recipe fast --bs "$bs" --epochs "$epochs" --device "$device" --data "$data" --out "$run")
-    [ "$part" = adv-train ] && args+=(--adversarial "$adv" --eps "$eps" --adv-bn "$bn")
+    [ "$part" = adv-train ] && args+=(--adversarial "$adv" --eps "$eps" --adv-bn "$bn" --adv-eval-view "${ADV_EVAL_VIEW:-full}")
     [ "$part" = adv-train ] && [ -n "${INIT:-}" ] && args+=(--init "$INIT")
     [ "$small" = 1 ] && args+=(--train-limit 64 --eval-limit 16 --no-tencrop)
     [ "$small" = 1 ] && [ "$part" = adv-train ] && args+=(--check-faces 8)
@@ -93,6 +97,9 @@ case "$part" in
     limit=(); [ "$small" = 1 ] && limit=(--limit 16)
     "$fer" attack --checkpoint "$run/best.fer" --method fgsm --eps "$eps" --device "$device" --data "$data" "${limit[@]}" --out "$dir/fgsm" --json > "$dir/fgsm.json"
     "$fer" attack --checkpoint "$run/best.fer" --method pgd --eps "$eps" --steps 10 --device "$device" --data "$data" "${limit[@]}" --out "$dir/pgd" --json > "$dir/pgd.json"
+    for method in fgsm pgd; do
+      "$fer" attack --checkpoint "$run/best.fer" --center-crop --method "$method" --eps "$eps" --steps 10 --device "$device" --data "$data" "${limit[@]}" --out "$dir/$method-center" --json > "$dir/$method-center.json"
+    done
     ;;
   *) echo "unknown part $part: speed | train N | adv-train N BN | attack" >&2; exit 2 ;;
 esac

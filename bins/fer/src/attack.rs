@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use fer_adversarial::{
     Attack, LabelSource, Robustness, RobustnessConfig, adversarial_examples, eps_sweep, evaluate_robustness, parse_eps,
 };
-use fer_dataset::Split;
+use fer_dataset::{Split, View};
 use fer_train::SplitReport;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -41,7 +41,11 @@ pub struct AttackArgs {
     /// Let the model see the TenCrop (logits averaged); the attack perturbs the full face.
     #[arg(long)]
     tencrop: bool,
-    /// TenCrop side.
+    /// Let the model see the centred crop (the view its training crops are centred on); the
+    /// attack perturbs the full face through it.
+    #[arg(long, conflicts_with = "tencrop")]
+    center_crop: bool,
+    /// Side of the TenCrop or centre crop.
     #[arg(long, default_value_t = 44)]
     crop: usize,
     /// Split: public, private or training.
@@ -102,6 +106,7 @@ pub fn run(args: AttackArgs) -> Result<()> {
         attack,
         labels: args.labels,
         tencrop: args.tencrop.then_some(args.crop),
+        center_crop: args.center_crop.then_some(args.crop),
         batch_faces: args.batch,
         seed: args.seed,
     };
@@ -216,7 +221,11 @@ fn print_report(report: &AttackReport) {
         report.clean.faces,
         report.config.attack.label(),
         report.config.labels,
-        report.config.tencrop.map_or(", full faces".to_string(), |s| format!(", TenCrop {s}"))
+        match report.config.view() {
+            View::TenCrop(side) => format!(", TenCrop {side}"),
+            View::CenterCrop(side) => format!(", centre crop {side}"),
+            View::Full | View::RandomCropFlip(_) => ", full faces".to_string(),
+        }
     );
     println!(
         "  clean {:.2} % → adversarial {:.2} % ({} predictions flipped; max |δ| {:.4}; {:.1} faces/s)",

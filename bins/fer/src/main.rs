@@ -332,6 +332,10 @@ struct TrainArgs {
     /// PublicTest faces of the per-epoch FGSM-vs-PGD catastrophic-overfitting check (0: off).
     #[arg(long, default_value_t = 500, requires = "adversarial")]
     check_faces: usize,
+    /// What the per-epoch and report attacks show the model: full (the reference: whole 48×48
+    /// faces) or center (the centred crop of the training crops' side, the view they are centred on).
+    #[arg(long, default_value = "full", value_parser = ["full", "center"], requires = "adversarial")]
+    adv_eval_view: String,
 }
 
 impl TrainArgs {
@@ -398,6 +402,7 @@ impl TrainArgs {
                 labels: self.adv_labels,
                 selection: self.select,
                 check_faces: self.check_faces,
+                eval_center_crop: (self.adv_eval_view == "center").then_some(c.crop),
                 ..fer_train::AdversarialTraining::new(attack)
             });
         }
@@ -546,12 +551,16 @@ fn run(cli: Cli) -> Result<()> {
                 100.0 * summary.selected_public_acc,
                 100.0 * summary.selected_private_acc
             );
-            if let (Some(public), Some(private)) = (summary.selected_public_adv_acc, summary.selected_private_adv_acc) {
+            if let (Some(public), Some(private), Some(adv)) =
+                (summary.selected_public_adv_acc, summary.selected_private_adv_acc, &config.adversarial)
+            {
+                let view = adv.eval_center_crop.map_or("full faces".to_string(), |s| format!("centre {s}×{s} crop"));
                 println!(
-                    "Under attack at that epoch (selection: {:?}): PublicTest {:.2} %, PrivateTest {:.2} % (headline).",
+                    "Under attack at that epoch (selection: {:?}): PublicTest {:.2} %, PrivateTest {:.2} % (headline; {}, {view}).",
                     summary.selection,
                     100.0 * public,
-                    100.0 * private
+                    100.0 * private,
+                    adv.eval_attack.label()
                 );
             }
             println!(

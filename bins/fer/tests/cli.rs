@@ -277,6 +277,8 @@ fn adversarial_training_then_attacks_on_ndarray() {
         "4",
         "--adv-bn",
         "running",
+        "--adv-eval-view",
+        "center",
         "--device",
         "ndarray",
         "--data",
@@ -286,10 +288,12 @@ fn adversarial_training_then_attacks_on_ndarray() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("Under attack at that epoch (selection: Mean)"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("(headline; FGSM ε=0.300, centre 44×44 crop)."), "{}", stdout(&out));
     assert!(stdout(&out).contains("(the best mean of clean and attacked PublicTest accuracy)"), "{}", stdout(&out));
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("config.json")).expect("config.json")).expect("JSON");
     assert_eq!(config["adversarial"]["norm_statistics"], "running", "--adv-bn reaches the run's config");
+    assert_eq!(config["adversarial"]["eval_center_crop"], 44, "--adv-eval-view center: the training crops' side");
     let metrics = std::fs::read_to_string(run.join("metrics.csv")).expect("metrics.csv");
     assert!(metrics.lines().next().expect("header").ends_with(
         "public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic,train_adv_loss,train_adv_acc"
@@ -298,6 +302,8 @@ fn adversarial_training_then_attacks_on_ndarray() {
         serde_json::from_slice(&std::fs::read(run.join("report.json")).expect("report.json")).expect("JSON");
     assert_eq!(report["adversarial"]["attack"]["method"], "fgsm");
     assert_eq!(report["adversarial"]["private_test"]["faces"], 10);
+    let protocol = report["adversarial"]["protocol"].as_str().expect("protocol");
+    assert!(protocol.starts_with("the centred 44×44 crop"), "{protocol}");
     // The closing lines warn exactly when one class has most of the selected model's answers.
     let (clean, attacked) =
         (answer_counts(&report["private_test"]), answer_counts(&report["adversarial"]["private_test"]));
@@ -395,6 +401,20 @@ fn adversarial_training_then_attacks_on_ndarray() {
     assert_eq!(table_answers(&text, 0), attacked, "{text}");
     assert_eq!(text.contains("note: without attack "), clean.iter().any(|&n| n > 2), "{text}");
     assert_eq!(text.contains("note: under attack "), attacked.iter().any(|&n| n > 2), "{text}");
+    // The centre-crop view: said in the text and recorded in attack.json.
+    let center_attack = dir.path().join("center-attack");
+    let center_attack = center_attack.to_str().expect("utf-8");
+    let center_args =
+        ["attack", "--checkpoint", best, "--center-crop", "--crop", "40", "--limit", "4", "--out", center_attack];
+    let out = fer(&[&center_args[..], &["--device", "ndarray", "--data", csv]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("(Predicted labels, centre crop 40):"), "{}", stdout(&out));
+    let json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(std::path::Path::new(center_attack).join("attack.json")).expect("attack.json"),
+    )
+    .expect("JSON");
+    assert_eq!(json["config"]["center_crop"], 40);
+    assert!(json["config"]["tencrop"].is_null());
     let out = fer(&["recalibrate-bn", "--checkpoint", "/no/such.fer", "--out", recal_s, "--device", "ndarray"]);
     assert!(stderr(&out).contains("cannot read checkpoint /no/such.fer"), "{}", stderr(&out));
     let out =
@@ -416,6 +436,8 @@ fn adversarial_training_then_attacks_on_ndarray() {
     bad(&["--method", "pgd", "--steps", "0"], "PGD needs at least 1 step");
     bad(&["--method", "deepfool"], "unknown attack `deepfool`");
     bad(&["--model", "resnet18"], "resnet18");
+    bad(&["--center-crop", "--tencrop"], "cannot be used with");
+    bad(&["--center-crop", "--crop", "50"], "centre crop side 50 is not in 1..=48");
     let out = fer(&["attack", "--checkpoint", "/no/such.fer", "--device", "ndarray", "--data", csv]);
     assert!(stderr(&out).contains("cannot read checkpoint /no/such.fer"), "{}", stderr(&out));
 }

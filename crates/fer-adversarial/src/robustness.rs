@@ -8,7 +8,7 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::AutodiffBackend;
 use fer_dataset::{BatchStream, Emotion, FACE_SIDE, FaceBatcher, SplitData, View};
-use fer_models::{Classifier, Evaluation, average_crops, ten_crops};
+use fer_models::{Classifier, Evaluation, average_crops, center_crops, ten_crops};
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 
@@ -25,6 +25,11 @@ pub struct RobustnessConfig {
     /// the TenCrop of side `side`, logits averaged, and the attack perturbs the full face through
     /// the crops (a defence by cropping cannot hide from it).
     pub tencrop: Option<usize>,
+    /// `Some(side)`: the model sees the centred crop of side `side` (the view the training crops
+    /// are centred on, and `fer eval`'s without TenCrop); the attack perturbs the full face
+    /// through it, and pixels outside the crop do not matter. Excludes `tencrop`.
+    #[serde(default)]
+    pub center_crop: Option<usize>,
     /// Faces per batch.
     pub batch_faces: usize,
     /// Seed of the random starts.
@@ -34,17 +39,39 @@ pub struct RobustnessConfig {
 impl RobustnessConfig {
     /// The reference protocol for `attack`: predicted labels, full faces, batches of 64, seed 0.
     pub fn reference(attack: Attack) -> RobustnessConfig {
-        RobustnessConfig { attack, labels: LabelSource::Predicted, tencrop: None, batch_faces: 64, seed: 0 }
+        RobustnessConfig {
+            attack,
+            labels: LabelSource::Predicted,
+            tencrop: None,
+            center_crop: None,
+            batch_faces: 64,
+            seed: 0,
+        }
     }
 
-    /// Checks the attack, the crop side and the batch size.
+    /// What the model sees of each full face: [`View::Full`], [`View::CenterCrop`] or
+    /// [`View::TenCrop`].
+    pub fn view(&self) -> View {
+        match (self.tencrop, self.center_crop) {
+            (Some(side), _) => View::TenCrop(side),
+            (None, Some(side)) => View::CenterCrop(side),
+            (None, None) => View::Full,
+        }
+    }
+
+    /// Checks the attack, the crop sides and the batch size.
     pub fn check(&self) -> Result<(), AttackError> {
         self.attack.check()?;
         if self.batch_faces == 0 {
             return Err(AttackError::Config("batch size must be positive".into()));
         }
-        if let Some(side) = self.tencrop.filter(|&s| s == 0 || s > FACE_SIDE) {
-            return Err(AttackError::Config(format!("TenCrop side {side} is not in 1..={FACE_SIDE}")));
+        if let (Some(ten), Some(center)) = (self.tencrop, self.center_crop) {
+            return Err(AttackError::Config(format!("choose TenCrop ({ten}) or the centre crop ({center}), not both")));
+        }
+        for (name, side) in [("TenCrop", self.tencrop), ("centre crop", self.center_crop)] {
+            if let Some(side) = side.filter(|&s| s == 0 || s > FACE_SIDE) {
+                return Err(AttackError::Config(format!("{name} side {side} is not in 1..={FACE_SIDE}")));
+            }
         }
         Ok(())
     }
@@ -70,15 +97,16 @@ pub struct Robustness {
     pub predictions: Vec<(Emotion, Emotion)>,
 }
 
-/// Logits of `model` in inference mode on full faces, through TenCrop when `tencrop` is set.
-pub fn logits_on_faces<B: Backend, M: Classifier<B>>(
-    model: &M,
-    faces: Tensor<B, 4>,
-    tencrop: Option<usize>,
-) -> Tensor<B, 2> {
-    match tencrop {
-        Some(side) => average_crops(model.logits_inference(ten_crops(faces, side)), 10),
-        None => model.logits_inference(faces),
+/// Logits of `model` in inference mode on full 48×48 faces seen through `view` (TenCrop: logits
+/// averaged over the ten crops). Differentiable in `faces`, so an attack perturbs the full face.
+///
+/// Panics on [`View::RandomCropFlip`], which is not a fixed function of the face.
+pub fn logits_on_faces<B: Backend, M: Classifier<B>>(model: &M, faces: Tensor<B, 4>, view: View) -> Tensor<B, 2> {
+    match view {
+        View::Full => model.logits_inference(faces),
+        View::CenterCrop(side) => model.logits_inference(center_crops(faces, side)),
+        View::TenCrop(side) => average_crops(model.logits_inference(ten_crops(faces, side)), 10),
+        View::RandomCropFlip(_) => panic!("an attack needs a fixed view of the face, not random crops"),
     }
 }
 
@@ -101,7 +129,7 @@ where
     config.check()?;
     let started = Instant::now();
     let frozen = model.clone().no_grad();
-    let forward = |x: Tensor<B, 4>| logits_on_faces(&frozen, x, config.tencrop);
+    let forward = |x: Tensor<B, 4>| logits_on_faces(&frozen, x, config.view());
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let (mut clean, mut adversarial) = (Evaluation::default(), Evaluation::default());
     let (mut flipped, mut max_perturbation, mut done) = (0u64, 0.0f64, 0usize);
@@ -248,7 +276,7 @@ where
         return Ok(Vec::new());
     }
     let frozen = model.clone().no_grad();
-    let forward = |x: Tensor<B, 4>| logits_on_faces(&frozen, x, config.tencrop);
+    let forward = |x: Tensor<B, 4>| logits_on_faces(&frozen, x, config.view());
     let subset = split.select(indices);
     let batcher = FaceBatcher::new(View::Full, 0, subset.len());
     let order: Vec<usize> = (0..subset.len()).collect();

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use burn::backend::{Autodiff, NdArray};
 use burn::data::dataloader::batcher::Batcher;
+use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
@@ -80,9 +81,29 @@ fn attacks_hurt_a_trained_model_and_pgd_hurts_at_least_as_much() {
     // TenCrop: the model sees 10 crops, the attack perturbs the full face through them.
     let tencrop = RobustnessConfig { tencrop: Some(44), labels: LabelSource::True, ..fgsm.clone() };
     let few = Arc::new(test.select(&(0..7).collect::<Vec<_>>()));
-    let result = evaluate_robustness(&model, few, &tencrop, &device, |_| {}).expect("runs");
+    let result = evaluate_robustness(&model, few.clone(), &tencrop, &device, |_| {}).expect("runs");
     assert!(result.clean.accuracy() >= 0.8, "TenCrop clean {}", result.clean.accuracy());
     assert!(result.adversarial.accuracy() < result.clean.accuracy());
+
+    // The centre crop: the clean figures are `evaluate`'s on that view; the attack still hurts and
+    // changes no pixel outside the crop (they get no gradient, and FGSM has no random start).
+    let center = RobustnessConfig { center_crop: Some(40), ..fgsm.clone() };
+    assert_eq!(center.view(), View::CenterCrop(40));
+    let result = evaluate_robustness(&model, few.clone(), &center, &device, |_| {}).expect("runs");
+    let expected = fer_models::evaluate(&model.valid(), few.clone(), View::CenterCrop(40), 3, &device);
+    // The same answers; the losses agree to rounding (batches of 7 faces here, of 3 there).
+    assert_eq!(result.clean.confusion, expected.confusion, "clean figures through the centre crop");
+    assert!((result.clean.loss_sum - expected.loss_sum).abs() < 1e-5, "{:?} vs {expected:?}", result.clean);
+    assert!(result.adversarial.accuracy() < result.clean.accuracy(), "{:?}", result.adversarial);
+    let example = &adversarial_examples(&model, &few, &[0], &center, &device).expect("runs")[0];
+    let (lo, hi) = (4, 44); // CropWindow::center(40) starts at row and column 4
+    for (i, (a, b)) in example.clean.iter().zip(&example.adversarial).enumerate() {
+        let (row, col) = (i / 48, i % 48);
+        if !((lo..hi).contains(&row) && (lo..hi).contains(&col)) {
+            assert_eq!(a, b, "pixel ({row}, {col}) outside the crop changed");
+        }
+    }
+    assert!(example.clean != example.adversarial, "the crop was perturbed");
 
     // A sweep: accuracy at ε = 0 is the clean accuracy and falls as ε grows.
     let points =
@@ -121,6 +142,13 @@ fn bad_robustness_settings_are_errors() {
             .to_string()
             .contains("50")
     );
+    let both =
+        RobustnessConfig { tencrop: Some(44), center_crop: Some(44), ..RobustnessConfig::reference(Attack::fgsm(EPS)) };
+    let err = evaluate_robustness(&model, test.clone(), &both, &device, |_| {}).expect_err("two views");
+    assert!(err.to_string().contains("not both"), "{err}");
+    let bad_center = RobustnessConfig { center_crop: Some(0), ..RobustnessConfig::reference(Attack::fgsm(EPS)) };
+    let err = evaluate_robustness(&model, test.clone(), &bad_center, &device, |_| {}).expect_err("side 0");
+    assert!(err.to_string().contains("centre crop side 0"), "{err}");
     let ok = RobustnessConfig::reference(Attack::fgsm(EPS));
     let err = adversarial_examples(&model, &test, &[9], &ok, &device).expect_err("index");
     assert!(err.to_string().contains("face 9"), "{err}");

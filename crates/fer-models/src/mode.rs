@@ -117,8 +117,12 @@ pub(crate) fn batch_norm<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>, mode:
         centered * per_row(scale) + per_row(norm.beta.val().reshape([1, c, 1]))
     } else {
         let channel = |v: Tensor<B, 1>| per_row(v.reshape([1, c, 1]));
-        let mean = channel(norm.running_mean.value());
-        let std = channel(norm.running_var.value().add_scalar(norm.epsilon).sqrt());
+        // `value_sync`, not `value`: after a training pass the running statistics hold a pending
+        // update that `value` leaves out (Burn folds it in on the next update, `valid` or sync),
+        // so an attack or evaluation right after a training step would otherwise use statistics
+        // one step old.
+        let mean = channel(norm.running_mean.value_sync());
+        let std = channel(norm.running_var.value_sync().add_scalar(norm.epsilon).sqrt());
         (x - mean) / std * channel(norm.gamma.val()) + channel(norm.beta.val())
     };
     y.reshape([n, c, h, w])
@@ -230,6 +234,23 @@ mod tests {
         assert_eq!(mean, vec![0.2, -0.1, 3.0]);
     }
 
+    #[test]
+    fn inference_right_after_a_training_pass_uses_the_updated_statistics() {
+        let (norm, x) = setup();
+        let _ = batch_norm(&norm, x.clone().mul_scalar(2.0), Mode::BURN);
+        // Computed before `valid`, which folds the pending update in for everyone.
+        let ours: Vec<f32> = batch_norm(&norm, x.clone(), Mode::Inference).into_data().to_vec().unwrap();
+        let synced: Vec<f32> = norm.valid().forward(x.clone().inner()).into_data().to_vec().unwrap();
+        let stale = {
+            let (old, _) = setup();
+            old.valid().forward(x.inner()).into_data().to_vec::<f32>().unwrap()
+        };
+        assert_ne!(synced, stale, "the training pass moved the statistics");
+        for (i, (a, b)) in ours.iter().zip(&synced).enumerate() {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "[{i}]: ours {a}, after the update {b}");
+        }
+    }
+
     fn values(t: Tensor<B, 1>) -> Vec<f32> {
         t.into_data().to_vec().unwrap()
     }
@@ -250,7 +271,7 @@ mod tests {
     fn running_statistics_in_training_equal_inference_and_pass_gradients() {
         let (norm, x) = setup();
         let x = x.require_grad();
-        let before = values(norm.running_mean.value_sync());
+        let before = values(norm.running_mean.value());
         let running = batch_norm(&norm, x.clone(), Mode::Backend(NormStatistics::Running));
         let inference = batch_norm(&norm, x.clone(), Mode::Inference);
         assert_close("output", running.to_data(), inference.to_data());

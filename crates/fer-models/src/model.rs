@@ -206,20 +206,30 @@ pub fn average_crops<B: Backend>(logits: Tensor<B, 2>, crops_per_face: usize) ->
 /// order of [`fer_dataset::CropWindow::ten`] (so the same crops as [`fer_dataset::View::TenCrop`]).
 /// An attack on a TenCrop-evaluated model perturbs the full face through this function.
 pub fn ten_crops<B: Backend>(images: Tensor<B, 4>, side: usize) -> Tensor<B, 4> {
+    let crops: Vec<Tensor<B, 4>> =
+        fer_dataset::CropWindow::ten(side).iter().map(|&w| window_of(images.clone(), w)).collect();
+    let [faces, channels, ..] = images.dims();
+    Tensor::stack::<5>(crops, 1).reshape([faces * 10, channels, side, side])
+}
+
+/// torchvision's `CenterCrop(side)` of full faces as a differentiable tensor operation:
+/// `[N, C, 48, 48]` → `[N, C, side, side]`, the window of [`fer_dataset::CropWindow::center`] (so
+/// the same crops as [`fer_dataset::View::CenterCrop`]). An attack on a model that sees the centre
+/// crop perturbs the full face through this function (pixels outside the crop get no gradient).
+pub fn center_crops<B: Backend>(images: Tensor<B, 4>, side: usize) -> Tensor<B, 4> {
+    window_of(images, fer_dataset::CropWindow::center(side))
+}
+
+/// One window of every face of `[N, C, 48, 48]` faces, mirrored when the window says so.
+fn window_of<B: Backend>(images: Tensor<B, 4>, w: fer_dataset::CropWindow) -> Tensor<B, 4> {
     let [faces, channels, height, width] = images.dims();
     assert!(
         height == fer_dataset::FACE_SIDE && width == fer_dataset::FACE_SIDE,
-        "ten_crops takes full {0}×{0} faces, got {height}×{width}",
+        "crops are taken from full {0}×{0} faces, got {height}×{width}",
         fer_dataset::FACE_SIDE
     );
-    let crops: Vec<Tensor<B, 4>> = fer_dataset::CropWindow::ten(side)
-        .iter()
-        .map(|w| {
-            let crop = images.clone().slice([0..faces, 0..channels, w.top..w.top + side, w.left..w.left + side]);
-            if w.mirrored { crop.flip([3]) } else { crop }
-        })
-        .collect();
-    Tensor::stack::<5>(crops, 1).reshape([faces * 10, channels, side, side])
+    let crop = images.slice([0..faces, 0..channels, w.top..w.top + w.size, w.left..w.left + w.size]);
+    if w.mirrored { crop.flip([3]) } else { crop }
 }
 
 #[cfg(test)]
@@ -375,7 +385,7 @@ mod tests {
     }
 
     #[test]
-    fn ten_crops_equal_the_dataset_view() {
+    fn ten_and_center_crops_equal_the_dataset_views() {
         use burn::data::dataloader::batcher::Batcher;
         use fer_dataset::{Emotion, FaceBatcher, FaceImage, FaceItem, View};
         let device = Default::default();
@@ -390,10 +400,15 @@ mod tests {
             .enumerate()
             .map(|(index, image)| FaceItem { index, label: Emotion::Happy, image: image.clone() })
             .collect();
-        let expected: Tensor<B, 4> = FaceBatcher::new(View::TenCrop(44), 0, 2).batch(items.clone(), &device).images;
-        let full: Tensor<B, 4> = FaceBatcher::new(View::Full, 0, 2).batch(items, &device).images;
-        let crops = ten_crops::<B>(full, 44);
+        let view = |view: View| -> Tensor<B, 4> { FaceBatcher::new(view, 0, 2).batch(items.clone(), &device).images };
+        let full = view(View::Full);
+        let crops = ten_crops::<B>(full.clone(), 44);
         assert_eq!(crops.dims(), [20, 1, 44, 44]);
-        assert_eq!(crops.into_data(), expected.into_data());
+        assert_eq!(crops.into_data(), view(View::TenCrop(44)).into_data());
+        for side in [44, 41] {
+            let crop = center_crops::<B>(full.clone(), side);
+            assert_eq!(crop.dims(), [2, 1, side, side]);
+            assert_eq!(crop.into_data(), view(View::CenterCrop(side)).into_data(), "side {side}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The training recipe: every knob of the reference, as plain data saved with each run.
 
-use fer_adversarial::{Attack, LabelSource};
+use fer_adversarial::{Attack, LabelSource, RobustnessConfig};
 use fer_models::{ModelConfig, NormStatistics};
 
 /// How the learning rate moves over training.
@@ -165,9 +165,16 @@ pub struct AdversarialTraining {
     /// clean test faces; `Batch` and `Running` keep the running statistics to clean batches.
     #[serde(default)]
     pub norm_statistics: NormStatistics,
-    /// The per-epoch robustness measure: this attack on the full 48×48 test faces against the
-    /// model's predictions, in inference mode (the reference's protocol: FGSM at the training ε).
+    /// The per-epoch robustness measure: this attack on the test faces against the model's
+    /// predictions, in inference mode (the reference's protocol: FGSM at the training ε, on the
+    /// full 48×48 faces; see [`AdversarialTraining::eval_center_crop`]).
     pub eval_attack: Attack,
+    /// `None` (the reference): the evaluation and check attacks, here and in `report.json`, show
+    /// the model the full 48×48 faces. `Some(side)`: the centred crop of that side, the view the
+    /// training crops are centred on and that of the clean figures without TenCrop. A model
+    /// trained on 44×44 crops can be robust on its crops and not on full faces (docs/RESULTS.md).
+    #[serde(default)]
+    pub eval_center_crop: Option<usize>,
     /// Catastrophic-overfitting check: on the first `check_faces` PublicTest faces, compare the
     /// evaluation attack with this stronger one (PGD-10 at the same ε); 0 faces turns it off.
     pub check_attack: Attack,
@@ -201,6 +208,7 @@ impl AdversarialTraining {
             weight: 0.5,
             norm_statistics: NormStatistics::BatchUpdate,
             eval_attack: Attack::fgsm(eps),
+            eval_center_crop: None,
             check_attack: Attack::pgd(eps, 10),
             check_faces: 500,
             catastrophic_gap: 0.1,
@@ -219,11 +227,33 @@ impl AdversarialTraining {
         eval_acc - check_acc >= self.catastrophic_gap && check_acc <= self.catastrophic_ratio * eval_acc
     }
 
-    /// Checks the attacks, the weight and the gap.
+    /// How the evaluation and check attacks run: `attack` in inference mode against the model's
+    /// predictions, on the view of [`AdversarialTraining::eval_center_crop`], `batch_faces` faces
+    /// per batch, random starts from `seed`.
+    pub fn robustness(&self, attack: Attack, batch_faces: usize, seed: u64) -> RobustnessConfig {
+        RobustnessConfig {
+            batch_faces,
+            seed,
+            center_crop: self.eval_center_crop,
+            ..RobustnessConfig::reference(attack)
+        }
+    }
+
+    /// The evaluation protocol in words (for `report.json`).
+    pub fn protocol(&self) -> String {
+        let view = match self.eval_center_crop {
+            None => "full 48×48 faces (no TenCrop)".to_string(),
+            Some(side) => format!("the centred {side}×{side} crop of each face (the attack perturbs the whole face)"),
+        };
+        format!("{view}, labels = the model's predictions, inference mode (BatchNorm running statistics, no dropout)")
+    }
+
+    /// Checks the attacks, the crop side, the weight and the gap.
     pub fn check(&self) -> Result<(), String> {
         for attack in [&self.attack, &self.eval_attack, &self.check_attack] {
             attack.check().map_err(|e| e.to_string())?;
         }
+        self.robustness(self.eval_attack, 1, 0).check().map_err(|e| e.to_string())?;
         if !(0.0..=1.0).contains(&self.weight) {
             return Err(format!("adversarial weight {} is not in [0, 1]", self.weight));
         }
@@ -449,6 +479,23 @@ mod tests {
         assert!(bad.check().expect_err("weight").contains("weight 2"));
         let bad = adversarial(AdversarialTraining::new(Attack::Pgd { eps: 0.1, alpha: 0.01, steps: 0 }));
         assert!(bad.check().expect_err("steps").contains("1 step"));
+        let crop =
+            |side| AdversarialTraining { eval_center_crop: Some(side), ..AdversarialTraining::new(Attack::fgsm(0.3)) };
+        assert!(adversarial(crop(44)).check().is_ok());
+        assert!(adversarial(crop(0)).check().expect_err("side").contains("centre crop side 0"));
+        assert!(adversarial(crop(49)).check().expect_err("side").contains("centre crop side 49"));
+    }
+
+    #[test]
+    fn the_evaluation_view_reaches_the_attacks_and_the_protocol() {
+        let reference = AdversarialTraining::new(Attack::fgsm(0.3));
+        let full = reference.robustness(Attack::pgd(0.3, 10), 32, 9);
+        assert_eq!((full.center_crop, full.tencrop, full.batch_faces, full.seed), (None, None, 32, 9));
+        assert_eq!(full.attack, Attack::pgd(0.3, 10));
+        assert!(reference.protocol().starts_with("full 48×48 faces"), "{}", reference.protocol());
+        let cropped = AdversarialTraining { eval_center_crop: Some(44), ..reference };
+        assert_eq!(cropped.robustness(Attack::fgsm(0.3), 32, 9).view(), fer_dataset::View::CenterCrop(44));
+        assert!(cropped.protocol().starts_with("the centred 44×44 crop"), "{}", cropped.protocol());
     }
 
     #[test]
@@ -494,6 +541,10 @@ mod tests {
         json["adversarial"].as_object_mut().expect("object").remove("norm_statistics");
         let back: TrainConfig = serde_json::from_value(json).expect("config.json before norm_statistics");
         assert_eq!(back, with, "older adversarial runs resume with the reference's statistics");
+        let mut json = serde_json::to_value(&with).expect("json");
+        json["adversarial"].as_object_mut().expect("object").remove("eval_center_crop");
+        let back: TrainConfig = serde_json::from_value(json).expect("config.json before eval_center_crop");
+        assert_eq!(back, with, "older adversarial runs resume with full-face attacks");
         let text = serde_json::to_string(&with).expect("json");
         assert!(text.contains(r#""method":"fgsm""#), "{text}");
         assert_eq!(serde_json::from_str::<TrainConfig>(&text).expect("round trip"), with);

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use fer_adversarial::{Attack, RobustnessConfig, SweepPoint, evaluate_robustness};
+use fer_adversarial::{Attack, SweepPoint, evaluate_robustness};
 use fer_dataset::{Emotion, Fer2013, Split, View};
 use fer_models::load_checkpoint;
 
@@ -117,8 +117,9 @@ pub struct AdversarialReport {
     pub public_test: SplitReport,
     /// PrivateTest under the evaluation attack: the robustness headline.
     pub private_test: SplitReport,
-    /// PrivateTest clean, on the same full faces the attacks see.
-    pub private_test_clean_full_faces: SplitReport,
+    /// PrivateTest clean, on the view the attacks see (the reference: full faces).
+    #[serde(alias = "private_test_clean_full_faces")]
+    pub private_test_clean: SplitReport,
     /// The check attack (PGD-10 at the same ε).
     pub check_attack: Attack,
     /// PrivateTest under the check attack.
@@ -153,24 +154,18 @@ pub fn write_report<B: AutodiffBackend>(
         None => None,
         Some(adv) => {
             let attack_split = |attack: Attack, split: Split| {
-                let robustness = RobustnessConfig {
-                    batch_faces: config.eval_batch_faces,
-                    seed: config.seed,
-                    ..RobustnessConfig::reference(attack)
-                };
+                let robustness = adv.robustness(attack, config.eval_batch_faces, config.seed);
                 evaluate_robustness(&model, faces(split), &robustness, device, |_| {})
             };
             let public = attack_split(adv.eval_attack, Split::PublicTest)?;
             let private = attack_split(adv.eval_attack, Split::PrivateTest)?;
             let check = attack_split(adv.check_attack, Split::PrivateTest)?;
             Some(AdversarialReport {
-                protocol: "full 48×48 faces (no TenCrop), labels = the model's predictions, inference mode \
-                           (BatchNorm running statistics, no dropout)"
-                    .into(),
+                protocol: adv.protocol(),
                 attack: adv.eval_attack,
                 public_test: SplitReport::new(Split::PublicTest, &public.adversarial),
                 private_test: SplitReport::new(Split::PrivateTest, &private.adversarial),
-                private_test_clean_full_faces: SplitReport::new(Split::PrivateTest, &private.clean),
+                private_test_clean: SplitReport::new(Split::PrivateTest, &private.clean),
                 check_attack: adv.check_attack,
                 private_test_check: SplitReport::new(Split::PrivateTest, &check.adversarial),
             })

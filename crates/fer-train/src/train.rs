@@ -536,8 +536,9 @@ struct EpochRobustness {
     check: Option<(f64, f64, bool)>,
 }
 
-/// Attacks both test splits with the evaluation attack (full faces, predicted labels, inference
-/// mode: the reference's protocol) and runs the catastrophic-overfitting check.
+/// Attacks both test splits with the evaluation attack (predicted labels, inference mode, full
+/// faces or the centred crop: [`AdversarialTraining::robustness`]) and runs the
+/// catastrophic-overfitting check.
 fn epoch_robustness<B: AutodiffBackend>(
     model: &Model<B>,
     adv: &AdversarialTraining,
@@ -547,11 +548,8 @@ fn epoch_robustness<B: AutodiffBackend>(
     progress: bool,
     device: &B::Device,
 ) -> Result<EpochRobustness, TrainError> {
-    let robustness = |attack, stream: u64| RobustnessConfig {
-        batch_faces: config.eval_batch_faces,
-        seed: mix(config.seed, stream + epoch as u64),
-        ..RobustnessConfig::reference(attack)
-    };
+    let robustness =
+        |attack, stream: u64| adv.robustness(attack, config.eval_batch_faces, mix(config.seed, stream + epoch as u64));
     let run = |split: &Arc<SplitData>, attack_config: &RobustnessConfig, name: &str| {
         let bar = progress_bar(progress, split.len() as u64, epoch, config.epochs);
         bar.set_prefix(format!("{} {name}", attack_config.attack.label()));

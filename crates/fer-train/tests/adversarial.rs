@@ -75,3 +75,42 @@ fn fgsm_adversarial_training_beats_clean_training_under_fgsm() {
     assert_eq!(Some(robust.private_test.accuracy), adv.selected_private_adv_acc, "report re-measures best.fer");
     assert!(robust.private_test_check.accuracy <= robust.private_test.accuracy + 1e-12, "PGD is at least as strong");
 }
+
+#[test]
+fn the_robustness_figures_can_use_the_centre_crop() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let data = fer_dataset::synthetic::texture_data(24, 14, 6);
+    let options = TrainOptions { progress: false, ..TrainOptions::default() };
+    let device = Default::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let defence = AdversarialTraining {
+        eval_center_crop: Some(40),
+        check_faces: 4,
+        ..AdversarialTraining::new(Attack::fgsm(EPS))
+    };
+    let config = TrainConfig { epochs: 2, ..config(Some(defence)) };
+    let run = train::<B>(&config, &data, dir.path(), &options, &device).expect("run");
+    let files = RunFiles::new(dir.path());
+    let rows = read_metrics(&files.metrics()).expect("metrics.csv");
+    let (model, _) = load_checkpoint::<B>(files.best(), &device).expect("best.fer");
+    // FGSM has no random start: the seed does not matter, the view does.
+    let attack = |split: Split, center_crop: Option<usize>| {
+        let config = RobustnessConfig { center_crop, ..RobustnessConfig::reference(Attack::fgsm(EPS)) };
+        evaluate_robustness(&model, Arc::new(data.split(split).clone()), &config, &device, |_| {}).expect("attack")
+    };
+    let selected = &rows[run.selected_epoch];
+    let center = attack(Split::PublicTest, Some(40));
+    assert_eq!(selected.public_adv_acc, Some(center.adversarial.accuracy()), "the epoch's figure is the crop's");
+    let report: Report = serde_json::from_slice(&std::fs::read(files.report()).expect("report.json")).expect("parses");
+    let robust = report.adversarial.expect("adversarial section");
+    assert!(robust.protocol.contains("centred 40×40 crop"), "{}", robust.protocol);
+    let private = attack(Split::PrivateTest, Some(40));
+    assert_eq!(robust.private_test.accuracy, private.adversarial.accuracy());
+    assert_eq!(robust.private_test_clean.accuracy, private.clean.accuracy());
+    let full = attack(Split::PrivateTest, None);
+    assert_ne!(
+        (private.clean.loss_sum, private.adversarial.loss_sum),
+        (full.clean.loss_sum, full.adversarial.loss_sum),
+        "the crop and the full face are different views"
+    );
+}
