@@ -296,7 +296,8 @@ fn adversarial_training_then_attacks_on_ndarray() {
     assert_eq!(config["adversarial"]["eval_center_crop"], 44, "--adv-eval-view center: the training crops' side");
     let metrics = std::fs::read_to_string(run.join("metrics.csv")).expect("metrics.csv");
     assert!(metrics.lines().next().expect("header").ends_with(
-        "public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic,train_adv_loss,train_adv_acc"
+        "public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic,train_adv_loss,train_adv_acc,\
+         public_adv_balanced_acc,public_adv_top_answer_share"
     ));
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("report.json")).expect("report.json")).expect("JSON");

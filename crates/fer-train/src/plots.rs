@@ -412,6 +412,8 @@ mod tests {
             catastrophic: adversarial.then_some(false),
             train_adv_loss: adv(1.9 - 0.1 * epoch as f64),
             train_adv_acc: adv(0.25 + 0.05 * epoch as f64),
+            public_adv_balanced_acc: adv(0.18),
+            public_adv_top_answer_share: adv(0.3),
         }
     }
 

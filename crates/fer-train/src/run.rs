@@ -187,6 +187,16 @@ pub struct EpochMetrics {
     /// Adversarial training only: accuracy on the attacked training crops (as `train_adv_loss`).
     #[serde(default)]
     pub train_adv_acc: Option<f64>,
+    /// Adversarial training only: balanced accuracy (mean recall per class) on PublicTest under
+    /// the evaluation attack; 1/7 ≈ 14.3 % for a model that gives every attacked face one answer,
+    /// whatever its accuracy.
+    #[serde(default)]
+    pub public_adv_balanced_acc: Option<f64>,
+    /// Adversarial training only: the share of PublicTest's attacked faces given the most frequent
+    /// answer (above [`crate::DOMINANT_ANSWER_SHARE`], `public_adv_acc` is largely that of a
+    /// constant answer, which no attack can lower).
+    #[serde(default)]
+    pub public_adv_top_answer_share: Option<f64>,
 }
 
 impl EpochMetrics {
@@ -299,6 +309,8 @@ mod tests {
             catastrophic: None,
             train_adv_loss: None,
             train_adv_acc: None,
+            public_adv_balanced_acc: None,
+            public_adv_top_answer_share: None,
         };
         let adversarial = EpochMetrics {
             epoch: 4,
@@ -309,6 +321,8 @@ mod tests {
             catastrophic: Some(true),
             train_adv_loss: Some(2.25),
             train_adv_acc: Some(0.125),
+            public_adv_balanced_acc: Some(0.25),
+            public_adv_top_answer_share: Some(0.5),
             ..row.clone()
         };
         write_metrics(&path, &[row.clone(), adversarial.clone()]).expect("write");
@@ -317,7 +331,8 @@ mod tests {
         let text = std::fs::read_to_string(&path).expect("text");
         assert!(text.starts_with(
             "epoch,lr,train_loss,train_acc,public_loss,public_acc,private_loss,private_acc,img_per_s,seconds,\
-             public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic,train_adv_loss,train_adv_acc\n"
+             public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic,train_adv_loss,train_adv_acc,\
+             public_adv_balanced_acc,public_adv_top_answer_share\n"
         ));
         // metrics.csv files written before the adversarial columns existed still read.
         let old = "epoch,lr,train_loss,train_acc,public_loss,public_acc,private_loss,private_acc,img_per_s,seconds\n\
@@ -329,7 +344,13 @@ mod tests {
                                public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic\n\
                                4,0.01,1.5,0.4,1.6,0.38,1.55,0.39,123.4,9.5,0.3,0.31,0.32,0.01,true\n";
         std::fs::write(&path, old_adversarial).expect("write");
-        let expected = EpochMetrics { train_adv_loss: None, train_adv_acc: None, ..adversarial };
+        let expected = EpochMetrics {
+            train_adv_loss: None,
+            train_adv_acc: None,
+            public_adv_balanced_acc: None,
+            public_adv_top_answer_share: None,
+            ..adversarial
+        };
         assert_eq!(read_metrics(&path).expect("old adversarial file"), vec![expected]);
     }
 

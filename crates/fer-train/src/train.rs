@@ -12,7 +12,7 @@ use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use fer_adversarial::{Labels, RobustnessConfig, evaluate_robustness, perturb};
-use fer_dataset::{FaceBatcher, Fer2013, Split, SplitData, View};
+use fer_dataset::{Emotion, FaceBatcher, Fer2013, Split, SplitData, View};
 use fer_models::{Model, load_checkpoint, save_checkpoint};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
@@ -354,17 +354,30 @@ pub fn train_on_devices<B: AutodiffBackend>(
             catastrophic: robust.and_then(|r| r.check.map(|c| c.2)),
             train_adv_loss: attacked.mean_loss(),
             train_adv_acc: attacked.accuracy(),
+            public_adv_balanced_acc: robust.map(|r| r.public_balanced),
+            public_adv_top_answer_share: robust.map(|r| r.public_top_answer.1),
         };
         if let (Some(adv), Some(r)) = (&config.adversarial, robust) {
             tracing::info!(
-                "epoch {}: attacked training crops: loss {:.4} acc {:.2}% | {} PublicTest {:.2}% | PrivateTest {:.2}%",
+                "epoch {}: attacked training crops: loss {:.4} acc {:.2}% | {} PublicTest {:.2}% (balanced {:.2}%) | PrivateTest {:.2}%",
                 epoch + 1,
                 row.train_adv_loss.unwrap_or(f64::NAN),
                 100.0 * row.train_adv_acc.unwrap_or(f64::NAN),
                 adv.eval_attack.label(),
                 100.0 * r.public,
+                100.0 * r.public_balanced,
                 100.0 * r.private
             );
+            let (class, share) = r.public_top_answer;
+            if share > crate::DOMINANT_ANSWER_SHARE {
+                tracing::warn!(
+                    "epoch {}: under {} the model answers {} for {:.1}% of the PublicTest faces: its attacked accuracy is largely a constant answer's",
+                    epoch + 1,
+                    adv.eval_attack.label(),
+                    class.name(),
+                    100.0 * share
+                );
+            }
             if let Some((eval_acc, check_acc, true)) = r.check {
                 tracing::warn!(
                     "epoch {}: catastrophic overfitting: on the first {} PublicTest faces {} gives {:.2}% but {} gives {:.2}%",
@@ -532,6 +545,10 @@ struct EpochRobustness {
     public: f64,
     /// PrivateTest accuracy under the evaluation attack.
     private: f64,
+    /// PublicTest under the evaluation attack: balanced accuracy, and the most frequent answer
+    /// with its share of the faces.
+    public_balanced: f64,
+    public_top_answer: (Emotion, f64),
     /// On the check faces: (evaluation-attack accuracy, check-attack accuracy, catastrophic?).
     check: Option<(f64, f64, bool)>,
 }
@@ -574,9 +591,18 @@ fn epoch_robustness<B: AutodiffBackend>(
     } else {
         None
     };
+    let attacked = &public_result.adversarial;
+    let faces = attacked.faces().max(1) as f64;
+    let public_top_answer = Emotion::ALL
+        .into_iter()
+        .zip(attacked.answers())
+        .max_by_key(|&(_, n)| n)
+        .map_or((Emotion::Neutral, 0.0), |(class, n)| (class, n as f64 / faces));
     Ok(EpochRobustness {
-        public: public_result.adversarial.accuracy(),
+        public: attacked.accuracy(),
         private: private_result.adversarial.accuracy(),
+        public_balanced: attacked.balanced_accuracy(),
+        public_top_answer,
         check,
     })
 }

@@ -59,6 +59,9 @@ fn fgsm_adversarial_training_beats_clean_training_under_fgsm() {
     for row in &rows {
         assert!(row.public_adv_acc.is_some() && row.private_adv_acc.is_some());
         assert!(row.check_eval_acc.is_some() && row.check_pgd_acc.is_some() && row.catastrophic.is_some());
+        let (balanced, share) = (row.public_adv_balanced_acc.expect("balanced"), row.public_adv_top_answer_share);
+        assert!((0.0..=1.0).contains(&balanced), "{row:?}");
+        assert!(share.is_some_and(|s| (1.0 / 7.0..=1.0).contains(&s)), "{row:?}");
     }
     common::assert_attacked_training_figures(&rows);
     assert_eq!(adv.selection, Selection::Mean);
@@ -101,6 +104,9 @@ fn the_robustness_figures_can_use_the_centre_crop() {
     let selected = &rows[run.selected_epoch];
     let center = attack(Split::PublicTest, Some(40));
     assert_eq!(selected.public_adv_acc, Some(center.adversarial.accuracy()), "the epoch's figure is the crop's");
+    assert_eq!(selected.public_adv_balanced_acc, Some(center.adversarial.balanced_accuracy()));
+    let top = center.adversarial.answers().into_iter().max().expect("7 classes");
+    assert_eq!(selected.public_adv_top_answer_share, Some(top as f64 / 14.0), "14 PublicTest faces");
     let report: Report = serde_json::from_slice(&std::fs::read(files.report()).expect("report.json")).expect("parses");
     let robust = report.adversarial.expect("adversarial section");
     assert!(robust.protocol.contains("centred 40×40 crop"), "{}", robust.protocol);
