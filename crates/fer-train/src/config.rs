@@ -172,7 +172,8 @@ pub struct AdversarialTraining {
     /// `None` (the reference): the evaluation and check attacks, here and in `report.json`, show
     /// the model the full 48×48 faces. `Some(side)`: the centred crop of that side, the view the
     /// training crops are centred on and that of the clean figures without TenCrop. A model
-    /// trained on 44×44 crops can be robust on its crops and not on full faces (docs/RESULTS.md).
+    /// adversarially trained on 44×44 crops can answer attacked full faces quite differently from
+    /// attacked crops (docs/RESULTS.md).
     #[serde(default)]
     pub eval_center_crop: Option<usize>,
     /// Catastrophic-overfitting check: on the first `check_faces` PublicTest faces, compare the
