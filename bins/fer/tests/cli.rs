@@ -355,7 +355,10 @@ fn adversarial_training_then_attacks_on_ndarray() {
     assert!(json["max_perturbation"].as_f64().expect("number") <= 8.0 / 255.0 + 1e-6);
     let sweep = std::fs::read_to_string(attack_dir.join("sweep.csv")).expect("sweep.csv");
     let lines: Vec<&str> = sweep.lines().collect();
-    assert_eq!(lines[0], "method,attack,eps,clean_acc,adversarial_acc,seconds");
+    assert_eq!(
+        lines[0],
+        "method,attack,eps,clean_acc,adversarial_acc,seconds,adversarial_balanced_acc,adversarial_top_answer_share"
+    );
     assert_eq!(lines.len(), 5, "{sweep}");
     for png in ["robustness.png", "examples.png"] {
         let bytes = std::fs::read(attack_dir.join(png)).expect(png);

@@ -184,6 +184,13 @@ pub struct SweepPoint {
     pub adversarial_acc: f64,
     /// Seconds for this point.
     pub seconds: f64,
+    /// Balanced accuracy (mean recall per class) under attack: 1/7 for a model that gives every
+    /// attacked face one answer, whatever [`SweepPoint::adversarial_acc`] says.
+    #[serde(default)]
+    pub adversarial_balanced_acc: f64,
+    /// Share of the attacked faces given the most frequent answer.
+    #[serde(default)]
+    pub adversarial_top_answer_share: f64,
 }
 
 /// Runs each attack of `attacks` at each budget of `eps` ([`Attack::with_eps`]: PGD keeps its
@@ -213,6 +220,9 @@ where
                 clean_acc: result.clean.accuracy(),
                 adversarial_acc: result.adversarial.accuracy(),
                 seconds: result.seconds,
+                adversarial_balanced_acc: result.adversarial.balanced_accuracy(),
+                adversarial_top_answer_share: result.adversarial.answers().into_iter().max().unwrap_or(0) as f64
+                    / result.adversarial.faces().max(1) as f64,
             };
             on_point(&point);
             points.push(point);

@@ -63,6 +63,9 @@ fn attacks_hurt_a_trained_model_and_pgd_hurts_at_least_as_much() {
     let result = evaluate_robustness(&model, test.clone(), &fgsm, &device, |_| {}).expect("runs");
     let clean = result.clean.accuracy();
     let fgsm_acc = result.adversarial.accuracy();
+    let fgsm_balanced = result.adversarial.balanced_accuracy();
+    let clean_balanced = result.clean.balanced_accuracy();
+    let fgsm_top_share = *result.adversarial.answers().iter().max().expect("7 classes") as f64 / 28.0;
     assert!(clean >= 0.9, "the model learned the task: clean {clean}");
     assert!(fgsm_acc < clean - 0.2, "FGSM ε=0.3 hurts: clean {clean}, adversarial {fgsm_acc}");
     assert!(result.max_perturbation <= EPS + 1e-6);
@@ -112,6 +115,9 @@ fn attacks_hurt_a_trained_model_and_pgd_hurts_at_least_as_much() {
     assert_eq!(points[0].adversarial_acc, clean);
     assert!(points[1].adversarial_acc < points[0].adversarial_acc);
     assert_eq!(points[1].adversarial_acc, fgsm_acc, "the sweep point equals the single run");
+    assert_eq!(points[1].adversarial_balanced_acc, fgsm_balanced);
+    assert_eq!(points[1].adversarial_top_answer_share, fgsm_top_share);
+    assert_eq!(points[0].adversarial_balanced_acc, clean_balanced, "ε = 0: the clean model's");
 
     // Examples carry both faces and both probability vectors.
     let examples = adversarial_examples(&model, &test, &[0, 5], &fgsm, &device).expect("runs");
