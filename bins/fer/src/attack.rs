@@ -195,7 +195,7 @@ pub fn run(args: AttackArgs) -> Result<()> {
             let csv = args.out.join("sweep.csv");
             fer_train::write_sweep_csv(&points, &csv)?;
             let png = args.out.join("robustness.png");
-            let title = format!("{} on {} ({} faces)", report.model, args.split, faces.len());
+            let title = format!("{} on {} ({} faces{})", report.model, args.split, faces.len(), view_words(&config));
             fer_train::plot_robustness(&points, &title, &png)?;
             note(args.json, format!("wrote {} and {}", csv.display(), png.display()));
         }
@@ -221,11 +221,7 @@ fn print_report(report: &AttackReport) {
         report.clean.faces,
         report.config.attack.label(),
         report.config.labels,
-        match report.config.view() {
-            View::TenCrop(side) => format!(", TenCrop {side}"),
-            View::CenterCrop(side) => format!(", centre crop {side}"),
-            View::Full | View::RandomCropFlip(_) => ", full faces".to_string(),
-        }
+        view_words(&report.config)
     );
     println!(
         "  clean {:.2} % → adversarial {:.2} % ({} predictions flipped; max |δ| {:.4}; {:.1} faces/s)",
@@ -274,4 +270,13 @@ fn new_bar(len: u64, prefix: &str) -> ProgressBar {
     }
     bar.set_prefix(prefix.to_string());
     bar
+}
+
+/// `, full faces`, `, centre crop 44` or `, TenCrop 44`: what the model saw.
+fn view_words(config: &RobustnessConfig) -> String {
+    match config.view() {
+        View::TenCrop(side) => format!(", TenCrop {side}"),
+        View::CenterCrop(side) => format!(", centre crop {side}"),
+        View::Full | View::RandomCropFlip(_) => ", full faces".to_string(),
+    }
 }

@@ -22,6 +22,23 @@ fn ensure_font() -> Result<(), String> {
     .clone()
 }
 
+/// The caption font for `title` over `area`: 22 px, or smaller (down to 10 px) until the title
+/// fits the area's width (a long model label such as a width-scaled VGG19's would be cut off).
+fn caption_font<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+) -> (&'static str, f64) {
+    let room = f64::from(area.dim_in_pixel().0) * 0.96;
+    let mut size = 22.0;
+    while size > 10.0 {
+        match area.estimate_text_size(title, &("sans-serif", size).into_text_style(area)) {
+            Ok((width, _)) if f64::from(width) > room => size -= 1.0,
+            _ => break,
+        }
+    }
+    ("sans-serif", size)
+}
+
 fn plot_error(path: &Path, message: impl ToString) -> TrainError {
     TrainError::Plot { path: path.to_path_buf(), message: message.to_string() }
 }
@@ -207,7 +224,7 @@ pub fn plot_confusion(
     root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
     let n = Emotion::COUNT as f64;
     let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
+        .caption(title, caption_font(&root, title))
         .margin(16)
         .x_label_area_size(48)
         .y_label_area_size(80)
@@ -269,7 +286,7 @@ pub fn plot_robustness(points: &[SweepPoint], title: &str, path: &Path) -> Resul
     root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
     let max_eps = points.iter().map(|p| p.eps).fold(0.0f64, f64::max).max(1e-3);
     let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
+        .caption(title, caption_font(&root, title))
         .margin(16)
         .x_label_area_size(40)
         .y_label_area_size(56)
@@ -433,5 +450,19 @@ mod tests {
         assert_eq!(pixels_of(&clean, TRAIN_ATTACKED), 0, "a clean run has no attacked training crops");
         assert!(pixels_of(&adversarial, TRAIN_ATTACKED) > 100, "two lines and two legend marks");
         assert!(pixels_of(&clean, TRAIN) > 100);
+    }
+
+    #[test]
+    fn long_captions_shrink_to_fit() {
+        ensure_font().expect("the DejaVu font");
+        let mut buffer = vec![0u8; 800 * 560 * 3];
+        let root = BitMapBackend::with_buffer(&mut buffer, (800, 560)).into_drawing_area();
+        assert_eq!(caption_font(&root, "vgg19 on PrivateTest (500 faces)").1, 22.0);
+        let long = "vgg(16-16-M-32-32-M-64-64-64-64-M-128-128-128-128-M-128-128-128-128-M) on PrivateTest \
+                    (500 faces, centre crop 44)";
+        let font = caption_font(&root, long);
+        assert!((10.0..22.0).contains(&font.1), "{font:?}");
+        let (width, _) = root.estimate_text_size(long, &font.into_text_style(&root)).expect("measured");
+        assert!(width <= 800, "{width} px at {font:?}");
     }
 }
