@@ -104,6 +104,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !summary.catastrophic_epochs.is_empty() {
         println!("catastrophic overfitting flagged at epochs {:?}", summary.catastrophic_epochs);
     }
+    if !summary.constant_answer_epochs.is_empty() {
+        println!("one answer for most attacked faces at epochs {:?}", summary.constant_answer_epochs);
+    }
     let (clean, fgsm, pgd) = robustness(&adv_dir)?;
     println!(
         "adversarial training: clean {:.2} %, FGSM {:.2} %, PGD-10 {:.2} %",

@@ -578,6 +578,13 @@ fn run(cli: Cli) -> Result<()> {
                 let epochs: Vec<String> = summary.catastrophic_epochs.iter().map(|e| (e + 1).to_string()).collect();
                 println!("Catastrophic overfitting (FGSM accuracy far above PGD) at epochs {}.", epochs.join(", "));
             }
+            if !summary.constant_answer_epochs.is_empty() {
+                let epochs: Vec<String> = summary.constant_answer_epochs.iter().map(|e| (e + 1).to_string()).collect();
+                println!(
+                    "Constant answer under attack (one class for more than half of the attacked PublicTest faces) at epochs {}.",
+                    epochs.join(", ")
+                );
+            }
             // A finished run's report.json: warn when one class has most of the selected model's answers.
             let report_path = RunFiles::new(&args.out).report();
             if summary.completed_epochs == config.epochs && report_path.is_file() {

@@ -299,6 +299,11 @@ fn adversarial_training_then_attacks_on_ndarray() {
         "public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic,train_adv_loss,train_adv_acc,\
          public_adv_balanced_acc,public_adv_top_answer_share"
     ));
+    // The closing lines name the epochs whose attacked answers were mostly one class.
+    let constant = metrics.lines().skip(1).any(|line| {
+        line.rsplit(',').next().and_then(|share| share.parse::<f64>().ok()).is_some_and(|share| share > 0.5)
+    });
+    assert_eq!(stdout(&out).contains("Constant answer under attack"), constant, "{}\n{metrics}", stdout(&out));
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("report.json")).expect("report.json")).expect("JSON");
     assert_eq!(report["adversarial"]["attack"]["method"], "fgsm");

@@ -72,6 +72,12 @@ pub struct RunSummary {
     pub reference_style_private_adv_acc: Option<f64>,
     /// Epochs (0-based) flagged as catastrophic overfitting.
     pub catastrophic_epochs: Vec<usize>,
+    /// Epochs (0-based) where one class took more than [`crate::DOMINANT_ANSWER_SHARE`] of
+    /// PublicTest's answers under the evaluation attack: their attacked accuracy is largely a
+    /// constant answer's, which the catastrophic-overfitting check cannot see (a constant answer
+    /// resists PGD as well as FGSM).
+    #[serde(default)]
+    pub constant_answer_epochs: Vec<usize>,
 }
 
 impl RunSummary {
@@ -100,6 +106,11 @@ impl RunSummary {
             reference_style_epoch: by_private.epoch,
             reference_style_private_adv_acc: best_private_adv,
             catastrophic_epochs: rows.iter().filter(|r| r.catastrophic == Some(true)).map(|r| r.epoch).collect(),
+            constant_answer_epochs: rows
+                .iter()
+                .filter(|r| r.public_adv_top_answer_share.is_some_and(|s| s > crate::DOMINANT_ANSWER_SHARE))
+                .map(|r| r.epoch)
+                .collect(),
         })
     }
 }
@@ -664,6 +675,41 @@ mod tests {
     use fer_models::{ModelConfig, NormStatistics};
 
     type B = Autodiff<NdArray>;
+
+    #[test]
+    fn the_summary_lists_constant_answer_epochs() {
+        let row = |epoch: usize, share: Option<f64>| EpochMetrics {
+            epoch,
+            lr: 0.01,
+            train_loss: 1.0,
+            train_acc: 0.5,
+            public_loss: 1.0,
+            public_acc: 0.5,
+            private_loss: 1.0,
+            private_acc: 0.5,
+            img_per_s: 1.0,
+            seconds: 1.0,
+            public_adv_acc: share.map(|_| 0.25),
+            private_adv_acc: share.map(|_| 0.25),
+            check_eval_acc: None,
+            check_pgd_acc: None,
+            catastrophic: share.map(|_| false),
+            train_adv_loss: None,
+            train_adv_acc: None,
+            public_adv_balanced_acc: share.map(|_| 0.2),
+            public_adv_top_answer_share: share,
+        };
+        let rows = [row(0, Some(0.3)), row(1, Some(0.5)), row(2, Some(0.51)), row(3, Some(1.0))];
+        let summary = RunSummary::from_metrics(&rows, Selection::Mean).expect("rows");
+        assert_eq!(summary.constant_answer_epochs, vec![2, 3], "more than half, not half");
+        let clean = RunSummary::from_metrics(&[row(0, None)], Selection::Clean).expect("rows");
+        assert!(clean.constant_answer_epochs.is_empty());
+        // report.json summaries from before the field still read.
+        let mut json = serde_json::to_value(&summary).expect("json");
+        json.as_object_mut().expect("object").remove("constant_answer_epochs");
+        let old: RunSummary = serde_json::from_value(json).expect("old summary");
+        assert!(old.constant_answer_epochs.is_empty());
+    }
 
     #[test]
     fn subsets_are_seeded_sorted_and_sized() {

@@ -69,6 +69,9 @@ fn fgsm_adversarial_training_beats_clean_training_under_fgsm() {
     assert_eq!(adv.selected_score, best, "best.fer is the epoch with the best mean");
     let flagged: Vec<usize> = rows.iter().filter(|r| r.catastrophic == Some(true)).map(|r| r.epoch).collect();
     assert_eq!(adv.catastrophic_epochs, flagged);
+    let constant: Vec<usize> =
+        rows.iter().filter(|r| r.public_adv_top_answer_share.is_some_and(|s| s > 0.5)).map(|r| r.epoch).collect();
+    assert_eq!(adv.constant_answer_epochs, constant);
     let report: Report =
         serde_json::from_slice(&std::fs::read(RunFiles::new(adv_dir.path()).report()).expect("report.json"))
             .expect("parses");
