@@ -205,7 +205,10 @@ pub fn average_crops<B: Backend>(logits: Tensor<B, 2>, crops_per_face: usize) ->
 /// `[N, C, 48, 48]` → `[N × 10, C, side, side]`, the crops of face `i` at rows `i × 10 ..`, in the
 /// order of [`fer_dataset::CropWindow::ten`] (so the same crops as [`fer_dataset::View::TenCrop`]).
 /// An attack on a TenCrop-evaluated model perturbs the full face through this function.
+///
+/// Panics unless the faces are 48×48 and `side` is in `1..=48`.
 pub fn ten_crops<B: Backend>(images: Tensor<B, 4>, side: usize) -> Tensor<B, 4> {
+    check_side(side);
     let crops: Vec<Tensor<B, 4>> =
         fer_dataset::CropWindow::ten(side).iter().map(|&w| window_of(images.clone(), w)).collect();
     let [faces, channels, ..] = images.dims();
@@ -216,8 +219,15 @@ pub fn ten_crops<B: Backend>(images: Tensor<B, 4>, side: usize) -> Tensor<B, 4> 
 /// `[N, C, 48, 48]` → `[N, C, side, side]`, the window of [`fer_dataset::CropWindow::center`] (so
 /// the same crops as [`fer_dataset::View::CenterCrop`]). An attack on a model that sees the centre
 /// crop perturbs the full face through this function (pixels outside the crop get no gradient).
+///
+/// Panics unless the faces are 48×48 and `side` is in `1..=48`.
 pub fn center_crops<B: Backend>(images: Tensor<B, 4>, side: usize) -> Tensor<B, 4> {
+    check_side(side);
     window_of(images, fer_dataset::CropWindow::center(side))
+}
+
+fn check_side(side: usize) {
+    assert!((1..=fer_dataset::FACE_SIDE).contains(&side), "crop side {side} is not in 1..={}", fer_dataset::FACE_SIDE);
 }
 
 /// One window of every face of `[N, C, 48, 48]` faces, mirrored when the window says so.
@@ -410,5 +420,9 @@ mod tests {
             assert_eq!(crop.dims(), [2, 1, side, side]);
             assert_eq!(crop.into_data(), view(View::CenterCrop(side)).into_data(), "side {side}");
         }
+        let too_big = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| center_crops::<B>(full.clone(), 50)))
+            .expect_err("side 50");
+        let message = too_big.downcast_ref::<String>().map(String::as_str).unwrap_or_default();
+        assert!(message.contains("crop side 50 is not in 1..=48"), "{message}");
     }
 }
