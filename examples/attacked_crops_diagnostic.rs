@@ -147,10 +147,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// `accuracy / balanced accuracy / top answer share`, in percent.
 fn figures(score: &Evaluation) -> String {
-    let answers = score.answers();
-    let (top, count) =
-        Emotion::ALL.iter().zip(answers).max_by_key(|&(_, n)| n).map_or((Emotion::Neutral, 0), |(e, n)| (*e, n));
-    let share = 100.0 * count as f64 / score.faces().max(1) as f64;
+    let (top, share) = score.top_answer().unwrap_or((Emotion::Neutral, 0.0));
+    let share = 100.0 * share;
     format!(
         "{:6.2} % / {:6.2} % / {share:5.1} % {:8}",
         100.0 * score.accuracy(),

@@ -221,8 +221,7 @@ where
                 adversarial_acc: result.adversarial.accuracy(),
                 seconds: result.seconds,
                 adversarial_balanced_acc: result.adversarial.balanced_accuracy(),
-                adversarial_top_answer_share: result.adversarial.answers().into_iter().max().unwrap_or(0) as f64
-                    / result.adversarial.faces().max(1) as f64,
+                adversarial_top_answer_share: result.adversarial.top_answer().map_or(0.0, |(_, share)| share),
             };
             on_point(&point);
             points.push(point);

@@ -69,6 +69,15 @@ impl Evaluation {
         std::array::from_fn(|p| self.confusion.iter().map(|row| row[p]).sum())
     }
 
+    /// The class answered most often (the last of them on a tie) and its share of the faces;
+    /// `None` when nothing was evaluated. A share above one half means the accuracy is largely
+    /// that of a constant answer.
+    pub fn top_answer(&self) -> Option<(Emotion, f64)> {
+        let faces = self.faces();
+        let (class, count) = Emotion::ALL.into_iter().zip(self.answers()).max_by_key(|&(_, n)| n)?;
+        (faces > 0).then(|| (class, count as f64 / faces as f64))
+    }
+
     /// Mean of the per-class recalls over the classes present: 1/7 for any constant answer,
     /// so it tells learning from predicting the majority class (happy, ~25 % of FER2013).
     pub fn balanced_accuracy(&self) -> f64 {
@@ -122,5 +131,7 @@ mod tests {
         assert_eq!(e.balanced_accuracy(), (0.75 + 1.0) / 2.0);
         // Columns, not rows: 3 faces answered angry, 1 + 4 answered happy.
         assert_eq!(e.answers(), [3, 0, 0, 5, 0, 0, 0]);
+        assert_eq!(e.top_answer(), Some((Emotion::Happy, 5.0 / 8.0)));
+        assert_eq!(Evaluation::default().top_answer(), None);
     }
 }

@@ -271,7 +271,7 @@ mod tests {
     fn running_statistics_in_training_equal_inference_and_pass_gradients() {
         let (norm, x) = setup();
         let x = x.require_grad();
-        let before = values(norm.running_mean.value());
+        let before = values(norm.running_mean.value_sync());
         let running = batch_norm(&norm, x.clone(), Mode::Backend(NormStatistics::Running));
         let inference = batch_norm(&norm, x.clone(), Mode::Inference);
         assert_close("output", running.to_data(), inference.to_data());

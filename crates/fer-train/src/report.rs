@@ -72,17 +72,11 @@ impl SplitReport {
     /// the confusion matrix, so it also works on files without `answers`).
     pub fn dominant_answer(&self) -> Option<DominantAnswer> {
         let counts = Evaluation { confusion: self.confusion, loss_sum: 0.0 };
-        let faces = counts.faces();
-        if faces == 0 {
-            return None;
-        }
-        let answers = counts.answers();
-        let top = (0..Emotion::COUNT).max_by_key(|&p| answers[p])?;
-        let share_of_answers = answers[top] as f64 / faces as f64;
+        let (emotion, share_of_answers) = counts.top_answer()?;
         (share_of_answers > DOMINANT_ANSWER_SHARE).then(|| DominantAnswer {
-            emotion: Emotion::ALL[top],
+            emotion,
             share_of_answers,
-            share_of_faces: self.confusion[top].iter().sum::<u64>() as f64 / faces as f64,
+            share_of_faces: self.confusion[emotion.index()].iter().sum::<u64>() as f64 / counts.faces() as f64,
         })
     }
 }

@@ -603,12 +603,7 @@ fn epoch_robustness<B: AutodiffBackend>(
         None
     };
     let attacked = &public_result.adversarial;
-    let faces = attacked.faces().max(1) as f64;
-    let public_top_answer = Emotion::ALL
-        .into_iter()
-        .zip(attacked.answers())
-        .max_by_key(|&(_, n)| n)
-        .map_or((Emotion::Neutral, 0.0), |(class, n)| (class, n as f64 / faces));
+    let public_top_answer = attacked.top_answer().unwrap_or((Emotion::Neutral, 0.0));
     Ok(EpochRobustness {
         public: attacked.accuracy(),
         private: private_result.adversarial.accuracy(),
