@@ -98,8 +98,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .init::<B>(&device)
     .load_record(model.clone().into_record())
     .no_grad();
-    // Scored without parameter gradients, so that no autodiff graph is kept; the backend is still
-    // an autodiff one, so the training passes still use batch statistics and dropout.
+    // Attacked and scored without parameter gradients (the frozen copy training attacks, and no
+    // autodiff graph kept); the backend is still an autodiff one, so the training passes still
+    // use batch statistics and dropout.
     let scored = model.clone().no_grad();
     let data = fer_rs::dataset::load(fer_rs::dataset::default_data_path(args.data.as_deref())?)?;
     let training = data.split(Split::Training);
@@ -113,9 +114,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // scores[pass][0]: the clean crops, scores[pass][1]: the attacked ones.
     let mut scores: Vec<[Evaluation; 2]> = PASSES.iter().map(|_| Default::default()).collect();
     for batch in stream {
-        let frozen = model.clone().no_grad();
         let labels = Labels::from_source(LabelSource::True, batch.targets.clone());
-        let attacked = perturb(&attack, |x| frozen.forward_inference(x), batch.images.clone(), labels, &mut rng)?;
+        let attacked = perturb(&attack, |x| scored.forward_inference(x), batch.images.clone(), labels, &mut rng)?;
         for (kind, images) in [batch.images, attacked].into_iter().enumerate() {
             for (pass, score) in PASSES.iter().zip(scores.iter_mut()) {
                 let net = if pass.dropout { &scored } else { &without_dropout };
