@@ -326,7 +326,9 @@ struct TrainArgs {
     /// Labels of the training attack: true or predicted.
     #[arg(long, default_value = "true", requires = "adversarial")]
     adv_labels: fer_adversarial::LabelSource,
-    /// What picks best.fer on PublicTest: clean, adversarial or mean.
+    /// What picks best.fer on PublicTest: clean, adversarial or mean (of clean and attacked
+    /// accuracy), or adversarial-balanced / mean-balanced (the same on balanced accuracy, which a
+    /// constant answer under attack cannot inflate).
     #[arg(long, default_value = "mean", requires = "adversarial")]
     select: fer_train::Selection,
     /// PublicTest faces of the per-epoch FGSM-vs-PGD catastrophic-overfitting check (0: off).
@@ -555,9 +557,12 @@ fn run(cli: Cli) -> Result<()> {
                 (summary.selected_public_adv_acc, summary.selected_private_adv_acc, &config.adversarial)
             {
                 let view = adv.eval_center_crop.map_or("full faces".to_string(), |s| format!("centre {s}×{s} crop"));
+                let balanced = summary
+                    .selected_public_adv_balanced_acc
+                    .map_or(String::new(), |b| format!(" (balanced {:.2} %)", 100.0 * b));
                 println!(
-                    "Under attack at that epoch (selection: {:?}): PublicTest {:.2} %, PrivateTest {:.2} % (headline; {}, {view}).",
-                    summary.selection,
+                    "Under attack at that epoch (--select {}): PublicTest {:.2} %{balanced}, PrivateTest {:.2} % (headline; {}, {view}).",
+                    summary.selection.name(),
                     100.0 * public,
                     100.0 * private,
                     adv.eval_attack.label()

@@ -279,6 +279,8 @@ fn adversarial_training_then_attacks_on_ndarray() {
         "running",
         "--adv-eval-view",
         "center",
+        "--select",
+        "mean-balanced",
         "--device",
         "ndarray",
         "--data",
@@ -287,21 +289,29 @@ fn adversarial_training_then_attacks_on_ndarray() {
         run_s,
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("Under attack at that epoch (selection: Mean)"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("Under attack at that epoch (--select mean-balanced): PublicTest "),
+        "{}",
+        stdout(&out)
+    );
     assert!(stdout(&out).contains("(headline; FGSM ε=0.300, centre 44×44 crop)."), "{}", stdout(&out));
-    assert!(stdout(&out).contains("(the best mean of clean and attacked PublicTest accuracy)"), "{}", stdout(&out));
+    let criterion = "(the best mean of clean and attacked PublicTest balanced accuracy)";
+    assert!(stdout(&out).contains(criterion), "{}", stdout(&out));
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("config.json")).expect("config.json")).expect("JSON");
     assert_eq!(config["adversarial"]["norm_statistics"], "running", "--adv-bn reaches the run's config");
     assert_eq!(config["adversarial"]["eval_center_crop"], 44, "--adv-eval-view center: the training crops' side");
+    assert_eq!(config["adversarial"]["selection"], "mean-balanced", "--select reaches the run's config");
     let metrics = std::fs::read_to_string(run.join("metrics.csv")).expect("metrics.csv");
-    assert!(metrics.lines().next().expect("header").ends_with(
+    let header: Vec<&str> = metrics.lines().next().expect("header").split(',').collect();
+    assert!(header.join(",").ends_with(
         "public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic,train_adv_loss,train_adv_acc,\
-         public_adv_balanced_acc,public_adv_top_answer_share"
+         public_adv_balanced_acc,public_adv_top_answer_share,public_balanced_acc"
     ));
+    let share_column = header.iter().position(|&c| c == "public_adv_top_answer_share").expect("share column");
     // The closing lines name the epochs whose attacked answers were mostly one class.
     let constant = metrics.lines().skip(1).any(|line| {
-        line.rsplit(',').next().and_then(|share| share.parse::<f64>().ok()).is_some_and(|share| share > 0.5)
+        line.split(',').nth(share_column).and_then(|share| share.parse::<f64>().ok()).is_some_and(|share| share > 0.5)
     });
     assert_eq!(stdout(&out).contains("Constant answer under attack"), constant, "{}\n{metrics}", stdout(&out));
     let report: serde_json::Value =

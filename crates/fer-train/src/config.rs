@@ -110,8 +110,13 @@ impl std::str::FromStr for AdvSource {
 }
 
 /// What picks `best.fer` (always on PublicTest; PrivateTest is only reported).
+///
+/// The `-balanced` criteria score balanced accuracy (mean recall per class) instead of accuracy:
+/// a model that gives every attacked face one answer keeps that class's share of the faces as
+/// accuracy (about 25 % for "happy") but only 1/7 ≈ 14.3 % as balanced accuracy, so these
+/// criteria cannot pick a constant answer over a model that still tells faces apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Selection {
     /// Clean PublicTest accuracy.
     Clean,
@@ -120,6 +125,10 @@ pub enum Selection {
     /// The mean of the two (the default for adversarial training).
     #[default]
     Mean,
+    /// PublicTest balanced accuracy under the evaluation attack.
+    AdversarialBalanced,
+    /// The mean of clean and attacked PublicTest balanced accuracy.
+    MeanBalanced,
 }
 
 impl Selection {
@@ -130,19 +139,40 @@ impl Selection {
             Selection::Clean => "the best clean PublicTest accuracy",
             Selection::Adversarial => "the best PublicTest accuracy under the evaluation attack",
             Selection::Mean => "the best mean of clean and attacked PublicTest accuracy",
+            Selection::AdversarialBalanced => "the best PublicTest balanced accuracy under the evaluation attack",
+            Selection::MeanBalanced => "the best mean of clean and attacked PublicTest balanced accuracy",
         }
     }
+
+    /// The name `--select` and `config.json` use (`mean-balanced`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Selection::Clean => "clean",
+            Selection::Adversarial => "adversarial",
+            Selection::Mean => "mean",
+            Selection::AdversarialBalanced => "adversarial-balanced",
+            Selection::MeanBalanced => "mean-balanced",
+        }
+    }
+
+    /// Every criterion, in declaration order.
+    pub const ALL: [Selection; 5] = [
+        Selection::Clean,
+        Selection::Adversarial,
+        Selection::Mean,
+        Selection::AdversarialBalanced,
+        Selection::MeanBalanced,
+    ];
 }
 
 impl std::str::FromStr for Selection {
     type Err = String;
     fn from_str(s: &str) -> Result<Selection, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "clean" => Ok(Selection::Clean),
-            "adversarial" => Ok(Selection::Adversarial),
-            "mean" => Ok(Selection::Mean),
-            _ => Err(format!("unknown selection `{s}` (expected clean, adversarial or mean)")),
-        }
+        let wanted = s.to_ascii_lowercase();
+        Selection::ALL.into_iter().find(|c| c.name() == wanted).ok_or_else(|| {
+            let names: Vec<&str> = Selection::ALL.iter().map(|c| c.name()).collect();
+            format!("unknown selection `{s}` (expected one of {})", names.join(", "))
+        })
     }
 }
 
@@ -520,6 +550,20 @@ mod tests {
         assert!(old.is_catastrophic(0.36, 0.05));
         let bad = AdversarialTraining { catastrophic_ratio: 1.5, ..adv };
         assert!(bad.check().expect_err("ratio").contains("ratio 1.5"));
+    }
+
+    #[test]
+    fn selections_parse_print_and_serialise_by_one_name() {
+        for selection in Selection::ALL {
+            assert_eq!(selection.name().parse::<Selection>(), Ok(selection));
+            let json = serde_json::to_string(&selection).expect("json");
+            assert_eq!(json, format!("\"{}\"", selection.name()), "config.json spells it as --select does");
+        }
+        assert_eq!("Mean-Balanced".parse::<Selection>(), Ok(Selection::MeanBalanced));
+        let err = "balanced".parse::<Selection>().expect_err("unknown");
+        assert!(err.contains("`balanced`") && err.contains("mean-balanced"), "{err}");
+        // config.json files from before the balanced criteria spell the old ones the same way.
+        assert_eq!(serde_json::from_str::<Selection>(r#""adversarial""#).expect("old"), Selection::Adversarial);
     }
 
     #[test]

@@ -59,7 +59,8 @@ pub use plots::{
 };
 pub use recalibrate::recalibrate_batch_norm;
 pub use report::{
-    AdversarialReport, DOMINANT_ANSWER_SHARE, DominantAnswer, Report, SplitReport, write_report, write_sweep_csv,
+    AdversarialReport, DOMINANT_ANSWER_SHARE, DominantAnswer, Report, SplitReport, is_dominant_share, write_report,
+    write_sweep_csv,
 };
 pub use run::{EpochMetrics, RunFiles, RunState, TrainError, read_metrics};
 pub use train::{RunSummary, TrainOptions, train, train_on_devices};

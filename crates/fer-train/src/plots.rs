@@ -431,6 +431,7 @@ mod tests {
             train_adv_acc: adv(0.25 + 0.05 * epoch as f64),
             public_adv_balanced_acc: adv(0.18),
             public_adv_top_answer_share: adv(0.3),
+            public_balanced_acc: Some(0.3),
         }
     }
 

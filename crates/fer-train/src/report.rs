@@ -42,6 +42,12 @@ pub struct SplitReport {
 /// the answer does not depend on the face.
 pub const DOMINANT_ANSWER_SHARE: f64 = 0.5;
 
+/// Whether one class answered for `share_of_answers` of the faces is a dominant answer: more
+/// than [`DOMINANT_ANSWER_SHARE`] (exactly half is not).
+pub fn is_dominant_share(share_of_answers: f64) -> bool {
+    share_of_answers > DOMINANT_ANSWER_SHARE
+}
+
 /// One class answered for more than [`DOMINANT_ANSWER_SHARE`] of the faces.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DominantAnswer {
@@ -73,7 +79,7 @@ impl SplitReport {
     pub fn dominant_answer(&self) -> Option<DominantAnswer> {
         let counts = Evaluation { confusion: self.confusion, loss_sum: 0.0 };
         let (emotion, share_of_answers) = counts.top_answer()?;
-        (share_of_answers > DOMINANT_ANSWER_SHARE).then(|| DominantAnswer {
+        is_dominant_share(share_of_answers).then(|| DominantAnswer {
             emotion,
             share_of_answers,
             share_of_faces: self.confusion[emotion.index()].iter().sum::<u64>() as f64 / counts.faces() as f64,

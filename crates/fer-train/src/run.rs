@@ -197,16 +197,26 @@ pub struct EpochMetrics {
     /// constant answer, which no attack can lower).
     #[serde(default)]
     pub public_adv_top_answer_share: Option<f64>,
+    /// Balanced accuracy (mean recall per class) on clean PublicTest; `None` in files written
+    /// before it was added.
+    #[serde(default)]
+    pub public_balanced_acc: Option<f64>,
 }
 
 impl EpochMetrics {
     /// The PublicTest selection score of this epoch under `selection` (clean accuracy when the
-    /// epoch has no adversarial figure).
+    /// epoch has no adversarial figure). The `-balanced` criteria fall back to plain accuracy
+    /// where a row lacks a balanced figure (files written before it was added).
     pub fn score(&self, selection: crate::Selection) -> f64 {
-        match (selection, self.public_adv_acc) {
-            (crate::Selection::Clean, _) | (_, None) => self.public_acc,
-            (crate::Selection::Adversarial, Some(adv)) => adv,
-            (crate::Selection::Mean, Some(adv)) => 0.5 * (self.public_acc + adv),
+        use crate::Selection::*;
+        let Some(adv) = self.public_adv_acc else { return self.public_acc };
+        let adv_balanced = self.public_adv_balanced_acc.unwrap_or(adv);
+        match selection {
+            Clean => self.public_acc,
+            Adversarial => adv,
+            Mean => 0.5 * (self.public_acc + adv),
+            AdversarialBalanced => adv_balanced,
+            MeanBalanced => 0.5 * (self.public_balanced_acc.unwrap_or(self.public_acc) + adv_balanced),
         }
     }
 }
@@ -311,6 +321,7 @@ mod tests {
             train_adv_acc: None,
             public_adv_balanced_acc: None,
             public_adv_top_answer_share: None,
+            public_balanced_acc: Some(0.3125),
         };
         let adversarial = EpochMetrics {
             epoch: 4,
@@ -332,13 +343,14 @@ mod tests {
         assert!(text.starts_with(
             "epoch,lr,train_loss,train_acc,public_loss,public_acc,private_loss,private_acc,img_per_s,seconds,\
              public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic,train_adv_loss,train_adv_acc,\
-             public_adv_balanced_acc,public_adv_top_answer_share\n"
+             public_adv_balanced_acc,public_adv_top_answer_share,public_balanced_acc\n"
         ));
         // metrics.csv files written before the adversarial columns existed still read.
         let old = "epoch,lr,train_loss,train_acc,public_loss,public_acc,private_loss,private_acc,img_per_s,seconds\n\
                    3,0.01,1.5,0.4,1.6,0.38,1.55,0.39,123.4,9.5\n";
         std::fs::write(&path, old).expect("write");
-        assert_eq!(read_metrics(&path).expect("old file"), vec![row.clone()]);
+        let expected = EpochMetrics { public_balanced_acc: None, ..row.clone() };
+        assert_eq!(read_metrics(&path).expect("old file"), vec![expected]);
         // So do adversarial runs' files from before the training-side attacked columns.
         let old_adversarial = "epoch,lr,train_loss,train_acc,public_loss,public_acc,private_loss,private_acc,img_per_s,seconds,\
                                public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic\n\
@@ -349,6 +361,7 @@ mod tests {
             train_adv_acc: None,
             public_adv_balanced_acc: None,
             public_adv_top_answer_share: None,
+            public_balanced_acc: None,
             ..adversarial
         };
         assert_eq!(read_metrics(&path).expect("old adversarial file"), vec![expected]);

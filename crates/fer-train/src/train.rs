@@ -64,6 +64,10 @@ pub struct RunSummary {
     /// Adversarial training, **headline**: PrivateTest accuracy under the evaluation attack at
     /// the selected epoch.
     pub selected_private_adv_acc: Option<f64>,
+    /// Adversarial training: PublicTest balanced accuracy under the evaluation attack at the
+    /// selected epoch (`None` for runs whose metrics.csv lacks it).
+    #[serde(default)]
+    pub selected_public_adv_balanced_acc: Option<f64>,
     /// The reference's figure: best PrivateTest accuracy over all epochs (selected on the test set).
     pub reference_style_private_acc: f64,
     /// Epoch of `reference_style_private_acc`.
@@ -102,13 +106,14 @@ impl RunSummary {
             selected_private_acc: selected.private_acc,
             selected_public_adv_acc: selected.public_adv_acc,
             selected_private_adv_acc: selected.private_adv_acc,
+            selected_public_adv_balanced_acc: selected.public_adv_balanced_acc,
             reference_style_private_acc: by_private.private_acc,
             reference_style_epoch: by_private.epoch,
             reference_style_private_adv_acc: best_private_adv,
             catastrophic_epochs: rows.iter().filter(|r| r.catastrophic == Some(true)).map(|r| r.epoch).collect(),
             constant_answer_epochs: rows
                 .iter()
-                .filter(|r| r.public_adv_top_answer_share.is_some_and(|s| s > crate::DOMINANT_ANSWER_SHARE))
+                .filter(|r| r.public_adv_top_answer_share.is_some_and(crate::is_dominant_share))
                 .map(|r| r.epoch)
                 .collect(),
         })
@@ -367,6 +372,7 @@ pub fn train_on_devices<B: AutodiffBackend>(
             train_adv_acc: attacked.accuracy(),
             public_adv_balanced_acc: robust.map(|r| r.public_balanced),
             public_adv_top_answer_share: robust.map(|r| r.public_top_answer.1),
+            public_balanced_acc: Some(public_eval.balanced_accuracy()),
         };
         if let (Some(adv), Some(r)) = (&config.adversarial, robust) {
             tracing::info!(
@@ -380,7 +386,7 @@ pub fn train_on_devices<B: AutodiffBackend>(
                 100.0 * r.private
             );
             let (class, share) = r.public_top_answer;
-            if share > crate::DOMINANT_ANSWER_SHARE {
+            if crate::is_dominant_share(share) {
                 tracing::warn!(
                     "epoch {}: under {} the model answers {} for {:.1}% of the PublicTest faces: its attacked accuracy is largely a constant answer's",
                     epoch + 1,
@@ -693,6 +699,7 @@ mod tests {
             train_adv_acc: None,
             public_adv_balanced_acc: share.map(|_| 0.2),
             public_adv_top_answer_share: share,
+            public_balanced_acc: Some(0.45),
         };
         let rows = [row(0, Some(0.3)), row(1, Some(0.5)), row(2, Some(0.51)), row(3, Some(1.0))];
         let summary = RunSummary::from_metrics(&rows, Selection::Mean).expect("rows");
@@ -704,6 +711,56 @@ mod tests {
         json.as_object_mut().expect("object").remove("constant_answer_epochs");
         let old: RunSummary = serde_json::from_value(json).expect("old summary");
         assert!(old.constant_answer_epochs.is_empty());
+    }
+
+    #[test]
+    fn balanced_criteria_do_not_pick_a_constant_answer() {
+        // Epoch 0 tells attacked faces apart (27 %, balanced 24 %); epoch 1 answers "happy" for
+        // every attacked face: 25 % accuracy, balanced 1/7, and a little more clean accuracy.
+        let row = |epoch: usize, clean: f64, clean_balanced: f64, adv: f64, adv_balanced: f64| EpochMetrics {
+            epoch,
+            lr: 0.01,
+            train_loss: 1.0,
+            train_acc: 0.5,
+            public_loss: 1.0,
+            public_acc: clean,
+            private_loss: 1.0,
+            private_acc: clean,
+            img_per_s: 1.0,
+            seconds: 1.0,
+            public_adv_acc: Some(adv),
+            private_adv_acc: Some(adv),
+            check_eval_acc: None,
+            check_pgd_acc: None,
+            catastrophic: Some(false),
+            train_adv_loss: None,
+            train_adv_acc: None,
+            public_adv_balanced_acc: Some(adv_balanced),
+            public_adv_top_answer_share: Some(if adv_balanced < 0.15 { 1.0 } else { 0.3 }),
+            public_balanced_acc: Some(clean_balanced),
+        };
+        let rows = [row(0, 0.55, 0.50, 0.27, 0.24), row(1, 0.60, 0.52, 0.25, 1.0 / 7.0)];
+        let pick = |selection| RunSummary::from_metrics(&rows, selection).expect("rows").selected_epoch;
+        assert_eq!(pick(Selection::Mean), 1, "accuracy cannot tell the constant answer apart");
+        assert_eq!(pick(Selection::Clean), 1);
+        assert_eq!(pick(Selection::Adversarial), 0);
+        assert_eq!(pick(Selection::MeanBalanced), 0);
+        assert_eq!(pick(Selection::AdversarialBalanced), 0);
+        let summary = RunSummary::from_metrics(&rows, Selection::MeanBalanced).expect("rows");
+        assert!((summary.selected_score - 0.5 * (0.50 + 0.24)).abs() < 1e-12, "{}", summary.selected_score);
+        assert_eq!(summary.selected_public_adv_balanced_acc, Some(0.24));
+        // Rows without balanced figures (older files) fall back to accuracy.
+        let old: Vec<EpochMetrics> = rows
+            .iter()
+            .map(|r| EpochMetrics { public_balanced_acc: None, public_adv_balanced_acc: None, ..r.clone() })
+            .collect();
+        assert_eq!(old[1].score(Selection::MeanBalanced), old[1].score(Selection::Mean));
+        assert_eq!(old[0].score(Selection::AdversarialBalanced), 0.27);
+        // A clean run's rows score clean accuracy whatever the criterion.
+        let clean = EpochMetrics { public_adv_acc: None, ..rows[0].clone() };
+        for selection in Selection::ALL {
+            assert_eq!(clean.score(selection), 0.55, "{selection:?}");
+        }
     }
 
     #[test]
