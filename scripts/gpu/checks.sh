@@ -16,7 +16,8 @@
 #                                   $RUN-ADV_METHOD-at-BN), ADV_EPS=8/255 at that budget (…-eps8_255-…)
 #                                   ADV_EVAL_VIEW=center measures each epoch's robustness on the
 #                                   centred 44×44 crop instead of the full face (the run's name is
-#                                   unchanged: config.json records it)
+#                                   unchanged: config.json records it); SELECT=mean-balanced (or
+#                                   any `fer train --select` value; default mean) picks best.fer
 #   scripts/gpu/checks.sh attack    FGSM ε = 0.3 (reference protocol) + PGD-10 on the run's best.fer,
 #                                   on full faces and through the centred 44×44 crop (RUN=… to attack
 #                                   another run, e.g. an adv-train one; ADV_EPS=… attacks at that
@@ -85,7 +86,7 @@ case "$part" in
   train | adv-train)
     epochs=${2:?usage: checks.sh $part EPOCHS}
     args=(--model "$model" --recipe fast --bs "$bs" --epochs "$epochs" --device "$device" --data "$data" --out "$run")
-    [ "$part" = adv-train ] && args+=(--adversarial "$adv" --eps "$eps" --adv-bn "$bn" --adv-eval-view "${ADV_EVAL_VIEW:-full}")
+    [ "$part" = adv-train ] && args+=(--adversarial "$adv" --eps "$eps" --adv-bn "$bn" --adv-eval-view "${ADV_EVAL_VIEW:-full}" --select "${SELECT:-mean}")
     [ "$part" = adv-train ] && [ -n "${INIT:-}" ] && args+=(--init "$INIT")
     [ "$small" = 1 ] && args+=(--train-limit 64 --eval-limit 16 --no-tencrop)
     [ "$small" = 1 ] && [ "$part" = adv-train ] && args+=(--check-faces 8)
