@@ -323,6 +323,11 @@ struct TrainArgs {
     /// clean batches only) or running (the running statistics of clean batches, as at inference).
     #[arg(long, default_value = "batch-update", requires = "adversarial")]
     adv_bn: fer_models::NormStatistics,
+    /// BatchNorm in the pass on the clean faces: batch-update (ordinary training, the reference)
+    /// or running; `--adv-bn running --adv-clean-bn running` freezes the statistics of the --init
+    /// checkpoint, so both passes normalise exactly as inference does.
+    #[arg(long, default_value = "batch-update", requires = "adversarial")]
+    adv_clean_bn: fer_models::NormStatistics,
     /// Labels of the training attack: true or predicted.
     #[arg(long, default_value = "true", requires = "adversarial")]
     adv_labels: fer_adversarial::LabelSource,
@@ -401,6 +406,7 @@ impl TrainArgs {
                 source: self.adv_source,
                 weight: self.adv_weight,
                 norm_statistics: self.adv_bn,
+                clean_norm_statistics: self.adv_clean_bn,
                 labels: self.adv_labels,
                 selection: self.select,
                 check_faces: self.check_faces,

@@ -226,6 +226,20 @@ fn train_eval_report_round_trip_on_ndarray() {
     let from_scratch: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("config.json")).expect("config.json")).expect("JSON");
     assert_eq!(config["model"], from_scratch["model"], "the checkpoint's model");
+    // Adversarial fine-tuning with frozen BatchNorm statistics needs the checkpoint's statistics.
+    let frozen = dir.path().join("frozen");
+    let frozen_s = frozen.to_str().expect("utf-8");
+    let mut frozen_args = vec!["train", "--epochs", "1", "--bs", "16", "--no-tencrop", "--adversarial", "fgsm"];
+    frozen_args.extend(["--check-faces", "4", "--adv-bn", "running", "--adv-clean-bn", "running"]);
+    frozen_args.extend(["--device", "ndarray", "--data", csv, "--out", frozen_s]);
+    let out = fer(&[&frozen_args[..], &["--model", "vgg-small"]].concat());
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("never update the running statistics"), "{}", stderr(&out));
+    let out = fer(&[&frozen_args[..], &["--init", best_s]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(frozen.join("config.json")).expect("config.json")).expect("JSON");
+    assert_eq!(config["adversarial"]["clean_norm_statistics"], "running", "--adv-clean-bn reaches config.json");
     let out = fer(&["train", "--init", best_s, "--model", "resnet-small", "--out", tuned_s, "--data", csv]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("holds model `vgg-small`, expected `resnet-small`"), "{}", stderr(&out));

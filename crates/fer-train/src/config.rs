@@ -189,12 +189,22 @@ pub struct AdversarialTraining {
     /// Loss = `(1 − weight) · CE(clean) + weight · CE(adversarial)`; the reference: 0.5.
     pub weight: f64,
     /// BatchNorm in the training forward pass on the attacked faces (and, with
-    /// [`AdvSource::Current`], in the attack's own passes); the clean pass always normalises with
-    /// its batch statistics and updates the running ones. The reference:
+    /// [`AdvSource::Current`], in the attack's own passes). The reference:
     /// [`NormStatistics::BatchUpdate`], which lets ε-perturbed batches into the statistics used on
     /// clean test faces; `Batch` and `Running` keep the running statistics to clean batches.
     #[serde(default)]
     pub norm_statistics: NormStatistics,
+    /// BatchNorm in the training forward pass on the clean faces. Default (and the reference):
+    /// [`NormStatistics::BatchUpdate`], ordinary training. With `Running` here and in
+    /// [`AdversarialTraining::norm_statistics`] the statistics are frozen: both passes normalise
+    /// as inference does, with the `--init` checkpoint's running statistics, which never change,
+    /// so training optimises exactly the function that inference computes. With `BatchUpdate`
+    /// here and `Running` there, only attacked faces are ever seen through the running statistics
+    /// in training, while clean batches keep moving them: a model can learn to exploit the lag
+    /// between the two (docs/RESULTS.md). A run where no pass updates the statistics needs
+    /// [`crate::TrainConfig::init`] (see [`crate::TrainConfig::check`]).
+    #[serde(default)]
+    pub clean_norm_statistics: NormStatistics,
     /// The per-epoch robustness measure: this attack on the test faces against the model's
     /// predictions, in inference mode (the reference's protocol: FGSM at the training ε, on the
     /// full 48×48 faces; see [`AdversarialTraining::eval_center_crop`]).
@@ -238,6 +248,7 @@ impl AdversarialTraining {
             labels: LabelSource::True,
             weight: 0.5,
             norm_statistics: NormStatistics::BatchUpdate,
+            clean_norm_statistics: NormStatistics::BatchUpdate,
             eval_attack: Attack::fgsm(eps),
             eval_center_crop: None,
             check_attack: Attack::pgd(eps, 10),
@@ -449,6 +460,17 @@ impl TrainConfig {
         }
         if let Some(adversarial) = &self.adversarial {
             adversarial.check()?;
+            let updated =
+                [adversarial.clean_norm_statistics, adversarial.norm_statistics].contains(&NormStatistics::BatchUpdate);
+            if !updated && self.init.is_none() {
+                return Err(format!(
+                    "BatchNorm `{}` on clean and `{}` on attacked faces never update the running statistics, \
+                     which would stay at their initial mean 0 and variance 1: start from a trained \
+                     checkpoint (--init) or let one pass update them (batch-update)",
+                    adversarial.clean_norm_statistics.name(),
+                    adversarial.norm_statistics.name()
+                ));
+            }
         }
         Ok(())
     }
@@ -553,6 +575,25 @@ mod tests {
     }
 
     #[test]
+    fn frozen_batch_norm_statistics_need_a_trained_checkpoint() {
+        let clean = TrainConfig::reference(ModelConfig::from_name("vgg-small").expect("known"));
+        let frozen = AdversarialTraining {
+            norm_statistics: NormStatistics::Running,
+            clean_norm_statistics: NormStatistics::Running,
+            ..AdversarialTraining::new(Attack::fgsm(0.3))
+        };
+        let fresh = TrainConfig { adversarial: Some(frozen.clone()), ..clean.clone() };
+        let err = fresh.check().expect_err("no pass updates the statistics");
+        assert!(err.contains("`running` on clean and `running` on attacked") && err.contains("--init"), "{err}");
+        let init = InitCheckpoint { path: "runs/a/best.fer".into(), checksum: 1 };
+        let tuned = TrainConfig { init: Some(init), ..fresh };
+        assert_eq!(tuned.check(), Ok(()));
+        // One updating pass is enough: the attacked batches' statistics.
+        let attacked_only = AdversarialTraining { norm_statistics: NormStatistics::BatchUpdate, ..frozen };
+        assert_eq!(TrainConfig { adversarial: Some(attacked_only), ..clean }.check(), Ok(()));
+    }
+
+    #[test]
     fn selections_parse_print_and_serialise_by_one_name() {
         for selection in Selection::ALL {
             assert_eq!(selection.name().parse::<Selection>(), Ok(selection));
@@ -584,6 +625,7 @@ mod tests {
         assert_eq!(with.selection(), Selection::Mean);
         let mut json = serde_json::to_value(&with).expect("json");
         json["adversarial"].as_object_mut().expect("object").remove("norm_statistics");
+        json["adversarial"].as_object_mut().expect("object").remove("clean_norm_statistics");
         let back: TrainConfig = serde_json::from_value(json).expect("config.json before norm_statistics");
         assert_eq!(back, with, "older adversarial runs resume with the reference's statistics");
         let mut json = serde_json::to_value(&with).expect("json");

@@ -516,7 +516,8 @@ impl AttackedTally {
 /// The training loss of one batch, its clean logits and (adversarial training) the attacked
 /// crops' loss and logits: cross-entropy, or with adversarial training
 /// `(1 − w) · clean + w · adversarial` with the examples crafted by `adversarial`'s attack and
-/// passed through the model with its [`AdversarialTraining::norm_statistics`].
+/// passed through the model with its [`AdversarialTraining::norm_statistics`] (the clean crops with
+/// [`AdversarialTraining::clean_norm_statistics`]).
 fn adversarial_loss<B: AutodiffBackend>(
     adversarial: Option<&AdversarialTraining>,
     model: &Model<B>,
@@ -539,7 +540,7 @@ fn adversarial_loss<B: AutodiffBackend>(
             perturb(&adv.attack, |x| model.forward_training(x, adv.norm_statistics), images.clone(), labels, rng)?
         }
     };
-    let logits = model.forward(images);
+    let logits = model.forward_training(images, adv.clean_norm_statistics);
     let clean = loss_fn.forward(logits.clone(), targets.clone());
     let attacked_logits = model.forward_training(attacked, adv.norm_statistics);
     let adversarial = loss_fn.forward(attacked_logits.clone(), targets);
@@ -879,6 +880,21 @@ mod tests {
             for kept in [NormStatistics::Batch, NormStatistics::Running] {
                 assert_eq!(with(kept), clean_only, "{source:?}, {kept:?}: statistics of the clean pass only");
             }
+            // Frozen: neither pass moves them; a clean pass on running statistics leaves them to
+            // the attacked pass.
+            let passes = |clean_norm_statistics, norm_statistics| {
+                after(Some(AdversarialTraining {
+                    source,
+                    norm_statistics,
+                    clean_norm_statistics,
+                    ..AdversarialTraining::new(Attack::fgsm(0.3))
+                }))
+            };
+            let frozen = passes(NormStatistics::Running, NormStatistics::Running);
+            assert_eq!(frozen, running_statistics(&template), "{source:?}: frozen statistics");
+            let attacked_only = passes(NormStatistics::Running, NormStatistics::BatchUpdate);
+            assert_ne!(attacked_only, running_statistics(&template), "{source:?}");
+            assert_ne!(attacked_only, clean_only, "{source:?}: the attacked batch's statistics, not the clean one's");
         }
     }
 
@@ -939,6 +955,23 @@ mod tests {
             // Normalising the second pass with the (initial) running statistics is another loss.
             let (loss, _, _, _) = with(NormStatistics::Running);
             assert!((loss - clean_loss).abs() > 1e-3, "{source:?}, running: {loss} vs clean {clean_loss}");
+            // Frozen statistics: both passes compute the inference function, so the loss is the
+            // inference-mode cross-entropy of the clean crops, and the statistics stay.
+            let (frozen_loss, _, statistics, attacked) = step(Some(AdversarialTraining {
+                source,
+                norm_statistics: NormStatistics::Running,
+                clean_norm_statistics: NormStatistics::Running,
+                ..AdversarialTraining::new(Attack::fgsm(0.0))
+            }));
+            let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&device);
+            let inference = loss_fn.forward(template.forward_inference(images.clone()), targets.clone());
+            let inference: f32 = inference.into_scalar().elem();
+            assert!(
+                (frozen_loss - inference).abs() < 1e-5,
+                "{source:?}: frozen {frozen_loss} vs inference {inference}"
+            );
+            assert!((attacked.expect("attacked loss") - inference).abs() < 1e-5, "{source:?}");
+            assert_eq!(statistics, running_statistics(&template), "{source:?}: frozen statistics");
         }
     }
 }
