@@ -320,7 +320,8 @@ struct TrainArgs {
     adv_weight: f64,
     /// BatchNorm in the pass on the attacked faces: batch-update (the reference: batch statistics,
     /// which also enter the running statistics), batch (batch statistics, running statistics from
-    /// clean batches only) or running (the running statistics of clean batches, as at inference).
+    /// clean batches only) or running (the running statistics of clean batches, as at inference;
+    /// alone it lets a model exploit their lag behind the weights: see --adv-clean-bn).
     #[arg(long, default_value = "batch-update", requires = "adversarial")]
     adv_bn: fer_models::NormStatistics,
     /// BatchNorm in the pass on the clean faces: batch-update (ordinary training, the reference)
