@@ -329,6 +329,11 @@ struct TrainArgs {
     /// checkpoint, so both passes normalise exactly as inference does.
     #[arg(long, default_value = "batch-update", requires = "adversarial")]
     adv_clean_bn: fer_models::NormStatistics,
+    /// Raise the training attack's ε linearly from 0 to --eps over this many epochs (fractions
+    /// allowed: 0.5 = the first half of the first epoch; 0: the full ε from the first step). The
+    /// per-epoch attacks on the test splits always use the full ε.
+    #[arg(long, default_value_t = 0.0, requires = "adversarial")]
+    adv_eps_ramp: f64,
     /// Labels of the training attack: true or predicted.
     #[arg(long, default_value = "true", requires = "adversarial")]
     adv_labels: fer_adversarial::LabelSource,
@@ -408,6 +413,7 @@ impl TrainArgs {
                 weight: self.adv_weight,
                 norm_statistics: self.adv_bn,
                 clean_norm_statistics: self.adv_clean_bn,
+                eps_ramp_epochs: self.adv_eps_ramp,
                 labels: self.adv_labels,
                 selection: self.select,
                 check_faces: self.check_faces,

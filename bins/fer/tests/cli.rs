@@ -231,15 +231,21 @@ fn train_eval_report_round_trip_on_ndarray() {
     let frozen_s = frozen.to_str().expect("utf-8");
     let mut frozen_args = vec!["train", "--epochs", "1", "--bs", "16", "--no-tencrop", "--adversarial", "fgsm"];
     frozen_args.extend(["--check-faces", "4", "--adv-bn", "running", "--adv-clean-bn", "running"]);
+    frozen_args.extend(["--adv-eps-ramp", "0.5"]);
     frozen_args.extend(["--device", "ndarray", "--data", csv, "--out", frozen_s]);
     let out = fer(&[&frozen_args[..], &["--model", "vgg-small"]].concat());
     assert!(!out.status.success());
     assert!(stderr(&out).contains("never update the running statistics"), "{}", stderr(&out));
-    let out = fer(&[&frozen_args[..], &["--init", best_s]].concat());
+    let out = fer_logged(&[&frozen_args[..], &["--init", best_s]].concat());
     assert!(out.status.success(), "{}", stderr(&out));
+    // 50 training faces in batches of 16: 4 steps; the ramp of half an epoch reaches ε = 0.3 at
+    // the 2nd, so the 1st (always logged) attacks at 0.15.
+    assert!(stderr(&out).contains("step 1/4: loss"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("| attacked (ε 0.1500) loss"), "{}", stderr(&out));
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(frozen.join("config.json")).expect("config.json")).expect("JSON");
     assert_eq!(config["adversarial"]["clean_norm_statistics"], "running", "--adv-clean-bn reaches config.json");
+    assert_eq!(config["adversarial"]["eps_ramp_epochs"], 0.5, "--adv-eps-ramp reaches config.json");
     let out = fer(&["train", "--init", best_s, "--model", "resnet-small", "--out", tuned_s, "--data", csv]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("holds model `vgg-small`, expected `resnet-small`"), "{}", stderr(&out));

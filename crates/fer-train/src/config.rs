@@ -233,6 +233,15 @@ pub struct AdversarialTraining {
     pub catastrophic_ratio: f64,
     /// What picks `best.fer`.
     pub selection: Selection,
+    /// Epochs over which the training attack's ε rises linearly from 0 to that of
+    /// [`AdversarialTraining::attack`] (its step size in proportion), step by step; fractions are
+    /// allowed (0.5: the first half of the first epoch); 0 (the default, and the reference): the
+    /// full ε from the first step. Attacks at a large ε on a model that has never seen one give a
+    /// loss many times the clean one, whose first steps can knock the model onto a constant
+    /// answer. The per-epoch evaluation and check attacks always use the full ε; a ramping
+    /// epoch's `train_adv_loss` and `train_adv_acc` mix the budgets of its steps.
+    #[serde(default)]
+    pub eps_ramp_epochs: f64,
 }
 
 impl AdversarialTraining {
@@ -256,7 +265,20 @@ impl AdversarialTraining {
             catastrophic_gap: 0.1,
             catastrophic_ratio: 0.5,
             selection: Selection::Mean,
+            eps_ramp_epochs: 0.0,
         }
+    }
+
+    /// The training attack of step `step` (0-based, of `steps_per_epoch`) of epoch `epoch`:
+    /// [`AdversarialTraining::attack`] with ε scaled by the ramp of
+    /// [`AdversarialTraining::eps_ramp_epochs`]: `min(1, (steps done + 1) / (ramp · steps_per_epoch))`.
+    pub fn training_attack(&self, epoch: usize, step: usize, steps_per_epoch: usize) -> Attack {
+        let ramp_steps = self.eps_ramp_epochs * steps_per_epoch as f64;
+        let done = (epoch * steps_per_epoch + step + 1) as f64;
+        if ramp_steps <= done {
+            return self.attack;
+        }
+        self.attack.with_eps(self.attack.eps() * done / ramp_steps)
     }
 
     /// Whether check-face accuracies `eval_acc` (evaluation attack, FGSM) and `check_acc` (check
@@ -290,7 +312,7 @@ impl AdversarialTraining {
         format!("{view}, labels = the model's predictions, inference mode (BatchNorm running statistics, no dropout)")
     }
 
-    /// Checks the attacks, the crop side, the weight and the gap.
+    /// Checks the attacks, the crop side, the weight, the gap and the ε ramp.
     pub fn check(&self) -> Result<(), String> {
         for attack in [&self.attack, &self.eval_attack, &self.check_attack] {
             attack.check().map_err(|e| e.to_string())?;
@@ -304,6 +326,9 @@ impl AdversarialTraining {
         }
         if !(0.0..=1.0).contains(&self.catastrophic_ratio) {
             return Err(format!("catastrophic-overfitting ratio {} is not in [0, 1]", self.catastrophic_ratio));
+        }
+        if !(self.eps_ramp_epochs.is_finite() && self.eps_ramp_epochs >= 0.0) {
+            return Err(format!("ε ramp of {} epochs must be a number ≥ 0", self.eps_ramp_epochs));
         }
         Ok(())
     }
@@ -575,6 +600,32 @@ mod tests {
     }
 
     #[test]
+    fn the_training_budget_ramps_up_step_by_step() {
+        let adv = AdversarialTraining::new(Attack::pgd(0.1, 10));
+        assert_eq!(adv.training_attack(0, 0, 4), adv.attack, "no ramp: the full ε from the first step");
+        let ramped = AdversarialTraining { eps_ramp_epochs: 1.5, ..adv.clone() };
+        assert_eq!(ramped.check(), Ok(()));
+        // 1.5 epochs of 4 steps: ε rises over 6 steps, reaching 0.1 at the 6th (epoch 1, step 1).
+        let eps: Vec<f64> = (0..3)
+            .flat_map(|e| (0..4).map(move |s| (e, s)))
+            .map(|(e, s)| ramped.training_attack(e, s, 4).eps())
+            .collect();
+        let expected = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 6.0, 6.0, 6.0, 6.0, 6.0, 6.0].map(|k| 0.1 * k / 6.0);
+        for (got, want) in eps.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-12, "{eps:?}");
+        }
+        assert_eq!(ramped.training_attack(1, 1, 4), adv.attack, "exactly the configured attack from then on");
+        // The step size follows ε (PGD's 2.5ε/steps).
+        let Attack::Pgd { alpha, steps, .. } = ramped.training_attack(0, 2, 4) else { panic!("PGD") };
+        assert_eq!(steps, 10);
+        assert!((alpha - 2.5 * 0.05 / 10.0).abs() < 1e-12, "{alpha}");
+        for bad in [-0.5, f64::NAN, f64::INFINITY] {
+            let err = AdversarialTraining { eps_ramp_epochs: bad, ..adv.clone() }.check().expect_err("bad ramp");
+            assert!(err.contains("ε ramp"), "{err}");
+        }
+    }
+
+    #[test]
     fn frozen_batch_norm_statistics_need_a_trained_checkpoint() {
         let clean = TrainConfig::reference(ModelConfig::from_name("vgg-small").expect("known"));
         let frozen = AdversarialTraining {
@@ -626,6 +677,7 @@ mod tests {
         let mut json = serde_json::to_value(&with).expect("json");
         json["adversarial"].as_object_mut().expect("object").remove("norm_statistics");
         json["adversarial"].as_object_mut().expect("object").remove("clean_norm_statistics");
+        json["adversarial"].as_object_mut().expect("object").remove("eps_ramp_epochs");
         let back: TrainConfig = serde_json::from_value(json).expect("config.json before norm_statistics");
         assert_eq!(back, with, "older adversarial runs resume with the reference's statistics");
         let mut json = serde_json::to_value(&with).expect("json");

@@ -286,13 +286,18 @@ pub fn train_on_devices<B: AutodiffBackend>(
         for (step, batch) in stream.enumerate() {
             let lr = config.schedule.lr(config.lr, epoch, step, steps_per_epoch, config.epochs);
             let n = batch.targets.dims()[0];
+            // This step's adversarial training: the attack at the ramp's ε.
+            let step_adversarial = config.adversarial.as_ref().map(|adv| AdversarialTraining {
+                attack: adv.training_attack(epoch, step, steps_per_epoch),
+                ..adv.clone()
+            });
             let (loss_value, hits, grads) = if devices.len() > 1 {
                 // Each shard's attack draws from its own generator, seeded by (epoch, step, shard),
                 // so the draws do not depend on thread timing.
                 let forward = |shard: usize, m: &Model<B>, x: Tensor<B, 4>, y: Tensor<B, 1, Int>| {
                     let stream = ((epoch as u64) << 40) ^ ((step as u64) << 8) ^ shard as u64;
                     let mut rng = ChaCha8Rng::seed_from_u64(mix(config.seed, 0xAD01_0000_0000_0000 ^ stream));
-                    let batch = adversarial_loss(config.adversarial.as_ref(), m, x, y.clone(), &loss_fn, &mut rng)
+                    let batch = adversarial_loss(step_adversarial.as_ref(), m, x, y.clone(), &loss_fn, &mut rng)
                         .map_err(|e| e.to_string())?;
                     if let Some((loss, logits)) = batch.attacked {
                         attacked.lock().map_err(|e| tally_poisoned(e).to_string())?.add(loss, logits, y);
@@ -304,7 +309,7 @@ pub fn train_on_devices<B: AutodiffBackend>(
                 (step_out.loss, step_out.hits, step_out.grads)
             } else {
                 let out = adversarial_loss(
-                    config.adversarial.as_ref(),
+                    step_adversarial.as_ref(),
                     &model,
                     batch.images,
                     batch.targets.clone(),
@@ -328,8 +333,11 @@ pub fn train_on_devices<B: AutodiffBackend>(
             correct += hits;
             seen += n;
             let secs = started.elapsed().as_secs_f64();
+            let ramping =
+                step_adversarial.as_ref().zip(config.adversarial.as_ref()).filter(|(s, a)| s.attack != a.attack);
+            let ramp = ramping.map_or(String::new(), |(s, _)| format!(" (ε {:.4})", s.attack.eps()));
             let attacked_figures = match attacked.lock().ok().and_then(|t| t.mean_loss().zip(t.accuracy())) {
-                Some((loss, acc)) => format!(" | attacked loss {loss:.4} acc {:.2}%", 100.0 * acc),
+                Some((loss, acc)) => format!(" | attacked{ramp} loss {loss:.4} acc {:.2}%", 100.0 * acc),
                 None => String::new(),
             };
             progress.step(format!(
