@@ -324,9 +324,9 @@ struct TrainArgs {
     /// alone it lets a model exploit their lag behind the weights: see --adv-clean-bn).
     #[arg(long, default_value = "batch-update", requires = "adversarial")]
     adv_bn: fer_models::NormStatistics,
-    /// BatchNorm in the pass on the clean faces: batch-update (ordinary training, the reference)
-    /// or running; `--adv-bn running --adv-clean-bn running` freezes the statistics of the --init
-    /// checkpoint, so both passes normalise exactly as inference does.
+    /// BatchNorm in the pass on the clean faces: batch-update (ordinary training, the reference),
+    /// batch or running, as --adv-bn; `--adv-bn running --adv-clean-bn running` freezes the
+    /// statistics of the --init checkpoint, so both passes normalise exactly as inference does.
     #[arg(long, default_value = "batch-update", requires = "adversarial")]
     adv_clean_bn: fer_models::NormStatistics,
     /// Raise the training attack's ε linearly from 0 to --eps over this many epochs (fractions
