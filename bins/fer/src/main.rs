@@ -592,15 +592,16 @@ fn run(cli: Cli) -> Result<()> {
                     100.0 * adv
                 );
             }
+            // The summary's 0-based epochs as the console counts them, from 1.
+            let counted = |epochs: &[usize]| epochs.iter().map(|e| (e + 1).to_string()).collect::<Vec<_>>().join(", ");
             if !summary.catastrophic_epochs.is_empty() {
-                let epochs: Vec<String> = summary.catastrophic_epochs.iter().map(|e| (e + 1).to_string()).collect();
-                println!("Catastrophic overfitting (FGSM accuracy far above PGD) at epochs {}.", epochs.join(", "));
+                let epochs = counted(&summary.catastrophic_epochs);
+                println!("Catastrophic overfitting (FGSM accuracy far above PGD) at epochs {epochs}.");
             }
             if !summary.constant_answer_epochs.is_empty() {
-                let epochs: Vec<String> = summary.constant_answer_epochs.iter().map(|e| (e + 1).to_string()).collect();
                 println!(
                     "Constant answer under attack (one class for more than half of the attacked PublicTest faces) at epochs {}.",
-                    epochs.join(", ")
+                    counted(&summary.constant_answer_epochs)
                 );
             }
             // A finished run's report.json: warn when one class has most of the selected model's answers.

@@ -686,9 +686,10 @@ mod tests {
 
     type B = Autodiff<NdArray>;
 
-    #[test]
-    fn the_summary_lists_constant_answer_epochs() {
-        let row = |epoch: usize, share: Option<f64>| EpochMetrics {
+    /// A clean run's `metrics.csv` row of `epoch` with round figures, for the summary tests to
+    /// override.
+    fn clean_row(epoch: usize) -> EpochMetrics {
+        EpochMetrics {
             epoch,
             lr: 0.01,
             train_loss: 1.0,
@@ -699,16 +700,28 @@ mod tests {
             private_acc: 0.5,
             img_per_s: 1.0,
             seconds: 1.0,
-            public_adv_acc: share.map(|_| 0.25),
-            private_adv_acc: share.map(|_| 0.25),
+            public_adv_acc: None,
+            private_adv_acc: None,
             check_eval_acc: None,
             check_pgd_acc: None,
-            catastrophic: share.map(|_| false),
+            catastrophic: None,
             train_adv_loss: None,
             train_adv_acc: None,
+            public_adv_balanced_acc: None,
+            public_adv_top_answer_share: None,
+            public_balanced_acc: Some(0.45),
+        }
+    }
+
+    #[test]
+    fn the_summary_lists_constant_answer_epochs() {
+        let row = |epoch: usize, share: Option<f64>| EpochMetrics {
+            public_adv_acc: share.map(|_| 0.25),
+            private_adv_acc: share.map(|_| 0.25),
+            catastrophic: share.map(|_| false),
             public_adv_balanced_acc: share.map(|_| 0.2),
             public_adv_top_answer_share: share,
-            public_balanced_acc: Some(0.45),
+            ..clean_row(epoch)
         };
         let rows = [row(0, Some(0.3)), row(1, Some(0.5)), row(2, Some(0.51)), row(3, Some(1.0))];
         let summary = RunSummary::from_metrics(&rows, Selection::Mean).expect("rows");
@@ -727,26 +740,15 @@ mod tests {
         // Epoch 0 tells attacked faces apart (27 %, balanced 24 %); epoch 1 answers "happy" for
         // every attacked face: 25 % accuracy, balanced 1/7, and a little more clean accuracy.
         let row = |epoch: usize, clean: f64, clean_balanced: f64, adv: f64, adv_balanced: f64| EpochMetrics {
-            epoch,
-            lr: 0.01,
-            train_loss: 1.0,
-            train_acc: 0.5,
-            public_loss: 1.0,
             public_acc: clean,
-            private_loss: 1.0,
             private_acc: clean,
-            img_per_s: 1.0,
-            seconds: 1.0,
             public_adv_acc: Some(adv),
             private_adv_acc: Some(adv),
-            check_eval_acc: None,
-            check_pgd_acc: None,
             catastrophic: Some(false),
-            train_adv_loss: None,
-            train_adv_acc: None,
             public_adv_balanced_acc: Some(adv_balanced),
             public_adv_top_answer_share: Some(if adv_balanced < 0.15 { 1.0 } else { 0.3 }),
             public_balanced_acc: Some(clean_balanced),
+            ..clean_row(epoch)
         };
         let rows = [row(0, 0.55, 0.50, 0.27, 0.24), row(1, 0.60, 0.52, 0.25, 1.0 / 7.0)];
         let pick = |selection| RunSummary::from_metrics(&rows, selection).expect("rows").selected_epoch;
