@@ -326,7 +326,7 @@ fn adversarial_training_then_attacks_on_ndarray() {
     let header: Vec<&str> = metrics.lines().next().expect("header").split(',').collect();
     assert!(header.join(",").ends_with(
         "public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic,train_adv_loss,train_adv_acc,\
-         public_adv_balanced_acc,public_adv_top_answer_share,public_balanced_acc"
+         public_adv_balanced_acc,public_adv_top_answer_share,public_balanced_acc,public_adv_robust_acc"
     ));
     let share_column = header.iter().position(|&c| c == "public_adv_top_answer_share").expect("share column");
     // The closing lines name the epochs whose attacked answers were mostly one class.
@@ -338,6 +338,15 @@ fn adversarial_training_then_attacks_on_ndarray() {
         serde_json::from_slice(&std::fs::read(run.join("report.json")).expect("report.json")).expect("JSON");
     assert_eq!(report["adversarial"]["attack"]["method"], "fgsm");
     assert_eq!(report["adversarial"]["private_test"]["faces"], 10);
+    // Right both clean and under attack: at most the faces right under attack, and right clean.
+    for (robust, attacked) in
+        [("private_test_robust_accuracy", "private_test"), ("private_test_check_robust_accuracy", "private_test_check")]
+    {
+        let robust = report["adversarial"][robust].as_f64().expect(robust);
+        let attacked = report["adversarial"][attacked]["accuracy"].as_f64().expect(attacked);
+        let clean = report["adversarial"]["private_test_clean"]["accuracy"].as_f64().expect("clean");
+        assert!(robust <= attacked.min(clean) + 1e-12, "{robust} vs {attacked}, {clean}");
+    }
     let protocol = report["adversarial"]["protocol"].as_str().expect("protocol");
     assert!(protocol.starts_with("the centred 44×44 crop"), "{protocol}");
     // The closing lines warn exactly when one class has most of the selected model's answers.
@@ -388,11 +397,17 @@ fn adversarial_training_then_attacks_on_ndarray() {
     assert_eq!(json["clean"]["faces"], 10);
     assert_eq!(json["adversarial"]["per_class_accuracy"].as_array().map(Vec::len), Some(7));
     assert!(json["max_perturbation"].as_f64().expect("number") <= 8.0 / 255.0 + 1e-6);
+    // Right under attack = right both clean and under attack + wrong clean, right under attack.
+    let count = |key: &str| json[key].as_u64().expect(key);
+    let right_under_attack = json["adversarial"]["accuracy"].as_f64().expect("accuracy") * 10.0;
+    assert_eq!((count("kept_right") + count("made_right")) as f64, right_under_attack.round(), "{json}");
+    assert_eq!(json["robust_accuracy"].as_f64(), Some(count("kept_right") as f64 / 10.0));
     let sweep = std::fs::read_to_string(attack_dir.join("sweep.csv")).expect("sweep.csv");
     let lines: Vec<&str> = sweep.lines().collect();
     assert_eq!(
         lines[0],
-        "method,attack,eps,clean_acc,adversarial_acc,seconds,adversarial_balanced_acc,adversarial_top_answer_share"
+        "method,attack,eps,clean_acc,adversarial_acc,seconds,adversarial_balanced_acc,adversarial_top_answer_share,\
+         robust_acc"
     );
     assert_eq!(lines.len(), 5, "{sweep}");
     for png in ["robustness.png", "examples.png"] {
@@ -440,6 +455,10 @@ fn adversarial_training_then_attacks_on_ndarray() {
     assert_eq!(table_answers(&text, 0), attacked, "{text}");
     assert_eq!(text.contains("note: without attack "), clean.iter().any(|&n| n > 2), "{text}");
     assert_eq!(text.contains("note: under attack "), attacked.iter().any(|&n| n > 2), "{text}");
+    let (kept, made) = (json["kept_right"].as_u64().expect("kept"), json["made_right"].as_u64().expect("made"));
+    let robust = format!("right both clean and under attack (robust accuracy) {:.2} %; ", 25.0 * kept as f64);
+    assert!(text.contains(&robust) && text.contains(&format!("right under attack: {made} faces")), "{text}");
+    assert_eq!(text.contains("were wrong without it"), made > 0 && 4 * made >= kept + made, "{text}");
     // The centre-crop view: said in the text and recorded in attack.json.
     let center_attack = dir.path().join("center-attack");
     let center_attack = center_attack.to_str().expect("utf-8");

@@ -88,6 +88,16 @@ pub struct Robustness {
     pub adversarial: Evaluation,
     /// Faces whose predicted class the attack changed.
     pub flipped: u64,
+    /// Faces answered right both clean and under attack: the numerator of
+    /// [`Robustness::robust_accuracy`].
+    #[serde(default)]
+    pub kept_right: u64,
+    /// Faces answered wrong clean and right under attack. With [`LabelSource::Predicted`] (the
+    /// reference's protocol) the attack pushes a wrong answer away from itself, sometimes onto the
+    /// right class: these faces count in `adversarial.accuracy()` without any robustness behind
+    /// them.
+    #[serde(default)]
+    pub made_right: u64,
     /// Largest `|x' − x|` over all pixels (≤ ε; a check, not a setting).
     pub max_perturbation: f64,
     /// Wall-clock seconds.
@@ -133,6 +143,7 @@ where
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let (mut clean, mut adversarial) = (Evaluation::default(), Evaluation::default());
     let (mut flipped, mut max_perturbation, mut done) = (0u64, 0.0f64, 0usize);
+    let (mut kept_right, mut made_right) = (0u64, 0u64);
     let mut predictions = Vec::with_capacity(split.len());
     let order: Vec<usize> = (0..split.len()).collect();
     let batcher = FaceBatcher::new(View::Full, 0, split.len());
@@ -147,6 +158,13 @@ where
         let before = classes(clean_logits.clone());
         let after = classes(adversarial_logits.clone());
         flipped += before.iter().zip(&after).filter(|(a, b)| a != b).count() as u64;
+        let truth = batch.targets.clone().into_data().convert::<i64>();
+        let truth = truth.as_slice::<i64>().expect("targets are ints");
+        for ((b, a), &t) in before.iter().zip(&after).zip(truth) {
+            let (right_before, right_after) = (b.index() as i64 == t, a.index() as i64 == t);
+            kept_right += u64::from(right_before && right_after);
+            made_right += u64::from(!right_before && right_after);
+        }
         predictions.extend(before.into_iter().zip(after));
         clean.record(clean_logits, batch.targets.clone());
         adversarial.record(adversarial_logits, batch.targets);
@@ -158,10 +176,24 @@ where
         clean,
         adversarial,
         flipped,
+        kept_right,
+        made_right,
         max_perturbation,
         seconds: started.elapsed().as_secs_f64(),
         predictions,
     })
+}
+
+impl Robustness {
+    /// Share of the faces answered right both clean and under attack: the robust accuracy in the
+    /// usual sense. An attack's step on a face depends only on that face and its label (inference
+    /// mode, a loss summed over faces), and on a face answered right the predicted label is the
+    /// true one, so this figure is the same with predicted or true labels; with predicted labels
+    /// `adversarial.accuracy()` adds [`Robustness::made_right`] to it.
+    pub fn robust_accuracy(&self) -> f64 {
+        let faces = self.clean.faces();
+        if faces == 0 { 0.0 } else { self.kept_right as f64 / faces as f64 }
+    }
 }
 
 fn classes<B: Backend>(logits: Tensor<B, 2>) -> Vec<Emotion> {
@@ -191,6 +223,9 @@ pub struct SweepPoint {
     /// Share of the attacked faces given the most frequent answer.
     #[serde(default)]
     pub adversarial_top_answer_share: f64,
+    /// [`Robustness::robust_accuracy`]: faces right both clean and under attack.
+    #[serde(default)]
+    pub robust_acc: f64,
 }
 
 /// Runs each attack of `attacks` at each budget of `eps` ([`Attack::with_eps`]: PGD keeps its
@@ -222,6 +257,7 @@ where
                 seconds: result.seconds,
                 adversarial_balanced_acc: result.adversarial.balanced_accuracy(),
                 adversarial_top_answer_share: result.adversarial.top_answer().map_or(0.0, |(_, share)| share),
+                robust_acc: result.robust_accuracy(),
             };
             on_point(&point);
             points.push(point);

@@ -75,11 +75,47 @@ fn attacks_hurt_a_trained_model_and_pgd_hurts_at_least_as_much() {
     let flipped = result.predictions.iter().filter(|(a, b)| a != b).count() as u64;
     assert_eq!(flipped, result.flipped);
 
+    // With predicted labels the attack never reads the true ones. Label each face as the class the
+    // attack sent it to: the same attack now "gets right" every face it flipped (wrong before,
+    // right after) and every face it did not flip stays right; the robust accuracy counts only
+    // the latter, and a true-label attack on these labels keeps exactly those faces.
+    let mut relabelled = SplitData::with_capacity(28);
+    for (i, &(_, after)) in result.predictions.iter().enumerate() {
+        relabelled.push(after, test.image(i).clone());
+    }
+    let relabelled = Arc::new(relabelled);
+    let moved = evaluate_robustness(&model, relabelled.clone(), &fgsm, &device, |_| {}).expect("runs");
+    assert_eq!(moved.predictions, result.predictions, "predicted labels: the true labels play no part");
+    assert_eq!(moved.adversarial.accuracy(), 1.0);
+    assert_eq!((moved.made_right, moved.kept_right), (flipped, 28 - flipped));
+    assert_eq!(moved.robust_accuracy(), (28 - flipped) as f64 / 28.0);
+    let with_truth = RobustnessConfig { labels: LabelSource::True, ..fgsm.clone() };
+    let truth = evaluate_robustness(&model, relabelled, &with_truth, &device, |_| {}).expect("runs");
+    assert_eq!(truth.kept_right, moved.kept_right, "robust accuracy does not depend on the label source");
+
     let pgd = RobustnessConfig { attack: Attack::pgd(EPS, 10), ..fgsm.clone() };
     let result = evaluate_robustness(&model, test.clone(), &pgd, &device, |_| {}).expect("runs");
     assert_eq!(result.clean.accuracy(), clean, "clean accuracy does not depend on the attack");
     assert!(result.adversarial.accuracy() <= fgsm_acc, "PGD-10 {} vs FGSM {fgsm_acc}", result.adversarial.accuracy());
     eprintln!("PGD-10: {:.1}s, {}", started.elapsed().as_secs_f64(), result.adversarial.accuracy());
+
+    // Right before and after the attack, counted face by face; with true labels the same faces
+    // keep their answer (on a face answered right the predicted label is the true one).
+    let labels = test.labels();
+    let count = |keep: bool| {
+        result
+            .predictions
+            .iter()
+            .zip(labels)
+            .filter(|((before, after), l)| (before == *l) == keep && after == *l)
+            .count()
+    };
+    assert_eq!((result.kept_right, result.made_right), (count(true) as u64, count(false) as u64));
+    assert_eq!(result.kept_right + result.made_right, result.adversarial.correct());
+    assert_eq!(result.robust_accuracy(), result.kept_right as f64 / 28.0);
+    let with_truth = RobustnessConfig { labels: LabelSource::True, ..pgd.clone() };
+    let truth = evaluate_robustness(&model, test.clone(), &with_truth, &device, |_| {}).expect("runs");
+    assert_eq!(truth.kept_right, result.kept_right, "robust accuracy does not depend on the label source");
 
     // TenCrop: the model sees 10 crops, the attack perturbs the full face through them.
     let tencrop = RobustnessConfig { tencrop: Some(44), labels: LabelSource::True, ..fgsm.clone() };
@@ -118,6 +154,8 @@ fn attacks_hurt_a_trained_model_and_pgd_hurts_at_least_as_much() {
     assert_eq!(points[1].adversarial_balanced_acc, fgsm_balanced);
     assert_eq!(points[1].adversarial_top_answer_share, fgsm_top_share);
     assert_eq!(points[0].adversarial_balanced_acc, clean_balanced, "ε = 0: the clean model's");
+    assert_eq!(points[0].robust_acc, clean, "ε = 0: every face right clean stays right");
+    assert!(points[1].robust_acc <= points[1].adversarial_acc);
 
     // Examples carry both faces and both probability vectors.
     let examples = adversarial_examples(&model, &test, &[0, 5], &fgsm, &device).expect("runs");

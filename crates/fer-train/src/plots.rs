@@ -432,6 +432,7 @@ mod tests {
             public_adv_balanced_acc: adv(0.18),
             public_adv_top_answer_share: adv(0.3),
             public_balanced_acc: Some(0.3),
+            public_adv_robust_acc: adv(0.15),
         }
     }
 

@@ -124,6 +124,14 @@ pub struct AdversarialReport {
     pub check_attack: Attack,
     /// PrivateTest under the check attack.
     pub private_test_check: SplitReport,
+    /// Share of the PrivateTest faces right both clean and under the evaluation attack (it pushes
+    /// against the model's predictions, so `private_test.accuracy` also counts faces moved from a
+    /// wrong answer onto the right one); `None` in reports written before it was added.
+    #[serde(default)]
+    pub private_test_robust_accuracy: Option<f64>,
+    /// The same under the check attack.
+    #[serde(default)]
+    pub private_test_check_robust_accuracy: Option<f64>,
 }
 
 /// Evaluates `best.fer` of the run on PublicTest and PrivateTest (and, for adversarial training,
@@ -168,6 +176,8 @@ pub fn write_report<B: AutodiffBackend>(
                 private_test_clean: SplitReport::new(Split::PrivateTest, &private.clean),
                 check_attack: adv.check_attack,
                 private_test_check: SplitReport::new(Split::PrivateTest, &check.adversarial),
+                private_test_robust_accuracy: Some(private.robust_accuracy()),
+                private_test_check_robust_accuracy: Some(check.robust_accuracy()),
             })
         }
     };

@@ -201,6 +201,12 @@ pub struct EpochMetrics {
     /// before it was added.
     #[serde(default)]
     pub public_balanced_acc: Option<f64>,
+    /// Adversarial training only: the share of PublicTest faces right both clean and under the
+    /// evaluation attack ([`fer_adversarial::Robustness::robust_accuracy`]). The evaluation attack
+    /// pushes against the model's predictions, so `public_adv_acc` also counts faces it moved
+    /// from a wrong answer onto the right one; this figure does not.
+    #[serde(default)]
+    pub public_adv_robust_acc: Option<f64>,
 }
 
 impl EpochMetrics {
@@ -322,6 +328,7 @@ mod tests {
             public_adv_balanced_acc: None,
             public_adv_top_answer_share: None,
             public_balanced_acc: Some(0.3125),
+            public_adv_robust_acc: None,
         };
         let adversarial = EpochMetrics {
             epoch: 4,
@@ -334,6 +341,7 @@ mod tests {
             train_adv_acc: Some(0.125),
             public_adv_balanced_acc: Some(0.25),
             public_adv_top_answer_share: Some(0.5),
+            public_adv_robust_acc: Some(0.1875),
             ..row.clone()
         };
         write_metrics(&path, &[row.clone(), adversarial.clone()]).expect("write");
@@ -343,7 +351,7 @@ mod tests {
         assert!(text.starts_with(
             "epoch,lr,train_loss,train_acc,public_loss,public_acc,private_loss,private_acc,img_per_s,seconds,\
              public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic,train_adv_loss,train_adv_acc,\
-             public_adv_balanced_acc,public_adv_top_answer_share,public_balanced_acc\n"
+             public_adv_balanced_acc,public_adv_top_answer_share,public_balanced_acc,public_adv_robust_acc\n"
         ));
         // metrics.csv files written before the adversarial columns existed still read.
         let old = "epoch,lr,train_loss,train_acc,public_loss,public_acc,private_loss,private_acc,img_per_s,seconds\n\
@@ -362,6 +370,7 @@ mod tests {
             public_adv_balanced_acc: None,
             public_adv_top_answer_share: None,
             public_balanced_acc: None,
+            public_adv_robust_acc: None,
             ..adversarial
         };
         assert_eq!(read_metrics(&path).expect("old adversarial file"), vec![expected]);

@@ -381,16 +381,18 @@ pub fn train_on_devices<B: AutodiffBackend>(
             public_adv_balanced_acc: robust.map(|r| r.public_balanced),
             public_adv_top_answer_share: robust.map(|r| r.public_top_answer.1),
             public_balanced_acc: Some(public_eval.balanced_accuracy()),
+            public_adv_robust_acc: robust.map(|r| r.public_robust),
         };
         if let (Some(adv), Some(r)) = (&config.adversarial, robust) {
             tracing::info!(
-                "epoch {}: attacked training crops: loss {:.4} acc {:.2}% | {} PublicTest {:.2}% (balanced {:.2}%) | PrivateTest {:.2}%",
+                "epoch {}: attacked training crops: loss {:.4} acc {:.2}% | {} PublicTest {:.2}% (balanced {:.2}%, right before and after {:.2}%) | PrivateTest {:.2}%",
                 epoch + 1,
                 row.train_adv_loss.unwrap_or(f64::NAN),
                 100.0 * row.train_adv_acc.unwrap_or(f64::NAN),
                 adv.eval_attack.label(),
                 100.0 * r.public,
                 100.0 * r.public_balanced,
+                100.0 * r.public_robust,
                 100.0 * r.private
             );
             let (class, share) = r.public_top_answer;
@@ -575,6 +577,8 @@ struct EpochRobustness {
     /// with its share of the faces.
     public_balanced: f64,
     public_top_answer: (Emotion, f64),
+    /// PublicTest: the share of faces right both clean and under the evaluation attack.
+    public_robust: f64,
     /// On the check faces: (evaluation-attack accuracy, check-attack accuracy, catastrophic?).
     check: Option<(f64, f64, bool)>,
 }
@@ -624,6 +628,7 @@ fn epoch_robustness<B: AutodiffBackend>(
         private: private_result.adversarial.accuracy(),
         public_balanced: attacked.balanced_accuracy(),
         public_top_answer,
+        public_robust: public_result.robust_accuracy(),
         check,
     })
 }
@@ -710,6 +715,7 @@ mod tests {
             public_adv_balanced_acc: None,
             public_adv_top_answer_share: None,
             public_balanced_acc: Some(0.45),
+            public_adv_robust_acc: None,
         }
     }
 
