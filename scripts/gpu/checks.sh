@@ -19,8 +19,8 @@
 #                                   unchanged: config.json records it); SELECT=mean-balanced (or
 #                                   any `fer train --select` value; default mean) picks best.fer;
 #                                   ADV_CLEAN_BN=running (with BN running and INIT: frozen BatchNorm
-#                                   statistics) and ADV_EPS_RAMP=EPOCHS pass --adv-clean-bn and
-#                                   --adv-eps-ramp
+#                                   statistics), ADV_EPS_RAMP=EPOCHS and ADV_WEIGHT=W (default 0.5)
+#                                   pass --adv-clean-bn, --adv-eps-ramp and --adv-weight
 #   scripts/gpu/checks.sh attack    FGSM ε = 0.3 (reference protocol) + PGD-10 on the run's best.fer,
 #                                   on full faces and through the centred 44×44 crop (RUN=… to attack
 #                                   another run, e.g. an adv-train one; ADV_EPS=… attacks at that
@@ -89,7 +89,7 @@ case "$part" in
   train | adv-train)
     epochs=${2:?usage: checks.sh $part EPOCHS}
     args=(--model "$model" --recipe fast --bs "$bs" --epochs "$epochs" --device "$device" --data "$data" --out "$run")
-    [ "$part" = adv-train ] && args+=(--adversarial "$adv" --eps "$eps" --adv-bn "$bn" --adv-eval-view "${ADV_EVAL_VIEW:-full}" --select "${SELECT:-mean}" --adv-clean-bn "${ADV_CLEAN_BN:-batch-update}" --adv-eps-ramp "${ADV_EPS_RAMP:-0}")
+    [ "$part" = adv-train ] && args+=(--adversarial "$adv" --eps "$eps" --adv-bn "$bn" --adv-eval-view "${ADV_EVAL_VIEW:-full}" --select "${SELECT:-mean}" --adv-clean-bn "${ADV_CLEAN_BN:-batch-update}" --adv-eps-ramp "${ADV_EPS_RAMP:-0}" --adv-weight "${ADV_WEIGHT:-0.5}")
     [ "$part" = adv-train ] && [ -n "${INIT:-}" ] && args+=(--init "$INIT")
     [ "$small" = 1 ] && args+=(--train-limit 64 --eval-limit 16 --no-tencrop)
     [ "$small" = 1 ] && [ "$part" = adv-train ] && args+=(--check-faces 8)
