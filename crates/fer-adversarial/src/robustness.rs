@@ -186,10 +186,12 @@ where
 
 impl Robustness {
     /// Share of the faces answered right both clean and under attack: the robust accuracy in the
-    /// usual sense. An attack's step on a face depends only on that face and its label (inference
-    /// mode, a loss summed over faces), and on a face answered right the predicted label is the
-    /// true one, so this figure is the same with predicted or true labels; with predicted labels
-    /// `adversarial.accuracy()` adds [`Robustness::made_right`] to it.
+    /// usual sense. In inference mode the faces of a batch do not interact, and the attacks step
+    /// along the sign of each face's own gradient, so a face's attack depends only on that face
+    /// and its label; on a face answered right the predicted label is the true one, so this
+    /// figure is the same with predicted or true labels (random starts come from the same seeded
+    /// draws either way). `adversarial.accuracy()` is this plus [`Robustness::made_right`]'s
+    /// share.
     pub fn robust_accuracy(&self) -> f64 {
         let faces = self.clean.faces();
         if faces == 0 { 0.0 } else { self.kept_right as f64 / faces as f64 }
