@@ -339,7 +339,9 @@ struct TrainArgs {
     adv_labels: fer_adversarial::LabelSource,
     /// What picks best.fer on PublicTest: clean, adversarial or mean (of clean and attacked
     /// accuracy), or adversarial-balanced / mean-balanced (the same on balanced accuracy, which a
-    /// constant answer under attack cannot inflate).
+    /// constant answer under attack cannot inflate), or adversarial-robust / mean-robust (the
+    /// same on the faces right both clean and under attack: the evaluation attack uses predicted
+    /// labels, so the attacked accuracy also counts faces it moved onto the right answer).
     #[arg(long, default_value = "mean", requires = "adversarial")]
     select: fer_train::Selection,
     /// PublicTest faces of the per-epoch FGSM-vs-PGD catastrophic-overfitting check (0: off).

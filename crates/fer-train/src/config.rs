@@ -129,6 +129,12 @@ pub enum Selection {
     AdversarialBalanced,
     /// The mean of clean and attacked PublicTest balanced accuracy.
     MeanBalanced,
+    /// The share of PublicTest faces right both clean and under the evaluation attack
+    /// ([`fer_adversarial::Robustness::robust_accuracy`]): faces the attack moved from a wrong
+    /// answer onto the right one, which the attacked accuracy counts, do not score.
+    AdversarialRobust,
+    /// The mean of clean PublicTest accuracy and that robust accuracy.
+    MeanRobust,
 }
 
 impl Selection {
@@ -141,6 +147,12 @@ impl Selection {
             Selection::Mean => "the best mean of clean and attacked PublicTest accuracy",
             Selection::AdversarialBalanced => "the best PublicTest balanced accuracy under the evaluation attack",
             Selection::MeanBalanced => "the best mean of clean and attacked PublicTest balanced accuracy",
+            Selection::AdversarialRobust => {
+                "the most PublicTest faces right both clean and under the evaluation attack"
+            }
+            Selection::MeanRobust => {
+                "the best mean of clean PublicTest accuracy and the share right both clean and under attack"
+            }
         }
     }
 
@@ -152,16 +164,20 @@ impl Selection {
             Selection::Mean => "mean",
             Selection::AdversarialBalanced => "adversarial-balanced",
             Selection::MeanBalanced => "mean-balanced",
+            Selection::AdversarialRobust => "adversarial-robust",
+            Selection::MeanRobust => "mean-robust",
         }
     }
 
     /// Every criterion, in declaration order.
-    pub const ALL: [Selection; 5] = [
+    pub const ALL: [Selection; 7] = [
         Selection::Clean,
         Selection::Adversarial,
         Selection::Mean,
         Selection::AdversarialBalanced,
         Selection::MeanBalanced,
+        Selection::AdversarialRobust,
+        Selection::MeanRobust,
     ];
 }
 

@@ -211,18 +211,21 @@ pub struct EpochMetrics {
 
 impl EpochMetrics {
     /// The PublicTest selection score of this epoch under `selection` (clean accuracy when the
-    /// epoch has no adversarial figure). The `-balanced` criteria fall back to plain accuracy
-    /// where a row lacks a balanced figure (files written before it was added).
+    /// epoch has no adversarial figure). The `-balanced` and `-robust` criteria fall back to plain
+    /// accuracy where a row lacks their figure (files written before it was added).
     pub fn score(&self, selection: crate::Selection) -> f64 {
         use crate::Selection::*;
         let Some(adv) = self.public_adv_acc else { return self.public_acc };
         let adv_balanced = self.public_adv_balanced_acc.unwrap_or(adv);
+        let robust = self.public_adv_robust_acc.unwrap_or(adv);
         match selection {
             Clean => self.public_acc,
             Adversarial => adv,
             Mean => 0.5 * (self.public_acc + adv),
             AdversarialBalanced => adv_balanced,
             MeanBalanced => 0.5 * (self.public_balanced_acc.unwrap_or(self.public_acc) + adv_balanced),
+            AdversarialRobust => robust,
+            MeanRobust => 0.5 * (self.public_acc + robust),
         }
     }
 }

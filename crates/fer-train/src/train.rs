@@ -781,6 +781,33 @@ mod tests {
     }
 
     #[test]
+    fn robust_criteria_do_not_score_faces_the_attack_moved_onto_the_right_answer() {
+        // Both epochs have 22 % of the attacked faces right; at epoch 0, 12 % were right clean
+        // too, at epoch 1 only 2 % (the rest were wrong clean and moved by the attack), and epoch 1
+        // has a little more clean accuracy.
+        let row = |epoch: usize, clean: f64, robust: f64| EpochMetrics {
+            public_acc: clean,
+            public_adv_acc: Some(0.22),
+            private_adv_acc: Some(0.22),
+            catastrophic: Some(false),
+            public_adv_balanced_acc: Some(0.2),
+            public_adv_top_answer_share: Some(0.3),
+            public_adv_robust_acc: Some(robust),
+            ..clean_row(epoch)
+        };
+        let rows = [row(0, 0.50, 0.12), row(1, 0.55, 0.02)];
+        let pick = |selection| RunSummary::from_metrics(&rows, selection).expect("rows").selected_epoch;
+        assert_eq!(pick(Selection::Mean), 1, "attacked accuracy cannot tell the two apart");
+        assert_eq!(pick(Selection::MeanRobust), 0);
+        assert_eq!(pick(Selection::AdversarialRobust), 0);
+        assert_eq!(rows[0].score(Selection::MeanRobust), 0.5 * (0.50 + 0.12));
+        // Rows without the figure (older files) fall back to the attacked accuracy.
+        let old = EpochMetrics { public_adv_robust_acc: None, ..rows[1].clone() };
+        assert_eq!(old.score(Selection::MeanRobust), old.score(Selection::Mean));
+        assert_eq!("mean-robust".parse::<Selection>(), Ok(Selection::MeanRobust));
+    }
+
+    #[test]
     fn subsets_are_seeded_sorted_and_sized() {
         assert_eq!(subset_positions(5, None, Some(1)), vec![0, 1, 2, 3, 4]);
         assert_eq!(subset_positions(5, Some(9), Some(1)), vec![0, 1, 2, 3, 4]);
