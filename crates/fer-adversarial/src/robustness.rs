@@ -143,11 +143,10 @@ where
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let (mut clean, mut adversarial) = (Evaluation::default(), Evaluation::default());
     let (mut flipped, mut max_perturbation, mut done) = (0u64, 0.0f64, 0usize);
-    let (mut kept_right, mut made_right) = (0u64, 0u64);
     let mut predictions = Vec::with_capacity(split.len());
     let order: Vec<usize> = (0..split.len()).collect();
     let batcher = FaceBatcher::new(View::Full, 0, split.len());
-    for batch in BatchStream::<B>::new(split, order, config.batch_faces, batcher, 2, device.clone()) {
+    for batch in BatchStream::<B>::new(split.clone(), order, config.batch_faces, batcher, 2, device.clone()) {
         let faces = batch.targets.dims()[0];
         let clean_logits = forward(batch.images.clone()).detach();
         let labels = Labels::from_source(config.labels, batch.targets.clone());
@@ -158,18 +157,17 @@ where
         let before = classes(clean_logits.clone());
         let after = classes(adversarial_logits.clone());
         flipped += before.iter().zip(&after).filter(|(a, b)| a != b).count() as u64;
-        let truth = batch.targets.clone().into_data().convert::<i64>();
-        let truth = truth.as_slice::<i64>().expect("targets are ints");
-        for ((b, a), &t) in before.iter().zip(&after).zip(truth) {
-            let (right_before, right_after) = (b.index() as i64 == t, a.index() as i64 == t);
-            kept_right += u64::from(right_before && right_after);
-            made_right += u64::from(!right_before && right_after);
-        }
         predictions.extend(before.into_iter().zip(after));
         clean.record(clean_logits, batch.targets.clone());
         adversarial.record(adversarial_logits, batch.targets);
         done += faces;
         on_batch(done);
+    }
+    // Right after the attack: kept (right before too) or made (wrong before), face by face.
+    let (mut kept_right, mut made_right) = (0u64, 0u64);
+    for (&(before, after), &label) in predictions.iter().zip(split.labels()) {
+        kept_right += u64::from(before == label && after == label);
+        made_right += u64::from(before != label && after == label);
     }
     Ok(Robustness {
         config: config.clone(),
