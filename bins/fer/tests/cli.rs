@@ -326,7 +326,8 @@ fn adversarial_training_then_attacks_on_ndarray() {
     let header: Vec<&str> = metrics.lines().next().expect("header").split(',').collect();
     assert!(header.join(",").ends_with(
         "public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic,train_adv_loss,train_adv_acc,\
-         public_adv_balanced_acc,public_adv_top_answer_share,public_balanced_acc,public_adv_robust_acc"
+         public_adv_balanced_acc,public_adv_top_answer_share,public_balanced_acc,public_adv_robust_acc,\
+         check_eval_robust_acc,check_pgd_robust_acc"
     ));
     let share_column = header.iter().position(|&c| c == "public_adv_top_answer_share").expect("share column");
     // The closing lines name the epochs whose attacked answers were mostly one class.

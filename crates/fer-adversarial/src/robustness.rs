@@ -163,12 +163,7 @@ where
         done += faces;
         on_batch(done);
     }
-    // Right after the attack: kept (right before too) or made (wrong before), face by face.
-    let (mut kept_right, mut made_right) = (0u64, 0u64);
-    for (&(before, after), &label) in predictions.iter().zip(split.labels()) {
-        kept_right += u64::from(before == label && after == label);
-        made_right += u64::from(before != label && after == label);
-    }
+    let (kept_right, made_right) = right_after_attack(&predictions, split.labels());
     Ok(Robustness {
         config: config.clone(),
         clean,
@@ -194,6 +189,21 @@ impl Robustness {
         let faces = self.clean.faces();
         if faces == 0 { 0.0 } else { self.kept_right as f64 / faces as f64 }
     }
+}
+
+/// Counts the faces answered right under attack, split by their clean answer: `(kept_right,
+/// made_right)`, right clean too ([`Robustness::kept_right`]) or wrong clean
+/// ([`Robustness::made_right`]). `predictions` holds `(clean, attacked)` answers and `labels` the
+/// true classes, face by face in the same order; faces past the shorter of the two are not
+/// counted, so a prefix of [`Robustness::predictions`] with its split's labels gives the figures
+/// of the first faces.
+pub fn right_after_attack(predictions: &[(Emotion, Emotion)], labels: &[Emotion]) -> (u64, u64) {
+    let (mut kept_right, mut made_right) = (0u64, 0u64);
+    for (&(before, after), &label) in predictions.iter().zip(labels) {
+        kept_right += u64::from(before == label && after == label);
+        made_right += u64::from(before != label && after == label);
+    }
+    (kept_right, made_right)
 }
 
 fn classes<B: Backend>(logits: Tensor<B, 2>) -> Vec<Emotion> {
@@ -353,4 +363,27 @@ where
             adversarial_probs,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Emotion::{Angry, Happy, Neutral, Sad};
+
+    #[test]
+    fn right_after_attack_splits_the_faces_right_under_attack_by_their_clean_answer() {
+        let predictions = [
+            (Happy, Happy),   // kept right
+            (Happy, Sad),     // right, then broken
+            (Sad, Angry),     // wrong, moved onto the right class
+            (Sad, Sad),       // wrong both times
+            (Neutral, Angry), // wrong, moved onto another wrong class
+            (Angry, Angry),   // kept right: past the prefix below
+        ];
+        let labels = [Happy, Happy, Angry, Happy, Sad, Angry];
+        assert_eq!(right_after_attack(&predictions, &labels), (2, 1));
+        assert_eq!(right_after_attack(&predictions[..5], &labels), (1, 1), "a prefix counts its faces only");
+        assert_eq!(right_after_attack(&predictions, &labels[..3]), (1, 1), "so do fewer labels");
+        assert_eq!(right_after_attack(&[], &labels), (0, 0));
+    }
 }

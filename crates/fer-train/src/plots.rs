@@ -433,6 +433,8 @@ mod tests {
             public_adv_top_answer_share: adv(0.3),
             public_balanced_acc: Some(0.3),
             public_adv_robust_acc: adv(0.15),
+            check_eval_robust_acc: adv(0.15),
+            check_pgd_robust_acc: adv(0.05),
         }
     }
 

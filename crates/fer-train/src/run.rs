@@ -207,6 +207,14 @@ pub struct EpochMetrics {
     /// from a wrong answer onto the right one; this figure does not.
     #[serde(default)]
     pub public_adv_robust_acc: Option<f64>,
+    /// Adversarial training only: the share of the check faces right both clean and under the
+    /// evaluation attack (`check_eval_acc` less the faces that attack moved onto the right answer).
+    #[serde(default)]
+    pub check_eval_robust_acc: Option<f64>,
+    /// Adversarial training only: the share of the check faces right both clean and under the
+    /// check attack (PGD).
+    #[serde(default)]
+    pub check_pgd_robust_acc: Option<f64>,
 }
 
 impl EpochMetrics {
@@ -332,6 +340,8 @@ mod tests {
             public_adv_top_answer_share: None,
             public_balanced_acc: Some(0.3125),
             public_adv_robust_acc: None,
+            check_eval_robust_acc: None,
+            check_pgd_robust_acc: None,
         };
         let adversarial = EpochMetrics {
             epoch: 4,
@@ -345,6 +355,8 @@ mod tests {
             public_adv_balanced_acc: Some(0.25),
             public_adv_top_answer_share: Some(0.5),
             public_adv_robust_acc: Some(0.1875),
+            check_eval_robust_acc: Some(0.25),
+            check_pgd_robust_acc: Some(0.0),
             ..row.clone()
         };
         write_metrics(&path, &[row.clone(), adversarial.clone()]).expect("write");
@@ -354,7 +366,8 @@ mod tests {
         assert!(text.starts_with(
             "epoch,lr,train_loss,train_acc,public_loss,public_acc,private_loss,private_acc,img_per_s,seconds,\
              public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic,train_adv_loss,train_adv_acc,\
-             public_adv_balanced_acc,public_adv_top_answer_share,public_balanced_acc,public_adv_robust_acc\n"
+             public_adv_balanced_acc,public_adv_top_answer_share,public_balanced_acc,public_adv_robust_acc,\
+             check_eval_robust_acc,check_pgd_robust_acc\n"
         ));
         // metrics.csv files written before the adversarial columns existed still read.
         let old = "epoch,lr,train_loss,train_acc,public_loss,public_acc,private_loss,private_acc,img_per_s,seconds\n\
@@ -374,6 +387,8 @@ mod tests {
             public_adv_top_answer_share: None,
             public_balanced_acc: None,
             public_adv_robust_acc: None,
+            check_eval_robust_acc: None,
+            check_pgd_robust_acc: None,
             ..adversarial
         };
         assert_eq!(read_metrics(&path).expect("old adversarial file"), vec![expected]);

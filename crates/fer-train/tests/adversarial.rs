@@ -43,7 +43,8 @@ fn fgsm_adversarial_training_beats_clean_training_under_fgsm() {
 
     let adv_dir = tempfile::tempdir().expect("tempdir");
     let defence = AdversarialTraining { check_faces: 7, ..AdversarialTraining::new(Attack::fgsm(EPS)) };
-    let adv = train::<B>(&config(Some(defence)), &data, adv_dir.path(), &options, &device).expect("adversarial run");
+    let adv =
+        train::<B>(&config(Some(defence.clone())), &data, adv_dir.path(), &options, &device).expect("adversarial run");
     let adv_fgsm = adv.selected_public_adv_acc.expect("adversarial runs measure robustness");
     eprintln!(
         "clean training: clean {:.3}, FGSM {clean_run_fgsm:.3}; adversarial training: clean {:.3}, FGSM {adv_fgsm:.3}",
@@ -59,6 +60,17 @@ fn fgsm_adversarial_training_beats_clean_training_under_fgsm() {
     for row in &rows {
         assert!(row.public_adv_acc.is_some() && row.private_adv_acc.is_some());
         assert!(row.check_eval_acc.is_some() && row.check_pgd_acc.is_some() && row.catastrophic.is_some());
+        // The check faces right both clean and under each attack: a share of the 7 check faces,
+        // within the accuracy under that attack, and either pair of figures flags the epoch.
+        let figures = [row.check_eval_acc, row.check_pgd_acc, row.check_eval_robust_acc, row.check_pgd_robust_acc];
+        let [eval_acc, check_acc, eval_robust, check_robust] = figures.map(|f| f.expect("check figures"));
+        for share in [eval_acc, check_acc, eval_robust, check_robust] {
+            assert!((share * 7.0 - (share * 7.0).round()).abs() < 1e-9, "{share} of 7 faces: {row:?}");
+        }
+        assert!(eval_robust <= eval_acc + 1e-12 && check_robust <= check_acc + 1e-12, "{row:?}");
+        let verdict =
+            defence.is_catastrophic(eval_robust, check_robust) || defence.is_catastrophic(eval_acc, check_acc);
+        assert_eq!(row.catastrophic, Some(verdict), "{row:?}");
         let (balanced, share) = (row.public_adv_balanced_acc.expect("balanced"), row.public_adv_top_answer_share);
         assert!((0.0..=1.0).contains(&balanced), "{row:?}");
         assert!(share.is_some_and(|s| (1.0 / 7.0..=1.0).contains(&s)), "{row:?}");
