@@ -32,8 +32,8 @@ pub struct AttackArgs {
     /// PGD iterations.
     #[arg(long, default_value_t = 10)]
     steps: usize,
-    /// Step size [default: 1.25ε for fgsm-rs, 2.5ε/steps for pgd].
-    #[arg(long)]
+    /// Step size: 0.075, 2/255, … [default: 1.25ε for fgsm-rs, 2.5ε/steps for pgd].
+    #[arg(long, value_parser = fer_adversarial::parse_step_size)]
     alpha: Option<f64>,
     /// Labels the attack pushes away from: predicted (the reference) or true.
     #[arg(long, default_value = "predicted")]

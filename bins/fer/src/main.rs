@@ -309,8 +309,9 @@ struct TrainArgs {
     /// PGD iterations of adversarial training.
     #[arg(long, default_value_t = 10, requires = "adversarial")]
     adv_steps: usize,
-    /// Step size of the training attack [default: 1.25ε for fgsm-rs, 2.5ε/steps for pgd].
-    #[arg(long, requires = "adversarial")]
+    /// Step size of the training attack: 0.075, 2/255, … [default: 1.25ε for fgsm-rs, 2.5ε/steps
+    /// for pgd].
+    #[arg(long, requires = "adversarial", value_parser = fer_adversarial::parse_step_size)]
     adv_alpha: Option<f64>,
     /// Model that builds the training examples: frozen (inference-mode copy) or current.
     #[arg(long, default_value = "frozen", requires = "adversarial")]

@@ -465,6 +465,8 @@ fn adversarial_training_then_attacks_on_ndarray() {
     let center_attack = center_attack.to_str().expect("utf-8");
     let center_args =
         ["attack", "--checkpoint", best, "--center-crop", "--crop", "40", "--limit", "4", "--out", center_attack];
+    // … with PGD and a step size written as ε is.
+    let center_args = [&center_args[..], &["--method", "pgd", "--steps", "2", "--alpha", "2/255"]].concat();
     let out = fer(&[&center_args[..], &["--device", "ndarray", "--data", csv]].concat());
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("(Predicted labels, centre crop 40):"), "{}", stdout(&out));
@@ -473,6 +475,7 @@ fn adversarial_training_then_attacks_on_ndarray() {
     )
     .expect("JSON");
     assert_eq!(json["config"]["center_crop"], 40);
+    assert_eq!(json["config"]["attack"]["alpha"].as_f64(), Some(2.0 / 255.0), "{}", json["config"]);
     assert!(json["config"]["tencrop"].is_null());
     let out = fer(&["recalibrate-bn", "--checkpoint", "/no/such.fer", "--out", recal_s, "--device", "ndarray"]);
     assert!(stderr(&out).contains("cannot read checkpoint /no/such.fer"), "{}", stderr(&out));
@@ -493,6 +496,8 @@ fn adversarial_training_then_attacks_on_ndarray() {
     bad(&["--eps", "1.5"], "ε = 1.5 is outside [0, 1]");
     bad(&["--eps", "big"], "cannot read ε `big`");
     bad(&["--method", "pgd", "--steps", "0"], "PGD needs at least 1 step");
+    bad(&["--method", "pgd", "--alpha", "two"], "cannot read step size α `two`");
+    bad(&["--method", "pgd", "--alpha=-1/255"], "must be a finite number >= 0");
     bad(&["--method", "deepfool"], "unknown attack `deepfool`");
     bad(&["--model", "resnet18"], "resnet18");
     bad(&["--center-crop", "--tencrop"], "cannot be used with");

@@ -36,6 +36,9 @@ pub enum AttackError {
     /// ε written in a way that cannot be read.
     #[error("cannot read ε `{0}` (write 0.3, 8/255 or 0)")]
     BadEpsilon(String),
+    /// A step size α written in a way that cannot be read.
+    #[error("cannot read step size α `{0}` (write 0.075, 2/255 or 0)")]
+    BadStepSize(String),
 }
 
 /// Which labels the attack pushes the model away from.
@@ -184,22 +187,31 @@ impl Attack {
 
 /// Reads an ε such as `0.3`, `8/255` or `0`.
 pub fn parse_eps(text: &str) -> Result<f64, AttackError> {
-    let bad = || AttackError::BadEpsilon(text.to_string());
-    let text = text.trim();
-    let value = match text.split_once('/') {
-        Some((a, b)) => {
-            let (a, b): (f64, f64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
-            if b == 0.0 {
-                return Err(bad());
-            }
-            a / b
-        }
-        None => text.parse().map_err(|_| bad())?,
-    };
+    let value = parse_fraction(text).ok_or_else(|| AttackError::BadEpsilon(text.to_string()))?;
     if !(value.is_finite() && (0.0..=1.0).contains(&value)) {
         return Err(AttackError::Epsilon { eps: value });
     }
     Ok(value)
+}
+
+/// Reads a step size α such as `0.075`, `2/255` or `0` (written as ε is, see [`parse_eps`]).
+pub fn parse_step_size(text: &str) -> Result<f64, AttackError> {
+    let value = parse_fraction(text).ok_or_else(|| AttackError::BadStepSize(text.to_string()))?;
+    if !(value.is_finite() && value >= 0.0) {
+        return Err(AttackError::StepSize { alpha: value });
+    }
+    Ok(value)
+}
+
+/// `a` or `a/b` as a number; `None` when unreadable or `b` is 0.
+fn parse_fraction(text: &str) -> Option<f64> {
+    match text.trim().split_once('/') {
+        Some((a, b)) => {
+            let (a, b): (f64, f64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+            (b != 0.0).then(|| a / b)
+        }
+        None => text.trim().parse().ok(),
+    }
 }
 
 /// The labels an attack pushes away from.
@@ -510,6 +522,13 @@ mod tests {
         assert_eq!(parse_eps("2"), Err(AttackError::Epsilon { eps: 2.0 }));
         assert_eq!(parse_eps("1/0"), Err(AttackError::BadEpsilon("1/0".into())));
         assert_eq!(parse_eps("abc"), Err(AttackError::BadEpsilon("abc".into())));
+        assert_eq!(parse_eps("-1/255"), Err(AttackError::Epsilon { eps: -1.0 / 255.0 }));
+        assert_eq!(parse_step_size("2/255"), Ok(2.0 / 255.0));
+        assert_eq!(parse_step_size(" 0.075"), Ok(0.075));
+        assert_eq!(parse_step_size("1.5"), Ok(1.5), "a step may exceed 1 (FGSM-RS takes 1.25ε)");
+        assert_eq!(parse_step_size("-0.1"), Err(AttackError::StepSize { alpha: -0.1 }));
+        assert_eq!(parse_step_size("2/0"), Err(AttackError::BadStepSize("2/0".into())));
+        assert!(AttackError::BadStepSize("two".into()).to_string().contains("`two`"));
         assert_eq!("true".parse::<LabelSource>(), Ok(LabelSource::True));
         assert!("gold".parse::<LabelSource>().is_err());
         let images = Tensor::<B, 4>::zeros([1, 1, 48, 48], &Default::default());

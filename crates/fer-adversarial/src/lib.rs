@@ -45,7 +45,7 @@
 mod attack;
 mod robustness;
 
-pub use attack::{Attack, AttackError, LabelSource, Labels, input_gradient, parse_eps, perturb};
+pub use attack::{Attack, AttackError, LabelSource, Labels, input_gradient, parse_eps, parse_step_size, perturb};
 pub use fer_models;
 pub use robustness::{
     AdversarialExample, Robustness, RobustnessConfig, SweepPoint, adversarial_examples, eps_sweep, evaluate_robustness,
