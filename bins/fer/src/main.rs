@@ -599,7 +599,9 @@ fn run(cli: Cli) -> Result<()> {
             let counted = |epochs: &[usize]| epochs.iter().map(|e| (e + 1).to_string()).collect::<Vec<_>>().join(", ");
             if !summary.catastrophic_epochs.is_empty() {
                 let epochs = counted(&summary.catastrophic_epochs);
-                println!("Catastrophic overfitting (FGSM accuracy far above PGD) at epochs {epochs}.");
+                println!(
+                    "Catastrophic overfitting (FGSM accuracy far above PGD's, or PGD taking almost every face FGSM leaves right) at epochs {epochs}."
+                );
             }
             if !summary.constant_answer_epochs.is_empty() {
                 println!(
