@@ -327,8 +327,8 @@ impl AdversarialTraining {
     /// collapse_gap` and `check_robust ≤ collapse_ratio · eval_robust`. Both attacks move about
     /// as many wrong answers onto the right class, so the accuracies' ratio sits nearer 1 than
     /// this one: on the quarter-width VGG19s of docs/RESULTS.md, PGD-10 keeps 42–58 % as many
-    /// faces right as FGSM at 8/255 when training holds, 0–9 % when it has collapsed. With the defaults,
-    /// FGSM 9.8 % against PGD-10 0.0 % is flagged (accuracies 15.8 % and 7.2 %, which
+    /// faces right as FGSM at 8/255 when training holds, 0–9 % when it has collapsed. With the
+    /// defaults, FGSM 9.8 % against PGD-10 0.0 % is flagged (accuracies 15.8 % and 7.2 %, which
     /// [`AdversarialTraining::is_catastrophic`] passes), 18.0 % against 7.6 % is not, nor is
     /// 4.4 % against 0.0 % (too little to overstate).
     pub fn is_robust_collapse(&self, eval_robust: f64, check_robust: f64) -> bool {
@@ -667,7 +667,7 @@ mod tests {
         assert!(adv.is_robust_collapse(0.098, 0.0), "PGD-3 training at 0.3, epoch 3");
         assert!(adv.is_robust_collapse(0.288, 0.0), "FGSM training at 0.3, epoch 5");
         assert!(adv.is_robust_collapse(0.086, 0.008), "PGD-10 training at 8/255 with `batch`, epoch 3");
-        // Defences that hold at 8/255: PGD-10 keeps 42–58 % of FGSM's faces.
+        // Defences that hold at 8/255: PGD-10 keeps 42–58 % as many faces right as FGSM.
         for (fgsm, pgd) in [(0.18, 0.076), (0.202, 0.094), (0.166, 0.096), (0.19, 0.092)] {
             assert!(!adv.is_robust_collapse(fgsm, pgd), "{fgsm} / {pgd}");
         }

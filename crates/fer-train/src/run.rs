@@ -176,7 +176,8 @@ pub struct EpochMetrics {
     #[serde(default)]
     pub check_pgd_acc: Option<f64>,
     /// Adversarial training only: the epoch shows catastrophic overfitting (see
-    /// [`crate::AdversarialTraining::catastrophic_gap`]).
+    /// [`crate::AdversarialTraining::catastrophic_gap`] and, from 2026-12-01,
+    /// [`crate::AdversarialTraining::collapse_gap`]).
     #[serde(default)]
     pub catastrophic: Option<bool>,
     /// Adversarial training only: mean cross-entropy on the attacked training crops (the

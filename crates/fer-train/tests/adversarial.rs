@@ -122,6 +122,15 @@ fn the_robustness_figures_can_use_the_centre_crop() {
     assert_eq!(selected.public_adv_balanced_acc, Some(center.adversarial.balanced_accuracy()));
     let top = center.adversarial.answers().into_iter().max().expect("7 classes");
     assert_eq!(selected.public_adv_top_answer_share, Some(top as f64 / 14.0), "14 PublicTest faces");
+    assert_eq!(selected.public_adv_robust_acc, Some(center.robust_accuracy()));
+    // The check's FGSM side is the same attack on the first 4 PublicTest faces: right under it,
+    // and right both clean and under it, counted here face by face.
+    let labels = data.split(Split::PublicTest).labels();
+    let first = &center.predictions[..4];
+    let right_after = first.iter().zip(labels).filter(|((_, after), label)| after == *label).count();
+    let right_both = first.iter().zip(labels).filter(|((before, after), label)| before == *label && after == *label);
+    assert_eq!(selected.check_eval_acc, Some(right_after as f64 / 4.0));
+    assert_eq!(selected.check_eval_robust_acc, Some(right_both.count() as f64 / 4.0));
     let report: Report = serde_json::from_slice(&std::fs::read(files.report()).expect("report.json")).expect("parses");
     let robust = report.adversarial.expect("adversarial section");
     assert!(robust.protocol.contains("centred 40×40 crop"), "{}", robust.protocol);
