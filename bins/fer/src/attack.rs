@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use fer_adversarial::{
-    Attack, LabelSource, Robustness, RobustnessConfig, adversarial_examples, eps_sweep, evaluate_robustness, parse_eps,
+    Attack, LabelSource, Robustness, RobustnessConfig, adversarial_examples, eps_sweep, evaluate_robustness,
+    example_faces, parse_eps,
 };
 use fer_dataset::{Split, View};
 use fer_train::SplitReport;
@@ -177,15 +178,7 @@ pub fn run(args: AttackArgs) -> Result<()> {
         }
 
         if args.examples > 0 {
-            // Faces the attack turned from right to wrong first, then any others.
-            let labels = faces.labels();
-            let mut picked: Vec<usize> = (0..faces.len())
-                .filter(|&i| result.predictions[i].0 == labels[i] && result.predictions[i].1 != labels[i])
-                .take(args.examples)
-                .collect();
-            let others: Vec<usize> =
-                (0..faces.len()).filter(|i| !picked.contains(i)).take(args.examples - picked.len()).collect();
-            picked.extend(others);
+            let picked = example_faces(&result.predictions, faces.labels(), args.examples);
             let examples = adversarial_examples(&model, &faces, &picked, &config, &device)?;
             let path = args.out.join("examples.png");
             fer_train::plot_adversarial_examples(&examples, config.attack.eps(), &path)?;

@@ -49,5 +49,5 @@ pub use attack::{Attack, AttackError, LabelSource, Labels, input_gradient, parse
 pub use fer_models;
 pub use robustness::{
     AdversarialExample, Robustness, RobustnessConfig, SweepPoint, adversarial_examples, eps_sweep, evaluate_robustness,
-    logits_on_faces, right_after_attack,
+    example_faces, logits_on_faces, right_after_attack,
 };

@@ -206,6 +206,18 @@ pub fn right_after_attack(predictions: &[(Emotion, Emotion)], labels: &[Emotion]
     (kept_right, made_right)
 }
 
+/// Up to `count` faces to draw for an attack's figure (see [`adversarial_examples`]): first those
+/// the attack turned from right to wrong, then the others, each group in split order.
+/// `predictions` and `labels` are as in [`right_after_attack`].
+pub fn example_faces(predictions: &[(Emotion, Emotion)], labels: &[Emotion], count: usize) -> Vec<usize> {
+    let broken = |i: usize| predictions[i].0 == labels[i] && predictions[i].1 != labels[i];
+    let faces = predictions.len().min(labels.len());
+    let mut picked: Vec<usize> = (0..faces).filter(|&i| broken(i)).take(count).collect();
+    let others: Vec<usize> = (0..faces).filter(|&i| !broken(i)).take(count - picked.len()).collect();
+    picked.extend(others);
+    picked
+}
+
 fn classes<B: Backend>(logits: Tensor<B, 2>) -> Vec<Emotion> {
     let data = logits.argmax(1).into_data().convert::<i64>();
     data.as_slice::<i64>().expect("argmax gives ints").iter().map(|&c| Emotion::ALL[c as usize]).collect()
@@ -385,5 +397,17 @@ mod tests {
         assert_eq!(right_after_attack(&predictions[..5], &labels), (1, 1), "a prefix counts its faces only");
         assert_eq!(right_after_attack(&predictions, &labels[..3]), (1, 1), "so do fewer labels");
         assert_eq!(right_after_attack(&[], &labels), (0, 0));
+    }
+
+    #[test]
+    fn example_faces_put_the_broken_ones_first() {
+        let predictions = [(Sad, Sad), (Happy, Sad), (Angry, Angry), (Happy, Angry), (Sad, Happy)];
+        let labels = [Sad, Happy, Happy, Happy, Sad];
+        // Broken (right, then wrong): faces 1, 3 and 4; the others: 0 and 2.
+        assert_eq!(example_faces(&predictions, &labels, 2), vec![1, 3]);
+        assert_eq!(example_faces(&predictions, &labels, 4), vec![1, 3, 4, 0]);
+        assert_eq!(example_faces(&predictions, &labels, 9), vec![1, 3, 4, 0, 2], "no face twice");
+        assert_eq!(example_faces(&predictions, &labels[..2], 9), vec![1, 0], "only faces with a label");
+        assert!(example_faces(&predictions, &labels, 0).is_empty());
     }
 }
