@@ -7,9 +7,11 @@
 //!   [`fer_models::Classifier::logits_inference`]) and image batches in `[0, 1]` from
 //!   [`fer_dataset`].
 //! * **Out**: adversarial images ([`perturb`]: FGSM, FGSM-RS, PGD-k under an L∞ budget ε);
-//!   clean vs adversarial accuracy with confusion matrices ([`evaluate_robustness`]); ε sweeps
-//!   ([`eps_sweep`]); faces with the model's probabilities for figures ([`adversarial_examples`]).
-//!   Plots and adversarial training live in `fer-train`.
+//!   clean vs adversarial accuracy with confusion matrices ([`evaluate_robustness`]), and the
+//!   faces right both clean and under attack, apart from those the attack moved from a wrong
+//!   answer onto the right one ([`Robustness::robust_accuracy`], [`right_after_attack`]); ε sweeps
+//!   ([`eps_sweep`]); faces with the model's probabilities for figures ([`adversarial_examples`],
+//!   picked by [`example_faces`]). Plots and adversarial training live in `fer-train`.
 //!
 //! Every attack returns `x'` with `‖x' − x‖∞ ≤ ε` and `x' ∈ [0, 1]`, detached from the graph; it
 //! differentiates only the input and drops the gradients it makes, so nothing reaches a model's
