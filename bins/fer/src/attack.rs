@@ -260,7 +260,9 @@ fn print_report(report: &AttackReport) {
     }
     for note in [
         crate::dominant_answer_note("without attack ", &report.clean),
-        crate::dominant_answer_note("under attack ", &report.adversarial),
+        // A constant answer keeps its class's faces right, so it lifts the robust accuracy too.
+        crate::dominant_answer_note("under attack ", &report.adversarial)
+            .map(|note| note + ". The robust accuracy is lifted the same way: the faces of that class answered right clean stay right"),
     ]
     .into_iter()
     .flatten()

@@ -456,6 +456,11 @@ fn adversarial_training_then_attacks_on_ndarray() {
     assert_eq!(table_answers(&text, 0), attacked, "{text}");
     assert_eq!(text.contains("note: without attack "), clean.iter().any(|&n| n > 2), "{text}");
     assert_eq!(text.contains("note: under attack "), attacked.iter().any(|&n| n > 2), "{text}");
+    assert_eq!(
+        text.contains("note: under attack "),
+        text.contains(". The robust accuracy is lifted the same way: "),
+        "{text}"
+    );
     let (kept, made) = (json["kept_right"].as_u64().expect("kept"), json["made_right"].as_u64().expect("made"));
     let robust = format!("right both clean and under attack (robust accuracy) {:.2} %; ", 25.0 * kept as f64);
     assert!(text.contains(&robust) && text.contains(&format!("right under attack: {made} faces")), "{text}");
