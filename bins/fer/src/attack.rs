@@ -260,9 +260,8 @@ fn print_report(report: &AttackReport) {
     }
     for note in [
         crate::dominant_answer_note("without attack ", &report.clean),
-        // A constant answer keeps its class's faces right, so it lifts the robust accuracy too.
         crate::dominant_answer_note("under attack ", &report.adversarial)
-            .map(|note| note + ". The robust accuracy is lifted the same way: the faces of that class answered right clean stay right"),
+            .map(|note| note + CONSTANT_ANSWER_KEEPS_ITS_FACES),
     ]
     .into_iter()
     .flatten()
@@ -271,6 +270,11 @@ fn print_report(report: &AttackReport) {
         println!("{note}");
     }
 }
+
+/// Added to the constant-answer note under attack: such an answer keeps its class's faces right,
+/// so it lifts the robust accuracy too.
+const CONSTANT_ANSWER_KEEPS_ITS_FACES: &str =
+    ". The robust accuracy is lifted the same way: the faces of that class answered right clean stay right";
 
 /// With predicted labels, a note when faces the model got wrong clean make up a quarter or more of
 /// those right under attack: the attack pushes a wrong answer away from itself, sometimes onto the
