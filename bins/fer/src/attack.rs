@@ -36,7 +36,9 @@ pub struct AttackArgs {
     /// Step size: 0.075, 2/255, … [default: 1.25ε for fgsm-rs, 2.5ε/steps for pgd].
     #[arg(long, value_parser = fer_adversarial::parse_step_size)]
     alpha: Option<f64>,
-    /// Labels the attack pushes away from: predicted (the reference) or true.
+    /// Labels the attack pushes away from: predicted (the reference), true, or distribution (the
+    /// model's clean softmax: the attack maximises KL(clean ‖ attacked), TRADES's attack; needs
+    /// fgsm-rs or pgd).
     #[arg(long, default_value = "predicted")]
     labels: LabelSource,
     /// Let the model see the TenCrop (logits averaged); the attack perturbs the full face.

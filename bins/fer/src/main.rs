@@ -319,6 +319,11 @@ struct TrainArgs {
     /// Weight of the adversarial loss: (1 − w)·CE(clean) + w·CE(adversarial).
     #[arg(long, default_value_t = 0.5, requires = "adversarial")]
     adv_weight: f64,
+    /// TRADES (Zhang et al. 2019) instead of the weighted mix: loss = CE(clean) +
+    /// β·KL(p(clean) ‖ p(attacked)), and the training attack maximises that KL (labels
+    /// distribution unless --adv-labels says otherwise; use pgd or fgsm-rs). TRADES's own β: 6.
+    #[arg(long, requires = "adversarial", conflicts_with = "adv_weight")]
+    trades_beta: Option<f64>,
     /// BatchNorm in the pass on the attacked faces: batch-update (the reference: batch statistics,
     /// which also enter the running statistics), batch (batch statistics, running statistics from
     /// clean batches only) or running (the running statistics of clean batches, as at inference;
@@ -335,9 +340,11 @@ struct TrainArgs {
     /// per-epoch attacks on the test splits always use the full ε.
     #[arg(long, default_value_t = 0.0, requires = "adversarial")]
     adv_eps_ramp: f64,
-    /// Labels of the training attack: true or predicted.
-    #[arg(long, default_value = "true", requires = "adversarial")]
-    adv_labels: fer_adversarial::LabelSource,
+    /// Labels of the training attack: true, predicted or distribution (the clean softmax, the
+    /// attack maximising KL; needs pgd or fgsm-rs) [default: true; distribution with
+    /// --trades-beta].
+    #[arg(long, requires = "adversarial")]
+    adv_labels: Option<fer_adversarial::LabelSource>,
     /// What picks best.fer on PublicTest: clean, adversarial or mean (of clean and attacked
     /// accuracy), or adversarial-balanced / mean-balanced (the same on balanced accuracy, which a
     /// constant answer under attack cannot inflate), or adversarial-robust / mean-robust (the
@@ -417,7 +424,11 @@ impl TrainArgs {
                 norm_statistics: self.adv_bn,
                 clean_norm_statistics: self.adv_clean_bn,
                 eps_ramp_epochs: self.adv_eps_ramp,
-                labels: self.adv_labels,
+                trades_beta: self.trades_beta,
+                labels: self.adv_labels.unwrap_or(match self.trades_beta {
+                    Some(_) => fer_adversarial::LabelSource::Distribution,
+                    None => fer_adversarial::LabelSource::True,
+                }),
                 selection: self.select,
                 check_faces: self.check_faces,
                 eval_center_crop: (self.adv_eval_view == "center").then_some(c.crop),

@@ -488,6 +488,28 @@ fn adversarial_training_then_attacks_on_ndarray() {
         fer(&[&args[..2], &[best, "--out", recal_s, "--batches", "0", "--device", "ndarray", "--data", csv]].concat());
     assert!(stderr(&out).contains("batches (0) must be positive"), "{}", stderr(&out));
 
+    // TRADES: PGD on the clean answer distribution, loss CE(clean) + β·KL.
+    let trades = dir.path().join("trades");
+    let trades_s = trades.to_str().expect("utf-8");
+    let mut trades_args = vec!["train", "--model", "vgg-small", "--epochs", "1", "--bs", "16", "--no-tencrop"];
+    trades_args.extend(["--adv-steps", "2", "--eps", "8/255", "--check-faces", "4"]);
+    trades_args.extend(["--device", "ndarray", "--data", csv, "--out", trades_s]);
+    let out = fer(&[&trades_args[..], &["--adversarial", "pgd", "--trades-beta", "6"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(trades.join("config.json")).expect("config.json")).expect("JSON");
+    assert_eq!(config["adversarial"]["trades_beta"], 6.0, "--trades-beta reaches config.json");
+    assert_eq!(config["adversarial"]["labels"], "distribution", "TRADES's attack by default");
+    assert!(trades.join("best.fer").exists());
+    let rejected = |extra: &[&str], expected: &str| {
+        let out = fer(&[&trades_args[..], extra].concat());
+        assert!(!out.status.success(), "{extra:?} must fail");
+        assert!(stderr(&out).contains(expected), "{extra:?}: {}", stderr(&out));
+    };
+    rejected(&["--adversarial", "pgd", "--trades-beta", "6", "--adv-weight", "0.3"], "cannot be used with");
+    rejected(&["--adversarial", "pgd", "--trades-beta=-1"], "TRADES β = -1 must be a finite number ≥ 0");
+    rejected(&["--adv-labels", "distribution", "--adversarial", "fgsm"], "use an attack with a random start");
+
     // Bad arguments name what is wrong.
     let bad = |extra: &[&str], expected: &str| {
         let mut args =
@@ -504,6 +526,8 @@ fn adversarial_training_then_attacks_on_ndarray() {
     bad(&["--method", "pgd", "--alpha", "two"], "cannot read step size α `two`");
     bad(&["--method", "pgd", "--alpha=-1/255"], "must be a finite number >= 0");
     bad(&["--method", "deepfool"], "unknown attack `deepfool`");
+    bad(&["--labels", "distribution"], "use an attack with a random start (fgsm-rs or pgd)");
+    bad(&["--labels", "gold"], "expected predicted, true or distribution");
     bad(&["--model", "resnet18"], "resnet18");
     bad(&["--center-crop", "--tencrop"], "cannot be used with");
     bad(&["--center-crop", "--crop", "50"], "centre crop side 50 is not in 1..=48");

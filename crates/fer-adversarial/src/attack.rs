@@ -3,6 +3,7 @@
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 use burn::tensor::TensorData;
+use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::AutodiffBackend;
 use rand::{Rng, RngExt};
 
@@ -27,9 +28,15 @@ pub enum AttackError {
     /// An attack name that is not `fgsm`, `fgsm-rs` or `pgd`.
     #[error("unknown attack `{0}` (expected fgsm, fgsm-rs or pgd)")]
     UnknownMethod(String),
-    /// A label source that is not `predicted` or `true`.
-    #[error("unknown label source `{0}` (expected predicted or true)")]
+    /// A label source that is not `predicted`, `true` or `distribution`.
+    #[error("unknown label source `{0}` (expected predicted, true or distribution)")]
     UnknownLabels(String),
+    /// The clean answer distribution as labels of an attack without a random start.
+    #[error(
+        "labels `distribution` (TRADES's KL objective) have a zero gradient at the clean image, so `{0}` would not \
+         move it: use an attack with a random start (fgsm-rs or pgd)"
+    )]
+    NeedsRandomStart(&'static str),
     /// Another setting is not allowed (batch size, crop side, face index, …).
     #[error("{0}")]
     Config(String),
@@ -50,6 +57,12 @@ pub enum LabelSource {
     Predicted,
     /// The ground-truth label.
     True,
+    /// The model's answer distribution (softmax) on the clean image: the attack maximises
+    /// `KL(p(x) ‖ p(x'))`, TRADES's inner maximisation (Zhang et al. 2019), which has the
+    /// gradient of the cross-entropy against `p(x)` (they differ by `p(x)`'s entropy, a
+    /// constant). That gradient is zero at `x' = x`, so it needs an attack with a random start
+    /// (FGSM-RS or PGD).
+    Distribution,
 }
 
 impl std::str::FromStr for LabelSource {
@@ -58,6 +71,7 @@ impl std::str::FromStr for LabelSource {
         match s.to_ascii_lowercase().as_str() {
             "predicted" => Ok(LabelSource::Predicted),
             "true" => Ok(LabelSource::True),
+            "distribution" => Ok(LabelSource::Distribution),
             _ => Err(AttackError::UnknownLabels(s.to_string())),
         }
     }
@@ -168,6 +182,15 @@ impl Attack {
         }
     }
 
+    /// Checks that labels from `source` can drive this attack: the clean answer distribution
+    /// ([`LabelSource::Distribution`]) needs a random start, which FGSM has not.
+    pub fn check_labels(&self, source: LabelSource) -> Result<(), AttackError> {
+        match (source, self) {
+            (LabelSource::Distribution, Attack::Fgsm { .. }) => Err(AttackError::NeedsRandomStart(self.method())),
+            _ => Ok(()),
+        }
+    }
+
     /// Checks ε ∈ [0, 1], α ≥ 0 and steps ≥ 1.
     pub fn check(&self) -> Result<(), AttackError> {
         let eps = self.eps();
@@ -221,6 +244,8 @@ pub enum Labels<B: Backend> {
     Given(Tensor<B, 1, Int>),
     /// The model's prediction on the clean images.
     Predicted,
+    /// The model's answer distribution on the clean images (see [`LabelSource::Distribution`]).
+    Distribution,
 }
 
 impl<B: Backend> Labels<B> {
@@ -229,6 +254,7 @@ impl<B: Backend> Labels<B> {
         match source {
             LabelSource::True => Labels::Given(truth),
             LabelSource::Predicted => Labels::Predicted,
+            LabelSource::Distribution => Labels::Distribution,
         }
     }
 }
@@ -262,6 +288,8 @@ where
 /// `forward` is any differentiable map to logits; for a fer-rs model in the reference's setting
 /// use a frozen copy in inference mode: `|x| frozen.logits_inference(x)`. Random starts draw
 /// from `rng` on the host, so a seeded generator gives the same examples on every backend.
+/// With [`Labels::Distribution`] the attack maximises [`kl_from_clean`] (TRADES) and needs a
+/// random start: FGSM returns [`AttackError::NeedsRandomStart`].
 pub fn perturb<B, F>(
     attack: &Attack,
     forward: F,
@@ -275,27 +303,30 @@ where
 {
     attack.check()?;
     let clean = images.detach().inner();
+    let clean_logits = || forward(Tensor::from_inner(clean.clone())).inner();
     let targets = match (labels, attack) {
-        (Labels::Given(t), _) => Some(t),
-        (Labels::Predicted, Attack::Fgsm { .. }) => None, // taken from the gradient pass itself
-        (Labels::Predicted, _) => {
-            Some(Tensor::from_inner(forward(Tensor::from_inner(clean.clone())).inner().argmax(1).squeeze_dim::<1>(1)))
+        (Labels::Given(t), _) => Targets::Hard(Some(t)),
+        (Labels::Predicted, Attack::Fgsm { .. }) => Targets::Hard(None), // taken from the gradient pass itself
+        (Labels::Predicted, _) => Targets::Hard(Some(Tensor::from_inner(clean_logits().argmax(1).squeeze_dim::<1>(1)))),
+        (Labels::Distribution, _) => {
+            attack.check_labels(LabelSource::Distribution)?;
+            Targets::Distribution(clean_logits())
         }
     };
     let adversarial = match *attack {
         Attack::Fgsm { eps } => {
-            let (gradient, _) = input_gradient(&forward, Tensor::from_inner(clean.clone()), targets);
+            let gradient = targets.gradient(&forward, Tensor::from_inner(clean.clone()));
             (clean.clone() + gradient.sign().mul_scalar(eps)).clamp(0.0, 1.0)
         }
         Attack::FgsmRs { eps, alpha } => {
             let mut x = project(random_start(&clean, eps, rng), &clean, eps);
-            x = step(&forward, x, &clean, targets.clone(), eps, alpha);
+            x = step(&forward, x, &clean, &targets, eps, alpha);
             x
         }
         Attack::Pgd { eps, alpha, steps } => {
             let mut x = project(random_start(&clean, eps, rng), &clean, eps);
             for _ in 0..steps {
-                x = step(&forward, x, &clean, targets.clone(), eps, alpha);
+                x = step(&forward, x, &clean, &targets, eps, alpha);
             }
             x
         }
@@ -305,12 +336,48 @@ where
 
 type Inner<B> = <B as AutodiffBackend>::InnerBackend;
 
+/// What the attack's loss compares the model's answer with.
+enum Targets<B: AutodiffBackend> {
+    /// Class labels (`None`: the prediction of the gradient pass itself); cross-entropy.
+    Hard(Option<Tensor<B, 1, Int>>),
+    /// The clean images' logits; `KL(softmax(clean) ‖ softmax(·))`.
+    Distribution(Tensor<Inner<B>, 2>),
+}
+
+impl<B: AutodiffBackend> Targets<B> {
+    /// The gradient of the attack's loss with respect to `images`.
+    fn gradient<F>(&self, forward: &F, images: Tensor<B, 4>) -> Tensor<Inner<B>, 4>
+    where
+        F: Fn(Tensor<B, 4>) -> Tensor<B, 2>,
+    {
+        match self {
+            Targets::Hard(labels) => input_gradient(forward, images, labels.clone()).0,
+            Targets::Distribution(clean_logits) => {
+                let x = images.detach().require_grad();
+                let loss = kl_from_clean(Tensor::from_inner(clean_logits.clone()), forward(x.clone()));
+                let grads = loss.backward();
+                x.grad(&grads).unwrap_or_else(|| x.clone().inner().zeros_like())
+            }
+        }
+    }
+}
+
+/// TRADES's robust term (Zhang et al. 2019): the batch mean of
+/// `KL(softmax(clean_logits) ‖ softmax(attacked_logits))`, both `[N, classes]`, as a `[1]`
+/// tensor. Differentiable in both arguments (TRADES trains through both); 0 when the two
+/// answer distributions agree.
+pub fn kl_from_clean<B: Backend>(clean_logits: Tensor<B, 2>, attacked_logits: Tensor<B, 2>) -> Tensor<B, 1> {
+    let clean_log = log_softmax(clean_logits, 1);
+    let terms = clean_log.clone().exp() * (clean_log - log_softmax(attacked_logits, 1));
+    terms.sum_dim(1).mean()
+}
+
 /// One signed-gradient step of `alpha` from `x`, projected.
 fn step<B, F>(
     forward: &F,
     x: Tensor<Inner<B>, 4>,
     clean: &Tensor<Inner<B>, 4>,
-    targets: Option<Tensor<B, 1, Int>>,
+    targets: &Targets<B>,
     eps: f64,
     alpha: f64,
 ) -> Tensor<Inner<B>, 4>
@@ -318,7 +385,7 @@ where
     B: AutodiffBackend,
     F: Fn(Tensor<B, 4>) -> Tensor<B, 2>,
 {
-    let (gradient, _) = input_gradient(forward, Tensor::from_inner(x.clone()), targets);
+    let gradient = targets.gradient(forward, Tensor::from_inner(x.clone()));
     project(x + gradient.sign().mul_scalar(alpha), clean, eps)
 }
 
@@ -430,6 +497,88 @@ mod tests {
     }
 
     #[test]
+    fn distribution_labels_follow_the_kl_gradient_on_a_linear_model() {
+        let device = Default::default();
+        let (n, d, k) = (2usize, 3usize, 4usize);
+        let w: Vec<f32> = (0..d * k).map(|i| ((i * 29 % 17) as f32 - 8.0) / 5.0).collect();
+        let wt = Tensor::<B, 2>::from_data(TensorData::new(w.clone(), [d, k]), &device);
+        let forward = |images: Tensor<B, 4>| images.reshape([n, d]).matmul(wt.clone());
+        let clean: Vec<f32> = vec![0.2, 0.7, 0.4, 0.9, 0.1, 0.5];
+        let moved: Vec<f32> = vec![0.25, 0.6, 0.45, 0.8, 0.2, 0.45];
+        let image = |v: &[f32]| Tensor::<B, 4>::from_data(TensorData::new(v.to_vec(), [n, 1, 1, d]), &device);
+        let softmax = |x: &[f32], s: usize| -> Vec<f64> {
+            let z: Vec<f64> =
+                (0..k).map(|c| (0..d).map(|j| f64::from(x[s * d + j]) * f64::from(w[j * k + c])).sum()).collect();
+            let e: Vec<f64> = z.iter().map(|v| v.exp()).collect();
+            e.iter().map(|v| v / e.iter().sum::<f64>()).collect()
+        };
+        let targets = Targets::<B>::Distribution(forward(image(&clean)).inner());
+        // By hand: d KL(q ‖ softmax(x' W)) / d x'_n = W (softmax(x'_n W) − q_n) / N.
+        let got = targets.gradient(&forward, image(&moved)).into_data().to_vec::<f32>().expect("floats");
+        for s in 0..n {
+            let (q, p) = (softmax(&clean, s), softmax(&moved, s));
+            for j in 0..d {
+                let want: f64 = (0..k).map(|c| f64::from(w[j * k + c]) * (p[c] - q[c])).sum::<f64>() / n as f64;
+                let got = f64::from(got[s * d + j]);
+                assert!((got - want).abs() < 1e-6 && want.abs() > 1e-4, "face {s} pixel {j}: {got} vs {want}");
+            }
+        }
+        // At the clean image the two distributions agree: nothing to climb, hence the random start.
+        let at_clean = targets.gradient(&forward, image(&clean)).into_data().to_vec::<f32>().expect("floats");
+        assert!(at_clean.iter().all(|g| g.abs() < 1e-7), "{at_clean:?}");
+    }
+
+    #[test]
+    fn kl_from_clean_is_the_hand_computed_divergence() {
+        let device = Default::default();
+        let clean = [[1.0f32, 0.0, -1.0], [0.5, 0.5, 2.0]];
+        let attacked = [[0.0f32, 1.0, 0.0], [2.0, -1.0, 0.0]];
+        let t = |v: [[f32; 3]; 2]| Tensor::<B, 2>::from_data(TensorData::new(v.concat(), [2, 3]), &device);
+        let softmax = |z: &[f32; 3]| -> Vec<f64> {
+            let e: Vec<f64> = z.iter().map(|v| f64::from(*v).exp()).collect();
+            e.iter().map(|v| v / e.iter().sum::<f64>()).collect()
+        };
+        let want: f64 = (0..2)
+            .map(|s| {
+                let (p, q) = (softmax(&clean[s]), softmax(&attacked[s]));
+                (0..3).map(|c| p[c] * (p[c] / q[c]).ln()).sum::<f64>()
+            })
+            .sum::<f64>()
+            / 2.0;
+        let got: f32 = kl_from_clean(t(clean), t(attacked)).into_scalar();
+        assert!((f64::from(got) - want).abs() < 1e-6, "{got} vs {want}");
+        assert!(want > 0.1);
+        let same: f32 = kl_from_clean(t(clean), t(clean)).into_scalar();
+        assert!(same.abs() < 1e-7, "{same}");
+    }
+
+    #[test]
+    fn pgd_on_the_clean_distribution_climbs_the_divergence() {
+        let device = Default::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let (n, side, k) = (4usize, 8usize, 7usize);
+        // A linear classifier whose answers depend on every pixel (an untrained network's barely do).
+        let w: Vec<f32> = (0..side * side * k).map(|_| rng.random_range(-1.0f32..=1.0)).collect();
+        let wt = Tensor::<B, 2>::from_data(TensorData::new(w, [side * side, k]), &device);
+        let forward = |x: Tensor<B, 4>| x.reshape([n, side * side]).matmul(wt.clone());
+        let faces = random_faces(&mut rng, n, side);
+        let kl = |x: Tensor<B, 4>| -> f32 { kl_from_clean(forward(faces.clone()), forward(x)).into_scalar() };
+        let eps = 0.1;
+        // The same generator state for the start measured here and the attack's own start.
+        let mut start_rng = ChaCha8Rng::seed_from_u64(10);
+        let start = project(random_start(&faces.clone().inner(), eps, &mut start_rng), &faces.clone().inner(), eps);
+        let mut rng = ChaCha8Rng::seed_from_u64(10);
+        let attacked = perturb(&Attack::pgd(eps, 5), forward, faces.clone(), Labels::Distribution, &mut rng)
+            .expect("pgd has a random start");
+        let (from, to) = (kl(Tensor::from_inner(start)), kl(attacked.clone()));
+        assert!(to > 10.0 * from && to > 0.1, "KL at the random start {from}, after PGD-5 {to}");
+        let linf: f32 = (attacked - faces.clone()).abs().max().into_scalar();
+        assert!(f64::from(linf) <= eps + 1e-6);
+        let fgsm = perturb(&Attack::fgsm(eps), forward, faces, Labels::Distribution, &mut rng);
+        assert_eq!(fgsm.err(), Some(AttackError::NeedsRandomStart("fgsm")));
+    }
+
+    #[test]
     fn zero_budget_leaves_the_faces_unchanged() {
         let device = Default::default();
         let model = ModelConfig::from_name("vgg-small").expect("known").init::<B>(&device).no_grad();
@@ -457,11 +606,13 @@ mod tests {
             let eps = if case == 0 { 1.0 } else { rng.random_range(0.0..=0.5) };
             let attacks = [Attack::fgsm(eps), Attack::fgsm_rs(eps), Attack::pgd(eps, 2)];
             for attack in attacks {
-                let labels = if rng.random_bool(0.5) {
-                    let t: Vec<i64> = (0..n).map(|_| rng.random_range(0..7)).collect();
-                    Labels::Given(Tensor::from_data(TensorData::new(t, [n]), &device))
-                } else {
-                    Labels::Predicted
+                let labels = match rng.random_range(0..3) {
+                    0 => {
+                        let t: Vec<i64> = (0..n).map(|_| rng.random_range(0..7)).collect();
+                        Labels::Given(Tensor::from_data(TensorData::new(t, [n]), &device))
+                    }
+                    1 if attack.method() != "fgsm" => Labels::Distribution,
+                    _ => Labels::Predicted,
                 };
                 // The model is not frozen here: the attack must still leave it alone.
                 let adv = perturb(&attack, |x| model.logits_inference(x), faces.clone(), labels, &mut rng).expect("ok");
@@ -530,6 +681,14 @@ mod tests {
         assert_eq!(parse_step_size("2/0"), Err(AttackError::BadStepSize("2/0".into())));
         assert!(AttackError::BadStepSize("two".into()).to_string().contains("`two`"));
         assert_eq!("true".parse::<LabelSource>(), Ok(LabelSource::True));
+        assert_eq!("distribution".parse::<LabelSource>(), Ok(LabelSource::Distribution));
+        assert_eq!(
+            Attack::fgsm(0.1).check_labels(LabelSource::Distribution),
+            Err(AttackError::NeedsRandomStart("fgsm"))
+        );
+        assert!(AttackError::NeedsRandomStart("fgsm").to_string().contains("`fgsm`"));
+        assert_eq!(Attack::fgsm_rs(0.1).check_labels(LabelSource::Distribution), Ok(()));
+        assert_eq!(Attack::fgsm(0.1).check_labels(LabelSource::True), Ok(()));
         assert!("gold".parse::<LabelSource>().is_err());
         let images = Tensor::<B, 4>::zeros([1, 1, 48, 48], &Default::default());
         let err = perturb(

@@ -11,7 +11,9 @@
 //!   faces right both clean and under attack, apart from those the attack moved from a wrong
 //!   answer onto the right one ([`Robustness::robust_accuracy`], [`right_after_attack`]); ε sweeps
 //!   ([`eps_sweep`]); faces with the model's probabilities for figures ([`adversarial_examples`],
-//!   picked by [`example_faces`]). Plots and adversarial training live in `fer-train`.
+//!   picked by [`example_faces`]); TRADES's robust term ([`kl_from_clean`]; its attack is any
+//!   attack with a random start on [`Labels::Distribution`]). Plots and adversarial training
+//!   live in `fer-train`.
 //!
 //! Every attack returns `x'` with `‖x' − x‖∞ ≤ ε` and `x' ∈ [0, 1]`, detached from the graph; it
 //! differentiates only the input and drops the gradients it makes, so nothing reaches a model's
@@ -47,7 +49,9 @@
 mod attack;
 mod robustness;
 
-pub use attack::{Attack, AttackError, LabelSource, Labels, input_gradient, parse_eps, parse_step_size, perturb};
+pub use attack::{
+    Attack, AttackError, LabelSource, Labels, input_gradient, kl_from_clean, parse_eps, parse_step_size, perturb,
+};
 pub use fer_models;
 pub use robustness::{
     AdversarialExample, Robustness, RobustnessConfig, SweepPoint, adversarial_examples, eps_sweep, evaluate_robustness,

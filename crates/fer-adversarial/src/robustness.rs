@@ -59,9 +59,10 @@ impl RobustnessConfig {
         }
     }
 
-    /// Checks the attack, the crop sides and the batch size.
+    /// Checks the attack (with its labels), the crop sides and the batch size.
     pub fn check(&self) -> Result<(), AttackError> {
         self.attack.check()?;
+        self.attack.check_labels(self.labels)?;
         if self.batch_faces == 0 {
             return Err(AttackError::Config("batch size must be positive".into()));
         }

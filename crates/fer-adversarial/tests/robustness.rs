@@ -193,6 +193,10 @@ fn bad_robustness_settings_are_errors() {
     let bad_center = RobustnessConfig { center_crop: Some(0), ..RobustnessConfig::reference(Attack::fgsm(EPS)) };
     let err = evaluate_robustness(&model, test.clone(), &bad_center, &device, |_| {}).expect_err("side 0");
     assert!(err.to_string().contains("centre crop side 0"), "{err}");
+    let kl_fgsm =
+        RobustnessConfig { labels: LabelSource::Distribution, ..RobustnessConfig::reference(Attack::fgsm(EPS)) };
+    let err = evaluate_robustness(&model, test.clone(), &kl_fgsm, &device, |_| {}).expect_err("no random start");
+    assert_eq!(err, AttackError::NeedsRandomStart("fgsm"));
     let ok = RobustnessConfig::reference(Attack::fgsm(EPS));
     let err = adversarial_examples(&model, &test, &[9], &ok, &device).expect_err("index");
     assert!(err.to_string().contains("face 9"), "{err}");

@@ -202,8 +202,16 @@ pub struct AdversarialTraining {
     pub source: AdvSource,
     /// Labels of the training attack (default: the true labels).
     pub labels: LabelSource,
-    /// Loss = `(1 − weight) · CE(clean) + weight · CE(adversarial)`; the reference: 0.5.
+    /// Loss = `(1 − weight) · CE(clean) + weight · CE(adversarial)`; the reference: 0.5. Unused
+    /// with [`AdversarialTraining::trades_beta`].
     pub weight: f64,
+    /// `Some(β)`: the TRADES loss (Zhang et al. 2019) in place of the weighted mix,
+    /// `CE(clean) + β · KL(p(clean) ‖ p(attacked))` ([`fer_adversarial::kl_from_clean`], trained
+    /// through both passes); TRADES's attack maximises that KL: [`LabelSource::Distribution`] in
+    /// [`AdversarialTraining::labels`], with PGD. TRADES's own β: 6 (1 for its "β = 1/λ = 1"
+    /// ablation). `None` (the default, and the reference): the weighted mix.
+    #[serde(default)]
+    pub trades_beta: Option<f64>,
     /// BatchNorm in the training forward pass on the attacked faces (and, with
     /// [`AdvSource::Current`], in the attack's own passes). The reference:
     /// [`NormStatistics::BatchUpdate`], which lets ε-perturbed batches into the statistics used on
@@ -284,6 +292,7 @@ impl AdversarialTraining {
             source: AdvSource::Frozen,
             labels: LabelSource::True,
             weight: 0.5,
+            trades_beta: None,
             norm_statistics: NormStatistics::BatchUpdate,
             clean_norm_statistics: NormStatistics::BatchUpdate,
             eval_attack: Attack::fgsm(eps),
@@ -356,10 +365,15 @@ impl AdversarialTraining {
         format!("{view}, labels = the model's predictions, inference mode (BatchNorm running statistics, no dropout)")
     }
 
-    /// Checks the attacks, the crop side, the weight, the gap and the ε ramp.
+    /// Checks the attacks (the training attack with its labels), the crop side, the weight or
+    /// TRADES's β, the gap and the ε ramp.
     pub fn check(&self) -> Result<(), String> {
         for attack in [&self.attack, &self.eval_attack, &self.check_attack] {
             attack.check().map_err(|e| e.to_string())?;
+        }
+        self.attack.check_labels(self.labels).map_err(|e| format!("training attack: {e}"))?;
+        if let Some(beta) = self.trades_beta.filter(|b| !(b.is_finite() && *b >= 0.0)) {
+            return Err(format!("TRADES β = {beta} must be a finite number ≥ 0"));
         }
         self.robustness(self.eval_attack, 1, 0).check().map_err(|e| e.to_string())?;
         if !(0.0..=1.0).contains(&self.weight) {
@@ -613,6 +627,17 @@ mod tests {
         assert!(adversarial(AdversarialTraining::new(Attack::fgsm(0.3))).check().is_ok());
         let bad = adversarial(AdversarialTraining::new(Attack::fgsm(1.3)));
         assert!(bad.check().expect_err("eps").contains("1.3"));
+        let trades = |attack, beta| AdversarialTraining {
+            labels: LabelSource::Distribution,
+            trades_beta: Some(beta),
+            ..AdversarialTraining::new(attack)
+        };
+        assert!(adversarial(trades(Attack::pgd(8.0 / 255.0, 10), 6.0)).check().is_ok());
+        let err = adversarial(trades(Attack::fgsm(8.0 / 255.0), 6.0)).check().expect_err("no random start");
+        assert!(err.contains("training attack") && err.contains("fgsm-rs or pgd"), "{err}");
+        let err = adversarial(trades(Attack::pgd(0.3, 10), -1.0)).check().expect_err("β < 0");
+        assert!(err.contains("TRADES β = -1"), "{err}");
+        assert!(adversarial(trades(Attack::pgd(0.3, 10), f64::NAN)).check().is_err());
         let bad = adversarial(AdversarialTraining { weight: 2.0, ..AdversarialTraining::new(Attack::fgsm(0.3)) });
         assert!(bad.check().expect_err("weight").contains("weight 2"));
         let bad = adversarial(AdversarialTraining::new(Attack::Pgd { eps: 0.1, alpha: 0.01, steps: 0 }));

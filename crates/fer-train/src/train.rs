@@ -11,7 +11,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use fer_adversarial::{Labels, RobustnessConfig, evaluate_robustness, perturb, right_after_attack};
+use fer_adversarial::{Labels, RobustnessConfig, evaluate_robustness, kl_from_clean, perturb, right_after_attack};
 use fer_dataset::{Emotion, FaceBatcher, Fer2013, Split, SplitData, View};
 use fer_models::{Model, load_checkpoint, save_checkpoint};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -528,8 +528,9 @@ impl AttackedTally {
 }
 
 /// The training loss of one batch, its clean logits and (adversarial training) the attacked
-/// crops' loss and logits: cross-entropy, or with adversarial training
-/// `(1 − w) · clean + w · adversarial` with the examples crafted by `adversarial`'s attack and
+/// crops' cross-entropy and logits: cross-entropy, or with adversarial training
+/// `(1 − w) · clean + w · adversarial` (TRADES: `clean + β · KL(p(clean) ‖ p(attacked))`) with
+/// the examples crafted by `adversarial`'s attack and
 /// passed through the model with its [`AdversarialTraining::norm_statistics`] (the clean crops with
 /// [`AdversarialTraining::clean_norm_statistics`]).
 fn adversarial_loss<B: AutodiffBackend>(
@@ -558,11 +559,11 @@ fn adversarial_loss<B: AutodiffBackend>(
     let clean = loss_fn.forward(logits.clone(), targets.clone());
     let attacked_logits = model.forward_training(attacked, adv.norm_statistics);
     let adversarial = loss_fn.forward(attacked_logits.clone(), targets);
-    Ok(BatchLoss {
-        loss: clean.mul_scalar(1.0 - adv.weight) + adversarial.clone().mul_scalar(adv.weight),
-        logits,
-        attacked: Some((adversarial.detach(), attacked_logits.detach())),
-    })
+    let loss = match adv.trades_beta {
+        None => clean.mul_scalar(1.0 - adv.weight) + adversarial.clone().mul_scalar(adv.weight),
+        Some(beta) => clean + kl_from_clean(logits.clone(), attacked_logits.clone()).mul_scalar(beta),
+    };
+    Ok(BatchLoss { loss, logits, attacked: Some((adversarial.detach(), attacked_logits.detach())) })
 }
 
 /// Correct top-1 predictions of a batch.
@@ -1043,5 +1044,54 @@ mod tests {
             assert!((attacked.expect("attacked loss") - inference).abs() < 1e-5, "{source:?}");
             assert_eq!(statistics, running_statistics(&template), "{source:?}: frozen statistics");
         }
+    }
+
+    /// TRADES: `CE(clean) + β · KL(p(clean) ‖ p(attacked))` on the same batch, the attack driven
+    /// by the clean answer distribution; with ε = 0 (and both passes normalising alike) the KL
+    /// term vanishes and the step is the clean one.
+    #[test]
+    fn trades_loss_is_clean_cross_entropy_plus_beta_kl() {
+        use fer_adversarial::{Attack, LabelSource};
+        let device = Default::default();
+        let mut model_config = ModelConfig::from_name("vgg-small").expect("known");
+        if let ModelConfig::Vgg(vgg) = &mut model_config {
+            vgg.dropout = 0.0;
+        }
+        let mut config = TrainConfig::reference(model_config.clone());
+        (config.momentum, config.weight_decay, config.grad_clip) = (0.0, 0.0, None);
+        B::seed(&device, 12);
+        let template: Model<B> = model_config.init(&device);
+        let images = Tensor::<B, 4>::random([6, 1, 44, 44], burn::tensor::Distribution::Uniform(0.0, 1.0), &device);
+        let targets = Tensor::<B, 1, Int>::from_ints([0, 1, 2, 3, 4, 6], &device);
+        let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&device);
+        let trades = |eps: f64, beta: f64| AdversarialTraining {
+            labels: LabelSource::Distribution,
+            trades_beta: Some(beta),
+            norm_statistics: NormStatistics::Batch,
+            ..AdversarialTraining::new(Attack::pgd(eps, 3))
+        };
+        for beta in [0.0, 1.0, 6.0] {
+            let (_, out) = loss_on_copy(&model_config, &template, Some(trades(8.0 / 255.0, beta)), &images, &targets);
+            let (_, attacked_logits) = out.attacked.expect("attacked crops");
+            let logits = out.logits.clone().detach();
+            let clean: f32 = loss_fn.forward(logits.clone(), targets.clone()).into_scalar().elem();
+            let kl: f32 = kl_from_clean(logits, attacked_logits).into_scalar().elem();
+            let loss: f32 = out.loss.into_scalar().elem();
+            assert!(kl > 1e-5, "β = {beta}: the attack moved the answers (KL {kl})");
+            let want = clean + beta as f32 * kl;
+            assert!((loss - want).abs() < 1e-5 * want.max(1.0), "β = {beta}: loss {loss} vs {clean} + β·{kl}");
+        }
+        // ε = 0: the attack cannot move the crops, the KL term is 0 and the step is the clean one.
+        let step = |adversarial: Option<AdversarialTraining>| {
+            let (model, out) = loss_on_copy(&model_config, &template, adversarial, &images, &targets);
+            let value: f32 = out.loss.clone().into_scalar().elem();
+            let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+            (value, trainable(&build_optimizer::<B>(&config).step(1.0, model, grads)))
+        };
+        let (clean_loss, clean_weights) = step(None);
+        let (loss, weights) = step(Some(trades(0.0, 6.0)));
+        assert!((loss - clean_loss).abs() < 1e-5, "loss {loss} vs clean {clean_loss}");
+        let diff = weights.iter().zip(&clean_weights).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(diff < 1e-5, "the step differs from the clean one by {diff}");
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use burn::backend::{Autodiff, NdArray};
-use fer_adversarial::{Attack, RobustnessConfig, evaluate_robustness};
+use fer_adversarial::{Attack, LabelSource, RobustnessConfig, evaluate_robustness};
 use fer_dataset::Split;
 use fer_models::load_checkpoint;
 use fer_train::{AdversarialTraining, Report, RunFiles, Selection, TrainConfig, TrainOptions, read_metrics, train};
@@ -143,4 +143,43 @@ fn the_robustness_figures_can_use_the_centre_crop() {
         (full.clean.loss_sum, full.adversarial.loss_sum),
         "the crop and the full face are different views"
     );
+}
+
+#[test]
+fn trades_training_beats_clean_training_under_pgd() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let data = fer_dataset::synthetic::texture_data(49, 21, 5);
+    let options = TrainOptions { progress: false, ..TrainOptions::default() };
+    let device = Default::default();
+    // ε = 0.2: the textures' contrast (0.63) leaves a robust answer; at 0.3 PGD nearly erases it
+    // (clean training 0 %, TRADES 14 % of 21 faces), at 0.1 clean training keeps 71 % already.
+    // Judged by PGD-10 on the faces right both clean and under attack: no faces that the attack
+    // moved onto the right answer, no masked gradients.
+    let eps = 0.2;
+    let pgd = RobustnessConfig::reference(Attack::pgd(eps, 10));
+    let robust_after = |dir: &std::path::Path| {
+        let (model, _) = load_checkpoint::<B>(RunFiles::new(dir).best(), &device).expect("best.fer");
+        let public = Arc::new(data.split(Split::PublicTest).clone());
+        evaluate_robustness(&model, public, &pgd, &device, |_| {}).expect("attack").robust_accuracy()
+    };
+    let clean_dir = tempfile::tempdir().expect("tempdir");
+    train::<B>(&config(None), &data, clean_dir.path(), &options, &device).expect("clean run");
+    let trades_dir = tempfile::tempdir().expect("tempdir");
+    let trades = AdversarialTraining {
+        labels: LabelSource::Distribution,
+        trades_beta: Some(6.0),
+        check_faces: 7,
+        ..AdversarialTraining::new(Attack::pgd(eps, 3))
+    };
+    let run = train::<B>(&config(Some(trades)), &data, trades_dir.path(), &options, &device).expect("TRADES run");
+    let (clean_robust, trades_robust) = (robust_after(clean_dir.path()), robust_after(trades_dir.path()));
+    eprintln!("PGD-10 robust accuracy: clean training {clean_robust:.3}, TRADES {trades_robust:.3}");
+    assert!(run.selected_public_acc > 0.7, "TRADES still learns the task: {}", run.selected_public_acc);
+    assert!(clean_robust < 0.5, "PGD-10 at ε = {eps} breaks the cleanly trained model: {clean_robust:.3}");
+    // Measured: 0.238 against 0.429 (4 more faces of 21).
+    assert!(trades_robust > clean_robust + 0.1, "TRADES {trades_robust:.3} vs clean training {clean_robust:.3}");
+    let config: TrainConfig =
+        serde_json::from_slice(&std::fs::read(RunFiles::new(trades_dir.path()).config()).expect("config.json"))
+            .expect("parses");
+    assert_eq!(config.adversarial.and_then(|a| a.trades_beta), Some(6.0), "the run records its loss");
 }
