@@ -20,7 +20,9 @@
 #                                   any `fer train --select` value; default mean) picks best.fer;
 #                                   ADV_CLEAN_BN=running (with BN running and INIT: frozen BatchNorm
 #                                   statistics), ADV_EPS_RAMP=EPOCHS and ADV_WEIGHT=W (default 0.5)
-#                                   pass --adv-clean-bn, --adv-eps-ramp and --adv-weight
+#                                   pass --adv-clean-bn, --adv-eps-ramp and --adv-weight;
+#                                   TRADES_BETA=B trains with TRADES (--trades-beta B, PGD or
+#                                   FGSM-RS on the clean answer distribution; run dir …-trades<B>-…)
 #   scripts/gpu/checks.sh attack    FGSM ε = 0.3 (reference protocol) + PGD-10 on the run's best.fer,
 #                                   on full faces and through the centred 44×44 crop (RUN=… to attack
 #                                   another run, e.g. an adv-train one; ADV_EPS=… attacks at that
@@ -58,6 +60,7 @@ eps=${ADV_EPS:-0.3}
 case "$adv" in fgsm | fgsm-rs | pgd) ;; *) echo "ADV_METHOD=$adv: expected fgsm, fgsm-rs or pgd" >&2; exit 2 ;; esac
 eps_suffix=; [ "$eps" != 0.3 ] && eps_suffix="-eps${eps//\//_}"
 tag=$adv$eps_suffix
+[ -n "${TRADES_BETA:-}" ] && tag="$tag-trades$TRADES_BETA"
 
 part=${1:?usage: checks.sh speed | train N | adv-train N BN | attack}
 dir="$out/$part"
@@ -89,7 +92,10 @@ case "$part" in
   train | adv-train)
     epochs=${2:?usage: checks.sh $part EPOCHS}
     args=(--model "$model" --recipe fast --bs "$bs" --epochs "$epochs" --device "$device" --data "$data" --out "$run")
-    [ "$part" = adv-train ] && args+=(--adversarial "$adv" --eps "$eps" --adv-bn "$bn" --adv-eval-view "${ADV_EVAL_VIEW:-full}" --select "${SELECT:-mean}" --adv-clean-bn "${ADV_CLEAN_BN:-batch-update}" --adv-eps-ramp "${ADV_EPS_RAMP:-0}" --adv-weight "${ADV_WEIGHT:-0.5}")
+    [ "$part" = adv-train ] && args+=(--adversarial "$adv" --eps "$eps" --adv-bn "$bn" --adv-eval-view "${ADV_EVAL_VIEW:-full}" --select "${SELECT:-mean}" --adv-clean-bn "${ADV_CLEAN_BN:-batch-update}" --adv-eps-ramp "${ADV_EPS_RAMP:-0}")
+    if [ "$part" = adv-train ]; then
+      if [ -n "${TRADES_BETA:-}" ]; then args+=(--trades-beta "$TRADES_BETA"); else args+=(--adv-weight "${ADV_WEIGHT:-0.5}"); fi
+    fi
     [ "$part" = adv-train ] && [ -n "${INIT:-}" ] && args+=(--init "$INIT")
     [ "$small" = 1 ] && args+=(--train-limit 64 --eval-limit 16 --no-tencrop)
     [ "$small" = 1 ] && [ "$part" = adv-train ] && args+=(--check-faces 8)
