@@ -208,8 +208,8 @@ pub struct AdversarialTraining {
     /// `Some(β)`: the TRADES loss (Zhang et al. 2019) in place of the weighted mix,
     /// `CE(clean) + β · KL(p(clean) ‖ p(attacked))` ([`fer_adversarial::kl_from_clean`], trained
     /// through both passes); TRADES's attack maximises that KL: [`LabelSource::Distribution`] in
-    /// [`AdversarialTraining::labels`], with PGD. TRADES's own β: 6 (1 for its "β = 1/λ = 1"
-    /// ablation). `None` (the default, and the reference): the weighted mix.
+    /// [`AdversarialTraining::labels`], with PGD. TRADES's code defaults to β = 6 on CIFAR-10
+    /// and 1 on MNIST. `None` (the default, and the reference): the weighted mix.
     #[serde(default)]
     pub trades_beta: Option<f64>,
     /// BatchNorm in the training forward pass on the attacked faces (and, with

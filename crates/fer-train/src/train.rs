@@ -530,8 +530,8 @@ impl AttackedTally {
 /// The training loss of one batch, its clean logits and (adversarial training) the attacked
 /// crops' cross-entropy and logits: cross-entropy, or with adversarial training
 /// `(1 − w) · clean + w · adversarial` (TRADES: `clean + β · KL(p(clean) ‖ p(attacked))`) with
-/// the examples crafted by `adversarial`'s attack and
-/// passed through the model with its [`AdversarialTraining::norm_statistics`] (the clean crops with
+/// the examples crafted by `adversarial`'s attack and passed through the model with its
+/// [`AdversarialTraining::norm_statistics`] (the clean crops with
 /// [`AdversarialTraining::clean_norm_statistics`]).
 fn adversarial_loss<B: AutodiffBackend>(
     adversarial: Option<&AdversarialTraining>,
