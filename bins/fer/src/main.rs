@@ -321,7 +321,8 @@ struct TrainArgs {
     adv_weight: f64,
     /// TRADES (Zhang et al. 2019) instead of the weighted mix: loss = CE(clean) +
     /// β·KL(p(clean) ‖ p(attacked)), and the training attack maximises that KL (labels
-    /// distribution unless --adv-labels says otherwise; use pgd or fgsm-rs). TRADES's code: 6 on CIFAR-10.
+    /// distribution unless --adv-labels says otherwise; use pgd or fgsm-rs). TRADES's code: 6 on
+    /// CIFAR-10.
     #[arg(long, requires = "adversarial", conflicts_with = "adv_weight")]
     trades_beta: Option<f64>,
     /// BatchNorm in the pass on the attacked faces: batch-update (the reference: batch statistics,
