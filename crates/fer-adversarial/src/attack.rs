@@ -272,12 +272,26 @@ where
     B: AutodiffBackend,
     F: Fn(Tensor<B, 4>) -> Tensor<B, 2>,
 {
+    loss_input_gradient(forward, images, |logits| {
+        // Predicted labels come from the same pass: FGSM on predictions costs one forward + backward.
+        let targets = targets.unwrap_or_else(|| logits.clone().detach().argmax(1).squeeze_dim::<1>(1));
+        CrossEntropyLossConfig::new().init(&logits.device()).forward(logits, targets)
+    })
+}
+
+/// The gradient of `loss(forward(images))` with respect to the images only, and the logits.
+fn loss_input_gradient<B, F>(
+    forward: &F,
+    images: Tensor<B, 4>,
+    loss: impl FnOnce(Tensor<B, 2>) -> Tensor<B, 1>,
+) -> (Tensor<B::InnerBackend, 4>, Tensor<B::InnerBackend, 2>)
+where
+    B: AutodiffBackend,
+    F: Fn(Tensor<B, 4>) -> Tensor<B, 2>,
+{
     let x = images.detach().require_grad();
     let logits = forward(x.clone());
-    // Predicted labels come from the same pass: FGSM on predictions costs one forward + backward.
-    let targets = targets.unwrap_or_else(|| logits.clone().detach().argmax(1).squeeze_dim::<1>(1));
-    let loss = CrossEntropyLossConfig::new().init(&logits.device()).forward(logits.clone(), targets);
-    let grads = loss.backward();
+    let grads = loss(logits.clone()).backward();
     let gradient = x.grad(&grads).unwrap_or_else(|| x.clone().inner().zeros_like());
     (gradient, logits.inner())
 }
@@ -353,10 +367,10 @@ impl<B: AutodiffBackend> Targets<B> {
         match self {
             Targets::Hard(labels) => input_gradient(forward, images, labels.clone()).0,
             Targets::Distribution(clean_logits) => {
-                let x = images.detach().require_grad();
-                let loss = kl_from_clean(Tensor::from_inner(clean_logits.clone()), forward(x.clone()));
-                let grads = loss.backward();
-                x.grad(&grads).unwrap_or_else(|| x.clone().inner().zeros_like())
+                loss_input_gradient(forward, images, |logits| {
+                    kl_from_clean(Tensor::from_inner(clean_logits.clone()), logits)
+                })
+                .0
             }
         }
     }
