@@ -924,6 +924,56 @@ mod tests {
         (model, out)
     }
 
+    /// vgg-small without dropout (two passes would draw different masks), plain SGD (no momentum,
+    /// weight decay or gradient clamp) and one batch of 6 random crops, seeded: the set-up of the
+    /// tests that compare an adversarial-training step with the clean one.
+    struct PlainStep {
+        model_config: ModelConfig,
+        config: TrainConfig,
+        template: Model<B>,
+        images: Tensor<B, 4>,
+        targets: Tensor<B, 1, Int>,
+    }
+
+    impl PlainStep {
+        fn new(seed: u64) -> PlainStep {
+            let device = Default::default();
+            let mut model_config = ModelConfig::from_name("vgg-small").expect("known");
+            if let ModelConfig::Vgg(vgg) = &mut model_config {
+                vgg.dropout = 0.0;
+            }
+            let mut config = TrainConfig::reference(model_config.clone());
+            (config.momentum, config.weight_decay, config.grad_clip) = (0.0, 0.0, None);
+            B::seed(&device, seed);
+            let template: Model<B> = model_config.init(&device);
+            let images = Tensor::<B, 4>::random([6, 1, 44, 44], burn::tensor::Distribution::Uniform(0.0, 1.0), &device);
+            let targets = Tensor::<B, 1, Int>::from_ints([0, 1, 2, 3, 4, 6], &device);
+            PlainStep { model_config, config, template, images, targets }
+        }
+
+        /// [`loss_on_copy`] on this set-up.
+        fn loss(&self, adversarial: Option<AdversarialTraining>) -> (Model<B>, BatchLoss<B>) {
+            loss_on_copy(&self.model_config, &self.template, adversarial, &self.images, &self.targets)
+        }
+
+        /// (loss, trainable weights after one SGD step with lr 1, running statistics, attacked
+        /// crops' loss).
+        fn step(&self, adversarial: Option<AdversarialTraining>) -> (f32, Vec<f32>, Vec<f32>, Option<f32>) {
+            let (model, out) = self.loss(adversarial);
+            let value: f32 = out.loss.clone().into_scalar().elem();
+            let attacked = out.attacked.map(|(loss, _)| loss.into_scalar().elem::<f32>());
+            let statistics = running_statistics(&model);
+            let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+            (value, trainable(&build_optimizer::<B>(&self.config).step(1.0, model, grads)), statistics, attacked)
+        }
+    }
+
+    /// The largest element-wise difference of two equally long vectors.
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
     #[test]
     fn adversarial_passes_enter_the_running_statistics_only_with_batch_update() {
         use fer_adversarial::Attack;
@@ -976,37 +1026,15 @@ mod tests {
     fn adversarial_training_with_zero_budget_steps_as_clean_training() {
         use fer_adversarial::Attack;
         let device = Default::default();
-        let mut model_config = ModelConfig::from_name("vgg-small").expect("known");
-        if let ModelConfig::Vgg(vgg) = &mut model_config {
-            vgg.dropout = 0.0; // two passes would draw different masks
-        }
-        let mut config = TrainConfig::reference(model_config.clone());
-        (config.momentum, config.weight_decay, config.grad_clip) = (0.0, 0.0, None);
-        B::seed(&device, 8);
-        let template: Model<B> = model_config.init(&device);
-        let images = Tensor::<B, 4>::random([6, 1, 44, 44], burn::tensor::Distribution::Uniform(0.0, 1.0), &device);
-        let targets = Tensor::<B, 1, Int>::from_ints([0, 1, 2, 3, 4, 6], &device);
-        // (loss, trainable weights after one SGD step with lr 1, running statistics, attacked
-        // crops' loss).
-        let step = |adversarial: Option<AdversarialTraining>| {
-            let (model, out) = loss_on_copy(&model_config, &template, adversarial, &images, &targets);
-            let value: f32 = out.loss.clone().into_scalar().elem();
-            let attacked = out.attacked.map(|(loss, _)| loss.into_scalar().elem::<f32>());
-            let statistics = running_statistics(&model);
-            let grads = GradientsParams::from_grads(out.loss.backward(), &model);
-            (value, trainable(&build_optimizer::<B>(&config).step(1.0, model, grads)), statistics, attacked)
-        };
-        let max_diff = |a: &[f32], b: &[f32]| {
-            assert_eq!(a.len(), b.len());
-            a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-        };
-        let (clean_loss, clean_weights, clean_statistics, none) = step(None);
+        let setup = PlainStep::new(8);
+        let (template, images, targets) = (&setup.template, &setup.images, &setup.targets);
+        let (clean_loss, clean_weights, clean_statistics, none) = setup.step(None);
         assert_eq!(none, None, "clean training has no attacked crops");
-        let moved = max_diff(&clean_weights, &trainable(&template));
+        let moved = max_abs_diff(&clean_weights, &trainable(template));
         assert!(moved > 1e-3, "the clean step moves the weights: {moved}");
         for source in [AdvSource::Frozen, AdvSource::Current] {
             let with = |norm_statistics| {
-                step(Some(AdversarialTraining {
+                setup.step(Some(AdversarialTraining {
                     source,
                     norm_statistics,
                     ..AdversarialTraining::new(Attack::fgsm(0.0))
@@ -1017,10 +1045,10 @@ mod tests {
                 assert!((loss - clean_loss).abs() < 1e-5, "{source:?}, {same:?}: loss {loss} vs clean {clean_loss}");
                 let attacked = attacked.expect("adversarial training reports the attacked crops' loss");
                 assert!((attacked - clean_loss).abs() < 1e-5, "{source:?}, {same:?}: attacked loss {attacked}");
-                let diff = max_diff(&weights, &clean_weights);
+                let diff = max_abs_diff(&weights, &clean_weights);
                 assert!(diff < 1e-5, "{source:?}, {same:?}: the step differs from the clean one by {diff}");
                 // batch-update folds the same batch into the running statistics a second time.
-                let twice = max_diff(&statistics, &clean_statistics) > 1e-6;
+                let twice = max_abs_diff(&statistics, &clean_statistics) > 1e-6;
                 assert_eq!(twice, same == NormStatistics::BatchUpdate, "{source:?}, {same:?}: statistics");
             }
             // Normalising the second pass with the (initial) running statistics is another loss.
@@ -1028,7 +1056,7 @@ mod tests {
             assert!((loss - clean_loss).abs() > 1e-3, "{source:?}, running: {loss} vs clean {clean_loss}");
             // Frozen statistics: both passes compute the inference function, so the loss is the
             // inference-mode cross-entropy of the clean crops, and the statistics stay.
-            let (frozen_loss, _, statistics, attacked) = step(Some(AdversarialTraining {
+            let (frozen_loss, _, statistics, attacked) = setup.step(Some(AdversarialTraining {
                 source,
                 norm_statistics: NormStatistics::Running,
                 clean_norm_statistics: NormStatistics::Running,
@@ -1042,7 +1070,7 @@ mod tests {
                 "{source:?}: frozen {frozen_loss} vs inference {inference}"
             );
             assert!((attacked.expect("attacked loss") - inference).abs() < 1e-5, "{source:?}");
-            assert_eq!(statistics, running_statistics(&template), "{source:?}: frozen statistics");
+            assert_eq!(statistics, running_statistics(template), "{source:?}: frozen statistics");
         }
     }
 
@@ -1053,16 +1081,8 @@ mod tests {
     fn trades_loss_is_clean_cross_entropy_plus_beta_kl() {
         use fer_adversarial::{Attack, LabelSource};
         let device = Default::default();
-        let mut model_config = ModelConfig::from_name("vgg-small").expect("known");
-        if let ModelConfig::Vgg(vgg) = &mut model_config {
-            vgg.dropout = 0.0;
-        }
-        let mut config = TrainConfig::reference(model_config.clone());
-        (config.momentum, config.weight_decay, config.grad_clip) = (0.0, 0.0, None);
-        B::seed(&device, 12);
-        let template: Model<B> = model_config.init(&device);
-        let images = Tensor::<B, 4>::random([6, 1, 44, 44], burn::tensor::Distribution::Uniform(0.0, 1.0), &device);
-        let targets = Tensor::<B, 1, Int>::from_ints([0, 1, 2, 3, 4, 6], &device);
+        let setup = PlainStep::new(12);
+        let targets = &setup.targets;
         let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&device);
         let trades = |eps: f64, beta: f64| AdversarialTraining {
             labels: LabelSource::Distribution,
@@ -1071,7 +1091,7 @@ mod tests {
             ..AdversarialTraining::new(Attack::pgd(eps, 3))
         };
         for beta in [0.0, 1.0, 6.0] {
-            let (_, out) = loss_on_copy(&model_config, &template, Some(trades(8.0 / 255.0, beta)), &images, &targets);
+            let (_, out) = setup.loss(Some(trades(8.0 / 255.0, beta)));
             let (_, attacked_logits) = out.attacked.expect("attacked crops");
             let logits = out.logits.clone().detach();
             let clean: f32 = loss_fn.forward(logits.clone(), targets.clone()).into_scalar().elem();
@@ -1082,16 +1102,10 @@ mod tests {
             assert!((loss - want).abs() < 1e-5 * want.max(1.0), "β = {beta}: loss {loss} vs {clean} + β·{kl}");
         }
         // ε = 0: the attack cannot move the crops, the KL term is 0 and the step is the clean one.
-        let step = |adversarial: Option<AdversarialTraining>| {
-            let (model, out) = loss_on_copy(&model_config, &template, adversarial, &images, &targets);
-            let value: f32 = out.loss.clone().into_scalar().elem();
-            let grads = GradientsParams::from_grads(out.loss.backward(), &model);
-            (value, trainable(&build_optimizer::<B>(&config).step(1.0, model, grads)))
-        };
-        let (clean_loss, clean_weights) = step(None);
-        let (loss, weights) = step(Some(trades(0.0, 6.0)));
+        let (clean_loss, clean_weights, _, _) = setup.step(None);
+        let (loss, weights, _, _) = setup.step(Some(trades(0.0, 6.0)));
         assert!((loss - clean_loss).abs() < 1e-5, "loss {loss} vs clean {clean_loss}");
-        let diff = weights.iter().zip(&clean_weights).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let diff = max_abs_diff(&weights, &clean_weights);
         assert!(diff < 1e-5, "the step differs from the clean one by {diff}");
     }
 }
