@@ -92,11 +92,11 @@ case "$part" in
   train | adv-train)
     epochs=${2:?usage: checks.sh $part EPOCHS}
     args=(--model "$model" --recipe fast --bs "$bs" --epochs "$epochs" --device "$device" --data "$data" --out "$run")
-    [ "$part" = adv-train ] && args+=(--adversarial "$adv" --eps "$eps" --adv-bn "$bn" --adv-eval-view "${ADV_EVAL_VIEW:-full}" --select "${SELECT:-mean}" --adv-clean-bn "${ADV_CLEAN_BN:-batch-update}" --adv-eps-ramp "${ADV_EPS_RAMP:-0}")
     if [ "$part" = adv-train ]; then
+      args+=(--adversarial "$adv" --eps "$eps" --adv-bn "$bn" --adv-eval-view "${ADV_EVAL_VIEW:-full}" --select "${SELECT:-mean}" --adv-clean-bn "${ADV_CLEAN_BN:-batch-update}" --adv-eps-ramp "${ADV_EPS_RAMP:-0}")
       if [ -n "${TRADES_BETA:-}" ]; then args+=(--trades-beta "$TRADES_BETA"); else args+=(--adv-weight "${ADV_WEIGHT:-0.5}"); fi
+      [ -n "${INIT:-}" ] && args+=(--init "$INIT")
     fi
-    [ "$part" = adv-train ] && [ -n "${INIT:-}" ] && args+=(--init "$INIT")
     [ "$small" = 1 ] && args+=(--train-limit 64 --eval-limit 16 --no-tencrop)
     [ "$small" = 1 ] && [ "$part" = adv-train ] && args+=(--check-faces 8)
     if [ -f "$run/state.json" ]; then "$fer" train --resume --device "$device" --data "$data" --out "$run"; else "$fer" train "${args[@]}"; fi > "$dir/train.txt" 2>&1
