@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# There (on the lent GPU machine), after scripts/gpu/README.md's staging calls: the GPU checks of
-# the open issues, one part per `run` call (each must finish within the 10-minute call limit).
-# Every result goes to $OUT/<part>/ (JSON, CSV, logs), with `nvidia-smi -L` naming the card.
+# There (on the lent GPU machine), after scripts/gpu/unpack.sh: the GPU checks of the open issues.
+# Parts run one after another in a call (each call must end within its 10-minute limit). Every
+# result goes to $OUT/<part>/ (JSON, CSV, logs), with `nvidia-smi -L` naming the card.
 #
 #   scripts/gpu/checks.sh speed     Burn vs PyTorch training img/s, VGG19 and ResNet18, batch 128,
-#                                   side by side in one call; model B's img/s; the kernel benches
+#                                   side by side in one call; model B's img/s
+#   scripts/gpu/checks.sh kernels   the criterion kernel benches of the device's backend (carry
+#                                   .device-kernels)
 #   scripts/gpu/checks.sh train N   FER_MODEL (default VGG19) fast recipe for N epochs (resumable:
 #                                   call again to go on)
+#   scripts/gpu/checks.sh train budget
+#                                   as many epochs as end before FER_GPU_DEADLINE (seconds since
+#                                   1970, set at the start of the call) less the time of a TenCrop
+#                                   evaluation and of `attack`, from the img/s `speed` measured in
+#                                   this call (else a 5-step bench); per-epoch evaluation on the
+#                                   centre crop, then TenCrop on best.fer (eval-tencrop-*.json)
 #   scripts/gpu/checks.sh adv-train N BN
 #                                   the same with the reference's FGSM adversarial training (ε = 0.3)
 #                                   and `--adv-bn BN` (batch-update = the reference, or running), into
@@ -28,16 +36,19 @@
 #                                   another run, e.g. an adv-train one; ADV_EPS=… attacks at that
 #                                   budget instead)
 #
-# Environment: FER (the fer binary, default $HOME/stage/fer), KERNELS (default $HOME/stage/kernels),
-# FER2013_CSV (default $HOME/stage/fer2013.csv.gz), FER_DEVICE (default cuda), FER_MODEL (vgg19 or
-# resnet18, the model `train` and `adv-train` start; default vgg19), RUN (default
-# $HOME/stage/runs/FER_MODEL-fast), FER_GPU_STEPS (timed steps, default 20), FER_GPU_SMALL=1 (tiny
-# sizes: how this script is tested on a CPU), OUT (the device tool sets it).
+# Environment: STAGE (where unpack.sh put the files, default $HOME/stage), FER (default
+# $STAGE/fer), KERNELS (default $STAGE/kernels), FER2013_CSV (default $STAGE/fer2013.cache, else
+# $STAGE/fer2013.csv.gz), FER_DEVICE (default cuda), FER_MODEL (vgg19 or resnet18, the model
+# `train` and `adv-train` start; default vgg19), RUN (default $STAGE/runs/FER_MODEL-fast),
+# FER_GPU_STEPS (timed steps, default 20), FER_GPU_DEADLINE (for `train budget`), FER_GPU_SMALL=1
+# (tiny sizes: how this script is tested on a CPU), OUT (the device tool sets it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-fer=${FER:-$HOME/stage/fer}
-kernels=${KERNELS:-$HOME/stage/kernels}
-data=${FER2013_CSV:-$HOME/stage/fer2013.csv.gz}
+stage=${STAGE:-$HOME/stage}
+fer=${FER:-$stage/fer}
+kernels=${KERNELS:-$stage/kernels}
+data=${FER2013_CSV:-$stage/fer2013.cache}
+[ -n "${FER2013_CSV:-}" ] || [ -f "$data" ] || data=$stage/fer2013.csv.gz
 device=${FER_DEVICE:-cuda}
 model=${FER_MODEL:-vgg19}
 # Each model with its CPU-sized sibling of the same family, which the CPU dry run trains instead.
@@ -46,7 +57,7 @@ case "$model" in
   resnet18) small_model=resnet-small ;;
   *) echo "FER_MODEL=$model: expected vgg19 or resnet18" >&2; exit 2 ;;
 esac
-run=${RUN:-$HOME/stage/runs/$model-fast}
+run=${RUN:-$stage/runs/$model-fast}
 steps=${FER_GPU_STEPS:-20}
 out=${OUT:?set OUT to the folder results go to}
 small=${FER_GPU_SMALL:-0}
@@ -62,7 +73,7 @@ eps_suffix=; [ "$eps" != 0.3 ] && eps_suffix="-eps${eps//\//_}"
 tag=$adv$eps_suffix
 [ -n "${TRADES_BETA:-}" ] && tag="$tag-trades$TRADES_BETA"
 
-part=${1:?usage: checks.sh speed | train N | adv-train N BN | attack}
+part=${1:?usage: checks.sh speed | kernels | train N|budget | adv-train N BN | attack}
 dir="$out/$part"
 if [ "$part" = adv-train ]; then
   bn=${3:?usage: checks.sh adv-train EPOCHS batch-update|batch|running}
@@ -79,29 +90,80 @@ case "$part" in
       "$fer" bench-train --model "$m" --bs "$bs" --steps "$steps" --device "$device" --json > "$dir/burn-$m.json"
       if [ "$small" != 1 ]; then
         python3 benches/reference/torch_train.py --model "$m" --bs "$bs" --steps "$steps" > "$dir/torch-$m.txt" 2>&1 || true
+        # PyTorch's default above; its autotuned convolutions too, the best it does in fp32.
+        python3 benches/reference/torch_train.py --model "$m" --bs "$bs" --steps "$steps" --cudnn-benchmark > "$dir/torch-$m-cudnn-benchmark.txt" 2>&1 || true
       fi
     done
     # The landmarks + HOG model B (Burn only: the reference is TensorFlow/tflearn, not timed here).
     hog=cnn-hog-b; hog_args=(); [ "$small" = 1 ] && { hog=cnn-hog-tiny; hog_args=(--feature-set landmarks); }
     "$fer" bench-train --model "$hog" "${hog_args[@]}" --bs "$bs" --steps "$steps" --device "$device" --json > "$dir/burn-$hog.json"
-    if [ -x "$kernels" ] || [ -f "$kernels" ]; then
-      chmod +x "$kernels"
-      FER_BENCH_BATCH=$bs timeout 420 "$kernels" --bench "${device%%:*}/" > "$dir/kernels.txt" 2>&1 || echo "kernels: exit $?" >> "$dir/kernels.txt"
-    fi
+    mkdir -p "$stage"; cp "$dir"/burn-*.json "$stage/"   # for `train budget` in a later call
+    ;;
+  kernels)
+    [ -f "$kernels" ] || { echo "no $kernels: carry .device-kernels (scripts/gpu/bundle.sh)" >&2; exit 2; }
+    chmod +x "$kernels"
+    FER_BENCH_BATCH=$bs timeout 420 "$kernels" --bench "${device%%:*}/" > "$dir/kernels.txt" 2>&1 || echo "kernels: exit $?" >> "$dir/kernels.txt"
     ;;
   train | adv-train)
     epochs=${2:?usage: checks.sh $part EPOCHS}
-    args=(--model "$model" --recipe fast --bs "$bs" --epochs "$epochs" --device "$device" --data "$data" --out "$run")
+    args=(--model "$model" --recipe fast --bs "$bs" --device "$device" --data "$data" --out "$run")
+    train_time=()
+    if [ "$epochs" = budget ]; then
+      [ "$part" = train ] || { echo "budget: train only" >&2; exit 2; }
+      deadline=${FER_GPU_DEADLINE:?budget needs FER_GPU_DEADLINE (seconds since 1970)}
+      speed_json="$out/speed/burn-$model.json"; [ -f "$speed_json" ] || speed_json="$stage/burn-$model.json"
+      if [ ! -f "$speed_json" ]; then
+        speed_json="$dir/burn-$model.json"
+        "$fer" bench-train --model "$model" --bs "$bs" --steps 5 --device "$device" --json > "$speed_json"
+      fi
+      faces=(28709 7178 3589); [ "$small" = 1 ] && faces=(64 32 16)
+      # Seconds per epoch: one training pass, plus the two test splits' centre-crop forward passes
+      # (a forward costs about a third of a training step); 15 % for loading and the checkpoints.
+      # Reserved after training: TenCrop on both test splits, and `attack` (per face FGSM about
+      # 5 forwards, PGD-10 about 32, on full faces and crops), plus 20 s for each process's start.
+      read -r epochs warmup reserve < <(python3 - "$speed_json" "$deadline" "${faces[@]}" <<'PY'
+import json, sys, time
+ips = json.load(open(sys.argv[1]))["median_img_per_s"]
+deadline, train, test, private = float(sys.argv[2]), *map(int, sys.argv[3:])
+epoch_s = 1.15 * (train + test / 3) / ips + 3
+reserve = 1.15 * (test * 10 + private * 2 * (5 + 32)) / 3 / ips + 6 * 20
+epochs = max(0, int((deadline - time.time() - reserve - 30) // epoch_s))
+print(epochs, min(2, epochs // 5), int(reserve))
+PY
+)
+      echo "budget: $epochs epochs (warm-up $warmup) from $speed_json, $reserve s kept for evaluation and attack" | tee "$dir/budget.txt"
+      [ "$epochs" -gt 0 ] || { echo "budget: no time for one epoch" | tee -a "$dir/budget.txt"; exit 1; }
+      args+=(--warmup-epochs "$warmup")
+      train_time=(timeout $((deadline - $(date +%s) - reserve)))
+    fi
+    args+=(--epochs "$epochs")
     if [ "$part" = adv-train ]; then
       args+=(--adversarial "$adv" --eps "$eps" --adv-bn "$bn" --adv-eval-view "${ADV_EVAL_VIEW:-full}" --select "${SELECT:-mean}" --adv-clean-bn "${ADV_CLEAN_BN:-batch-update}" --adv-eps-ramp "${ADV_EPS_RAMP:-0}")
       if [ -n "${TRADES_BETA:-}" ]; then args+=(--trades-beta "$TRADES_BETA"); else args+=(--adv-weight "${ADV_WEIGHT:-0.5}"); fi
       [ -n "${INIT:-}" ] && args+=(--init "$INIT")
     fi
-    [ "$small" = 1 ] && args+=(--train-limit 64 --eval-limit 16 --no-tencrop)
+    [ "$small" = 1 ] && args+=(--train-limit 64 --eval-limit 16)
+    { [ "$small" = 1 ] || [ ${#train_time[@]} -gt 0 ]; } && args+=(--no-tencrop)
     [ "$small" = 1 ] && [ "$part" = adv-train ] && args+=(--check-faces 8)
-    if [ -f "$run/state.json" ]; then "$fer" train --resume --device "$device" --data "$data" --out "$run"; else "$fer" train "${args[@]}"; fi > "$dir/train.txt" 2>&1
-    cp "$run/metrics.csv" "$run/config.json" "$dir/"
+    status=0
+    if [ -f "$run/state.json" ]; then
+      "${train_time[@]}" "$fer" train --resume --device "$device" --data "$data" --out "$run" > "$dir/train.txt" 2>&1 || status=$?
+    else
+      "${train_time[@]}" "$fer" train "${args[@]}" > "$dir/train.txt" 2>&1 || status=$?
+    fi
+    case "$status" in
+      0) ;;
+      124) echo "fer train: out of time; the run resumes with the same command" | tee -a "$dir/train.txt" ;;
+      *) echo "fer train: exit $status" | tee -a "$dir/train.txt" ;;
+    esac
+    cp "$run/metrics.csv" "$run/config.json" "$dir/" 2>/dev/null || true
     [ -f "$run/report.json" ] && cp "$run/report.json" "$dir/"
+    if [ ${#train_time[@]} -gt 0 ] && [ -f "$run/best.fer" ]; then
+      for split in public private; do
+        "$fer" eval --checkpoint "$run/best.fer" --split "$split" --tencrop --device "$device" --data "$data" --json > "$dir/eval-tencrop-$split.json"
+      done
+    fi
+    [ "$status" = 0 ]
     ;;
   attack)
     limit=(); [ "$small" = 1 ] && limit=(--limit 16)

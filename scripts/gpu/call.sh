@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# There (on the lent GPU machine): one whole device call. Unpacks what the call carried
+# (scripts/gpu/unpack.sh), runs the given scripts/gpu/checks.sh parts one after another until the
+# call's deadline, and packs every result into $OUT/results.tar.gz: the device tool brings back at
+# most 8 files, and the parts write dozens. A part that fails or runs out of time is recorded in
+# parts.txt and the next one still runs; the archive is written however the parts end.
+#
+#   bash scripts/gpu/call.sh [--limit SECONDS] PART...
+#
+# PART is a checks.sh part with its arguments joined by ':' (speed, kernels, train:30, train:budget,
+# attack, adv-train:5:running). Environment variables (RUN, FER_MODEL, ADV_EPS, …) pass through
+# to every part. --limit: seconds from now by which the parts must end (default 560, which leaves
+# the packing and the transfer inside the tool's 600-second call limit).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+limit=560
+if [ "${1:-}" = --limit ]; then limit=${2:?--limit SECONDS}; shift 2; fi
+[ $# -gt 0 ] || { echo "usage: call.sh [--limit SECONDS] PART..." >&2; exit 2; }
+out=${OUT:?set OUT to the folder results go to}
+export FER_GPU_DEADLINE=$(($(date +%s) + limit))
+results="$out/results"
+mkdir -p "$results"
+
+pack() {
+  tar -C "$out" -czf "$out/results.tar.gz.part" results && rm -rf "$results" &&
+    mv "$out/results.tar.gz.part" "$out/results.tar.gz"
+  ls -la "$out"
+}
+trap pack EXIT
+
+{ date -u; nvidia-smi 2>/dev/null || echo "no nvidia-smi (CPU dry run)"; } > "$results/machine.txt"
+bash scripts/gpu/unpack.sh 2>&1 | tee "$results/unpack.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || { echo "unpack failed: nothing to run" | tee -a "$results/parts.txt"; exit 3; }
+
+for spec in "$@"; do
+  IFS=: read -r -a part <<< "$spec"
+  left=$((FER_GPU_DEADLINE - $(date +%s)))
+  if [ "$left" -le 10 ]; then
+    echo "$spec: skipped, no time left" | tee -a "$results/parts.txt"
+    continue
+  fi
+  start=$(date +%s)
+  OUT=$results timeout "$left" bash scripts/gpu/checks.sh "${part[@]}" > "$results/$spec.log" 2>&1
+  status=$?
+  note=; [ "$status" = 124 ] && note=" (stopped at the deadline)"
+  echo "$spec: exit $status after $(($(date +%s) - start)) s$note" | tee -a "$results/parts.txt"
+done
