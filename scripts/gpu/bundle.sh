@@ -17,6 +17,9 @@ export FER_PORTABLE=1
 . scripts/setup.sh
 fer_setup
 features=${FER_GPU_FEATURES-cuda,vulkan}
+# cudarc binds the CUDA version nvcc reports, and without nvcc (as here) the newest it knows (13.4).
+# The lent H200 machines run driver 580 with CUDA 13.0 (the device tool's KINDS.md): bind that.
+export CUDARC_CUDA_VERSION=${CUDARC_CUDA_VERSION:-13000}
 data=${FER2013_CSV:-../shared/data/fer2013.csv.gz}
 [ -f "$data" ] || { echo "bundle: no FER2013 at $data (set FER2013_CSV)" >&2; exit 1; }
 cargo build --release --locked -p fer --features "$features"

@@ -28,7 +28,9 @@ pack() {
 }
 trap pack EXIT
 
-{ date -u; nvidia-smi 2>/dev/null || echo "no nvidia-smi (CPU dry run)"; } > "$results/machine.txt"
+. scripts/gpu/cuda-env.sh
+fer_cuda_env > "$results/cuda-env.txt" 2>&1
+{ date -u; nvidia-smi 2>/dev/null || echo "no nvidia-smi (CPU dry run)"; cat "$results/cuda-env.txt"; } > "$results/machine.txt"
 bash scripts/gpu/unpack.sh 2>&1 | tee "$results/unpack.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "unpack failed: nothing to run" | tee -a "$results/parts.txt"; exit 3; }
 

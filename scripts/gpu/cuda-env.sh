@@ -1,0 +1,37 @@
+# Sourced by scripts/gpu/call.sh there (on the lent GPU machine): Burn's CUDA backend (cubecl-cuda)
+# compiles its kernels at run time with NVRTC, which it loads by name (libnvrtc.so, or
+# libnvrtc.so.<major>), and it reads the CUDA headers from $CUDA_PATH/include, else
+# /usr/local/cuda/include. Where the machine's defaults miss them, point both at the toolkit that
+# is there (nvcc's, else the pip packages PyTorch brought). Prints what it found.
+
+fer_cuda_env() {
+  local d candidates=()
+  if [ -z "${CUDA_PATH:-}" ] && [ ! -f /usr/local/cuda/include/cuda_runtime.h ]; then
+    command -v nvcc >/dev/null 2>&1 && candidates+=("$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")")
+    for d in /usr/local/cuda-*; do [ -d "$d" ] && candidates+=("$d"); done
+    for d in "${candidates[@]}"; do
+      if [ -f "$d/include/cuda_runtime.h" ]; then export CUDA_PATH=$d; break; fi
+    done
+  fi
+  echo "CUDA headers: ${CUDA_PATH:-/usr/local/cuda}/include$([ -f "${CUDA_PATH:-/usr/local/cuda}/include/cuda_runtime.h" ] || echo ' (no cuda_runtime.h there)')"
+
+  local loads='import ctypes, sys
+for name in sys.argv[1:]:
+    try:
+        ctypes.CDLL(name); print(name); break
+    except OSError:
+        pass'
+  local found
+  found=$(python3 -c "$loads" libnvrtc.so libnvrtc.so.13 libnvrtc.so.12 2>/dev/null)
+  if [ -z "$found" ]; then
+    local dirs=("${CUDA_PATH:-/usr/local/cuda}/lib64" "${CUDA_PATH:-/usr/local/cuda}/targets/x86_64-linux/lib")
+    while read -r d; do dirs+=("$d"); done < <(python3 -c 'import site; print("\n".join(site.getsitepackages()))' 2>/dev/null)
+    local lib
+    lib=$(for d in "${dirs[@]}"; do [ -d "$d" ] && find "$d" -maxdepth 4 -name 'libnvrtc.so*' 2>/dev/null; done | head -n 1)
+    if [ -n "$lib" ]; then
+      export LD_LIBRARY_PATH="$(dirname "$lib")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+      found="$lib (added its folder to LD_LIBRARY_PATH)"
+    fi
+  fi
+  echo "NVRTC: ${found:-not found (the CUDA backend cannot compile kernels)}"
+}
