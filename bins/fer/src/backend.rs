@@ -48,15 +48,21 @@ pub fn compiled_backends() -> String {
 pub struct DeviceSpec {
     /// Backend family.
     pub kind: BackendKind,
-    /// Device index (GPUs only; 0 when not given).
-    pub index: usize,
+    /// Device index (GPUs only). Without one, CUDA takes device 0 and wgpu/Vulkan the adapter
+    /// wgpu ranks best (a high-power GPU first; `CUBECL_WGPU_DEFAULT_DEVICE=Cpu` or
+    /// `IntegratedGpu(0)` overrides it); `wgpu:N`/`vulkan:N` is the N-th discrete GPU.
+    pub index: Option<usize>,
 }
 
 impl fmt::Display for DeviceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
             BackendKind::Flex | BackendKind::NdArray => f.write_str(self.kind.feature()),
-            _ => write!(f, "{}:{}", self.kind.feature(), self.index),
+            BackendKind::Cuda => write!(f, "cuda:{}", self.index.unwrap_or(0)),
+            _ => match self.index {
+                Some(index) => write!(f, "{}:{index}", self.kind.feature()),
+                None => f.write_str(self.kind.feature()),
+            },
         }
     }
 }
@@ -97,7 +103,7 @@ impl FromStr for DeviceSpec {
                 kind.feature()
             ));
         }
-        Ok(DeviceSpec { kind, index: index.unwrap_or(0) })
+        Ok(DeviceSpec { kind, index })
     }
 }
 
@@ -117,35 +123,35 @@ pub fn parse_replica(s: &str) -> Result<DeviceSpec, String> {
 /// devices (CPU backends have one device: the index is ignored, so `cpu,cpu` gives two replicas on
 /// the same CPU).
 pub trait DeviceFromIndex {
-    /// The device numbered `index`.
-    fn from_index(index: usize) -> Self;
+    /// The device numbered `index`, or the backend's default device.
+    fn from_index(index: Option<usize>) -> Self;
 }
 
 #[cfg(feature = "flex")]
 impl DeviceFromIndex for burn::backend::flex::FlexDevice {
-    fn from_index(_index: usize) -> Self {
+    fn from_index(_index: Option<usize>) -> Self {
         burn::backend::flex::FlexDevice
     }
 }
 
 #[cfg(feature = "ndarray")]
 impl DeviceFromIndex for burn::backend::ndarray::NdArrayDevice {
-    fn from_index(_index: usize) -> Self {
+    fn from_index(_index: Option<usize>) -> Self {
         burn::backend::ndarray::NdArrayDevice::default()
     }
 }
 
 #[cfg(feature = "wgpu")]
 impl DeviceFromIndex for burn::backend::wgpu::WgpuDevice {
-    fn from_index(index: usize) -> Self {
-        burn::backend::wgpu::WgpuDevice::DiscreteGpu(index)
+    fn from_index(index: Option<usize>) -> Self {
+        index.map_or(burn::backend::wgpu::WgpuDevice::DefaultDevice, burn::backend::wgpu::WgpuDevice::DiscreteGpu)
     }
 }
 
 #[cfg(feature = "cuda")]
 impl DeviceFromIndex for burn::backend::cuda::CudaDevice {
-    fn from_index(index: usize) -> Self {
-        burn::backend::cuda::CudaDevice::new(index)
+    fn from_index(index: Option<usize>) -> Self {
+        burn::backend::cuda::CudaDevice::new(index.unwrap_or(0))
     }
 }
 
@@ -196,9 +202,25 @@ mod tests {
     #[test]
     fn parses_compiled_cpu_backends() {
         #[cfg(feature = "flex")]
-        assert_eq!("cpu".parse::<DeviceSpec>(), Ok(DeviceSpec { kind: BackendKind::Flex, index: 0 }));
+        assert_eq!("cpu".parse::<DeviceSpec>(), Ok(DeviceSpec { kind: BackendKind::Flex, index: None }));
         #[cfg(feature = "ndarray")]
         assert_eq!("NdArray".parse::<DeviceSpec>().map(|d| d.kind), Ok(BackendKind::NdArray));
+    }
+
+    #[test]
+    fn gpu_devices_without_an_index_name_the_default_one() {
+        let spec = |kind, index| DeviceSpec { kind, index }.to_string();
+        assert_eq!(spec(BackendKind::Cuda, None), "cuda:0");
+        assert_eq!(spec(BackendKind::Cuda, Some(1)), "cuda:1");
+        assert_eq!(spec(BackendKind::Wgpu, None), "wgpu", "the adapter wgpu ranks best, not discrete GPU 0");
+        assert_eq!(spec(BackendKind::Vulkan, Some(2)), "vulkan:2");
+        #[cfg(feature = "wgpu")]
+        {
+            use burn::backend::wgpu::WgpuDevice;
+            assert_eq!("wgpu".parse::<DeviceSpec>().map(|d| d.index), Ok(None));
+            assert_eq!(WgpuDevice::from_index(None), WgpuDevice::DefaultDevice);
+            assert_eq!(WgpuDevice::from_index(Some(1)), WgpuDevice::DiscreteGpu(1));
+        }
     }
 
     #[test]
