@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # There (on the lent GPU machine): one whole device call. Unpacks what the call carried
 # (scripts/gpu/unpack.sh), runs the given scripts/gpu/checks.sh parts one after another until the
-# call's deadline, and packs every result into $OUT/results.tar.gz: the device tool brings back at
-# most 8 files, and the parts write dozens. A part that fails or runs out of time is recorded in
+# call's deadline, and packs every result into $OUT/results.tar.gz (results-2.tar.gz, … for a second
+# call.sh in one command): the device tool brings back at most 8 files, and the parts write dozens. A part that fails or runs out of time is recorded in
 # parts.txt and the next one still runs; the archive is written however the parts end.
 #
 #   bash scripts/gpu/call.sh [--limit SECONDS] PART...
@@ -21,16 +21,18 @@ export FER_GPU_DEADLINE=$(($(date +%s) + limit))
 results="$out/results"
 mkdir -p "$results"
 
+# results.tar.gz, or results-2.tar.gz, … when one command runs call.sh more than once.
+archive=$out/results.tar.gz
+n=2; while [ -e "$archive" ]; do archive=$out/results-$n.tar.gz; n=$((n + 1)); done
 pack() {
-  tar -C "$out" -czf "$out/results.tar.gz.part" results && rm -rf "$results" &&
-    mv "$out/results.tar.gz.part" "$out/results.tar.gz"
+  tar -C "$out" -czf "$archive.part" results && rm -rf "$results" && mv "$archive.part" "$archive"
   ls -la "$out"
 }
 trap pack EXIT
 
-. scripts/gpu/cuda-env.sh
-fer_cuda_env > "$results/cuda-env.txt" 2>&1
-{ date -u; nvidia-smi 2>/dev/null || echo "no nvidia-smi (CPU dry run)"; cat "$results/cuda-env.txt"; } > "$results/machine.txt"
+. scripts/gpu/gpu-env.sh
+fer_gpu_env > "$results/gpu-env.txt" 2>&1
+{ date -u; nvidia-smi 2>/dev/null || echo "no nvidia-smi (CPU dry run)"; cat "$results/gpu-env.txt"; } > "$results/machine.txt"
 bash scripts/gpu/unpack.sh 2>&1 | tee "$results/unpack.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "unpack failed: nothing to run" | tee -a "$results/parts.txt"; exit 3; }
 

@@ -37,7 +37,8 @@
 #                                   budget instead)
 #
 # Environment: STAGE (where unpack.sh put the files, default $HOME/stage), FER (default
-# $STAGE/fer), KERNELS (default $STAGE/kernels), FER2013_CSV (default $STAGE/fer2013.cache, else
+# $STAGE/fer, or $STAGE/fer-vulkan for a vulkan or wgpu FER_DEVICE), FER_GPU_TORCH=0 (`speed`
+# without PyTorch), KERNELS (default $STAGE/kernels), FER2013_CSV (default $STAGE/fer2013.cache, else
 # $STAGE/fer2013.csv.gz), FER_DEVICE (default cuda), FER_MODEL (vgg19 or resnet18, the model
 # `train` and `adv-train` start; default vgg19), RUN (default $STAGE/runs/FER_MODEL-fast),
 # FER_GPU_STEPS (timed steps, default 20), FER_GPU_DEADLINE (for `train budget`), FER_GPU_SMALL=1
@@ -45,11 +46,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 stage=${STAGE:-$HOME/stage}
-fer=${FER:-$stage/fer}
+device=${FER_DEVICE:-cuda}
+fer=$stage/fer
+# The Vulkan build travels on its own (.device-vulkan): the pack's fer has CUDA only.
+case "$device" in vulkan* | wgpu*) [ -f "$stage/fer-vulkan" ] && fer=$stage/fer-vulkan ;; esac
+fer=${FER:-$fer}
 kernels=${KERNELS:-$stage/kernels}
 data=${FER2013_CSV:-$stage/fer2013.cache}
 [ -n "${FER2013_CSV:-}" ] || [ -f "$data" ] || data=$stage/fer2013.csv.gz
-device=${FER_DEVICE:-cuda}
 model=${FER_MODEL:-vgg19}
 # Each model with its CPU-sized sibling of the same family, which the CPU dry run trains instead.
 case "$model" in
@@ -88,7 +92,7 @@ case "$part" in
   speed)
     for m in $models; do
       "$fer" bench-train --model "$m" --bs "$bs" --steps "$steps" --device "$device" --json > "$dir/burn-$m.json"
-      if [ "$small" != 1 ]; then
+      if [ "$small" != 1 ] && [ "${FER_GPU_TORCH:-1}" != 0 ]; then
         python3 benches/reference/torch_train.py --model "$m" --bs "$bs" --steps "$steps" > "$dir/torch-$m.txt" 2>&1 || true
         # PyTorch's default above; its autotuned convolutions too, the best it does in fp32.
         python3 benches/reference/torch_train.py --model "$m" --bs "$bs" --steps "$steps" --cudnn-benchmark > "$dir/torch-$m-cudnn-benchmark.txt" 2>&1 || true

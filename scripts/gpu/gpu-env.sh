@@ -2,9 +2,10 @@
 # compiles its kernels at run time with NVRTC, which it loads by name (libnvrtc.so, or
 # libnvrtc.so.<major>), and it reads the CUDA headers from $CUDA_PATH/include, else
 # /usr/local/cuda/include. Where the machine's defaults miss them, point both at the toolkit that
-# is there (nvcc's, else the pip packages PyTorch brought). Prints what it found.
+# is there (nvcc's, else the pip packages PyTorch brought). For Vulkan, name NVIDIA's driver file
+# where the machine has it (the device tool's README). Prints what it found.
 
-fer_cuda_env() {
+fer_gpu_env() {
   local d candidates=()
   if [ -z "${CUDA_PATH:-}" ] && [ ! -f /usr/local/cuda/include/cuda_runtime.h ]; then
     command -v nvcc >/dev/null 2>&1 && candidates+=("$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")")
@@ -34,4 +35,8 @@ for name in sys.argv[1:]:
     fi
   fi
   echo "NVRTC: ${found:-not found (the CUDA backend cannot compile kernels)}"
+
+  local icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+  if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ]; then export VK_DRIVER_FILES=$icd; fi
+  echo "Vulkan driver file: ${VK_DRIVER_FILES:-none named, the Vulkan loader searches its default folders}"
 }
