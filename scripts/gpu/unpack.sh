@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # There (on the lent GPU machine), first in every call: unpack what the call carried from
-# scripts/gpu/bundle.sh (.device-pack: fer + FER2013; .device-kernels: the kernel benches;
-# .device-vulkan: fer with the Vulkan backend and the Vulkan loader) into
-# $STAGE (default $HOME/stage), where scripts/gpu/checks.sh finds them. Each file is checked
-# against the SHA256SUMS written here. Files a previous call on the same warm machine unpacked are
-# kept, so a call that carries nothing can still use them. Exits 3 when the stage holds no program
-# to run: the call landed on a fresh machine without carrying one.
+# scripts/gpu/bundle.sh into $STAGE (default $HOME/stage), where scripts/gpu/checks.sh finds it:
+#   .device-bin      fer (CUDA) and libs.tar.xz, the shared libraries it loads (into $STAGE/lib)
+#   .device-pack     FER2013 (fer2013.cache)
+#   .device-kernels  the criterion kernel benches
+#   .device-vulkan   fer-vulkan, and Debian's Vulkan loader and GL libraries (*.deb, unpacked into
+#                    / where the machine lacks them)
+# Each folder's SHA256SUMS is checked against what was unpacked. What a previous call on the same
+# warm machine unpacked is kept (and not unpacked again), so a call can use it without carrying
+# it. Exits 3 when the stage holds no program to run: a fresh machine, and the call carried none.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 stage=${STAGE:-$HOME/stage}
@@ -19,26 +22,34 @@ unxz_to() {  # unxz_to FILE.xz DEST: xz where installed, else Python's lzma modu
   fi
 }
 
-# A pack an earlier call on this machine unpacked (its copy of the tree may keep it) is not
-# unpacked again.
-same_pack=0
-if [ -f .device-pack/SHA256SUMS ] && cmp -s .device-pack/SHA256SUMS "$stage/SHA256SUMS" &&
-  (cd "$stage" && sha256sum --quiet -c SHA256SUMS); then
-  same_pack=1
-  echo "$stage holds this pack already"
-fi
-for packed in .device-pack/fer.xz .device-pack/fer2013.cache.xz .device-kernels/kernels.xz .device-vulkan/fer-vulkan.xz; do
-  [ -f "$packed" ] || continue
-  [ "$same_pack" = 1 ] && [[ $packed == .device-pack/* ]] && continue
-  name=$(basename "$packed" .xz)
-  unxz_to "$packed" "$stage/$name.part"
-  mv "$stage/$name.part" "$stage/$name"
-  echo "unpacked $packed -> $stage/$name ($(stat -c %s "$stage/$name") bytes)"
+for folder in .device-bin .device-pack .device-kernels .device-vulkan; do
+  [ -d "$folder" ] || continue
+  sums="$stage/SHA256SUMS$folder"
+  if [ -f "$folder/SHA256SUMS" ] && cmp -s "$folder/SHA256SUMS" "$sums" && (cd "$stage" && sha256sum --quiet -c "$sums"); then
+    echo "$stage holds $folder already"
+    continue
+  fi
+  for packed in "$folder"/*.xz; do
+    [ -f "$packed" ] || continue
+    name=$(basename "$packed" .xz)
+    if [ "$name" = libs.tar ]; then
+      mkdir -p "$stage/lib"
+      unxz_to "$packed" "$stage/libs.tar"
+      tar -C "$stage/lib" -xf "$stage/libs.tar"
+      rm "$stage/libs.tar"
+      echo "unpacked $packed -> $stage/lib ($(ls "$stage/lib" | tr '\n' ' '))"
+    else
+      unxz_to "$packed" "$stage/$name.part"
+      mv "$stage/$name.part" "$stage/$name"
+      echo "unpacked $packed -> $stage/$name ($(stat -c %s "$stage/$name") bytes)"
+    fi
+  done
+  if [ -f "$folder/SHA256SUMS" ]; then
+    cp "$folder/SHA256SUMS" "$sums"
+    (cd "$stage" && sha256sum -c "$sums")
+  fi
 done
-if [ -f .device-pack/SHA256SUMS ]; then
-  cp .device-pack/SHA256SUMS "$stage/SHA256SUMS"
-  (cd "$stage" && sha256sum -c SHA256SUMS)
-fi
+
 for exe in fer kernels fer-vulkan; do
   if [ -f "$stage/$exe" ]; then chmod +x "$stage/$exe"; fi
 done
@@ -50,10 +61,17 @@ if ls .device-vulkan/*.deb >/dev/null 2>&1 && { [[ $loaders != *libvulkan.so.1* 
   ldconfig
   echo "installed the Vulkan loader and GL libraries from $(ls .device-vulkan/*.deb | xargs -n 1 basename | tr '\n' ' ')"
 fi
+# A program whose libraries do not resolve fails at its start: say so now.
+for exe in fer kernels fer-vulkan; do
+  if [ -f "$stage/$exe" ]; then
+    unresolved=$(LD_LIBRARY_PATH="$stage/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ldd "$stage/$exe" | grep "not found" || true)
+    [ -z "$unresolved" ] || echo "unpack: $exe cannot load: $unresolved" >&2
+  fi
+done
 missing=()
-for f in fer fer2013.cache kernels; do [ -f "$stage/$f" ] || missing+=("$f"); done
+for f in fer lib fer2013.cache kernels; do [ -e "$stage/$f" ] || missing+=("$f"); done
 [ ${#missing[@]} -eq 0 ] || echo "unpack: $stage lacks ${missing[*]}: the parts that need them fail" >&2
 if [ ! -f "$stage/fer" ] && [ ! -f "$stage/kernels" ] && [ ! -f "$stage/fer-vulkan" ]; then
-  echo "unpack: nothing to run: a fresh machine; carry .device-pack (or .device-kernels, .device-vulkan)" >&2
+  echo "unpack: nothing to run: a fresh machine; carry .device-bin (or .device-kernels, .device-vulkan)" >&2
   exit 3
 fi
