@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # There (on the lent GPU machine): one whole device call. Unpacks what the call carried
 # (scripts/gpu/unpack.sh), runs the given scripts/gpu/checks.sh parts one after another until the
-# call's deadline, and packs every result into $OUT/results.tar.gz (results-2.tar.gz, … for a second
-# call.sh in one command): the device tool brings back at most 8 files, and the parts write dozens. A part that fails or runs out of time is recorded in
-# parts.txt and the next one still runs; the archive is written however the parts end.
+# call's deadline, and packs every result into $OUT/results.tar.gz (results-2.tar.gz, … for a
+# second call.sh in one command): the device tool brings back at most 8 files, and the parts write
+# dozens. A part that fails or runs out of time is recorded in parts.txt and the next one still
+# runs; the archive is written however the parts end.
 #
 #   bash scripts/gpu/call.sh [--limit SECONDS] PART...
 #

@@ -13,8 +13,9 @@
 #                                   as many epochs as end before FER_GPU_DEADLINE (seconds since
 #                                   1970, set at the start of the call) less the time of a TenCrop
 #                                   evaluation and of `attack`, from the img/s `speed` measured in
-#                                   this call (else a 5-step bench); per-epoch evaluation on the
-#                                   centre crop, then TenCrop on best.fer (eval-tencrop-*.json)
+#                                   this call or an earlier one on the machine ($STAGE/burn-*.json;
+#                                   else a 5-step bench); per-epoch evaluation on the centre crop,
+#                                   then TenCrop on best.fer (eval-tencrop-*.json)
 #   scripts/gpu/checks.sh adv-train N BN
 #                                   the same with the reference's FGSM adversarial training (ε = 0.3)
 #                                   and `--adv-bn BN` (batch-update = the reference, or running), into
@@ -48,7 +49,7 @@ cd "$(dirname "$0")/../.."
 stage=${STAGE:-$HOME/stage}
 device=${FER_DEVICE:-cuda}
 fer=$stage/fer
-# The Vulkan build travels on its own (.device-vulkan): the pack's fer has CUDA only.
+# The Vulkan build travels on its own (.device-vulkan): .device-bin's fer has CUDA (and flex) only.
 case "$device" in vulkan* | wgpu*) [ -f "$stage/fer-vulkan" ] && fer=$stage/fer-vulkan ;; esac
 fer=${FER:-$fer}
 kernels=${KERNELS:-$stage/kernels}
