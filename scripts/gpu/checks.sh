@@ -90,12 +90,15 @@ if [ "$part" = adv-train ]; then
 fi
 [ "$part" = attack ] && dir="$out/attack-$(basename "$run")$eps_suffix"
 mkdir -p "$dir"
-{ date -u; nvidia-smi -L 2>/dev/null || echo "no nvidia-smi (CPU dry run)"; "$fer" --version; } > "$dir/machine.txt"
+{ date -u; nvidia-smi -L 2>/dev/null || echo "no nvidia-smi (CPU dry run)"; "$fer" --version || echo "$fer does not start"; } > "$dir/machine.txt"
 
 case "$part" in
   speed)
+    # A Burn failure is recorded, not fatal: PyTorch's figures still come, and the part fails last.
+    failed=0
     for m in $models; do
-      "$fer" bench-train --model "$m" --bs "$bs" --steps "$steps" --device "$device" --json > "$dir/burn-$m.json"
+      "$fer" bench-train --model "$m" --bs "$bs" --steps "$steps" --device "$device" --json > "$dir/burn-$m.json" ||
+        { echo "fer bench-train --model $m: exit $?" >&2; failed=1; }
       if [ "$small" != 1 ] && [ "${FER_GPU_TORCH:-1}" != 0 ]; then
         LD_LIBRARY_PATH=$caller_ld python3 benches/reference/torch_train.py --model "$m" --bs "$bs" --steps "$steps" > "$dir/torch-$m.txt" 2>&1 || true
         # PyTorch's default above; its autotuned convolutions too, the best it does in fp32.
@@ -104,8 +107,13 @@ case "$part" in
     done
     # The landmarks + HOG model B (Burn only: the reference is TensorFlow/tflearn, not timed here).
     hog=cnn-hog-b; hog_args=(); [ "$small" = 1 ] && { hog=cnn-hog-tiny; hog_args=(--feature-set landmarks); }
-    "$fer" bench-train --model "$hog" "${hog_args[@]}" --bs "$bs" --steps "$steps" --device "$device" --json > "$dir/burn-$hog.json"
-    mkdir -p "$stage"; cp "$dir"/burn-*.json "$stage/"   # for `train budget` in a later call
+    "$fer" bench-train --model "$hog" "${hog_args[@]}" --bs "$bs" --steps "$steps" --device "$device" --json > "$dir/burn-$hog.json" ||
+      { echo "fer bench-train --model $hog: exit $?" >&2; failed=1; }
+    mkdir -p "$stage"   # the figures, for `train budget` in a later call
+    for json in "$dir"/burn-*.json; do
+      if [ -s "$json" ]; then cp "$json" "$stage/"; fi
+    done
+    [ "$failed" = 0 ]
     ;;
   kernels)
     [ -f "$kernels" ] || { echo "no $kernels: carry .device-kernels (scripts/gpu/bundle.sh)" >&2; exit 2; }
