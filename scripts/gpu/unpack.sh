@@ -50,9 +50,6 @@ for folder in .device-bin .device-pack .device-kernels .device-vulkan; do
   fi
 done
 
-for exe in fer kernels fer-vulkan; do
-  if [ -f "$stage/$exe" ]; then chmod +x "$stage/$exe"; fi
-done
 # The Vulkan loader and the GL libraries NVIDIA's Vulkan driver needs, where the machine lacks them
 # (the device tool's README: unpacked into /).
 loaders=$(ldconfig -p)
@@ -64,6 +61,7 @@ fi
 # A program whose libraries do not resolve fails at its start: say so now.
 for exe in fer kernels fer-vulkan; do
   if [ -f "$stage/$exe" ]; then
+    chmod +x "$stage/$exe"
     unresolved=$(LD_LIBRARY_PATH="$stage/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ldd "$stage/$exe" | grep "not found" || true)
     [ -z "$unresolved" ] || echo "unpack: $exe cannot load: $unresolved" >&2
   fi
