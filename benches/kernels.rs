@@ -30,7 +30,9 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::module::max_pool2d;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime};
 use fer_rs::dataset::FaceImage;
-use fer_rs::features::{LandmarkModel, face_hogs, landmark_model_path, sliding_hog};
+#[cfg(feature = "dlib")]
+use fer_rs::features::{LandmarkModel, landmark_model_path};
+use fer_rs::features::{face_hogs, sliding_hog};
 use fer_rs::models::{ModelConfig, average_crops, conv2d_flops, ten_crops};
 use fer_rs::train::{TrainConfig, TrainStep};
 
@@ -141,12 +143,15 @@ fn features(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("sliding_hog_face", |b| b.iter(|| sliding_hog(std::hint::black_box(&face))));
     group.bench_function("both_hogs_face", |b| b.iter(|| face_hogs(std::hint::black_box(&face))));
+    #[cfg(feature = "dlib")]
     match LandmarkModel::open(None) {
         Ok(model) => {
             group.bench_function("landmarks_face", |b| b.iter(|| model.face_landmarks(std::hint::black_box(&face))));
         }
         Err(e) => eprintln!("landmarks skipped: {e} ({})", landmark_model_path(None).display()),
     }
+    #[cfg(not(feature = "dlib"))]
+    eprintln!("landmarks skipped: built without the dlib feature");
     group.finish();
 }
 

@@ -2,13 +2,13 @@
 # Here (no GPU needed): build what a lent GPU machine runs, since it has no Rust toolchain, and pack
 # it with FER2013 for the calls of scripts/gpu/README.md. All folders are in .gitignore: they
 # travel only where a call names them in `carry` (64 MiB a call, the tracked tree included).
-#   .device-bin/     fer.xz (CUDA backend and flex; no ndarray, x86-64, portable: no
-#                    -march=native) and libs.tar.xz: the shared libraries the binaries load beyond
-#                    the C and C++ runtimes (dlib, OpenBLAS, LAPACK, gfortran, libjpeg, libpng;
-#                    the GPU machine's image has no dlib), 13 MB
+#   .device-bin/     fer.xz (CUDA backend and flex; no ndarray, no dlib: x86-64, portable, no
+#                    -march=native, loading only the C runtime), 6 MB; libs.tar.xz only if a
+#                    binary loads a library beyond the C and C++ runtimes (the GPU machine's image
+#                    has no dlib, OpenBLAS, …: a build with the `dlib` feature would need them)
 #   .device-pack/    fer2013.cache.xz: FER2013 as `fer preprocess` writes it, xz with a delta
 #                    filter (each byte minus the one 48 bytes back, the pixel above it): 55 MB
-#                    against 94 MB for the gzip'd CSV; with .device-bin it would not fit one call
+#                    against 94 MB for the gzip'd CSV; .device-bin and .device-pack fit one call
 #   .device-kernels/ kernels.xz: the criterion kernel benches (CUDA)
 #   .device-vulkan/  fer-vulkan.xz (wgpu/Vulkan backend: with both GPU backends fer is 2.7 MB
 #                    larger) and Debian's Vulkan loader and GL libraries (*.deb)
@@ -35,9 +35,12 @@ xz_binary() { xz -T1 --x86 --lzma2=preset=9e -f "$@"; }
 rm -rf .device-bin .device-pack .device-kernels .device-vulkan .device-libs
 mkdir -p .device-bin .device-pack .device-kernels .device-bin/libs
 
+# No default features: no ndarray, and no dlib (landmarks and face detection, which the GPU checks do
+# not use), so the binaries load only the C runtime and fit one call with the data. The benches with
+# `-p fer-rs`: else every default member is resolved, and fer-train's dev-dependencies add dlib.
 cargo build --release --locked -p fer --no-default-features --features "$features"
 strip -o .device-bin/fer target/release/fer
-bench=$(cargo bench --locked --bench kernels --features "${features#flex,}" --no-run --message-format=json 2>/dev/null |
+bench=$(cargo bench --locked -p fer-rs --bench kernels --no-default-features --features "$features" --no-run --message-format=json 2>/dev/null |
   python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
@@ -47,9 +50,12 @@ strip -o .device-kernels/kernels "$bench"
 # Every library the binaries load beyond the C and C++ runtimes (ldd's list, less those).
 for exe in .device-bin/fer .device-kernels/kernels; do
   ldd "$exe" | awk '$2 == "=>" && $3 ~ /^\// {print $3}'
-done | sort -u | grep -Ev '/(libc|libm|libpthread|libdl|librt|libgcc_s|libstdc\+\+|libz)\.so' |
+done | sort -u | { grep -Ev '/(libc|libm|libpthread|libdl|librt|libgcc_s|libstdc\+\+|libz)\.so' || true; } |
   while read -r lib; do cp -L "$lib" .device-bin/libs/; done
-tar -C .device-bin/libs -cf - . | xz -T1 --x86 --lzma2=preset=9e > .device-bin/libs.tar.xz
+if [ -n "$(ls .device-bin/libs)" ]; then
+  echo "bundle: the binaries load $(ls .device-bin/libs | tr '\n' ' '): carried in libs.tar.xz"
+  tar -C .device-bin/libs -cf - . | xz -T1 --x86 --lzma2=preset=9e > .device-bin/libs.tar.xz
+fi
 rm -rf .device-bin/libs
 .device-bin/fer preprocess --data "$data" --out .device-pack/fer2013.cache
 (cd .device-bin && sha256sum fer > SHA256SUMS)
@@ -80,4 +86,8 @@ for folder in .device-bin .device-pack .device-kernels .device-vulkan; do
   echo "a call carrying $folder: $size bytes with the tracked tree (limit $limit)"
   [ "$size" -le "$limit" ] || { echo "bundle: $folder is over the limit" >&2; status=1; }
 done
+# The plan's first call carries the binary and the data together.
+size=$(($(du -cb .device-bin .device-pack | tail -n 1 | cut -f1) + tree))
+echo "a call carrying .device-bin and .device-pack: $size bytes with the tracked tree (limit $limit)"
+[ "$size" -le "$limit" ] || { echo "bundle: .device-bin and .device-pack do not fit one call" >&2; status=1; }
 exit "$status"

@@ -4,7 +4,10 @@
 # call's deadline, and packs every result into $OUT/results.tar.gz (results-2.tar.gz, … for a
 # second call.sh in one command): the device tool brings back at most 8 files, and the parts write
 # dozens. A part that fails or runs out of time is recorded in parts.txt and the next one still
-# runs; the archive is written however the parts end.
+# runs; the archive is written however the parts end. It is also rewritten every
+# FER_GPU_SNAPSHOT seconds (default 45) while the parts run, with the live files of the run
+# directories ($STAGE/runs/*/, less the checkpoints): a call the device tool stops at its limit
+# (which is shorter than asked when little device time is left) still brings back its last one.
 #
 #   bash scripts/gpu/call.sh [--limit SECONDS] PART...
 #
@@ -18,6 +21,7 @@ limit=560
 if [ "${1:-}" = --limit ]; then limit=${2:?--limit SECONDS}; shift 2; fi
 [ $# -gt 0 ] || { echo "usage: call.sh [--limit SECONDS] PART..." >&2; exit 2; }
 out=${OUT:?set OUT to the folder results go to}
+stage=${STAGE:-$HOME/stage}
 export FER_GPU_DEADLINE=$(($(date +%s) + limit))
 results="$out/results"
 mkdir -p "$results"
@@ -25,8 +29,24 @@ mkdir -p "$results"
 # results.tar.gz, or results-2.tar.gz, … when one command runs call.sh more than once.
 archive=$out/results.tar.gz
 n=2; while [ -e "$archive" ]; do archive=$out/results-$n.tar.gz; n=$((n + 1)); done
+# The archive as things stand: results, and each run directory's files but its checkpoints and
+# optimizer state (metrics.csv, config.json, state.json, report.json, plots).
+snapshot() {
+  local run
+  for run in "$stage"/runs/*/; do
+    [ -d "$run" ] || continue
+    mkdir -p "$results/runs/$(basename "$run")"
+    find "$run" -maxdepth 1 -type f ! -name '*.fer' ! -name '*.optim' ! -name '*.tmp*' -size -4M -exec cp {} "$results/runs/$(basename "$run")/" \; 2>/dev/null || true
+  done
+  # Each writer its own temporary file: the final snapshot never shares one with the loop's.
+  tar -C "$out" -czf "$archive.$BASHPID.part" results && mv "$archive.$BASHPID.part" "$archive"
+}
+(while sleep "${FER_GPU_SNAPSHOT:-45}"; do snapshot; done) 2>/dev/null &
+snapshots=$!
 pack() {
-  tar -C "$out" -czf "$archive.part" results && rm -rf "$results" && mv "$archive.part" "$archive"
+  pkill -P "$snapshots" 2>/dev/null; kill "$snapshots" 2>/dev/null; wait "$snapshots" 2>/dev/null
+  snapshot && rm -rf "$results"
+  rm -f "$archive".*.part
   ls -la "$out"
 }
 trap pack EXIT

@@ -53,7 +53,8 @@ fer=$stage/fer
 case "$device" in vulkan* | wgpu*) [ -f "$stage/fer-vulkan" ] && fer=$stage/fer-vulkan ;; esac
 fer=${FER:-$fer}
 kernels=${KERNELS:-$stage/kernels}
-# The binaries load dlib, OpenBLAS, … from $stage/lib (unpack.sh); PyTorch keeps the caller's path.
+# Libraries a binary loads beyond the C runtime (a build with dlib: dlib, OpenBLAS, …) come from
+# $stage/lib (unpack.sh), first on the path; PyTorch keeps the caller's path.
 caller_ld=${LD_LIBRARY_PATH:-}
 if [ -d "$stage/lib" ]; then export LD_LIBRARY_PATH="$stage/lib${caller_ld:+:$caller_ld}"; fi
 data=${FER2013_CSV:-$stage/fer2013.cache}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # There (on the lent GPU machine), first in every call: unpack what the call carried from
 # scripts/gpu/bundle.sh into $STAGE (default $HOME/stage), where scripts/gpu/checks.sh finds it:
-#   .device-bin      fer (CUDA) and libs.tar.xz, the shared libraries it loads (into $STAGE/lib)
+#   .device-bin      fer (CUDA), and libs.tar.xz if it has one: shared libraries beyond the C
+#                    runtime (into $STAGE/lib; a build with dlib needs them, the bundle's has none)
 #   .device-pack     FER2013 (fer2013.cache)
 #   .device-kernels  the criterion kernel benches
 #   .device-vulkan   fer-vulkan, and Debian's Vulkan loader and GL libraries (*.deb, unpacked into
@@ -67,7 +68,7 @@ for exe in fer kernels fer-vulkan; do
   fi
 done
 missing=()
-for f in fer lib fer2013.cache kernels; do [ -e "$stage/$f" ] || missing+=("$f"); done
+for f in fer fer2013.cache kernels; do [ -e "$stage/$f" ] || missing+=("$f"); done
 [ ${#missing[@]} -eq 0 ] || echo "unpack: $stage lacks ${missing[*]}: the parts that need them fail" >&2
 if [ ! -f "$stage/fer" ] && [ ! -f "$stage/kernels" ] && [ ! -f "$stage/fer-vulkan" ]; then
   echo "unpack: nothing to run: a fresh machine; carry .device-bin (or .device-kernels, .device-vulkan)" >&2

@@ -511,50 +511,17 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Features { data, out, landmark_model, threads, bench, json } => {
-            // The model first: a missing file fails before the data is read.
-            let model = fer_features::LandmarkModel::open(landmark_model.as_deref())?;
-            let data = load_with_progress(data.as_deref())?;
-            if let Some(n) = bench {
-                let faces = &data.split(Split::Training).images()[..n.min(data.split(Split::Training).len())];
-                let t = fer_features::time_features(faces, &model);
-                if json {
-                    let mut value = serde_json::to_value(t)?;
-                    value["faces_per_second"] = t.faces_per_second().into();
-                    println!("{value}");
-                } else {
-                    let rate = |s: f64| t.faces as f64 / s.max(1e-12);
-                    println!(
-                        "{} faces, one thread: landmarks {:.0} faces/s, sliding HOG {:.0}, whole HOG {:.0}, both HOGs together {:.0}; all {:.0} faces/s",
-                        t.faces,
-                        rate(t.landmarks_seconds),
-                        rate(t.sliding_hog_seconds),
-                        rate(t.whole_hog_seconds),
-                        rate(t.hogs_seconds),
-                        t.faces_per_second()
-                    );
-                }
-                return Ok(());
+            #[cfg(feature = "dlib")]
+            features(data.as_deref(), &out, landmark_model.as_deref(), threads, bench, json)?;
+            #[cfg(not(feature = "dlib"))]
+            {
+                let _ = (data, out, landmark_model, threads, bench, json);
+                anyhow::bail!(
+                    "`fer features` computes dlib's landmarks, and this fer was built without its `dlib` feature \
+                     (build it with the default features, or --features dlib; Debian: apt-get install libdlib-dev \
+                     libdlib-data)"
+                );
             }
-            let pool = rayon_pool(threads)?;
-            let bar = ProgressBar::new(data.len() as u64).with_style(
-                ProgressStyle::with_template("features [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
-                    .context("progress template")?
-                    .progress_chars("=> "),
-            );
-            let started = Instant::now();
-            let features =
-                pool.install(|| fer_features::FaceFeatures::compute(&data, &model, |n| bar.set_position(n as u64)));
-            bar.finish_and_clear();
-            let seconds = started.elapsed().as_secs_f64();
-            fer_features::write_feature_cache(&features, &out)?;
-            println!(
-                "wrote {} ({} faces × {} values) in {seconds:.1}s ({:.0} faces/s on {} threads)",
-                out.display(),
-                data.len(),
-                fer_features::FEATURES_PER_FACE,
-                data.len() as f64 / seconds.max(1e-9),
-                pool.current_num_threads()
-            );
         }
         Command::Train(args) => {
             let config = args.config()?;
@@ -757,7 +724,64 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// `fer features`: dlib landmarks + HOG of every face into a feature cache, or `--bench` timings.
+#[cfg(feature = "dlib")]
+fn features(
+    data: Option<&Path>,
+    out: &Path,
+    landmark_model: Option<&Path>,
+    threads: Option<usize>,
+    bench: Option<usize>,
+    json: bool,
+) -> Result<()> {
+    // The model first: a missing file fails before the data is read.
+    let model = fer_features::LandmarkModel::open(landmark_model)?;
+    let data = load_with_progress(data)?;
+    if let Some(n) = bench {
+        let faces = &data.split(Split::Training).images()[..n.min(data.split(Split::Training).len())];
+        let t = fer_features::time_features(faces, &model);
+        if json {
+            let mut value = serde_json::to_value(t)?;
+            value["faces_per_second"] = t.faces_per_second().into();
+            println!("{value}");
+        } else {
+            let rate = |s: f64| t.faces as f64 / s.max(1e-12);
+            println!(
+                "{} faces, one thread: landmarks {:.0} faces/s, sliding HOG {:.0}, whole HOG {:.0}, both HOGs together {:.0}; all {:.0} faces/s",
+                t.faces,
+                rate(t.landmarks_seconds),
+                rate(t.sliding_hog_seconds),
+                rate(t.whole_hog_seconds),
+                rate(t.hogs_seconds),
+                t.faces_per_second()
+            );
+        }
+        return Ok(());
+    }
+    let pool = rayon_pool(threads)?;
+    let bar = ProgressBar::new(data.len() as u64).with_style(
+        ProgressStyle::with_template("features [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+            .context("progress template")?
+            .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let features = pool.install(|| fer_features::FaceFeatures::compute(&data, &model, |n| bar.set_position(n as u64)));
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    fer_features::write_feature_cache(&features, out)?;
+    println!(
+        "wrote {} ({} faces × {} values) in {seconds:.1}s ({:.0} faces/s on {} threads)",
+        out.display(),
+        data.len(),
+        fer_features::FEATURES_PER_FACE,
+        data.len() as f64 / seconds.max(1e-9),
+        pool.current_num_threads()
+    );
+    Ok(())
+}
+
 /// A rayon pool of `threads` workers (all cores when `None`).
+#[cfg(feature = "dlib")]
 fn rayon_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(n) = threads {

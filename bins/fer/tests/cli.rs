@@ -577,6 +577,7 @@ fn bench_train_reports_a_median() {
     assert!(stderr(&out).contains("unknown model `cnn-hog-c`"), "{}", stderr(&out));
 }
 
+#[cfg(feature = "dlib")]
 #[test]
 fn features_then_feature_model_training_and_search() {
     if !std::path::Path::new("/usr/share/dlib/shape_predictor_68_face_landmarks.dat").is_file() {
@@ -687,6 +688,7 @@ fn untrained_checkpoint(dir: &Path, name: &str) -> Untrained {
     (path, model, config)
 }
 
+#[cfg(feature = "dlib")]
 #[test]
 fn predict_finds_faces_in_photos_and_reports_json_lines() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -779,6 +781,28 @@ fn predict_finds_faces_in_photos_and_reports_json_lines() {
     assert!(!out.status.success() && stderr(&out).contains("cannot read checkpoint /no/such.fer"), "{}", stderr(&out));
     let out = fer(&["predict", "--checkpoint", checkpoint, "--upsample", "7", crop_s]);
     assert!(!out.status.success() && stderr(&out).contains("0..=4"), "{}", stderr(&out));
+}
+
+/// A fer built without dlib (`--no-default-features`, as the GPU bundle builds it) refuses what
+/// needs dlib by name and still classifies face crops.
+#[cfg(not(feature = "dlib"))]
+#[test]
+fn without_dlib_landmarks_and_detection_are_refused_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = write_csv(dir.path());
+    let out = fer(&["features", "--data", csv.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("`dlib` feature"), "{}", stderr(&out));
+    let (checkpoint, ..) = untrained_checkpoint(dir.path(), "vgg-small");
+    let face = dir.path().join("face.png");
+    image::GrayImage::new(48, 48).save(&face).expect("png");
+    let args = ["predict", "--checkpoint", checkpoint.to_str().expect("utf-8"), "--device", "ndarray"];
+    let out = fer(&[&args[..], &[face.to_str().expect("utf-8")]].concat());
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("dlib") && stderr(&out).contains("--no-detect"), "{}", stderr(&out));
+    let out = fer(&[&args[..], &["--no-detect", "--json", face.to_str().expect("utf-8")]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\"emotion\""), "{}", stdout(&out));
 }
 
 #[test]

@@ -10,10 +10,13 @@
 use std::fmt;
 use std::str::FromStr;
 
+#[cfg(feature = "dlib")]
 use dlib_face_recognition::{FaceDetectorTrait, ImageMatrix};
 use fer_dataset::{FACE_SIDE, FaceImage};
+#[cfg(feature = "dlib")]
+use image::RgbImage;
 use image::imageops::FilterType;
-use image::{DynamicImage, GrayImage, RgbImage};
+use image::{DynamicImage, GrayImage};
 
 /// [`Upsample::Auto`] doubles an image until its shorter side is at least this many pixels.
 pub const AUTO_UPSAMPLE_MIN_SIDE: u32 = 96;
@@ -111,6 +114,7 @@ impl FromStr for Upsample {
     }
 }
 
+#[cfg(feature = "dlib")]
 /// dlib's HOG + linear SVM frontal face detector (`get_frontal_face_detector`), built into dlib:
 /// no model file is needed.
 ///
@@ -120,18 +124,21 @@ pub struct FaceDetector {
     inner: dlib_face_recognition::FaceDetector,
 }
 
+#[cfg(feature = "dlib")]
 impl fmt::Debug for FaceDetector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("FaceDetector(dlib frontal HOG)")
     }
 }
 
+#[cfg(feature = "dlib")]
 impl Default for FaceDetector {
     fn default() -> Self {
         FaceDetector::new()
     }
 }
 
+#[cfg(feature = "dlib")]
 impl FaceDetector {
     /// Builds dlib's frontal face detector.
     pub fn new() -> FaceDetector {
@@ -298,6 +305,7 @@ mod tests {
         assert_eq!(face.get(47, 47), 250);
     }
 
+    #[cfg(feature = "dlib")]
     #[test]
     fn empty_images_have_no_faces() {
         let detector = FaceDetector::new();

@@ -2,12 +2,16 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+#[cfg(feature = "dlib")]
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use fer_dataset::{Fer2013, Split};
+#[cfg(feature = "dlib")]
 use rayon::prelude::*;
 
-use crate::{LANDMARKS_LEN, LandmarkModel, SLIDING_HOG_LEN, WHOLE_HOG_LEN, face_hogs, sliding_hog, whole_hog};
+use crate::{LANDMARKS_LEN, SLIDING_HOG_LEN, WHOLE_HOG_LEN};
+#[cfg(feature = "dlib")]
+use crate::{LandmarkModel, face_hogs, sliding_hog, whole_hog};
 
 /// Values stored per face: landmarks (136), sliding HOG (2,592), whole-image HOG (72).
 pub const FEATURES_PER_FACE: usize = LANDMARKS_LEN + SLIDING_HOG_LEN + WHOLE_HOG_LEN;
@@ -84,6 +88,7 @@ pub fn images_fingerprint(data: &Fer2013) -> u32 {
 }
 
 impl FaceFeatures {
+    #[cfg(feature = "dlib")]
     /// Computes the features of every face on all cores (rayon). `progress` is called with the
     /// number of faces done so far, from the worker threads.
     pub fn compute(data: &Fer2013, model: &LandmarkModel, progress: impl Fn(usize) + Sync) -> FaceFeatures {
@@ -185,6 +190,7 @@ impl FeatureTimings {
 }
 
 /// Times each part of the features of `faces` on the calling thread, part by part.
+#[cfg(feature = "dlib")]
 pub fn time_features(faces: &[fer_dataset::FaceImage], model: &LandmarkModel) -> FeatureTimings {
     let time = |f: &dyn Fn(&fer_dataset::FaceImage) -> f32| {
         let started = std::time::Instant::now();

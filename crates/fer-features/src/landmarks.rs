@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "dlib")]
 use dlib_face_recognition::{ImageMatrix, LandmarkPredictor, LandmarkPredictorTrait, Rectangle};
+#[cfg(feature = "dlib")]
 use fer_dataset::{FACE_SIDE, FaceImage};
 
 /// Where Debian's `libdlib-data` puts the 68-point model.
@@ -63,12 +65,14 @@ pub fn landmark_model_path(explicit: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_LANDMARK_MODEL))
 }
 
+#[cfg(feature = "dlib")]
 /// A loaded 68-point shape predictor. Prediction is read-only: share one across threads.
 pub struct LandmarkModel {
     predictor: LandmarkPredictor,
     path: PathBuf,
 }
 
+#[cfg(feature = "dlib")]
 impl std::fmt::Debug for LandmarkModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LandmarkModel").field("path", &self.path).finish()
@@ -78,10 +82,13 @@ impl std::fmt::Debug for LandmarkModel {
 // SAFETY: dlib's `shape_predictor::operator()` is const and keeps no per-call state, so calls from
 // several threads on one predictor are safe (dlib documents its objects as safe for concurrent
 // const use); the Rust wrapper holds the C++ object by value and never hands out a mutable alias.
+#[cfg(feature = "dlib")]
 unsafe impl Sync for LandmarkModel {}
 // SAFETY: the predictor owns its data (plain vectors and matrices); moving it between threads is fine.
+#[cfg(feature = "dlib")]
 unsafe impl Send for LandmarkModel {}
 
+#[cfg(feature = "dlib")]
 impl LandmarkModel {
     /// Loads the model at [`landmark_model_path`]`(explicit)` and checks it predicts 68 points.
     pub fn open(explicit: Option<&Path>) -> Result<LandmarkModel, LandmarkError> {
@@ -150,6 +157,7 @@ pub const FER_FACE_BOX: (i64, i64, i64, i64) = (1, 1, 47, 47);
 mod tests {
     use super::*;
 
+    #[cfg(feature = "dlib")]
     #[test]
     fn a_missing_model_names_the_path_and_the_package() {
         let err = LandmarkModel::open(Some(Path::new("/no/such/model.dat"))).expect_err("missing");
@@ -157,6 +165,7 @@ mod tests {
         assert!(text.contains("/no/such/model.dat") && text.contains("libdlib-data"), "{text}");
     }
 
+    #[cfg(feature = "dlib")]
     #[test]
     fn a_corrupt_model_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");

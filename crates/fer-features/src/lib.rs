@@ -16,6 +16,14 @@
 //!
 //! It depends only on `fer-dataset`; models, attacks and training depend on it.
 //!
+//! ## Cargo features
+//!
+//! * `dlib` (default): [`LandmarkModel`], [`FaceFeatures::compute`], [`time_features`] and
+//!   [`FaceDetector`], through the `dlib-face-recognition` crate, which links the system's dlib
+//!   (Debian: `apt-get install libdlib-dev libdlib-data libopenblas-dev liblapack-dev`). With
+//!   `default-features = false` the crate needs no C++ library: HOG, face crops, feature vectors
+//!   and feature caches written by a dlib build all work; only landmarks and detection are gone.
+//!
 //! ```
 //! use fer_dataset::FaceImage;
 //! use fer_features::{sliding_hog, whole_hog, SLIDING_HOG_LEN};
@@ -26,6 +34,8 @@
 //! ```
 //!
 //! ```no_run
+//! # #[cfg(feature = "dlib")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use fer_features::{FaceFeatures, FeatureSet, LandmarkModel, write_feature_cache};
 //!
 //! let data = fer_dataset::load("data/fer2013.cache")?;
@@ -35,7 +45,10 @@
 //! let mut v = Vec::new();
 //! features.extend_vector(fer_dataset::Split::Training, 0, FeatureSet::LandmarksSlidingHog, &mut v);
 //! assert_eq!(v.len(), 2728);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "dlib"))]
+//! # fn main() {}
 //! ```
 #![deny(missing_docs)]
 
@@ -44,19 +57,23 @@ mod features;
 mod hog;
 mod landmarks;
 
-pub use detect::{
-    AUTO_UPSAMPLE_MIN_SIDE, CropSpec, FaceBox, FaceDetector, MAX_UPSAMPLE, Upsample, crop_face, crop_gray,
-};
+#[cfg(feature = "dlib")]
+pub use detect::FaceDetector;
+pub use detect::{AUTO_UPSAMPLE_MIN_SIDE, CropSpec, FaceBox, MAX_UPSAMPLE, Upsample, crop_face, crop_gray};
+#[cfg(feature = "dlib")]
+pub use features::time_features;
 pub use features::{
     FEATURE_CACHE_MAGIC, FEATURE_CACHE_VERSION, FEATURES_PER_FACE, FaceFeatures, FeatureCacheError, FeatureSet,
-    FeatureTimings, images_fingerprint, read_feature_cache, time_features, write_feature_cache,
+    FeatureTimings, images_fingerprint, read_feature_cache, write_feature_cache,
 };
 pub use fer_dataset;
 pub use hog::{
     HogConfig, HogError, SLIDING_HOG_LEN, WHOLE_HOG_LEN, WINDOW_SIDE, WINDOW_STEP, face_hogs, hog, sliding_hog,
     whole_hog,
 };
+#[cfg(feature = "dlib")]
+pub use landmarks::LandmarkModel;
 pub use landmarks::{
     DEFAULT_LANDMARK_MODEL, FER_FACE_BOX, LANDMARK_MODEL_ENV, LANDMARK_POINTS, LANDMARKS_LEN, LandmarkError,
-    LandmarkModel, landmark_model_path,
+    landmark_model_path,
 };

@@ -19,7 +19,9 @@ use ab_glyph::{FontVec, PxScale};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use fer_dataset::{Emotion, FACE_SIDE, FaceImage, View};
-use fer_features::{CropSpec, FaceBox, FaceDetector, Upsample, crop_face};
+#[cfg(feature = "dlib")]
+use fer_features::FaceDetector;
+use fer_features::{CropSpec, FaceBox, Upsample, crop_face};
 use image::{DynamicImage, Rgb, RgbImage};
 use imageproc::drawing::{draw_filled_rect_mut, draw_hollow_rect_mut, draw_text_mut, text_size};
 use imageproc::rect::Rect;
@@ -70,19 +72,33 @@ pub struct PredictOptions {
     /// `View::TenCrop(44)` averages the logits of ten crops as the reference's evaluation does.
     pub view: View,
     /// `false`: skip detection and classify the whole image as one face (for images that already
-    /// are face crops, such as FER2013's).
+    /// are face crops, such as FER2013's). Detection is dlib's: without fer-models' `dlib` feature
+    /// the default is `false`, and `true` is refused by [`PredictOptions::check`].
     pub detect: bool,
 }
 
 impl Default for PredictOptions {
     fn default() -> Self {
-        PredictOptions { upsample: Upsample::Auto, crop: CropSpec::default(), view: View::CenterCrop(44), detect: true }
+        PredictOptions {
+            upsample: Upsample::Auto,
+            crop: CropSpec::default(),
+            view: View::CenterCrop(44),
+            detect: cfg!(feature = "dlib"),
+        }
     }
 }
 
 impl PredictOptions {
-    /// Checks the view (a deterministic crop of side 1..=48).
+    /// Checks the view (a deterministic crop of side 1..=48), the crop, and that detection, when
+    /// asked for, was built in (the `dlib` feature).
     pub fn check(&self) -> Result<(), PredictError> {
+        if self.detect && !cfg!(feature = "dlib") {
+            return Err(PredictError::Option(
+                "face detection needs dlib, and this build has no `dlib` feature (fer-models/dlib): \
+                 classify face crops without detection (detect: false, `fer predict --no-detect`)"
+                    .into(),
+            ));
+        }
         self.view.check().map_err(PredictError::Option)?;
         if self.view.is_random() {
             return Err(PredictError::Option(format!("view {:?} is random; predict needs a fixed view", self.view)));
@@ -156,6 +172,7 @@ pub fn load_image(path: impl AsRef<Path>) -> Result<DynamicImage, PredictError> 
 pub struct Predictor<B: Backend> {
     model: Model<B>,
     device: B::Device,
+    #[cfg(feature = "dlib")]
     detector: FaceDetector,
     options: PredictOptions,
 }
@@ -163,7 +180,13 @@ pub struct Predictor<B: Backend> {
 impl<B: Backend> Predictor<B> {
     /// Wraps a model (in inference use: pass a non-autodiff backend, or `model.valid()`).
     pub fn new(model: Model<B>, device: &B::Device) -> Predictor<B> {
-        Predictor { model, device: device.clone(), detector: FaceDetector::new(), options: PredictOptions::default() }
+        Predictor {
+            model,
+            device: device.clone(),
+            #[cfg(feature = "dlib")]
+            detector: FaceDetector::new(),
+            options: PredictOptions::default(),
+        }
     }
 
     /// Loads a fer-rs checkpoint (`.fer`: the model config travels with the weights).
@@ -186,14 +209,21 @@ impl<B: Backend> Predictor<B> {
 
     /// The faces of `image` (in reading order) and their expressions; empty when no face is found.
     pub fn predict(&self, image: &DynamicImage) -> Vec<FacePrediction> {
-        let boxes = if self.options.detect {
-            self.detector.detect(image, self.options.upsample)
-        } else {
-            vec![FaceBox::whole(image.width(), image.height())]
-        };
+        let boxes =
+            if self.options.detect { self.detect(image) } else { vec![FaceBox::whole(image.width(), image.height())] };
         let crop = if self.options.detect { self.options.crop } else { CropSpec { scale: 1.0, shift_up: 0.0 } };
         let faces: Vec<FaceImage> = boxes.iter().map(|b| crop_face(image, b, &crop)).collect();
         boxes.into_iter().zip(self.classify(&faces)).map(|(b, p)| FacePrediction::new(b, p)).collect()
+    }
+
+    #[cfg(feature = "dlib")]
+    fn detect(&self, image: &DynamicImage) -> Vec<FaceBox> {
+        self.detector.detect(image, self.options.upsample)
+    }
+
+    #[cfg(not(feature = "dlib"))]
+    fn detect(&self, _image: &DynamicImage) -> Vec<FaceBox> {
+        unreachable!("PredictOptions::check refuses detection without the dlib feature, and it is off by default")
     }
 
     /// Class probabilities of 48×48 faces, read through the options' view.
@@ -332,7 +362,19 @@ mod tests {
         assert_eq!(faces[0].face, FaceBox::whole(48, 48));
         assert_eq!(faces[0].probabilities[faces[0].emotion.index()], faces[0].confidence);
         // A flat image has no face to detect.
+        #[cfg(feature = "dlib")]
         assert!(self::predictor().predict(&image).is_empty());
+    }
+
+    #[cfg(not(feature = "dlib"))]
+    #[test]
+    fn detection_without_dlib_is_refused_and_off_by_default() {
+        assert!(!PredictOptions::default().detect);
+        let e = predictor().with_options(PredictOptions { detect: true, ..Default::default() });
+        let e = e.expect_err("no dlib").to_string();
+        assert!(e.contains("dlib") && e.contains("--no-detect"), "{e}");
+        // The default predictor classifies the whole image.
+        assert_eq!(predictor().predict(&DynamicImage::new_luma8(60, 50))[0].face, FaceBox::whole(60, 50));
     }
 
     #[test]
