@@ -9,3 +9,8 @@ fer_setup
 cargo fmt --all -- --check
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 cargo test --release --locked --workspace
+# The build without dlib (`--no-default-features`, as scripts/gpu/bundle.sh makes the GPU binary):
+# everything compiles, HOG and crops pass their tests, and detection is refused by name.
+cargo clippy --release --locked -p fer --no-default-features --features flex,ndarray --all-targets -- -D warnings
+cargo test --release --locked -p fer-features --no-default-features
+cargo test --release --locked -p fer-models --no-default-features --lib predict::
