@@ -114,12 +114,12 @@ impl FromStr for Upsample {
     }
 }
 
-#[cfg(feature = "dlib")]
 /// dlib's HOG + linear SVM frontal face detector (`get_frontal_face_detector`), built into dlib:
 /// no model file is needed.
 ///
 /// One detector is not safe to use from several threads at once (dlib's scanner keeps scratch
 /// state); it is `Send`, so give each thread its own.
+#[cfg(feature = "dlib")]
 pub struct FaceDetector {
     inner: dlib_face_recognition::FaceDetector,
 }

@@ -88,9 +88,9 @@ pub fn images_fingerprint(data: &Fer2013) -> u32 {
 }
 
 impl FaceFeatures {
-    #[cfg(feature = "dlib")]
     /// Computes the features of every face on all cores (rayon). `progress` is called with the
     /// number of faces done so far, from the worker threads.
+    #[cfg(feature = "dlib")]
     pub fn compute(data: &Fer2013, model: &LandmarkModel, progress: impl Fn(usize) + Sync) -> FaceFeatures {
         let done = AtomicUsize::new(0);
         let splits = Split::ALL.map(|split| {

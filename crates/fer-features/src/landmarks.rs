@@ -65,8 +65,8 @@ pub fn landmark_model_path(explicit: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_LANDMARK_MODEL))
 }
 
-#[cfg(feature = "dlib")]
 /// A loaded 68-point shape predictor. Prediction is read-only: share one across threads.
+#[cfg(feature = "dlib")]
 pub struct LandmarkModel {
     predictor: LandmarkPredictor,
     path: PathBuf,
