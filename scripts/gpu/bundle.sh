@@ -32,8 +32,8 @@ export CUDARC_CUDA_VERSION=${CUDARC_CUDA_VERSION:-13000}
 # Executables shrink by a further ~4 % with xz's x86 branch filter.
 xz_binary() { xz -T1 --x86 --lzma2=preset=9e -f "$@"; }
 
-rm -rf .device-bin .device-pack .device-kernels .device-vulkan .device-libs
-mkdir -p .device-bin .device-pack .device-kernels .device-bin/libs
+rm -rf .device-bin .device-pack .device-kernels .device-vulkan
+mkdir -p .device-bin/libs .device-pack .device-kernels
 
 # No default features: no ndarray, and no dlib (landmarks and face detection, which the GPU checks do
 # not use), so the binaries load only the C runtime and fit one call with the data. The benches with

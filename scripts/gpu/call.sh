@@ -32,11 +32,12 @@ n=2; while [ -e "$archive" ]; do archive=$out/results-$n.tar.gz; n=$((n + 1)); d
 # The archive as things stand: results, and each run directory's files but its checkpoints and
 # optimizer state (metrics.csv, config.json, state.json, report.json, plots).
 snapshot() {
-  local run
+  local run copy
   for run in "$stage"/runs/*/; do
     [ -d "$run" ] || continue
-    mkdir -p "$results/runs/$(basename "$run")"
-    find "$run" -maxdepth 1 -type f ! -name '*.fer' ! -name '*.optim' ! -name '*.tmp*' -size -4M -exec cp {} "$results/runs/$(basename "$run")/" \; 2>/dev/null || true
+    copy="$results/runs/$(basename "$run")"
+    mkdir -p "$copy"
+    find "$run" -maxdepth 1 -type f ! -name '*.fer' ! -name '*.optim' ! -name '*.tmp*' -size -4M -exec cp {} "$copy/" \; 2>/dev/null || true
   done
   # Each writer its own temporary file: the final snapshot never shares one with the loop's.
   tar -C "$out" -czf "$archive.$BASHPID.part" results && mv "$archive.$BASHPID.part" "$archive"

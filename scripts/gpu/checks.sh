@@ -189,12 +189,13 @@ PY
     # FGSM on every PrivateTest face (the reference's protocol); PGD-10 on the first $pgd_faces, as
     # the CPU figures in docs/RESULTS.md (about 6.5× an FGSM pass: the whole split would cost the
     # budget's training more epochs than the figure gains precision).
-    limit=(); [ "$small" = 1 ] && limit=(--limit 16)
-    pgd_limit=(--limit "$pgd_faces"); [ "$small" = 1 ] && pgd_limit=(--limit 16)
-    "$fer" attack --checkpoint "$run/best.fer" --method fgsm --eps "$eps" --device "$device" --data "$data" "${limit[@]}" --out "$dir/fgsm" --json > "$dir/fgsm.json"
-    "$fer" attack --checkpoint "$run/best.fer" --method pgd --eps "$eps" --steps 10 --device "$device" --data "$data" "${pgd_limit[@]}" --out "$dir/pgd" --json > "$dir/pgd.json"
-    "$fer" attack --checkpoint "$run/best.fer" --center-crop --method fgsm --eps "$eps" --device "$device" --data "$data" "${limit[@]}" --out "$dir/fgsm-center" --json > "$dir/fgsm-center.json"
-    "$fer" attack --checkpoint "$run/best.fer" --center-crop --method pgd --eps "$eps" --steps 10 --device "$device" --data "$data" "${pgd_limit[@]}" --out "$dir/pgd-center" --json > "$dir/pgd-center.json"
+    for method in fgsm pgd; do
+      faces=(); [ "$method" = pgd ] && faces=(--limit "$pgd_faces")
+      [ "$small" = 1 ] && faces=(--limit 16)
+      args=(--checkpoint "$run/best.fer" --method "$method" --eps "$eps" --steps 10 --device "$device" --data "$data" "${faces[@]}")
+      "$fer" attack "${args[@]}" --out "$dir/$method" --json > "$dir/$method.json"
+      "$fer" attack "${args[@]}" --center-crop --out "$dir/$method-center" --json > "$dir/$method-center.json"
+    done
     ;;
   *) echo "unknown part $part: speed | train N | adv-train N BN | attack" >&2; exit 2 ;;
 esac
