@@ -3,9 +3,9 @@
 # it with FER2013 for the calls of scripts/gpu/README.md. All folders are in .gitignore: they
 # travel only where a call names them in `carry` (64 MiB a call, the tracked tree included).
 #   .device-bin/     fer.xz (CUDA backend and flex; no ndarray, no dlib: x86-64, portable, no
-#                    -march=native, loading only the C runtime), 6 MB; libs.tar.xz only if a
-#                    binary loads a library beyond the C and C++ runtimes (the GPU machine's image
-#                    has no dlib, OpenBLAS, …: a build with the `dlib` feature would need them)
+#                    -march=native, loading only the C runtime), 6 MB. The bundle fails, naming
+#                    it, if a binary loads any other library: the GPU machine's image has no dlib,
+#                    OpenBLAS, …, so a build with the `dlib` feature could not start there
 #   .device-pack/    fer2013.cache.xz: FER2013 as `fer preprocess` writes it, xz with a delta
 #                    filter (each byte minus the one 48 bytes back, the pixel above it): 55 MB
 #                    against 94 MB for the gzip'd CSV; .device-bin and .device-pack fit one call
@@ -33,7 +33,7 @@ export CUDARC_CUDA_VERSION=${CUDARC_CUDA_VERSION:-13000}
 xz_binary() { xz -T1 --x86 --lzma2=preset=9e -f "$@"; }
 
 rm -rf .device-bin .device-pack .device-kernels .device-vulkan
-mkdir -p .device-bin/libs .device-pack .device-kernels
+mkdir -p .device-bin .device-pack .device-kernels
 
 # No default features: no ndarray, and no dlib (landmarks and face detection, which the GPU checks do
 # not use), so the binaries load only the C runtime and fit one call with the data. The benches with
@@ -47,16 +47,15 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "kernels" and m.get("executable"):
         print(m["executable"])')
 strip -o .device-kernels/kernels "$bench"
-# Every library the binaries load beyond the C and C++ runtimes (ldd's list, less those).
-for exe in .device-bin/fer .device-kernels/kernels; do
-  ldd "$exe" | awk '$2 == "=>" && $3 ~ /^\// {print $3}'
-done | sort -u | { grep -Ev '/(libc|libm|libpthread|libdl|librt|libgcc_s|libstdc\+\+|libz)\.so' || true; } |
-  while read -r lib; do cp -L "$lib" .device-bin/libs/; done
-if [ -n "$(ls .device-bin/libs)" ]; then
-  echo "bundle: the binaries load $(ls .device-bin/libs | tr '\n' ' '): carried in libs.tar.xz"
-  tar -C .device-bin/libs -cf - . | xz -T1 --x86 --lzma2=preset=9e > .device-bin/libs.tar.xz
+# The binaries must load nothing beyond the C runtime (ldd's list): the GPU machine has no more.
+extra=$(for exe in .device-bin/fer .device-kernels/kernels; do
+  ldd "$exe" | awk -v exe="$exe" '$2 == "=>" {print exe ": " $1}'
+done | { grep -Ev ': (libc|libm|libgcc_s)\.so' || true; })
+if [ -n "$extra" ]; then
+  echo "bundle: the binaries load libraries the GPU machine lacks (build them without dlib):" >&2
+  echo "$extra" >&2
+  exit 1
 fi
-rm -rf .device-bin/libs
 .device-bin/fer preprocess --data "$data" --out .device-pack/fer2013.cache
 (cd .device-bin && sha256sum fer > SHA256SUMS)
 (cd .device-pack && sha256sum fer2013.cache > SHA256SUMS)

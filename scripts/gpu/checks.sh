@@ -54,10 +54,6 @@ fer=$stage/fer
 case "$device" in vulkan* | wgpu*) [ -f "$stage/fer-vulkan" ] && fer=$stage/fer-vulkan ;; esac
 fer=${FER:-$fer}
 kernels=${KERNELS:-$stage/kernels}
-# Libraries a binary loads beyond the C runtime (a build with dlib: dlib, OpenBLAS, …) come from
-# $stage/lib (unpack.sh), first on the path; PyTorch keeps the caller's path.
-caller_ld=${LD_LIBRARY_PATH:-}
-if [ -d "$stage/lib" ]; then export LD_LIBRARY_PATH="$stage/lib${caller_ld:+:$caller_ld}"; fi
 data=${FER2013_CSV:-$stage/fer2013.cache}
 [ -n "${FER2013_CSV:-}" ] || [ -f "$data" ] || data=$stage/fer2013.csv.gz
 model=${FER_MODEL:-vgg19}
@@ -103,9 +99,9 @@ case "$part" in
       "$fer" bench-train --model "$m" --bs "$bs" --steps "$steps" --device "$device" --json > "$dir/burn-$m.json" ||
         { echo "fer bench-train --model $m: exit $?" >&2; failed=1; }
       if [ "$small" != 1 ] && [ "${FER_GPU_TORCH:-1}" != 0 ]; then
-        LD_LIBRARY_PATH=$caller_ld python3 benches/reference/torch_train.py --model "$m" --bs "$bs" --steps "$steps" > "$dir/torch-$m.txt" 2>&1 || true
+        python3 benches/reference/torch_train.py --model "$m" --bs "$bs" --steps "$steps" > "$dir/torch-$m.txt" 2>&1 || true
         # PyTorch's default above; its autotuned convolutions too, the best it does in fp32.
-        LD_LIBRARY_PATH=$caller_ld python3 benches/reference/torch_train.py --model "$m" --bs "$bs" --steps "$steps" --cudnn-benchmark > "$dir/torch-$m-cudnn-benchmark.txt" 2>&1 || true
+        python3 benches/reference/torch_train.py --model "$m" --bs "$bs" --steps "$steps" --cudnn-benchmark > "$dir/torch-$m-cudnn-benchmark.txt" 2>&1 || true
       fi
     done
     # The landmarks + HOG model B (Burn only: the reference is TensorFlow/tflearn, not timed here).

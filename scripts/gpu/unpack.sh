@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # There (on the lent GPU machine), first in every call: unpack what the call carried from
 # scripts/gpu/bundle.sh into $STAGE (default $HOME/stage), where scripts/gpu/checks.sh finds it:
-#   .device-bin      fer (CUDA), and libs.tar.xz if it has one: shared libraries beyond the C
-#                    runtime (into $STAGE/lib; a build with dlib needs them, the bundle's has none)
+#   .device-bin      fer (CUDA and flex; it loads only the C runtime)
 #   .device-pack     FER2013 (fer2013.cache)
 #   .device-kernels  the criterion kernel benches
 #   .device-vulkan   fer-vulkan, and Debian's Vulkan loader and GL libraries (*.deb, unpacked into
@@ -33,17 +32,9 @@ for folder in .device-bin .device-pack .device-kernels .device-vulkan; do
   for packed in "$folder"/*.xz; do
     [ -f "$packed" ] || continue
     name=$(basename "$packed" .xz)
-    if [ "$name" = libs.tar ]; then
-      mkdir -p "$stage/lib"
-      unxz_to "$packed" "$stage/libs.tar"
-      tar -C "$stage/lib" -xf "$stage/libs.tar"
-      rm "$stage/libs.tar"
-      echo "unpacked $packed -> $stage/lib ($(ls "$stage/lib" | tr '\n' ' '))"
-    else
-      unxz_to "$packed" "$stage/$name.part"
-      mv "$stage/$name.part" "$stage/$name"
-      echo "unpacked $packed -> $stage/$name ($(stat -c %s "$stage/$name") bytes)"
-    fi
+    unxz_to "$packed" "$stage/$name.part"
+    mv "$stage/$name.part" "$stage/$name"
+    echo "unpacked $packed -> $stage/$name ($(stat -c %s "$stage/$name") bytes)"
   done
   if [ -f "$folder/SHA256SUMS" ]; then
     cp "$folder/SHA256SUMS" "$sums"
@@ -63,7 +54,7 @@ fi
 for exe in fer kernels fer-vulkan; do
   if [ -f "$stage/$exe" ]; then
     chmod +x "$stage/$exe"
-    unresolved=$(LD_LIBRARY_PATH="$stage/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ldd "$stage/$exe" | grep "not found" || true)
+    unresolved=$(ldd "$stage/$exe" | grep "not found" || true)
     [ -z "$unresolved" ] || echo "unpack: $exe cannot load: $unresolved" >&2
   fi
 done
