@@ -18,3 +18,8 @@ pub use fer_dataset as dataset;
 pub use fer_features as features;
 pub use fer_models as models;
 pub use fer_train as train;
+
+/// The README's Rust blocks, compiled (not run) as doc tests so that they follow the API.
+#[cfg(all(doctest, feature = "flex"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
