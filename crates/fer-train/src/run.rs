@@ -140,8 +140,8 @@ pub struct RunState {
     pub best_score: f64,
 }
 
-/// One row of `metrics.csv`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// One row of `metrics.csv` (`Default`: every figure 0, every optional column empty).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochMetrics {
     /// 0-based epoch.
     pub epoch: usize,
@@ -330,19 +330,8 @@ mod tests {
             private_acc: 0.39,
             img_per_s: 123.4,
             seconds: 9.5,
-            public_adv_acc: None,
-            private_adv_acc: None,
-            check_eval_acc: None,
-            check_pgd_acc: None,
-            catastrophic: None,
-            train_adv_loss: None,
-            train_adv_acc: None,
-            public_adv_balanced_acc: None,
-            public_adv_top_answer_share: None,
             public_balanced_acc: Some(0.3125),
-            public_adv_robust_acc: None,
-            check_eval_robust_acc: None,
-            check_pgd_robust_acc: None,
+            ..EpochMetrics::default()
         };
         let adversarial = EpochMetrics {
             epoch: 4,

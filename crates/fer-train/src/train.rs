@@ -731,19 +731,8 @@ mod tests {
             private_acc: 0.5,
             img_per_s: 1.0,
             seconds: 1.0,
-            public_adv_acc: None,
-            private_adv_acc: None,
-            check_eval_acc: None,
-            check_pgd_acc: None,
-            catastrophic: None,
-            train_adv_loss: None,
-            train_adv_acc: None,
-            public_adv_balanced_acc: None,
-            public_adv_top_answer_share: None,
             public_balanced_acc: Some(0.45),
-            public_adv_robust_acc: None,
-            check_eval_robust_acc: None,
-            check_pgd_robust_acc: None,
+            ..EpochMetrics::default()
         }
     }
 
