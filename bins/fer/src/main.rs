@@ -1,4 +1,7 @@
 //! `fer`: the fer-rs command line. It only parses arguments and calls the fer-rs crates.
+// The doc comments of the argument structs are clap's `--help` text, written for a terminal:
+// `wgpu[:N]` there is not an intra-doc link.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 mod attack;
 mod backend;
