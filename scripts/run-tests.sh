@@ -10,6 +10,21 @@ fer_setup
 cargo fmt --all -- --check
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 cargo test --release --locked --workspace
+# Each pipeline's example, run end to end on the real data at its small defaults (~3 min here; the
+# same binaries `cargo test` built): train, evaluate, attack, landmarks + HOG, photo predictions.
+if [ -n "${FER2013_CSV:-}" ]; then
+  examples=$(mktemp -d)
+  trap 'rm -rf "$examples"' EXIT
+  cargo run -q --release --locked --example vgg19_pipeline -- --out "$examples/vgg19"
+  cargo run -q --release --locked --example adversarial_pipeline -- --out "$examples/adversarial"
+  cargo run -q --release --locked --example landmarks_hog_pipeline -- --features "$examples/features.cache" --out "$examples/landmarks-hog"
+  cargo run -q --release --locked --example predict -- --checkpoint "$examples/vgg19/best.fer" --annotate "$examples/predict.png" > "$examples/predict.json"
+  for f in vgg19/report.json vgg19/curves.png adversarial/fgsm-at/report.json predict.json landmarks-hog/curves.png predict.png; do
+    [ -s "$examples/$f" ] || { echo "run-tests: the examples wrote no $f" >&2; exit 1; }
+  done
+else
+  echo "note: FER2013_CSV is not set: the examples are not run"
+fi
 # The API docs build without warnings (broken or private intra-doc links, bad code blocks).
 RUSTDOCFLAGS="-D warnings" cargo doc --release --locked --workspace --no-deps
 # The build without dlib (`--no-default-features`, as scripts/gpu/bundle.sh makes the GPU binary):
