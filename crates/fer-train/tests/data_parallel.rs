@@ -8,7 +8,7 @@ use burn::backend::{Autodiff, NdArray};
 use fer_adversarial::{Attack, RobustnessConfig, evaluate_robustness};
 use fer_dataset::Split;
 use fer_dataset::synthetic::texture_data;
-use fer_models::load_checkpoint;
+use fer_models::{ModelConfig, VggConfig, load_checkpoint};
 use fer_train::{AdversarialTraining, RunFiles, TrainConfig, TrainOptions, read_metrics, train_on_devices};
 
 type B = Autodiff<NdArray>;
@@ -68,6 +68,14 @@ fn a_run_resumes_on_another_number_of_devices() {
     assert!(done.selected_public_acc > 0.9, "{done:?}");
 }
 
+/// [`config`] without dropout: the replica threads draw their dropout masks from Burn's one global
+/// RNG in whichever order they run, and with them this test's FGSM gain varied from run to run (a
+/// CI run once saw 0.19 of the 0.2 asked). Without dropout two runs here gained 0.57 and 0.48 (the
+/// figures still vary a little: the replicas' threads interleave differently).
+fn config_without_dropout() -> TrainConfig {
+    TrainConfig { model: ModelConfig::Vgg(VggConfig::small().with_dropout(0.0)), ..config() }
+}
+
 #[test]
 fn adversarial_training_on_two_replicas_buys_robustness() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -76,7 +84,8 @@ fn adversarial_training_on_two_replicas_buys_robustness() {
     let options = TrainOptions { progress: false, ..TrainOptions::default() };
     let fgsm = Attack::fgsm(0.3);
     let clean_dir = tempfile::tempdir().expect("tempdir");
-    train_on_devices::<B>(&config(), &data, clean_dir.path(), &options, &[device, device]).expect("clean run");
+    train_on_devices::<B>(&config_without_dropout(), &data, clean_dir.path(), &options, &[device, device])
+        .expect("clean run");
     let (model, _) = load_checkpoint::<B>(RunFiles::new(clean_dir.path()).best(), &device).expect("best.fer");
     let public = Arc::new(data.split(Split::PublicTest).clone());
     let clean_fgsm = evaluate_robustness(&model, public, &RobustnessConfig::reference(fgsm), &device, |_| {})
@@ -86,7 +95,7 @@ fn adversarial_training_on_two_replicas_buys_robustness() {
 
     let adversarial = TrainConfig {
         adversarial: Some(AdversarialTraining { check_faces: 7, ..AdversarialTraining::new(fgsm) }),
-        ..config()
+        ..config_without_dropout()
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let adv = train_on_devices::<B>(&adversarial, &data, dir.path(), &options, &[device, device]).expect("adversarial");
