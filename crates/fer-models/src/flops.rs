@@ -1,10 +1,5 @@
 //! Floating-point operation counts of the models, to put measured throughput next to a device's
-//! peak.
-//!
-//! Counted: convolutions and the classifier, 2 FLOPs per multiply-add (the convention of
-//! GFLOP/s peaks). Not counted: bias, BatchNorm, ReLU, pooling, dropout (together well under 1 %
-//! of VGG19's or ResNet18's total). A training step costs about 3× the forward count (the
-//! backward pass computes gradients for both inputs and weights).
+//! peak. What is counted: [`conv2d_flops`] (public, so the convention is in the published docs).
 
 use crate::{ModelConfig, ResNetConfig, VggConfig, VggItem};
 
@@ -14,7 +9,8 @@ use crate::{ModelConfig, ResNetConfig, VggConfig, VggItem};
 /// The models' counts (`forward_flops` of [`VggConfig`], [`ResNetConfig`], [`ModelConfig`]) add
 /// these for the convolutions and the classifier, 2 FLOPs per multiply-add (the convention of
 /// GFLOP/s peaks). Not counted: bias, BatchNorm, ReLU, pooling, dropout (together well under 1 % of
-/// VGG19's or ResNet18's total). A training step costs about 3× the forward count.
+/// VGG19's or ResNet18's total). A training step costs about 3× the forward count (the backward
+/// pass computes gradients for both inputs and weights).
 pub fn conv2d_flops(input: usize, output: usize, kernel: usize, out_side: usize) -> u64 {
     2 * (out_side * out_side * input * output * kernel * kernel) as u64
 }
