@@ -121,7 +121,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let net = if pass.dropout { &scored } else { &without_dropout };
                 let logits = match pass.statistics {
                     None => net.forward_inference(images.clone()),
-                    Some(statistics) => net.forward_training(images.clone(), statistics),
+                    Some(statistics) => net.forward_training(images.clone(), statistics, None),
                 };
                 score[kind].record(logits.detach(), batch.targets.clone());
             }

@@ -187,7 +187,7 @@ impl<B: Backend> CnnHog<B> {
         let last = self.image_fc.len() - 1;
         for (i, layer) in self.image_fc.iter().enumerate() {
             if i < last {
-                x = dropout(&self.dropout, x, mode);
+                x = dropout(&self.dropout, x, mode, i as u64);
             }
             x = relu(layer.forward(x));
         }

@@ -8,6 +8,9 @@
 
 use burn::nn::{BatchNorm, Dropout};
 use burn::prelude::*;
+use burn::tensor::TensorData;
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
 
 /// What BatchNorm does in a *training* forward pass (an autodiff backend; dropout stays on).
 ///
@@ -58,16 +61,27 @@ impl std::str::FromStr for NormStatistics {
 /// How BatchNorm and dropout behave in a forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
-    /// Burn's choice of training vs inference: on autodiff backends training behaviour (dropout,
-    /// BatchNorm as the [`NormStatistics`] say), inference behaviour otherwise.
-    Backend(NormStatistics),
+    /// Burn's choice of training vs inference: on autodiff backends training behaviour, inference
+    /// behaviour otherwise.
+    Backend {
+        /// What BatchNorm does.
+        statistics: NormStatistics,
+        /// Where dropout masks come from: `None`, the backend's generator (Burn's `Dropout`);
+        /// `Some(seed)`, a generator seeded here (see [`dropout`]).
+        dropout_seed: Option<u64>,
+    },
     /// Inference behaviour on every backend.
     Inference,
 }
 
 impl Mode {
-    /// Burn's own behaviour: [`Mode::Backend`] with [`NormStatistics::BatchUpdate`].
-    pub(crate) const BURN: Mode = Mode::Backend(NormStatistics::BatchUpdate);
+    /// Burn's own behaviour: BatchNorm with [`NormStatistics::BatchUpdate`], Burn's dropout.
+    pub(crate) const BURN: Mode = Mode::training(NormStatistics::BatchUpdate, None);
+
+    /// [`Mode::Backend`] with these statistics and dropout masks.
+    pub(crate) const fn training(statistics: NormStatistics, dropout_seed: Option<u64>) -> Mode {
+        Mode::Backend { statistics, dropout_seed }
+    }
 }
 
 /// `norm` applied in `mode`, with Burn's `BatchNorm` semantics.
@@ -89,16 +103,20 @@ pub(crate) fn batch_norm<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>, mode:
     let x = x.reshape([n, c, h * w]);
     // A per-channel vector as `[N, C, 1]`, contiguous.
     let per_row = |v: Tensor<B, 3>| v.repeat_dim(0, n);
-    let batch_statistics = match mode {
-        Mode::Backend(NormStatistics::BatchUpdate | NormStatistics::Batch) => B::ad_enabled(&x.device()),
-        Mode::Backend(NormStatistics::Running) | Mode::Inference => false,
+    let statistics = match mode {
+        Mode::Backend { statistics, .. } => Some(statistics),
+        Mode::Inference => None,
+    };
+    let batch_statistics = match statistics {
+        Some(NormStatistics::BatchUpdate | NormStatistics::Batch) => B::ad_enabled(&x.device()),
+        Some(NormStatistics::Running) | None => false,
     };
     let y = if batch_statistics {
         let count = (n * h * w) as f64;
         let mean = x.clone().sum_dim(2).sum_dim(0).div_scalar(count);
         let centered = x - per_row(mean.clone());
         let var = centered.clone().square().sum_dim(2).sum_dim(0).div_scalar(count);
-        if mode == Mode::BURN {
+        if statistics == Some(NormStatistics::BatchUpdate) {
             let momentum = norm.momentum;
             let running_mean = norm.running_mean.value_sync().to_device(&mean.device());
             let running_var = norm.running_var.value_sync().to_device(&var.device());
@@ -128,10 +146,30 @@ pub(crate) fn batch_norm<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>, mode:
     y.reshape([n, c, h, w])
 }
 
-/// `dropout` applied in `mode` (inference: the identity).
-pub(crate) fn dropout<B: Backend>(dropout: &Dropout, x: Tensor<B, 2>, mode: Mode) -> Tensor<B, 2> {
+/// `dropout` applied in `mode`: at inference the identity; in training Burn's `Dropout::forward`
+/// (on an autodiff backend, zero each element with the layer's probability `p` and scale the rest
+/// by `1 / (1 − p)`), its mask drawn from the backend's generator, or with a `dropout_seed` from
+/// ChaCha8 seeded by that seed and `site` (the dropout layer's number within the model).
+///
+/// Burn 0.21's CPU backends share one generator between threads, so replicas training side by side
+/// (`fer_train::data_parallel_step`) would draw their masks in the order the threads happen to
+/// run; a seed per replica and step makes the masks independent of thread timing.
+pub(crate) fn dropout<B: Backend>(dropout: &Dropout, x: Tensor<B, 2>, mode: Mode, site: u64) -> Tensor<B, 2> {
     match mode {
-        Mode::Backend(_) => dropout.forward(x),
+        Mode::Backend { dropout_seed: None, .. } => dropout.forward(x),
+        Mode::Backend { dropout_seed: Some(seed), .. } => {
+            if !B::ad_enabled(&x.device()) || dropout.prob == 0.0 {
+                return x;
+            }
+            let keep = 1.0 - dropout.prob;
+            let scale = (1.0 / keep) as f32;
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ site.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let shape = x.shape();
+            let mask: Vec<f32> =
+                (0..shape.num_elements()).map(|_| if rng.random::<f64>() < keep { scale } else { 0.0 }).collect();
+            let mask = Tensor::from_data(TensorData::new(mask, shape), &x.device());
+            x * mask
+        }
         Mode::Inference => x,
     }
 }
@@ -259,7 +297,7 @@ mod tests {
     fn batch_statistics_without_update_normalise_like_burn_and_leave_the_running_statistics() {
         let (norm, x) = setup();
         let (before_mean, before_var) = (values(norm.running_mean.value_sync()), values(norm.running_var.value_sync()));
-        let kept = batch_norm(&norm, x.clone(), Mode::Backend(NormStatistics::Batch));
+        let kept = batch_norm(&norm, x.clone(), Mode::training(NormStatistics::Batch, None));
         assert_eq!(values(norm.running_mean.value_sync()), before_mean, "running mean moved");
         assert_eq!(values(norm.running_var.value_sync()), before_var, "running variance moved");
         let burns = norm.clone().forward(x);
@@ -272,7 +310,7 @@ mod tests {
         let (norm, x) = setup();
         let x = x.require_grad();
         let before = values(norm.running_mean.value_sync());
-        let running = batch_norm(&norm, x.clone(), Mode::Backend(NormStatistics::Running));
+        let running = batch_norm(&norm, x.clone(), Mode::training(NormStatistics::Running, None));
         let inference = batch_norm(&norm, x.clone(), Mode::Inference);
         assert_close("output", running.to_data(), inference.to_data());
         assert_eq!(values(norm.running_mean.value_sync()), before, "running mean moved");
@@ -283,6 +321,40 @@ mod tests {
         assert!((grad_x[30] - expected).abs() < 1e-5, "{} vs {expected}", grad_x[30]);
         let grad_gamma: Vec<f32> = norm.gamma.grad(&grads).expect("γ gradient").into_data().to_vec().unwrap();
         assert!(grad_gamma.iter().all(|g| g.abs() > 0.0), "{grad_gamma:?}");
+    }
+
+    #[test]
+    fn seeded_dropout_repeats_its_masks_on_any_thread_and_scales_as_burn() {
+        let layer = burn::nn::DropoutConfig::new(0.25).init();
+        // The output of a seeded training pass over ones (the mask itself) and the input gradient.
+        let pass = |seed: u64, site: u64| -> (Vec<f32>, Vec<f32>) {
+            let x = Tensor::<B, 2>::ones([64, 128], &Default::default()).require_grad();
+            let y = dropout(&layer, x.clone(), Mode::training(NormStatistics::BatchUpdate, Some(seed)), site);
+            let grad = x.grad(&y.clone().sum().backward()).expect("input gradient");
+            (y.into_data().to_vec().unwrap(), grad.into_data().to_vec().unwrap())
+        };
+        let (mask, grad) = pass(7, 0);
+        assert_eq!(grad, mask, "the gradient of x · mask is the mask");
+        let kept = 1.0 / 0.75f32;
+        assert!(mask.iter().all(|&v| v == 0.0 || v == kept), "elements other than 0 and 1/(1 − p)");
+        let dropped = mask.iter().filter(|&&v| v == 0.0).count() as f64 / mask.len() as f64;
+        assert!((dropped - 0.25).abs() < 0.02, "dropped {dropped} of the elements, p = 0.25"); // σ ≈ 0.005
+        assert_eq!(pass(7, 0).0, mask, "same seed and site, another mask");
+        assert_ne!(pass(8, 0).0, mask, "another seed, the same mask");
+        assert_ne!(pass(7, 1).0, mask, "another site, the same mask");
+        // On two other threads at once, while the backend's shared generator is drawn from too.
+        let masks: Vec<Vec<f32>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..2).map(|_| scope.spawn(|| pass(7, 0).0)).collect();
+            let _ = Tensor::<B, 2>::random([64, 128], Distribution::Default, &Default::default());
+            workers.into_iter().map(|w| w.join().expect("thread")).collect()
+        });
+        assert!(masks.iter().all(|m| *m == mask), "a thread drew another mask");
+        // Without autodiff, and at inference, dropout is the identity.
+        let ones = Tensor::<NdArray, 2>::ones([4, 8], &Default::default());
+        let seeded = Mode::training(NormStatistics::BatchUpdate, Some(7));
+        assert_eq!(dropout(&layer, ones.clone(), seeded, 0).into_data(), ones.to_data());
+        let ones = Tensor::<B, 2>::ones([4, 8], &Default::default());
+        assert_eq!(dropout(&layer, ones.clone(), Mode::Inference, 0).into_data(), ones.into_data());
     }
 
     #[test]

@@ -150,11 +150,21 @@ impl<B: Backend> Model<B> {
     }
 
     /// Logits of a training pass whose BatchNorm layers use `statistics` (see
-    /// [`NormStatistics`]); with [`NormStatistics::BatchUpdate`] this is [`Model::forward`].
-    pub fn forward_training(&self, images: Tensor<B, 4>, statistics: NormStatistics) -> Tensor<B, 2> {
+    /// [`NormStatistics`]) and whose dropout masks come from `dropout_seed`: `None` draws them
+    /// from the backend's generator, as [`Model::forward`] does (with
+    /// [`NormStatistics::BatchUpdate`] this is [`Model::forward`]); `Some(seed)` from a ChaCha8
+    /// generator seeded with it, so the same seed gives the same masks on any thread. Burn 0.21's
+    /// CPU backends share one generator between threads: replicas training side by side need a
+    /// seed each to be reproducible, and fer-train gives them one per pass, drawn from the run's seed.
+    pub fn forward_training(
+        &self,
+        images: Tensor<B, 4>,
+        statistics: NormStatistics,
+        dropout_seed: Option<u64>,
+    ) -> Tensor<B, 2> {
         match self {
-            Model::Vgg(m) => m.forward_training(images, statistics),
-            Model::ResNet(m) => m.forward_training(images, statistics),
+            Model::Vgg(m) => m.forward_training(images, statistics, dropout_seed),
+            Model::ResNet(m) => m.forward_training(images, statistics, dropout_seed),
         }
     }
 }
@@ -384,8 +394,8 @@ mod tests {
             // The running statistics show through the inference model (`valid` applies pending updates).
             let inference = || model.valid().forward(x.clone().inner());
             let before = inference();
-            let batch = model.forward_training(shifted(), NormStatistics::Batch);
-            let running = model.forward_training(shifted(), NormStatistics::Running);
+            let batch = model.forward_training(shifted(), NormStatistics::Batch, None);
+            let running = model.forward_training(shifted(), NormStatistics::Running, None);
             assert_eq!(max_abs_diff(inference(), before.clone()), 0.0, "{name}: statistics moved");
             let burns = model.forward(shifted());
             assert!(max_abs_diff(batch.inner(), burns.clone().inner()) < 1e-5, "{name}: batch ≠ Burn's pass");

@@ -178,10 +178,16 @@ impl<B: Backend> ResNet<B> {
         self.forward_in(images, Mode::Inference)
     }
 
-    /// Logits of a training pass whose BatchNorm layers use `statistics` (dropout as Burn picks
-    /// it); [`NormStatistics::BatchUpdate`] is [`Self::forward`].
-    pub fn forward_training(&self, images: Tensor<B, 4>, statistics: NormStatistics) -> Tensor<B, 2> {
-        self.forward_in(images, Mode::Backend(statistics))
+    /// Logits of a training pass whose BatchNorm layers use `statistics` and whose dropout masks
+    /// come from `dropout_seed` (`None`: Burn's generator); [`NormStatistics::BatchUpdate`] with
+    /// `None` is [`Self::forward`]. See [`crate::Model::forward_training`].
+    pub fn forward_training(
+        &self,
+        images: Tensor<B, 4>,
+        statistics: NormStatistics,
+        dropout_seed: Option<u64>,
+    ) -> Tensor<B, 2> {
+        self.forward_in(images, Mode::training(statistics, dropout_seed))
     }
 
     fn forward_in(&self, images: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
@@ -190,6 +196,6 @@ impl<B: Backend> ResNet<B> {
             x = block.forward_in(x, mode);
         }
         let x = self.pool.forward(x).flatten::<2>(1, 3);
-        self.classifier.forward(dropout(&self.dropout, x, mode))
+        self.classifier.forward(dropout(&self.dropout, x, mode, 0))
     }
 }

@@ -18,10 +18,16 @@
 //! * **The main device** (the first) holds the model and the optimiser state, evaluates and writes
 //!   every checkpoint; checkpoints do not depend on the device count, so a run resumes on any
 //!   number of devices.
-//! * **Seeds**: shard order and crops are the single-device run's. Dropout masks come from the
-//!   backend's generator, which flex and ndarray share between threads: with several replicas
-//!   their draw order follows thread timing, so runs are bit-for-bit reproducible only on one
-//!   device.
+//! * **Seeds**: shard order and crops are the single-device run's; fer-train seeds each shard's
+//!   dropout masks and attack starts by (seed, epoch, step, shard), independent of thread timing.
+//! * **Before forking**, the replicas' BatchNorm updates of the previous step are folded into the
+//!   running statistics (Burn's `RunningState` keeps one pending update per thread and averages
+//!   them when a thread next updates, or when the module is recorded): every replica starts from
+//!   the current statistics, and with one BatchNorm update per layer and step no thread folds in
+//!   another's mid-step, so plain training on two replicas is bit-for-bit reproducible. Not so
+//!   adversarial training whose clean and attacked passes both update the statistics (a thread's
+//!   second update folds in whatever the others have written by then), nor three or more
+//!   replicas (Burn sums the pending updates in hash-map order, which floating point notices).
 
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
@@ -87,6 +93,10 @@ where
         let replica = if i == 0 { model.clone() } else { model.clone().fork(device) };
         (replica, x, y)
     };
+    // Fold last step's pending BatchNorm updates (one per replica thread) into the running
+    // statistics before the replicas read them; without this the spawned threads, which have no
+    // pending update of their own, would start from statistics one step old.
+    drop(model.clone().into_record());
     let shards: Vec<Result<(GradientsParams, f32, i64), String>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (1..parts)
             .map(|i| {
@@ -94,10 +104,7 @@ where
                 scope.spawn(move || run_shard(i, replica, x, y))
             })
             .collect();
-        // Shard 0 runs on the calling thread: Burn's BatchNorm running statistics keep one pending
-        // update per thread and fold them together when that thread next reads them, so the main
-        // thread's next step averages every replica's update (threads spawned per step would
-        // otherwise leave their updates pending).
+        // Shard 0 runs on the calling thread, which has nothing else to do meanwhile.
         let (replica, x, y) = shard(0);
         let mut done = vec![run_shard(0, replica, x, y)];
         done.extend(

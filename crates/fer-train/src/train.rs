@@ -13,11 +13,11 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use fer_adversarial::{Labels, RobustnessConfig, evaluate_robustness, kl_from_clean, perturb, right_after_attack};
 use fer_dataset::{Emotion, FaceBatcher, Fer2013, Split, SplitData, View};
-use fer_models::{Model, load_checkpoint, save_checkpoint};
+use fer_models::{Model, NormStatistics, load_checkpoint, save_checkpoint};
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
 
 use crate::run::{read_json, read_optimizer, write_json, write_metrics, write_optimizer};
 use crate::{
@@ -265,11 +265,12 @@ pub fn train_on_devices<B: AutodiffBackend>(
 
     for epoch in state.completed_epochs..last_epoch {
         let started = Instant::now();
-        B::seed(device, mix(config.seed, 1 + epoch as u64)); // dropout masks of this epoch
+        // On one device: dropout masks from the backend's generator, attack starts from `rng`.
+        B::seed(device, mix(config.seed, 1 + epoch as u64));
         let mut order: Vec<usize> = (0..faces).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(config.seed, 0xDA7A_0000 + epoch as u64)));
         batcher.set_epoch(epoch as u32);
-        let mut adv_rng = ChaCha8Rng::seed_from_u64(mix(config.seed, 0xAD00_0000 + epoch as u64));
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(config.seed, 0xAD00_0000 + epoch as u64));
         let stream = BatchStream::<B>::new(
             train_split.clone(),
             order,
@@ -292,12 +293,12 @@ pub fn train_on_devices<B: AutodiffBackend>(
                 ..adv.clone()
             });
             let (loss_value, hits, grads) = if devices.len() > 1 {
-                // Each shard's attack draws from its own generator, seeded by (epoch, step, shard),
-                // so the draws do not depend on thread timing.
+                // Each shard's dropout masks and attack starts come from its own generator, seeded
+                // by (epoch, step, shard), so the draws do not depend on thread timing.
                 let forward = |shard: usize, m: &Model<B>, x: Tensor<B, 4>, y: Tensor<B, 1, Int>| {
                     let stream = ((epoch as u64) << 40) ^ ((step as u64) << 8) ^ shard as u64;
                     let mut rng = ChaCha8Rng::seed_from_u64(mix(config.seed, 0xAD01_0000_0000_0000 ^ stream));
-                    let batch = adversarial_loss(step_adversarial.as_ref(), m, x, y.clone(), &loss_fn, &mut rng)
+                    let batch = adversarial_loss(step_adversarial.as_ref(), m, x, y.clone(), &loss_fn, &mut rng, true)
                         .map_err(|e| e.to_string())?;
                     if let Some((loss, logits)) = batch.attacked {
                         attacked.lock().map_err(|e| tally_poisoned(e).to_string())?.add(loss, logits, y);
@@ -314,7 +315,8 @@ pub fn train_on_devices<B: AutodiffBackend>(
                     batch.images,
                     batch.targets.clone(),
                     &loss_fn,
-                    &mut adv_rng,
+                    &mut rng,
+                    false,
                 )?;
                 if let Some((loss, logits)) = out.attacked {
                     attacked.lock().map_err(tally_poisoned)?.add(loss, logits, batch.targets.clone());
@@ -532,7 +534,10 @@ impl AttackedTally {
 /// `(1 − w) · clean + w · adversarial` (TRADES: `clean + β · KL(p(clean) ‖ p(attacked))`) with
 /// the examples crafted by `adversarial`'s attack and passed through the model with its
 /// [`AdversarialTraining::norm_statistics`] (the clean crops with
-/// [`AdversarialTraining::clean_norm_statistics`]).
+/// [`AdversarialTraining::clean_norm_statistics`]). `rng` draws the attack's random start and,
+/// with `seed_dropout`, a dropout seed for every pass (else the masks come from the backend's
+/// generator, as in runs on one device since the first version: their reruns and resumptions stay
+/// bit-identical).
 fn adversarial_loss<B: AutodiffBackend>(
     adversarial: Option<&AdversarialTraining>,
     model: &Model<B>,
@@ -540,9 +545,12 @@ fn adversarial_loss<B: AutodiffBackend>(
     targets: Tensor<B, 1, Int>,
     loss_fn: &burn::nn::loss::CrossEntropyLoss<B>,
     rng: &mut ChaCha8Rng,
+    seed_dropout: bool,
 ) -> Result<BatchLoss<B>, fer_adversarial::AttackError> {
+    // Drawn only with `seed_dropout`, so that the attack starts' draws stay as they were without.
+    let dropout_seed = |rng: &mut ChaCha8Rng| seed_dropout.then(|| rng.random::<u64>());
     let Some(adv) = adversarial else {
-        let logits = model.forward(images);
+        let logits = model.forward_training(images, NormStatistics::BatchUpdate, dropout_seed(rng));
         return Ok(BatchLoss { loss: loss_fn.forward(logits.clone(), targets), logits, attacked: None });
     };
     let labels = Labels::from_source(adv.labels, targets.clone());
@@ -552,12 +560,18 @@ fn adversarial_loss<B: AutodiffBackend>(
             perturb(&adv.attack, |x| frozen.forward_inference(x), images.clone(), labels, rng)?
         }
         AdvSource::Current => {
-            perturb(&adv.attack, |x| model.forward_training(x, adv.norm_statistics), images.clone(), labels, rng)?
+            // Each of the attack's passes draws its own dropout masks.
+            let (seed, passes) = (dropout_seed(rng), std::cell::Cell::new(0u64));
+            let forward = |x| {
+                passes.set(passes.get() + 1);
+                model.forward_training(x, adv.norm_statistics, seed.map(|s| mix(s, passes.get())))
+            };
+            perturb(&adv.attack, forward, images.clone(), labels, rng)?
         }
     };
-    let logits = model.forward_training(images, adv.clean_norm_statistics);
+    let logits = model.forward_training(images, adv.clean_norm_statistics, dropout_seed(rng));
     let clean = loss_fn.forward(logits.clone(), targets.clone());
-    let attacked_logits = model.forward_training(attacked, adv.norm_statistics);
+    let attacked_logits = model.forward_training(attacked, adv.norm_statistics, dropout_seed(rng));
     let adversarial = loss_fn.forward(attacked_logits.clone(), targets);
     let loss = match adv.trades_beta {
         None => clean.mul_scalar(1.0 - adv.weight) + adversarial.clone().mul_scalar(adv.weight),
@@ -713,7 +727,7 @@ mod tests {
     use super::*;
     use burn::backend::{Autodiff, NdArray};
     use burn::module::{ModuleVisitor, Param};
-    use fer_models::{ModelConfig, NormStatistics};
+    use fer_models::ModelConfig;
 
     type B = Autodiff<NdArray>;
 
@@ -908,8 +922,9 @@ mod tests {
         let model = config.init::<B>(&device).load_record(template.clone().into_record());
         let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&device);
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let out = adversarial_loss(adversarial.as_ref(), &model, images.clone(), targets.clone(), &loss_fn, &mut rng)
-            .expect("loss");
+        let out =
+            adversarial_loss(adversarial.as_ref(), &model, images.clone(), targets.clone(), &loss_fn, &mut rng, false)
+                .expect("loss");
         (model, out)
     }
 
