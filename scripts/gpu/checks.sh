@@ -100,8 +100,11 @@ case "$part" in
         { echo "fer bench-train --model $m: exit $?" >&2; failed=1; }
       if [ "$small" != 1 ] && [ "${FER_GPU_TORCH:-1}" != 0 ]; then
         python3 benches/reference/torch_train.py --model "$m" --bs "$bs" --steps "$steps" > "$dir/torch-$m.txt" 2>&1 || true
-        # PyTorch's default above; its autotuned convolutions too, the best it does in fp32.
+        # Strict fp32 above (TF32 off); then its autotuned convolutions, the best it does in fp32;
+        # then TF32 allowed with autotuning, PyTorch's fastest f32 training: Burn's autotuned CUDA
+        # kernels read f32 as TF32 on tensor cores too, so this is the like-for-like pairing.
         python3 benches/reference/torch_train.py --model "$m" --bs "$bs" --steps "$steps" --cudnn-benchmark > "$dir/torch-$m-cudnn-benchmark.txt" 2>&1 || true
+        python3 benches/reference/torch_train.py --model "$m" --bs "$bs" --steps "$steps" --cudnn-benchmark --tf32 > "$dir/torch-$m-tf32-cudnn-benchmark.txt" 2>&1 || true
       fi
     done
     # The landmarks + HOG model B (Burn only: the reference is TensorFlow/tflearn, not timed here).

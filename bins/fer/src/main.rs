@@ -170,7 +170,7 @@ enum Command {
         /// Timed steps.
         #[arg(long, default_value_t = 20)]
         steps: usize,
-        /// Untimed warm-up steps.
+        /// Warm-up steps, left out of the median (their seconds are in the JSON's `warmup_seconds`).
         #[arg(long, default_value_t = 5)]
         warmup: usize,
         /// Device: cpu, ndarray, wgpu[:N], vulkan[:N], cuda[:N].
@@ -446,7 +446,12 @@ impl TrainArgs {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        // Autotuning on a GPU logs every new kernel shape at `info`: shown with
+        // RUST_LOG=info,cubecl_runtime::tune=info.
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,cubecl_runtime::tune=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {
@@ -641,12 +646,13 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{value}");
             } else {
                 println!(
-                    "{} on {device}, batch {}: {:.1} img/s (median of {} steps after {} warm-up; {:.4} s/step)",
+                    "{} on {device}, batch {}: {:.1} img/s (median of {} steps after {} warm-up taking {:.1} s; {:.4} s/step)",
                     bench.model,
                     bench.batch_size,
                     bench.median_img_per_s,
                     bench.step_seconds.len(),
                     bench.warmup_steps,
+                    bench.warmup_seconds.iter().sum::<f64>(),
                     bench.median_step_seconds
                 );
             }

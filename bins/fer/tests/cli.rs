@@ -557,6 +557,7 @@ fn bench_train_reports_a_median() {
     assert_eq!(json["model"], "vgg-small");
     assert_eq!(json["batch_size"], 4);
     assert_eq!(json["step_seconds"].as_array().map(Vec::len), Some(3));
+    assert_eq!(json["warmup_seconds"].as_array().map(Vec::len), Some(1));
     assert!(json["median_img_per_s"].as_f64().expect("number") > 0.0);
     let half = ["bench-train", "--model", "vgg-small", "--width", "0.5", "--bs", "4", "--steps", "1", "--warmup", "0"];
     let out = fer(&[&half[..], &["--device", "ndarray", "--json"]].concat());

@@ -22,8 +22,14 @@ pub struct TrainBench {
     pub batch_size: usize,
     /// Side of the square input crops.
     pub crop: usize,
-    /// Untimed warm-up steps (kernel compilation and autotuning on GPUs happen here).
+    /// Warm-up steps, left out of the median (kernel compilation and autotuning on GPUs happen
+    /// here).
     pub warmup_steps: usize,
+    /// Seconds of each warm-up step, device synchronised after each: what a run pays once per
+    /// process before its steps reach [`TrainBench::median_step_seconds`] (empty in reports
+    /// written before this field existed).
+    #[serde(default)]
+    pub warmup_seconds: Vec<f64>,
     /// Seconds of each timed step, device synchronised after each.
     pub step_seconds: Vec<f64>,
     /// Median step time.
@@ -43,8 +49,8 @@ pub fn bench_train_steps<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<TrainBench, String> {
     let mut step = TrainStep::<B>::new(config, device)?;
-    let step_seconds = time_steps(warmup, steps, || step.run())?;
-    Ok(TrainBench::new(&config.model.label(), config.batch_size, config.crop, warmup, step_seconds))
+    let (warmup_seconds, step_seconds) = time_steps(warmup, steps, || step.run())?;
+    Ok(TrainBench::new(&config.model.label(), config.batch_size, config.crop, warmup_seconds, step_seconds))
 }
 
 /// Times `steps` training steps of the CNN + landmarks + HOG model `config.model` after `warmup`
@@ -68,40 +74,53 @@ pub fn bench_feature_train_steps<B: AutodiffBackend>(
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let mut model = Some(config.model.init::<B>(device));
     let mut optim = feature_optimizer::<B>(config);
-    let step_seconds = time_steps(warmup, steps, || {
+    let (warmup_seconds, step_seconds) = time_steps(warmup, steps, || {
         let current = model.take().ok_or("a previous step failed")?;
         let logits = current.forward(images.clone(), features.clone());
         let grads = GradientsParams::from_grads(loss_fn.forward(logits, targets.clone()).backward(), &current);
         model = Some(optim.step(config.lr, current, grads));
         B::sync(device).map_err(|e| format!("device sync failed: {e:?}"))
     })?;
-    Ok(TrainBench::new(name, n, side, warmup, step_seconds))
+    Ok(TrainBench::new(name, n, side, warmup_seconds, step_seconds))
 }
 
-/// Runs `step` `warmup + steps` times; the seconds of the last `steps`.
-fn time_steps(warmup: usize, steps: usize, mut step: impl FnMut() -> Result<(), String>) -> Result<Vec<f64>, String> {
+/// Seconds of the warm-up steps and of the timed ones.
+type StepSeconds = (Vec<f64>, Vec<f64>);
+
+/// Runs `step` `warmup + steps` times; the seconds of the first `warmup` and of the last `steps`.
+fn time_steps(
+    warmup: usize,
+    steps: usize,
+    mut step: impl FnMut() -> Result<(), String>,
+) -> Result<StepSeconds, String> {
     if steps == 0 {
         return Err("at least one timed step is needed".into());
     }
-    let mut step_seconds = Vec::with_capacity(steps);
-    for i in 0..warmup + steps {
+    let mut seconds = Vec::with_capacity(warmup + steps);
+    for _ in 0..warmup + steps {
         let started = Instant::now();
         step()?;
-        if i >= warmup {
-            step_seconds.push(started.elapsed().as_secs_f64());
-        }
+        seconds.push(started.elapsed().as_secs_f64());
     }
-    Ok(step_seconds)
+    let step_seconds = seconds.split_off(warmup);
+    Ok((seconds, step_seconds))
 }
 
 impl TrainBench {
-    fn new(model: &str, batch_size: usize, crop: usize, warmup_steps: usize, step_seconds: Vec<f64>) -> TrainBench {
+    fn new(
+        model: &str,
+        batch_size: usize,
+        crop: usize,
+        warmup_seconds: Vec<f64>,
+        step_seconds: Vec<f64>,
+    ) -> TrainBench {
         let median_step_seconds = median(&step_seconds);
         TrainBench {
             model: model.to_string(),
             batch_size,
             crop,
-            warmup_steps,
+            warmup_steps: warmup_seconds.len(),
+            warmup_seconds,
             median_img_per_s: batch_size as f64 / median_step_seconds.max(1e-12),
             median_step_seconds,
             step_seconds,
@@ -183,7 +202,8 @@ mod tests {
         let bench = bench_train_steps::<Autodiff<NdArray>>(&config, 1, 3, &Default::default()).expect("runs");
         assert_eq!(bench.step_seconds.len(), 3);
         assert_eq!(bench.warmup_steps, 1);
-        assert!(bench.step_seconds.iter().all(|&s| s > 0.0));
+        assert_eq!(bench.warmup_seconds.len(), 1);
+        assert!(bench.step_seconds.iter().chain(&bench.warmup_seconds).all(|&s| s > 0.0));
         assert_eq!(bench.median_img_per_s, 4.0 / bench.median_step_seconds);
         let none = bench_train_steps::<Autodiff<NdArray>>(&config, 0, 0, &Default::default());
         assert!(none.expect_err("0 steps").contains("one timed step"));
