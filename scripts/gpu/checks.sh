@@ -140,17 +140,25 @@ case "$part" in
       # Reserved after training: TenCrop on both test splits, and `attack` (per face FGSM about
       # 5 forwards on every PrivateTest face, PGD-10 about 32 on the first $pgd_faces, full faces
       # and crops), plus 20 s for each process's start.
-      read -r epochs warmup reserve < <(python3 - "$speed_json" "$deadline" "${faces[@]}" "$pgd_faces" <<'PY'
+      # Autotuning: the bench's warm-up less its steps' own time is what tuning every convolution
+      # shape of one training step cost. The autotune cache in target/ spares `fer train` those
+      # shapes, but each new batch size (rounded to a power of two) or image side is tuned again:
+      # once more allowed for training (the last, smaller batch; the evaluation batches), twice for
+      # TenCrop and the attacks (48×48 faces, other batches).
+      read -r epochs warmup reserve tuning < <(python3 - "$speed_json" "$deadline" "${faces[@]}" "$pgd_faces" <<'PY'
 import json, sys, time
-ips = json.load(open(sys.argv[1]))["median_img_per_s"]
+bench = json.load(open(sys.argv[1]))
+ips = bench["median_img_per_s"]
+warmups = bench.get("warmup_seconds", [])
+tuning = max(0.0, sum(warmups) - len(warmups) * bench["median_step_seconds"])
 deadline, train, test, private, pgd = float(sys.argv[2]), *map(int, sys.argv[3:])
 epoch_s = 1.15 * (train + test / 3) / ips + 3
-reserve = 1.15 * (test * 10 + 2 * (private * 5 + min(pgd, private) * 32)) / 3 / ips + 6 * 20
-epochs = max(0, int((deadline - time.time() - reserve - 30) // epoch_s))
-print(epochs, min(2, epochs // 5), int(reserve))
+reserve = 1.15 * (test * 10 + 2 * (private * 5 + min(pgd, private) * 32)) / 3 / ips + 6 * 20 + 2 * tuning
+epochs = max(0, int((deadline - time.time() - reserve - tuning - 30) // epoch_s))
+print(epochs, min(2, epochs // 5), int(reserve), int(tuning))
 PY
 )
-      echo "budget: $epochs epochs (warm-up $warmup) from $speed_json, $reserve s kept for evaluation and attack" | tee "$dir/budget.txt"
+      echo "budget: $epochs epochs (warm-up $warmup) from $speed_json, $reserve s kept for evaluation and attack; autotuning one training step's shapes took $tuning s" | tee "$dir/budget.txt"
       [ "$epochs" -gt 0 ] || { echo "budget: no time for one epoch" | tee -a "$dir/budget.txt"; exit 1; }
       args+=(--warmup-epochs "$warmup")
       train_time=(timeout $((deadline - $(date +%s) - reserve)))
