@@ -5,8 +5,10 @@
 //!   convolutions (3×3, padding 1, bias); `…_fwd_bwd`: forward + backward (input and weight
 //!   gradients). Criterion's `elem/s` is **FLOP/s** here (2 per multiply-add; backward counted
 //!   as 2× forward).
-//! * `batchnorm_64c_44px_train`, `maxpool2x2_64c_44px`: memory-bound; `elem/s` is tensor
-//!   elements per second.
+//! * `batchnorm_64c_44px_train` (Burn's `BatchNorm`) and `batchnorm_64c_44px_train_fer`
+//!   (`fer_models::batch_norm_training`, what the models train with), forward in training mode;
+//!   `…_fwd_bwd`: forward + backward; `maxpool2x2_64c_44px`: all memory-bound, `elem/s` is tensor
+//!   elements per second (of the forward input).
 //!
 //! Per backend (group `BACKEND/steps`): one reference training step (forward, cross-entropy,
 //! backward, clamped SGD with momentum) of VGG19 and ResNet18 on 44×44 crops, and a TenCrop
@@ -33,7 +35,7 @@ use fer_rs::dataset::FaceImage;
 #[cfg(feature = "dlib")]
 use fer_rs::features::{LandmarkModel, landmark_model_path};
 use fer_rs::features::{face_hogs, sliding_hog};
-use fer_rs::models::{ModelConfig, average_crops, conv2d_flops, ten_crops};
+use fer_rs::models::{ModelConfig, NormStatistics, average_crops, batch_norm_training, conv2d_flops, ten_crops};
 use fer_rs::train::{TrainConfig, TrainStep};
 
 fn batch() -> usize {
@@ -88,10 +90,36 @@ fn kernels<B: AutodiffBackend>(c: &mut Criterion, backend: &str, device: &B::Dev
     let x = Tensor::<B, 4>::random([n, 64, 44, 44], Distribution::Uniform(0.0, 1.0), device);
     group.throughput(Throughput::Elements((n * 64 * 44 * 44) as u64));
     // On an autodiff backend Burn's BatchNorm uses batch statistics and updates running ones.
+    // `…_train`: Burn's `BatchNorm::forward`; `…_train_fer`: fer-models' formulation, the one its
+    // models train with (same results; faster on burn-flex, to be seen on the GPU backends).
+    // The forward rows use a copy whose parameters take no gradient: with them tracked, each
+    // forward without a backward leaves its graph to the autodiff backend, and the rows then time
+    // that bookkeeping as well (on flex, fer-models' forward then took longer than its forward +
+    // backward).
     let bn = BatchNormConfig::new(64).init::<B>(device);
+    let bn_forward = bn.clone().no_grad();
     group.bench_function("batchnorm_64c_44px_train", |b| {
         b.iter(|| {
-            let _ = bn.forward(x.clone());
+            let _ = bn_forward.forward(x.clone());
+            sync();
+        })
+    });
+    group.bench_function("batchnorm_64c_44px_train_fer", |b| {
+        b.iter(|| {
+            let _ = batch_norm_training(&bn_forward, x.clone(), NormStatistics::BatchUpdate);
+            sync();
+        })
+    });
+    let x_grad = x.clone().require_grad();
+    group.bench_function("batchnorm_64c_44px_train_fwd_bwd", |b| {
+        b.iter(|| {
+            let _grads = bn.forward(x_grad.clone()).sum().backward();
+            sync();
+        })
+    });
+    group.bench_function("batchnorm_64c_44px_train_fer_fwd_bwd", |b| {
+        b.iter(|| {
+            let _grads = batch_norm_training(&bn, x_grad.clone(), NormStatistics::BatchUpdate).sum().backward();
             sync();
         })
     });

@@ -56,7 +56,7 @@ pub use evaluate::{Evaluation, evaluate};
 pub use export::{SAFETENSORS_CONFIG_KEY, export_safetensors, import_safetensors};
 pub use fer_features;
 pub use flops::conv2d_flops;
-pub use mode::NormStatistics;
+pub use mode::{NormStatistics, batch_norm_training};
 pub use model::{Classifier, Model, ModelConfig, average_crops, center_crops, ten_crops};
 pub use predict::{
     FONT_PATHS, FacePrediction, PredictError, PredictOptions, Predictor, annotate, emotion_color, face_image,

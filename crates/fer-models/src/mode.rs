@@ -146,6 +146,42 @@ pub(crate) fn batch_norm<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>, mode:
     y.reshape([n, c, h, w])
 }
 
+/// `norm` as fer-rs's models apply it in a training forward pass, for your own models and benches.
+///
+/// On an autodiff backend: BatchNorm with `statistics` ([`NormStatistics::BatchUpdate`] is Burn's
+/// and PyTorch's training behaviour: batch mean and biased variance over N, H and W, running
+/// statistics moved with the layer's momentum). On a backend without autodiff: running statistics,
+/// as Burn's `BatchNorm::forward` does there. Equal to `BatchNorm::forward` to rounding (values,
+/// running statistics and gradients are tested against it), and several times faster on burn-flex
+/// 0.21, whose strided broadcasts Burn's formulation hits (docs/RESULTS.md, "BatchNorm on
+/// burn-flex").
+///
+/// ```
+/// use burn::backend::{Autodiff, NdArray};
+/// use burn::nn::BatchNormConfig;
+/// use burn::prelude::*;
+/// use fer_models::{NormStatistics, batch_norm_training};
+///
+/// type B = Autodiff<NdArray>;
+/// let device = Default::default();
+/// let norm = BatchNormConfig::new(2).init::<B>(&device);
+/// let x = Tensor::<B, 4>::from_floats([[[[1.0, 3.0]], [[0.0, 4.0]]]], &device);
+/// let y = batch_norm_training(&norm, x, NormStatistics::BatchUpdate);
+/// // Each channel normalised with its batch statistics (γ = 1, β = 0): ±1 up to ε.
+/// let y: Vec<f32> = y.into_data().to_vec().unwrap();
+/// assert!(y.iter().all(|v| (v.abs() - 1.0).abs() < 1e-3), "{y:?}");
+/// // The running mean moved from 0 towards the batch means (2 and 2) by the momentum, 0.1.
+/// let mean: Vec<f32> = norm.running_mean.value_sync().into_data().to_vec().unwrap();
+/// assert!(mean.iter().all(|m| (m - 0.2).abs() < 1e-6), "{mean:?}");
+/// ```
+pub fn batch_norm_training<B: Backend>(
+    norm: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    statistics: NormStatistics,
+) -> Tensor<B, 4> {
+    batch_norm(norm, x, Mode::training(statistics, None))
+}
+
 /// `dropout` applied in `mode`: at inference the identity; in training Burn's `Dropout::forward`
 /// (on an autodiff backend, zero each element with the layer's probability `p` and scale the rest
 /// by `1 / (1 − p)`), its mask drawn from the backend's generator, or with a `dropout_seed` from
@@ -215,7 +251,7 @@ mod tests {
         let burns_norm = norm;
         // A loss that weighs every output differently, so every gradient path is exercised.
         let weights = Tensor::<B, 4>::random([4, 3, 5, 6], Distribution::Default, &Default::default());
-        let ours = batch_norm(&ours_norm, ours_x.clone(), Mode::BURN);
+        let ours = batch_norm_training(&ours_norm, ours_x.clone(), NormStatistics::BatchUpdate);
         let burns = burns_norm.forward(burns_x.clone());
         assert_close("output", ours.to_data(), burns.to_data());
         let ours_grads = (ours * weights.clone()).sum().backward();
