@@ -1,9 +1,11 @@
 //! The kernels fer-rs spends its time in, on each compiled backend, with FLOP counts.
 //!
 //! Per backend (group `BACKEND/kernels`, batch `FER_BENCH_BATCH`, default 16):
-//! * `conv3x3_64c_44px_fwd`, `conv3x3_256c_11px_fwd`: VGG19's first and third-stage
-//!   convolutions (3×3, padding 1, bias); `…_fwd_bwd`: forward + backward (input and weight
-//!   gradients). Criterion's `elem/s` is **FLOP/s** here (2 per multiply-add; backward counted
+//! * `conv3x3_64c_44px_fwd`, `conv3x3_256c_11px_fwd`, `conv3x3_512c_2px_fwd`: VGG19's first-,
+//!   third- and last-stage convolutions (3×3, padding 1, bias) through Burn's `Conv2d::forward`;
+//!   `…_fwd_bwd`: forward + backward (input and weight gradients); `…_fer`: the same through
+//!   `fer_models::conv2d`, what the models run (fer-models' own kernels on flex, Burn's
+//!   elsewhere). Criterion's `elem/s` is **FLOP/s** here (2 per multiply-add; backward counted
 //!   as 2× forward).
 //! * `batchnorm_64c_44px_train` (Burn's `BatchNorm`) and `batchnorm_64c_44px_train_fer`
 //!   (`fer_models::batch_norm_training`, what the models train with), forward in training mode;
@@ -35,7 +37,9 @@ use fer_rs::dataset::FaceImage;
 #[cfg(feature = "dlib")]
 use fer_rs::features::{LandmarkModel, landmark_model_path};
 use fer_rs::features::{face_hogs, sliding_hog};
-use fer_rs::models::{ModelConfig, NormStatistics, average_crops, batch_norm_training, conv2d_flops, ten_crops};
+use fer_rs::models::{
+    ModelConfig, NormStatistics, average_crops, batch_norm_training, conv2d, conv2d_flops, ten_crops,
+};
 use fer_rs::train::{TrainConfig, TrainStep};
 
 fn batch() -> usize {
@@ -61,22 +65,27 @@ fn conv<B: AutodiffBackend>(group: &mut BenchmarkGroup<WallTime>, device: &B::De
         gflop(flops),
         gflop(3 * flops)
     );
-    group.throughput(Throughput::Elements(flops));
+    // `…_fer`: the same convolution through `fer_models::conv2d`, what the models run (on flex
+    // fer-models' im2col + GEMM kernels; on every other backend Burn's, so the rows match).
     let x_inner = x.clone().inner();
-    group.bench_function(format!("conv3x3_{channels}c_{side}px_fwd"), |b| {
-        b.iter(|| {
-            let _ = inner.forward(x_inner.clone());
-            sync();
-        })
-    });
-    group.throughput(Throughput::Elements(3 * flops));
     let x = x.require_grad();
-    group.bench_function(format!("conv3x3_{channels}c_{side}px_fwd_bwd"), |b| {
-        b.iter(|| {
-            let _grads = conv.forward(x.clone()).sum().backward();
-            sync();
-        })
-    });
+    for (suffix, ours) in [("", false), ("_fer", true)] {
+        group.throughput(Throughput::Elements(flops));
+        group.bench_function(format!("conv3x3_{channels}c_{side}px_fwd{suffix}"), |b| {
+            b.iter(|| {
+                let _ = if ours { conv2d(&inner, x_inner.clone()) } else { inner.forward(x_inner.clone()) };
+                sync();
+            })
+        });
+        group.throughput(Throughput::Elements(3 * flops));
+        group.bench_function(format!("conv3x3_{channels}c_{side}px_fwd_bwd{suffix}"), |b| {
+            b.iter(|| {
+                let out = if ours { conv2d(&conv, x.clone()) } else { conv.forward(x.clone()) };
+                let _grads = out.sum().backward();
+                sync();
+            })
+        });
+    }
 }
 
 fn kernels<B: AutodiffBackend>(c: &mut Criterion, backend: &str, device: &B::Device) {
@@ -85,6 +94,7 @@ fn kernels<B: AutodiffBackend>(c: &mut Criterion, backend: &str, device: &B::Dev
     group.sample_size(10);
     conv::<B>(&mut group, device, 64, 44);
     conv::<B>(&mut group, device, 256, 11);
+    conv::<B>(&mut group, device, 512, 2);
 
     let sync = || B::sync(device).expect("device sync");
     let x = Tensor::<B, 4>::random([n, 64, 44, 44], Distribution::Uniform(0.0, 1.0), device);

@@ -1,6 +1,8 @@
 //! The reference's CNN + landmarks + HOG classifier: an image branch and a feature branch, joined.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
+
+use crate::conv::conv2d;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
@@ -178,7 +180,7 @@ impl<B: Backend> CnnHog<B> {
     fn forward_in(&self, images: Tensor<B, 4>, features: Tensor<B, 2>, mode: Mode) -> Tensor<B, 2> {
         let mut x = images;
         for block in &self.convs {
-            x = batch_norm(&block.norm, relu(block.conv.forward(x)), mode);
+            x = batch_norm(&block.norm, relu(conv2d(&block.conv, x)), mode);
             if let Some(pool) = &block.pool {
                 x = pool.forward(x);
             }

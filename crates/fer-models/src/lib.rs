@@ -11,6 +11,9 @@
 //! * **Photos**: [`Predictor::predict`] finds the faces of any JPEG/PNG photo (dlib, through
 //!   [`fer_features::FaceDetector`]) and gives each a box, seven probabilities and its top
 //!   expression ([`FacePrediction`], JSON-serialisable); [`annotate`] draws them.
+//! * **On the CPU**: with the `flex` feature (default), every convolution of these networks runs
+//!   fer-models' own im2col + GEMM kernels on burn-flex, forward and backward ([`conv2d`]; Burn's
+//!   convolution on every other backend).
 //!
 //! | model | config | parameters (1 input channel, 7 classes) |
 //! | --- | --- | --- |
@@ -38,6 +41,9 @@
 
 mod checkpoint;
 mod cnn_hog;
+mod conv;
+#[cfg(feature = "flex")]
+mod cpu_conv;
 mod evaluate;
 mod export;
 mod flops;
@@ -52,6 +58,7 @@ pub use checkpoint::{
     read_checkpoint_header, read_checkpoint_header_with_checksum, save_checkpoint,
 };
 pub use cnn_hog::{CnnHog, CnnHogConfig, ConvBlock, ConvSpec};
+pub use conv::conv2d;
 pub use evaluate::{Evaluation, evaluate};
 pub use export::{SAFETENSORS_CONFIG_KEY, export_safetensors, import_safetensors};
 pub use fer_features;

@@ -1,6 +1,8 @@
 //! ResNet with basic blocks, CIFAR-style (as in the reference's `models/resnet.py`).
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
+
+use crate::conv::conv2d;
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
@@ -140,10 +142,10 @@ impl<B: Backend> BasicBlock<B> {
     }
 
     pub(crate) fn forward_in(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
-        let out = relu(batch_norm(&self.norm1, self.conv1.forward(x.clone()), mode));
-        let out = batch_norm(&self.norm2, self.conv2.forward(out), mode);
+        let out = relu(batch_norm(&self.norm1, conv2d(&self.conv1, x.clone()), mode));
+        let out = batch_norm(&self.norm2, conv2d(&self.conv2, out), mode);
         let skip = match &self.shortcut {
-            Some(p) => batch_norm(&p.norm, p.conv.forward(x), mode),
+            Some(p) => batch_norm(&p.norm, conv2d(&p.conv, x), mode),
             None => x,
         };
         relu(out + skip)
@@ -191,7 +193,7 @@ impl<B: Backend> ResNet<B> {
     }
 
     fn forward_in(&self, images: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
-        let mut x = relu(batch_norm(&self.stem_norm, self.stem_conv.forward(images), mode));
+        let mut x = relu(batch_norm(&self.stem_norm, conv2d(&self.stem_conv, images), mode));
         for block in &self.blocks {
             x = block.forward_in(x, mode);
         }

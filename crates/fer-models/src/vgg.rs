@@ -1,6 +1,8 @@
 //! VGG with batch normalisation, CIFAR-style (as in the reference's `models/vgg.py`).
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
+
+use crate::conv::conv2d;
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
@@ -178,7 +180,7 @@ impl<B: Backend> Vgg<B> {
     fn forward_in(&self, images: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
         let mut x = images;
         for block in &self.blocks {
-            x = relu(batch_norm(&block.norm, block.conv.forward(x), mode));
+            x = relu(batch_norm(&block.norm, conv2d(&block.conv, x), mode));
             if let Some(pool) = &block.pool {
                 x = pool.forward(x);
             }

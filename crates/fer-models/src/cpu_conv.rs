@@ -1,0 +1,686 @@
+//! fer-models' own CPU convolution for burn-flex: im2col + one GEMM per chunk of images, forward
+//! and backward (input, weight and bias gradients).
+//!
+//! Why: burn-flex 0.21 computes a convolution's weight gradient as another convolution whose
+//! "kernel" is the whole output-gradient map (44×44 on VGG19's first stage) and its input gradient
+//! as a transposed convolution; per layer that ran at 20–105 GFLOP/s where the same matrices
+//! multiplied by `gemm` reach ~165 GFLOP/s on the same cores (docs/RESULTS.md, "Convolutions on
+//! burn-flex"). Here all three products are GEMMs over an im2col matrix of a few images at a time
+//! (small enough to stay in cache, large enough to keep the GEMM efficient on 2×2 maps).
+//!
+//! [`conv2d`] is the entry point: for `Flex` and `Autodiff<Flex>` it runs these kernels (groups 1,
+//! dilation 1, symmetric padding: every convolution of fer-models' networks), else Burn's own.
+//! Results are deterministic (fixed chunking, fixed reduction order), independent of the number
+//! of threads, and equal to Burn's up to float rounding (tested).
+
+use std::any::Any;
+use std::cell::RefCell;
+
+use burn::backend::Autodiff;
+use burn::backend::Flex;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::prelude::*;
+use burn::tensor::{TensorData, TensorPrimitive};
+use burn_flex::FlexTensor;
+use rayon::prelude::*;
+
+/// Columns (images × output pixels) of one im2col chunk at least: 2×2 maps are batched 64 images
+/// at a time so the GEMM is not one thin product per image; 44×44 maps run one image at a time.
+const MIN_CHUNK_COLUMNS: usize = 256;
+
+/// Weight-gradient partial sums: at most this many, each over a fixed run of chunks, added in order.
+const WEIGHT_GRAD_PARTS: usize = 16;
+
+/// …and at most this many bytes of them (but at least 4 sums, for the threads).
+const WEIGHT_GRAD_BYTES: usize = 64 << 20;
+
+/// Shape of one convolution: `[N, C, H, W]` input, `[O, C, KH, KW]` weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Geometry {
+    batch: usize,
+    channels: usize,
+    height: usize,
+    width: usize,
+    out_channels: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    out_height: usize,
+    out_width: usize,
+}
+
+impl Geometry {
+    /// `None` when the output would be empty (Burn's own convolution reports that case).
+    fn new(
+        input: [usize; 4],
+        out_channels: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> Option<Self> {
+        let [batch, channels, height, width] = input;
+        let out = |size: usize, k: usize, s: usize, p: usize| (size + 2 * p).checked_sub(k).map(|d| d / s + 1);
+        let out_height = out(height, kernel[0], stride[0], padding[0])?;
+        let out_width = out(width, kernel[1], stride[1], padding[1])?;
+        (batch > 0 && channels > 0 && out_channels > 0 && stride[0] > 0 && stride[1] > 0).then_some(Self {
+            batch,
+            channels,
+            height,
+            width,
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            out_height,
+            out_width,
+        })
+    }
+    fn plane(&self) -> usize {
+        self.height * self.width
+    }
+    fn out_plane(&self) -> usize {
+        self.out_height * self.out_width
+    }
+    /// Rows of the im2col matrix: input channels × kernel taps.
+    fn rows(&self) -> usize {
+        self.channels * self.kernel[0] * self.kernel[1]
+    }
+    fn images_per_chunk(&self) -> usize {
+        MIN_CHUNK_COLUMNS.div_ceil(self.out_plane()).clamp(1, self.batch)
+    }
+    fn chunks(&self) -> usize {
+        self.batch.div_ceil(self.images_per_chunk())
+    }
+    /// Chunks in parallel (one GEMM thread each) when there are enough of them; else the chunks in
+    /// turn, each GEMM on every thread.
+    fn chunks_in_parallel(&self) -> bool {
+        self.chunks() >= 2 * rayon::current_num_threads()
+    }
+}
+
+/// A strided read-only matrix: element `(i, j)` at `data[i * row_stride + j * col_stride]`.
+#[derive(Clone, Copy)]
+struct MatRef<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+    col_stride: usize,
+}
+
+/// `dst (m×n, row-major) = [dst +] lhs (m×k) · rhs (k×n)`, through `gemm`.
+fn gemm_into(dst: &mut [f32], accumulate: bool, lhs: MatRef, rhs: MatRef, [m, n, k]: [usize; 3], threads: bool) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |mat: MatRef, rows: usize, cols: usize| (rows - 1) * mat.row_stride + (cols.max(1) - 1) * mat.col_stride;
+    assert!(dst.len() >= m * n, "gemm_into: destination too small");
+    if k > 0 {
+        assert!(last(lhs, m, k) < lhs.data.len(), "gemm_into: lhs too small");
+        assert!(last(rhs, k, n) < rhs.data.len(), "gemm_into: rhs too small");
+    } else if !accumulate {
+        dst[..m * n].fill(0.0);
+        return;
+    }
+    let parallelism = if threads { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    // SAFETY: the assertions above keep every element gemm reads or writes inside the slices
+    // (m×n destination with row stride n, lhs/rhs extents from their strides); `dst` is borrowed
+    // mutably, so it does not alias `lhs` or `rhs`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Output columns `lo..hi` of a kernel row at tap offset `kx` read input columns `lo*s+kx-p…`.
+fn valid_columns(g: &Geometry, kx: usize) -> (usize, usize) {
+    let (s, p, w) = (g.stride[1], g.padding[1], g.width);
+    // x valid when 0 <= x*s + kx - p < w
+    let lo = p.saturating_sub(kx).div_ceil(s);
+    let hi = if w + p > kx { ((w + p - kx - 1) / s + 1).min(g.out_width) } else { 0 };
+    (lo.min(hi), hi)
+}
+
+/// im2col of one image `x (C, H, W)` into `col (C·KH·KW, OH·OW)`, written at column offset
+/// `offset` of rows `row_len` long (several images side by side).
+fn im2col(g: &Geometry, x: &[f32], col: &mut [f32], row_len: usize, offset: usize) {
+    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+    let (ow, ohw) = (g.out_width, g.out_plane());
+    for c in 0..g.channels {
+        let plane = &x[c * g.plane()..(c + 1) * g.plane()];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = (c * kh + ky) * kw + kx;
+                let dst = &mut col[row * row_len + offset..row * row_len + offset + ohw];
+                let (lo, hi) = valid_columns(g, kx);
+                for y in 0..g.out_height {
+                    let out = &mut dst[y * ow..(y + 1) * ow];
+                    let sy = (y * g.stride[0] + ky).checked_sub(g.padding[0]).filter(|&sy| sy < g.height);
+                    let Some(sy) = sy.filter(|_| lo < hi) else {
+                        out.fill(0.0);
+                        continue;
+                    };
+                    let src = &plane[sy * g.width..(sy + 1) * g.width];
+                    out[..lo].fill(0.0);
+                    out[hi..].fill(0.0);
+                    let first = lo * g.stride[1] + kx - g.padding[1];
+                    if g.stride[1] == 1 {
+                        out[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
+                    } else {
+                        for (i, o) in out[lo..hi].iter_mut().enumerate() {
+                            *o = src[first + i * g.stride[1]];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds `col`'s columns `offset…` back into one image `dx (C, H, W)`.
+fn col2im(g: &Geometry, col: &[f32], row_len: usize, offset: usize, dx: &mut [f32]) {
+    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+    let ow = g.out_width;
+    for c in 0..g.channels {
+        let plane = &mut dx[c * g.plane()..(c + 1) * g.plane()];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = (c * kh + ky) * kw + kx;
+                let src = &col[row * row_len + offset..row * row_len + offset + g.out_plane()];
+                let (lo, hi) = valid_columns(g, kx);
+                if lo >= hi {
+                    continue;
+                }
+                for y in 0..g.out_height {
+                    let Some(sy) = (y * g.stride[0] + ky).checked_sub(g.padding[0]).filter(|&sy| sy < g.height) else {
+                        continue;
+                    };
+                    let dst = &mut plane[sy * g.width..(sy + 1) * g.width];
+                    let first = lo * g.stride[1] + kx - g.padding[1];
+                    let values = &src[y * ow + lo..y * ow + hi];
+                    if g.stride[1] == 1 {
+                        dst[first..first + hi - lo].iter_mut().zip(values).for_each(|(d, v)| *d += v);
+                    } else {
+                        for (i, v) in values.iter().enumerate() {
+                            dst[first + i * g.stride[1]] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Scratch buffers of one worker: the chunk's im2col matrix and a chunk-wide `[O, n·OH·OW]` matrix.
+struct Scratch<'a> {
+    col: &'a mut [f32],
+    wide: &'a mut [f32],
+}
+
+thread_local! {
+    /// Each thread's scratch memory, kept between calls: fresh multi-megabyte buffers per chunk
+    /// cost page faults that took as long as the arithmetic on 44×44 maps.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's [`Scratch`] sized for `g` (a fresh one if the thread's is in use,
+/// as when a GEMM waiting on its rayon workers runs another convolution's chunk).
+fn with_scratch<R>(g: &Geometry, f: impl FnOnce(&mut Scratch) -> R) -> R {
+    let per = g.images_per_chunk();
+    let cols = per * g.out_plane();
+    let (col, wide) = (g.rows() * cols, if per > 1 { g.out_channels * cols } else { 0 });
+    let run = |buffer: &mut [f32]| {
+        let (col, wide) = buffer.split_at_mut(col);
+        f(&mut Scratch { col, wide })
+    };
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffer) => {
+            if buffer.len() < col + wide {
+                buffer.resize(col + wide, 0.0);
+            }
+            run(&mut buffer[..col + wide])
+        }
+        Err(_) => run(&mut vec![0.0; col + wide]),
+    })
+}
+
+/// Runs `body(chunk index, output slice of that chunk, scratch)` over every chunk of images, in
+/// parallel or in turn (see [`Geometry::chunks_in_parallel`]).
+fn for_each_chunk(
+    g: &Geometry,
+    out: &mut [f32],
+    per_image: usize,
+    body: impl Fn(usize, &mut [f32], &mut Scratch) + Sync,
+) {
+    let len = g.images_per_chunk() * per_image;
+    if g.chunks_in_parallel() {
+        out.par_chunks_mut(len).enumerate().for_each(|(i, o)| with_scratch(g, |s| body(i, o, s)));
+    } else {
+        with_scratch(g, |s| out.chunks_mut(len).enumerate().for_each(|(i, o)| body(i, o, s)));
+    }
+}
+
+/// Copies images `first..first+n` of an NCHW-like `[N, O, P]` array into `[O, n·P]`, or back.
+fn to_wide(nchw: &[f32], wide: &mut [f32], n: usize, o: usize, p: usize) {
+    for i in 0..n {
+        for r in 0..o {
+            wide[r * n * p + i * p..r * n * p + (i + 1) * p]
+                .copy_from_slice(&nchw[(i * o + r) * p..(i * o + r + 1) * p]);
+        }
+    }
+}
+fn from_wide(wide: &[f32], nchw: &mut [f32], n: usize, o: usize, p: usize) {
+    for i in 0..n {
+        for r in 0..o {
+            nchw[(i * o + r) * p..(i * o + r + 1) * p]
+                .copy_from_slice(&wide[r * n * p + i * p..r * n * p + (i + 1) * p]);
+        }
+    }
+}
+
+/// im2col of images `first..first + n` of `x`, side by side in `col` (`[C·KH·KW, n·OH·OW]`).
+fn load_images(g: &Geometry, x: &[f32], first: usize, n: usize, col: &mut [f32]) {
+    let image = g.channels * g.plane();
+    for i in 0..n {
+        im2col(g, &x[(first + i) * image..][..image], col, n * g.out_plane(), i * g.out_plane());
+    }
+}
+
+/// Images `first..first + n` of an output-shaped `dy` as an `[O, n·OH·OW]` matrix: borrowed for
+/// one image, gathered into `wide` for several.
+fn output_matrix<'a>(g: &Geometry, dy: &'a [f32], first: usize, n: usize, wide: &'a mut [f32]) -> MatRef<'a> {
+    let (ohw, cols) = (g.out_plane(), n * g.out_plane());
+    let dy = &dy[first * g.out_channels * ohw..(first + n) * g.out_channels * ohw];
+    if n == 1 {
+        return MatRef { data: dy, row_stride: cols, col_stride: 1 };
+    }
+    to_wide(dy, wide, n, g.out_channels, ohw);
+    MatRef { data: wide, row_stride: cols, col_stride: 1 }
+}
+
+/// Forward: `out [N, O, OH, OW] = conv(x [N, C, H, W], weight [O, C·KH·KW]) (+ bias [O])`.
+fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let (per, ohw, rows) = (g.images_per_chunk(), g.out_plane(), g.rows());
+    let threads = !g.chunks_in_parallel();
+    let mut out = vec![0.0; g.batch * g.out_channels * ohw];
+    for_each_chunk(g, &mut out, g.out_channels * ohw, |chunk, out, s| {
+        let (first, n) = (chunk * per, out.len() / (g.out_channels * ohw));
+        let cols = n * ohw;
+        load_images(g, x, first, n, s.col);
+        let w = MatRef { data: weight, row_stride: rows, col_stride: 1 };
+        let col = MatRef { data: s.col, row_stride: cols, col_stride: 1 };
+        if n == 1 {
+            gemm_into(out, false, w, col, [g.out_channels, cols, rows], threads);
+        } else {
+            gemm_into(s.wide, false, w, col, [g.out_channels, cols, rows], threads);
+            from_wide(s.wide, out, n, g.out_channels, ohw);
+        }
+        if let Some(bias) = bias {
+            for (plane, b) in out.chunks_mut(ohw).zip(bias.iter().cycle()) {
+                plane.iter_mut().for_each(|v| *v += b);
+            }
+        }
+    });
+    out
+}
+
+/// Input gradient: `dx [N, C, H, W]` from `dy [N, O, OH, OW]`.
+fn input_grad(g: &Geometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (per, ohw, rows) = (g.images_per_chunk(), g.out_plane(), g.rows());
+    let threads = !g.chunks_in_parallel();
+    let mut dx = vec![0.0; g.batch * g.channels * g.plane()];
+    for_each_chunk(g, &mut dx, g.channels * g.plane(), |chunk, dx, s| {
+        let (first, n) = (chunk * per, dx.len() / (g.channels * g.plane()));
+        let cols = n * ohw;
+        let dy = output_matrix(g, dy, first, n, s.wide);
+        // dcol (rows × cols) = weightᵀ (rows × O) · dy (O × cols)
+        let wt = MatRef { data: weight, row_stride: 1, col_stride: rows };
+        gemm_into(s.col, false, wt, dy, [rows, cols, g.out_channels], threads);
+        for i in 0..n {
+            col2im(g, s.col, cols, i * ohw, &mut dx[i * g.channels * g.plane()..][..g.channels * g.plane()]);
+        }
+    });
+    dx
+}
+
+/// Weight gradient `[O, C·KH·KW]`: the sum over images of `dy (O × OH·OW) · colᵀ`.
+fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (per, ohw, rows) = (g.images_per_chunk(), g.out_plane(), g.rows());
+    let chunks = g.chunks();
+    let parallel = g.chunks_in_parallel();
+    // A fixed number of partial sums (not the thread count), so results do not depend on it; fewer
+    // when each is large (512×4,608 weights: 9.4 MB).
+    let parts = if parallel {
+        chunks.min(WEIGHT_GRAD_PARTS).min((WEIGHT_GRAD_BYTES / (4 * g.out_channels * rows)).max(4))
+    } else {
+        1
+    };
+    let part = |p: usize| {
+        let mut acc = vec![0.0; g.out_channels * rows];
+        with_scratch(g, |s| {
+            let range = (p * chunks / parts)..((p + 1) * chunks / parts);
+            for (k, chunk) in range.enumerate() {
+                let first = chunk * per;
+                let n = per.min(g.batch - first);
+                let cols = n * ohw;
+                load_images(g, x, first, n, s.col);
+                let dy = output_matrix(g, dy, first, n, s.wide);
+                let colt = MatRef { data: s.col, row_stride: 1, col_stride: cols };
+                gemm_into(&mut acc, k > 0, dy, colt, [g.out_channels, rows, cols], !parallel);
+            }
+        });
+        acc
+    };
+    sum_parts(0..parts, &part)
+}
+
+/// The sum of `part(p)` over `parts`, as a fixed binary tree (halves computed in parallel), so the
+/// order of additions never changes and at most a few partial sums are alive at once.
+fn sum_parts(parts: std::ops::Range<usize>, part: &(impl Fn(usize) -> Vec<f32> + Sync)) -> Vec<f32> {
+    if parts.len() == 1 {
+        return part(parts.start);
+    }
+    let mid = parts.start + parts.len() / 2;
+    let (mut left, right) = rayon::join(|| sum_parts(parts.start..mid, part), || sum_parts(mid..parts.end, part));
+    left.iter_mut().zip(&right).for_each(|(l, r)| *l += r);
+    left
+}
+
+/// Bias gradient `[O]`: `dy` summed over images and pixels, in a fixed order.
+fn bias_grad(g: &Geometry, dy: &[f32]) -> Vec<f32> {
+    let ohw = g.out_plane();
+    (0..g.out_channels)
+        .into_par_iter()
+        .map(|o| (0..g.batch).map(|n| dy[(n * g.out_channels + o) * ohw..][..ohw].iter().sum::<f32>()).sum())
+        .collect()
+}
+
+/// A contiguous f32 copy-free view of a Flex tensor (copies only when strided).
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.as_slice::<f32>().is_some() { t } else { t.to_contiguous() }
+}
+
+fn flex_tensor(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape.into()))
+}
+
+fn slice(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("contiguous f32 tensor")
+}
+
+/// The backward step of [`conv_autodiff`]: parents are input, weight and (when present) bias.
+#[derive(Debug)]
+struct ConvBackward;
+
+/// What the backward step keeps: the input and the `[O, C·KH·KW]` weight, contiguous.
+#[derive(Clone, Debug)]
+struct ConvState {
+    geometry: Geometry,
+    has_bias: bool,
+    x: FlexTensor,
+    weight: FlexTensor,
+}
+
+impl Backward<Flex, 3> for ConvBackward {
+    type State = ConvState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_x, node_weight, node_bias] = ops.parents;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let ConvState { geometry: g, has_bias, x, weight } = ops.state;
+        if let Some(node) = node_x {
+            let dx = input_grad(&g, slice(&weight), slice(&dy));
+            grads.register::<Flex>(node.id, flex_tensor(dx, [g.batch, g.channels, g.height, g.width]));
+        }
+        if let Some(node) = node_weight {
+            let dw = weight_grad(&g, slice(&x), slice(&dy));
+            grads.register::<Flex>(node.id, flex_tensor(dw, [g.out_channels, g.channels, g.kernel[0], g.kernel[1]]));
+        }
+        if let Some(node) = node_bias.filter(|_| has_bias) {
+            grads.register::<Flex>(node.id, flex_tensor(bias_grad(&g, slice(&dy)), [g.out_channels]));
+        }
+    }
+}
+
+fn float(t: FlexTensor) -> TensorPrimitive<Flex> {
+    TensorPrimitive::Float(t)
+}
+
+/// The convolution on `Flex` tensors (no autodiff).
+fn conv_flex(
+    g: &Geometry,
+    x: Tensor<Flex, 4>,
+    weight: Tensor<Flex, 4>,
+    bias: Option<Tensor<Flex, 1>>,
+) -> Tensor<Flex, 4> {
+    let x = contiguous(x.into_primitive().tensor());
+    let weight = contiguous(weight.into_primitive().tensor());
+    let bias = bias.map(|b| contiguous(b.into_primitive().tensor()));
+    let out = forward(g, slice(&x), slice(&weight), bias.as_ref().map(slice));
+    Tensor::from_primitive(float(flex_tensor(out, [g.batch, g.out_channels, g.out_height, g.out_width])))
+}
+
+type FlexAd = Autodiff<Flex, NoCheckpointing>;
+
+/// The convolution on `Autodiff<Flex>` tensors, with [`ConvBackward`] as its gradient.
+fn conv_autodiff(
+    g: &Geometry,
+    x: Tensor<FlexAd, 4>,
+    weight: Tensor<FlexAd, 4>,
+    bias: Option<Tensor<FlexAd, 1>>,
+) -> Tensor<FlexAd, 4> {
+    let x = x.into_primitive().tensor();
+    let weight = weight.into_primitive().tensor();
+    let bias = bias.map(|b| b.into_primitive().tensor());
+    let xs = contiguous(x.primitive.clone());
+    let ws = contiguous(weight.primitive.clone());
+    let bs = bias.as_ref().map(|b| contiguous(b.primitive.clone()));
+    let out = flex_tensor(
+        forward(g, slice(&xs), slice(&ws), bs.as_ref().map(slice)),
+        [g.batch, g.out_channels, g.out_height, g.out_width],
+    );
+    // Without a bias the third parent is the weight again and `has_bias` keeps the backward step
+    // from registering a gradient through it (as `x * x` lists `x` twice).
+    let nodes = match &bias {
+        Some(b) => [x.node.clone(), weight.node.clone(), b.node.clone()],
+        None => [x.node.clone(), weight.node.clone(), weight.node.clone()],
+    };
+    let out = match ConvBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            prep.finish(ConvState { geometry: *g, has_bias: bias.is_some(), x: xs, weight: ws }, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+/// Moves `value` into `U` when `T` and `U` are the same type.
+fn same_type<T: 'static, U: 'static>(value: T) -> Result<U, T> {
+    let mut slot = Some(value);
+    if let Some(target) = (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>() {
+        return Ok(target.take().expect("the slot was just filled"));
+    }
+    Err(slot.expect("the slot is filled when the types differ"))
+}
+
+/// The convolution's geometry when fer-models' kernels cover it (groups 1, dilation 1, symmetric
+/// padding, or `Same` at stride 1 with odd kernels).
+fn geometry<B: Backend>(conv: &Conv2d<B>, input: [usize; 4]) -> Option<Geometry> {
+    let [out_channels, channels, kh, kw] = conv.weight.dims();
+    let padding = match conv.padding {
+        PaddingConfig2d::Valid => [0, 0],
+        PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => [top, left],
+        // Burn pads `Same` symmetrically for stride 1 and odd kernels (model B's convolutions).
+        PaddingConfig2d::Same if conv.stride == [1, 1] && kh % 2 == 1 && kw % 2 == 1 => [kh / 2, kw / 2],
+        _ => return None,
+    };
+    (conv.groups == 1 && conv.dilation == [1, 1] && channels == input[1])
+        .then(|| Geometry::new(input, out_channels, [kh, kw], conv.stride, padding))
+        .flatten()
+}
+
+/// fer-models' kernels for `conv` on `x` when the backend is burn-flex and the convolution is one
+/// they cover; `x` back otherwise.
+pub(crate) fn try_conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
+    let Some(g) = geometry(conv, x.dims()) else {
+        return Err(x);
+    };
+    let weight = conv.weight.val();
+    let bias = conv.bias.as_ref().map(|b| b.val());
+    let x = match same_type::<Tensor<B, 4>, Tensor<FlexAd, 4>>(x) {
+        Ok(x) => {
+            let weight = same_type::<_, Tensor<FlexAd, 4>>(weight).expect("same backend as x");
+            let bias = bias.map(|b| same_type::<_, Tensor<FlexAd, 1>>(b).expect("same backend as x"));
+            let out = conv_autodiff(&g, x, weight, bias);
+            return Ok(same_type::<_, Tensor<B, 4>>(out).expect("B is Autodiff<Flex>"));
+        }
+        Err(x) => x,
+    };
+    let weight = conv.weight.val();
+    let bias = conv.bias.as_ref().map(|b| b.val());
+    let x = same_type::<Tensor<B, 4>, Tensor<Flex, 4>>(x)?;
+    let weight = same_type::<_, Tensor<Flex, 4>>(weight).expect("same backend as x");
+    let bias = bias.map(|b| same_type::<_, Tensor<Flex, 1>>(b).expect("same backend as x"));
+    Ok(same_type::<_, Tensor<B, 4>>(conv_flex(&g, x, weight, bias)).expect("B is Flex"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::module::AutodiffModule;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::Distribution;
+
+    type Ad = Autodiff<Flex>;
+
+    /// Input channels, output channels, kernel, stride, padding, bias, batch, side.
+    type Case = (usize, usize, usize, usize, PaddingConfig2d, bool, usize, usize);
+
+    const CASES: [Case; 7] = [
+        (3, 8, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), true, 3, 11),
+        (4, 6, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), false, 2, 9),
+        (4, 6, 1, 2, PaddingConfig2d::Valid, false, 2, 9),
+        (2, 5, 5, 1, PaddingConfig2d::Same, true, 2, 8),
+        (3, 4, 3, 1, PaddingConfig2d::Valid, true, 2, 7),
+        // 4×4 maps: 16 images per chunk, 20 images = one full and one partial chunk.
+        (5, 7, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), true, 20, 4),
+        // 20×20 maps, 9 images: one image per chunk, chunks in parallel.
+        (3, 4, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), true, 9, 20),
+    ];
+
+    fn max_diff<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>) -> f32 {
+        let scale = b.clone().abs().max().into_scalar().max(1.0);
+        (a - b).abs().max().into_scalar() / scale
+    }
+
+    #[test]
+    fn values_and_gradients_equal_burns_convolution() {
+        let device = Default::default();
+        for (i, (cin, cout, k, stride, padding, bias, batch, side)) in CASES.into_iter().enumerate() {
+            let conv = Conv2dConfig::new([cin, cout], [k, k])
+                .with_stride([stride, stride])
+                .with_padding(padding)
+                .with_bias(bias)
+                .init::<Ad>(&device);
+            assert!(geometry(&conv, [batch, cin, side, side]).is_some(), "case {i} takes fer-models' path");
+            let x = Tensor::<Ad, 4>::random([batch, cin, side, side], Distribution::Normal(0.0, 1.0), &device)
+                .require_grad();
+            let ours = conv2d_or_panic(&conv, x.clone());
+            let burns = conv.forward(x.clone());
+            assert_eq!(ours.dims(), burns.dims(), "case {i}");
+            assert!(max_diff(ours.clone().inner(), burns.clone().inner()) < 1e-5, "case {i}: values");
+            // A non-uniform output gradient, so that every weight tap gets a different gradient.
+            let upstream = Tensor::<Ad, 4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &device);
+            let g_ours = (ours * upstream.clone()).sum().backward();
+            let g_burn = (burns * upstream).sum().backward();
+            let dx = |g| x.grad(g).expect("x grad");
+            assert!(max_diff(dx(&g_ours), dx(&g_burn)) < 1e-5, "case {i}: input gradient");
+            let dw = |g| conv.weight.grad(g).expect("weight grad");
+            assert!(max_diff(dw(&g_ours), dw(&g_burn)) < 1e-5, "case {i}: weight gradient");
+            if let Some(b) = &conv.bias {
+                let db = |g| b.grad(g).expect("bias grad");
+                assert!(max_diff(db(&g_ours), db(&g_burn)) < 1e-5, "case {i}: bias gradient");
+            }
+            // Inference backend (no autodiff) too.
+            let valid = conv.valid();
+            let x = x.inner();
+            assert!(max_diff(conv2d_or_panic(&valid, x.clone()), valid.forward(x)) < 1e-5, "case {i}: Flex");
+        }
+    }
+
+    fn conv2d_or_panic<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        try_conv2d(conv, x).unwrap_or_else(|_| panic!("fer-models' kernels should cover this convolution"))
+    }
+
+    #[test]
+    fn input_without_gradient_gives_weight_gradients_only() {
+        let device = Default::default();
+        let conv =
+            Conv2dConfig::new([1, 4], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init::<Ad>(&device);
+        let x = Tensor::<Ad, 4>::random([2, 1, 6, 6], Distribution::Normal(0.0, 1.0), &device);
+        let grads = conv2d_or_panic(&conv, x.clone()).sum().backward();
+        assert!(x.grad(&grads).is_none());
+        let burns = conv.forward(x).sum().backward();
+        let dw = |g| conv.weight.grad(g).expect("weight grad");
+        assert!(max_diff(dw(&grads), dw(&burns)) < 1e-5);
+    }
+
+    #[test]
+    fn gradients_are_bitwise_reproducible() {
+        let device = Default::default();
+        // 64 images of 6×6: 8 per chunk, 8 chunks in parallel, partial weight sums added in order.
+        let conv =
+            Conv2dConfig::new([8, 16], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init::<Ad>(&device);
+        let x = Tensor::<Ad, 4>::random([64, 8, 6, 6], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let run = || {
+            let grads = conv2d_or_panic(&conv, x.clone()).powi_scalar(2).sum().backward();
+            (x.grad(&grads).expect("x").into_data(), conv.weight.grad(&grads).expect("w").into_data())
+        };
+        let first = run();
+        for _ in 0..3 {
+            assert_eq!(run(), first);
+        }
+    }
+
+    #[test]
+    fn other_backends_and_unsupported_convolutions_go_through_burn() {
+        let device = Default::default();
+        let conv = Conv2dConfig::new([2, 3], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init::<NdArray>(&device);
+        let x = Tensor::<NdArray, 4>::random([2, 2, 5, 5], Distribution::Normal(0.0, 1.0), &device);
+        assert!(try_conv2d(&conv, x.clone()).is_err());
+        assert_eq!(crate::conv2d(&conv, x.clone()).into_data(), conv.forward(x).into_data());
+        // Dilation 2 and groups 2 on Flex: Burn's.
+        let device = Default::default();
+        let x = Tensor::<Flex, 4>::random([1, 2, 7, 7], Distribution::Normal(0.0, 1.0), &device);
+        let dilated = Conv2dConfig::new([2, 2], [3, 3]).with_dilation([2, 2]).init::<Flex>(&device);
+        let grouped = Conv2dConfig::new([2, 2], [3, 3]).with_groups(2).init::<Flex>(&device);
+        assert!(try_conv2d(&dilated, x.clone()).is_err());
+        assert!(try_conv2d(&grouped, x.clone()).is_err());
+        assert_eq!(crate::conv2d(&dilated, x.clone()).into_data(), dilated.forward(x).into_data());
+    }
+}
