@@ -10,8 +10,9 @@
 //!
 //! [`conv2d`] is the entry point: for `Flex` and `Autodiff<Flex>` it runs these kernels (groups 1,
 //! dilation 1, symmetric padding: every convolution of fer-models' networks), else Burn's own.
-//! Results are deterministic (fixed chunking, fixed reduction order), independent of the number
-//! of threads, and equal to Burn's up to float rounding (tested).
+//! Results are deterministic and do not depend on the number of threads (chunks and the order of
+//! additions follow from the shape alone; tested bit for bit on 1 and 3 threads), and equal Burn's
+//! up to float rounding (tested).
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -370,13 +371,9 @@ fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (per, ohw, rows) = (g.images_per_chunk(), g.out_plane(), g.rows());
     let chunks = g.chunks();
     let parallel = g.chunks_in_parallel();
-    // A fixed number of partial sums (not the thread count), so results do not depend on it; fewer
-    // when each is large (512×4,608 weights: 9.4 MB).
-    let parts = if parallel {
-        chunks.min(WEIGHT_GRAD_PARTS).min((WEIGHT_GRAD_BYTES / (4 * g.out_channels * rows)).max(4))
-    } else {
-        1
-    };
+    // The partial sums depend on the shape only (not on the threads), so the sum's rounding does
+    // not either; fewer when each is large (512×4,608 weights: 9.4 MB).
+    let parts = chunks.min(WEIGHT_GRAD_PARTS).min((WEIGHT_GRAD_BYTES / (4 * g.out_channels * rows)).max(4));
     let part = |p: usize| {
         let mut acc = vec![0.0; g.out_channels * rows];
         with_scratch(g, |s| {
@@ -393,17 +390,19 @@ fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
         });
         acc
     };
-    sum_parts(0..parts, &part)
+    sum_parts(0..parts, &part, parallel)
 }
 
-/// The sum of `part(p)` over `parts`, as a fixed binary tree (halves computed in parallel), so the
-/// order of additions never changes and at most a few partial sums are alive at once.
-fn sum_parts(parts: std::ops::Range<usize>, part: &(impl Fn(usize) -> Vec<f32> + Sync)) -> Vec<f32> {
+/// The sum of `part(p)` over `parts`, as a fixed binary tree (halves computed in parallel or in
+/// turn), so the order of additions never changes and at most a few partial sums are alive at once.
+fn sum_parts(parts: std::ops::Range<usize>, part: &(impl Fn(usize) -> Vec<f32> + Sync), parallel: bool) -> Vec<f32> {
     if parts.len() == 1 {
         return part(parts.start);
     }
     let mid = parts.start + parts.len() / 2;
-    let (mut left, right) = rayon::join(|| sum_parts(parts.start..mid, part), || sum_parts(mid..parts.end, part));
+    let left = || sum_parts(parts.start..mid, part, parallel);
+    let right = || sum_parts(mid..parts.end, part, parallel);
+    let (mut left, right) = if parallel { rayon::join(left, right) } else { (left(), right()) };
     left.iter_mut().zip(&right).for_each(|(l, r)| *l += r);
     left
 }
@@ -662,6 +661,31 @@ mod tests {
         let first = run();
         for _ in 0..3 {
             assert_eq!(run(), first);
+        }
+    }
+
+    #[test]
+    fn results_do_not_depend_on_the_number_of_threads() {
+        let device = Default::default();
+        // 4×4 maps, 24 images: 16 per chunk, 2 chunks, in parallel on 1 thread and in turn on 3;
+        // 20×20 maps, 8 images: one per chunk, in parallel on both.
+        for (side, batch) in [(4, 24), (20, 8)] {
+            let conv = Conv2dConfig::new([6, 10], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init::<Ad>(&device);
+            let x =
+                Tensor::<Ad, 4>::random([batch, 6, side, side], Distribution::Normal(0.0, 1.0), &device).require_grad();
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
+                pool.install(|| {
+                    let out = conv2d_or_panic(&conv, x.clone());
+                    let grads = out.clone().powi_scalar(2).sum().backward();
+                    let dx = x.grad(&grads).expect("x").into_data();
+                    let dw = conv.weight.grad(&grads).expect("w").into_data();
+                    (out.into_data(), dx, dw)
+                })
+            };
+            assert_eq!(run(1), run(3), "{side}×{side} maps");
         }
     }
 
