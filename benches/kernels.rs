@@ -4,8 +4,8 @@
 //! * `conv3x3_64c_44px_fwd`, `conv3x3_256c_11px_fwd`, `conv3x3_512c_2px_fwd`: VGG19's first-,
 //!   third- and last-stage convolutions (3×3, padding 1, bias) through Burn's `Conv2d::forward`;
 //!   `…_fwd_bwd`: forward + backward (input and weight gradients); `…_fer`: the same through
-//!   `fer_models::conv2d`, what the models run (fer-models' own kernels on flex, Burn's
-//!   elsewhere). Criterion's `elem/s` is **FLOP/s** here (2 per multiply-add; backward counted
+//!   `fer_models::conv2d`, what the models run (fer-models' own kernels; flex only, as every
+//!   other backend runs Burn's there). Criterion's `elem/s` is **FLOP/s** here (2 per multiply-add; backward counted
 //!   as 2× forward).
 //! * `batchnorm_64c_44px_train` (Burn's `BatchNorm`) and `batchnorm_64c_44px_train_fer`
 //!   (`fer_models::batch_norm_training`, what the models train with), forward in training mode;
@@ -50,8 +50,14 @@ fn gflop(flops: u64) -> String {
     format!("{:.3} GFLOP", flops as f64 / 1e9)
 }
 
-/// Conv forward and forward + backward at `channels` → `channels`, `side` px.
-fn conv<B: AutodiffBackend>(group: &mut BenchmarkGroup<WallTime>, device: &B::Device, channels: usize, side: usize) {
+/// Conv forward and forward + backward at `channels` → `channels`, `side` px; `with_fer`: also
+/// through `fer_models::conv2d`.
+fn conv<B: AutodiffBackend>(
+    group: &mut BenchmarkGroup<WallTime>,
+    device: &B::Device,
+    (channels, side): (usize, usize),
+    with_fer: bool,
+) {
     let n = batch();
     let conv = Conv2dConfig::new([channels, channels], [3, 3])
         .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
@@ -65,11 +71,12 @@ fn conv<B: AutodiffBackend>(group: &mut BenchmarkGroup<WallTime>, device: &B::De
         gflop(flops),
         gflop(3 * flops)
     );
-    // `…_fer`: the same convolution through `fer_models::conv2d`, what the models run (on flex
-    // fer-models' im2col + GEMM kernels; on every other backend Burn's, so the rows match).
+    // `…_fer`: the same convolution through `fer_models::conv2d`, what the models run: on flex
+    // fer-models' im2col + GEMM kernels; elsewhere Burn's, the rows above (not timed twice).
     let x_inner = x.clone().inner();
     let x = x.require_grad();
-    for (suffix, ours) in [("", false), ("_fer", true)] {
+    let variants: &[(&str, bool)] = if with_fer { &[("", false), ("_fer", true)] } else { &[("", false)] };
+    for &(suffix, ours) in variants {
         group.throughput(Throughput::Elements(flops));
         group.bench_function(format!("conv3x3_{channels}c_{side}px_fwd{suffix}"), |b| {
             b.iter(|| {
@@ -92,9 +99,9 @@ fn kernels<B: AutodiffBackend>(c: &mut Criterion, backend: &str, device: &B::Dev
     let n = batch();
     let mut group = c.benchmark_group(format!("{backend}/kernels"));
     group.sample_size(10);
-    conv::<B>(&mut group, device, 64, 44);
-    conv::<B>(&mut group, device, 256, 11);
-    conv::<B>(&mut group, device, 512, 2);
+    for layer in [(64, 44), (256, 11), (512, 2)] {
+        conv::<B>(&mut group, device, layer, backend == "flex");
+    }
 
     let sync = || B::sync(device).expect("device sync");
     let x = Tensor::<B, 4>::random([n, 64, 44, 44], Distribution::Uniform(0.0, 1.0), device);

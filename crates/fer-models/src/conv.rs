@@ -5,12 +5,12 @@ use burn::prelude::*;
 
 /// `conv.forward(x)`; with the `flex` feature, on `Flex` and `Autodiff<Flex>`, through fer-models'
 /// im2col + GEMM kernels (groups 1, dilation 1, symmetric padding: every convolution of the
-/// networks here), which compute the same values and gradients up to float rounding, about twice
-/// as fast as burn-flex's own convolution in VGG19 training (docs/RESULTS.md, "Convolutions on
-/// burn-flex"). Every other backend and convolution goes through Burn.
+/// networks here), which compute the same values and gradients up to float rounding; VGG19
+/// training steps ran 1.8× as fast as with burn-flex's own convolution (docs/RESULTS.md,
+/// "Convolutions on burn-flex"). Every other backend and convolution goes through Burn.
 ///
-/// Results do not depend on the number of threads: the kernels split the batch into fixed chunks
-/// and add partial sums in a fixed order.
+/// Results are bit-for-bit reproducible and do not depend on the number of threads: the kernels
+/// split the batch into chunks and add partial sums in an order that follows from the shape alone.
 ///
 /// ```
 /// use burn::backend::{Autodiff, Flex};

@@ -3,9 +3,9 @@
 //!
 //! Why: burn-flex 0.21 computes a convolution's weight gradient as another convolution whose
 //! "kernel" is the whole output-gradient map (44×44 on VGG19's first stage) and its input gradient
-//! as a transposed convolution; per layer that ran at 20–105 GFLOP/s where the same matrices
-//! multiplied by `gemm` reach ~165 GFLOP/s on the same cores (docs/RESULTS.md, "Convolutions on
-//! burn-flex"). Here all three products are GEMMs over an im2col matrix of a few images at a time
+//! as a transposed convolution; forward + backward of VGG19's layers ran at 22–88 GFLOP/s that way
+//! on a 2-core Zen 4 machine, and at 62–112 GFLOP/s through the kernels here (docs/RESULTS.md,
+//! "Convolutions on burn-flex"). Here all three products are GEMMs over an im2col matrix of a few images at a time
 //! (small enough to stay in cache, large enough to keep the GEMM efficient on 2×2 maps).
 //!
 //! [`conv2d`] is the entry point: for `Flex` and `Autodiff<Flex>` it runs these kernels (groups 1,
