@@ -1,13 +1,12 @@
 //! The reference's CNN + landmarks + HOG classifier: an image branch and a feature branch, joined.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-
-use crate::conv::conv2d;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use crate::conv::conv2d;
 use crate::mode::{Mode, batch_norm, dropout};
 
 /// One convolution of the image branch.

@@ -1,13 +1,12 @@
 //! VGG with batch normalisation, CIFAR-style (as in the reference's `models/vgg.py`).
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-
-use crate::conv::conv2d;
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use crate::conv::conv2d;
 use crate::mode::{Mode, NormStatistics, batch_norm, dropout};
 use crate::model::scale_channels;
 
