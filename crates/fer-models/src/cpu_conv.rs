@@ -463,8 +463,10 @@ impl Backward<Flex, 3> for ConvBackward {
     }
 }
 
-fn float(t: FlexTensor) -> TensorPrimitive<Flex> {
-    TensorPrimitive::Float(t)
+/// [`forward`] on contiguous Flex tensors, as a `[N, O, OH, OW]` Flex tensor.
+fn forward_tensors(g: &Geometry, x: &FlexTensor, weight: &FlexTensor, bias: Option<&FlexTensor>) -> FlexTensor {
+    let out = forward(g, slice(x), slice(weight), bias.map(slice));
+    flex_tensor(out, [g.batch, g.out_channels, g.out_height, g.out_width])
 }
 
 /// The convolution on `Flex` tensors (no autodiff).
@@ -477,8 +479,7 @@ fn conv_flex(
     let x = contiguous(x.into_primitive().tensor());
     let weight = contiguous(weight.into_primitive().tensor());
     let bias = bias.map(|b| contiguous(b.into_primitive().tensor()));
-    let out = forward(g, slice(&x), slice(&weight), bias.as_ref().map(slice));
-    Tensor::from_primitive(float(flex_tensor(out, [g.batch, g.out_channels, g.out_height, g.out_width])))
+    Tensor::from_primitive(TensorPrimitive::Float(forward_tensors(g, &x, &weight, bias.as_ref())))
 }
 
 type FlexAd = Autodiff<Flex, NoCheckpointing>;
@@ -496,10 +497,7 @@ fn conv_autodiff(
     let xs = contiguous(x.primitive.clone());
     let ws = contiguous(weight.primitive.clone());
     let bs = bias.as_ref().map(|b| contiguous(b.primitive.clone()));
-    let out = flex_tensor(
-        forward(g, slice(&xs), slice(&ws), bs.as_ref().map(slice)),
-        [g.batch, g.out_channels, g.out_height, g.out_width],
-    );
+    let out = forward_tensors(g, &xs, &ws, bs.as_ref());
     // Without a bias the third parent is the weight again and `has_bias` keeps the backward step
     // from registering a gradient through it (as `x * x` lists `x` twice).
     let nodes = match &bias {
@@ -540,29 +538,24 @@ fn geometry<B: Backend>(conv: &Conv2d<B>, input: [usize; 4]) -> Option<Geometry>
         .flatten()
 }
 
+/// `value` as `U`, which the caller knows is its own type (the backend `B` matched already).
+fn same_backend<T: 'static, U: 'static>(value: T) -> U {
+    same_type(value).unwrap_or_else(|_| unreachable!("a convolution's tensors share its backend"))
+}
+
 /// fer-models' kernels for `conv` on `x` when the backend is burn-flex and the convolution is one
 /// they cover; `x` back otherwise.
 pub(crate) fn try_conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
     let Some(g) = geometry(conv, x.dims()) else {
         return Err(x);
     };
-    let weight = conv.weight.val();
-    let bias = conv.bias.as_ref().map(|b| b.val());
+    let (weight, bias) = (conv.weight.val(), conv.bias.as_ref().map(|b| b.val()));
     let x = match same_type::<Tensor<B, 4>, Tensor<FlexAd, 4>>(x) {
-        Ok(x) => {
-            let weight = same_type::<_, Tensor<FlexAd, 4>>(weight).expect("same backend as x");
-            let bias = bias.map(|b| same_type::<_, Tensor<FlexAd, 1>>(b).expect("same backend as x"));
-            let out = conv_autodiff(&g, x, weight, bias);
-            return Ok(same_type::<_, Tensor<B, 4>>(out).expect("B is Autodiff<Flex>"));
-        }
+        Ok(x) => return Ok(same_backend(conv_autodiff(&g, x, same_backend(weight), bias.map(same_backend)))),
         Err(x) => x,
     };
-    let weight = conv.weight.val();
-    let bias = conv.bias.as_ref().map(|b| b.val());
     let x = same_type::<Tensor<B, 4>, Tensor<Flex, 4>>(x)?;
-    let weight = same_type::<_, Tensor<Flex, 4>>(weight).expect("same backend as x");
-    let bias = bias.map(|b| same_type::<_, Tensor<Flex, 1>>(b).expect("same backend as x"));
-    Ok(same_type::<_, Tensor<B, 4>>(conv_flex(&g, x, weight, bias)).expect("B is Flex"))
+    Ok(same_backend(conv_flex(&g, x, same_backend(weight), bias.map(same_backend))))
 }
 
 #[cfg(test)]
