@@ -65,6 +65,8 @@ fn bench_backend<B: AutodiffBackend>(c: &mut Criterion, backend: &str, device: B
 }
 
 fn attack_step(c: &mut Criterion) {
+    // As the `fer` binary: freed tensors' memory is reused, not unmapped (fer_models docs).
+    fer_rs::models::keep_freed_memory();
     #[cfg(feature = "flex")]
     bench_backend::<burn::backend::Autodiff<burn::backend::Flex>>(c, "flex", Default::default());
     #[cfg(feature = "cuda")]

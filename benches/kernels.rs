@@ -211,6 +211,8 @@ fn backend<B: AutodiffBackend>(c: &mut Criterion, name: &str, with_steps: bool) 
 
 fn all(c: &mut Criterion) {
     use burn::backend::Autodiff;
+    // As the `fer` binary: freed tensors' memory is reused, not unmapped (fer_models docs).
+    fer_rs::models::keep_freed_memory();
     #[cfg(feature = "flex")]
     backend::<Autodiff<burn::backend::Flex>>(c, "flex", true);
     #[cfg(feature = "ndarray")]

@@ -48,6 +48,7 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    fer_rs::models::keep_freed_memory();
     let data = fer_rs::dataset::load(fer_rs::dataset::default_data_path(args.data.as_deref())?)?;
     let device = Default::default();
     let mut base = TrainConfig::reference(ModelConfig::from_name(&args.model)?);

@@ -42,6 +42,7 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    fer_rs::models::keep_freed_memory();
     let data = fer_rs::dataset::load(fer_rs::dataset::default_data_path(args.data.as_deref())?)?;
 
     // 1. Features: dlib's 68 landmarks (fixed face box) + scikit-image-exact HOG, all cores.

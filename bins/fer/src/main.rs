@@ -445,6 +445,8 @@ impl TrainArgs {
 }
 
 fn main() -> ExitCode {
+    // Training and evaluation allocate and free large tensors all the time: keep their memory.
+    fer_models::keep_freed_memory();
     tracing_subscriber::fmt()
         // Autotuning on a GPU logs every new kernel shape at `info`: shown with
         // RUST_LOG=info,cubecl_runtime::tune=info.

@@ -13,7 +13,9 @@
 //!   expression ([`FacePrediction`], JSON-serialisable); [`annotate`] draws them.
 //! * **On the CPU**: with the `flex` feature (default), every convolution of these networks runs
 //!   fer-models' own im2col + GEMM kernels on burn-flex, forward and backward ([`conv2d`]; Burn's
-//!   convolution on every other backend).
+//!   convolution on every other backend). A process that trains calls [`keep_freed_memory`] once
+//!   at its start, as the `fer` binary does: glibc then reuses freed tensors' memory instead of
+//!   unmapping and faulting it in again.
 //!
 //! | model | config | parameters (1 input channel, 7 classes) |
 //! | --- | --- | --- |
@@ -39,6 +41,7 @@
 // Without the `dlib` feature the docs still name the items it adds, which then do not exist.
 #![cfg_attr(not(feature = "dlib"), allow(rustdoc::broken_intra_doc_links))]
 
+mod allocator;
 mod checkpoint;
 mod cnn_hog;
 mod conv;
@@ -53,6 +56,7 @@ mod predict;
 mod resnet;
 mod vgg;
 
+pub use allocator::keep_freed_memory;
 pub use checkpoint::{
     CHECKPOINT_MAGIC, Checkpoint, ModelError, checkpoint_checksum, load_checkpoint, load_checkpoint_with_checksum,
     read_checkpoint_header, read_checkpoint_header_with_checksum, save_checkpoint,
