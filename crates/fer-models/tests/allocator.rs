@@ -8,7 +8,7 @@
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[test]
 fn large_blocks_stay_in_the_heap_after_keep_freed_memory() {
-    // Bytes in mmap'd blocks (`hblkhd`) and in the main heap (`arena`).
+    // Bytes in mmap'd blocks (`hblkhd`) and in the heaps of every arena (`arena`).
     let usage = || {
         // SAFETY: mallinfo2 only reads glibc's allocator statistics.
         let info = unsafe { libc::mallinfo2() };
