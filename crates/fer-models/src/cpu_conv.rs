@@ -14,10 +14,8 @@
 //! additions follow from the shape alone; tested bit for bit on 1 and 3 threads), and equal Burn's
 //! up to float rounding (tested).
 
-use std::any::Any;
 use std::cell::RefCell;
 
-use burn::backend::Autodiff;
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -26,9 +24,11 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
-use burn::tensor::{TensorData, TensorPrimitive};
+use burn::tensor::TensorPrimitive;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
+
+use crate::flex_bridge::{FlexAd, contiguous, flex_tensor, same_backend, same_type, slice};
 
 /// Columns (images × output pixels) of one im2col chunk at least: 2×2 maps are batched 64 images
 /// at a time so the GEMM is not one thin product per image; 44×44 maps run one image at a time.
@@ -416,19 +416,6 @@ fn bias_grad(g: &Geometry, dy: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-/// A contiguous f32 copy-free view of a Flex tensor (copies only when strided).
-fn contiguous(t: FlexTensor) -> FlexTensor {
-    if t.as_slice::<f32>().is_some() { t } else { t.to_contiguous() }
-}
-
-fn flex_tensor(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape.into()))
-}
-
-fn slice(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>().expect("contiguous f32 tensor")
-}
-
 /// The backward step of [`conv_autodiff`]: parents are input, weight and (when present) bias.
 #[derive(Debug)]
 struct ConvBackward;
@@ -482,8 +469,6 @@ fn conv_flex(
     Tensor::from_primitive(TensorPrimitive::Float(forward_tensors(g, &x, &weight, bias.as_ref())))
 }
 
-type FlexAd = Autodiff<Flex, NoCheckpointing>;
-
 /// The convolution on `Autodiff<Flex>` tensors, with [`ConvBackward`] as its gradient.
 fn conv_autodiff(
     g: &Geometry,
@@ -513,15 +498,6 @@ fn conv_autodiff(
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
-/// Moves `value` into `U` when `T` and `U` are the same type.
-fn same_type<T: 'static, U: 'static>(value: T) -> Result<U, T> {
-    let mut slot = Some(value);
-    if let Some(target) = (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>() {
-        return Ok(target.take().expect("the slot was just filled"));
-    }
-    Err(slot.expect("the slot is filled when the types differ"))
-}
-
 /// The convolution's geometry when fer-models' kernels cover it (groups 1, dilation 1, symmetric
 /// padding, or `Same` at stride 1 with odd kernels).
 fn geometry<B: Backend>(conv: &Conv2d<B>, input: [usize; 4]) -> Option<Geometry> {
@@ -536,11 +512,6 @@ fn geometry<B: Backend>(conv: &Conv2d<B>, input: [usize; 4]) -> Option<Geometry>
     (conv.groups == 1 && conv.dilation == [1, 1] && channels == input[1])
         .then(|| Geometry::new(input, out_channels, [kh, kw], conv.stride, padding))
         .flatten()
-}
-
-/// `value` as `U`, which the caller knows is its own type (the backend `B` matched already).
-fn same_backend<T: 'static, U: 'static>(value: T) -> U {
-    same_type(value).unwrap_or_else(|_| unreachable!("a convolution's tensors share its backend"))
 }
 
 /// fer-models' kernels for `conv` on `x` when the backend is burn-flex and the convolution is one
@@ -566,7 +537,7 @@ mod tests {
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::Distribution;
 
-    type Ad = Autodiff<Flex>;
+    type Ad = burn::backend::Autodiff<Flex>;
 
     /// Input channels, output channels, kernel, stride, padding, bias, batch, side.
     type Case = (usize, usize, usize, usize, PaddingConfig2d, bool, usize, usize);

@@ -13,7 +13,8 @@
 //!   expression ([`FacePrediction`], JSON-serialisable); [`annotate`] draws them.
 //! * **On the CPU**: with the `flex` feature (default), every convolution of these networks runs
 //!   fer-models' own im2col + GEMM kernels on burn-flex, forward and backward ([`conv2d`]; Burn's
-//!   convolution on every other backend). A process that trains calls [`keep_freed_memory`] once
+//!   convolution on every other backend), and BatchNorm with batch statistics runs one kernel of
+//!   fer-models' own on `Autodiff<Flex>` ([`batch_norm_training`]). A process that trains calls [`keep_freed_memory`] once
 //!   at its start, as the `fer` binary does: glibc then reuses freed tensors' memory instead of
 //!   unmapping and faulting it in again.
 //!
@@ -47,8 +48,12 @@ mod cnn_hog;
 mod conv;
 #[cfg(feature = "flex")]
 mod cpu_conv;
+#[cfg(feature = "flex")]
+mod cpu_norm;
 mod evaluate;
 mod export;
+#[cfg(feature = "flex")]
+mod flex_bridge;
 mod flops;
 mod mode;
 mod model;

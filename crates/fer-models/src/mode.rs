@@ -97,7 +97,10 @@ impl Mode {
 /// shapes that burn-flex 0.21 walks element by element on one thread (≈ 30 % of model B's CPU
 /// training time). Here the image is viewed as `[N, C, H·W]` and every per-channel factor is
 /// repeated to `[N, C, 1]`, which burn-flex's vectorised broadcast handles; the results equal
-/// Burn's to rounding (tested against it, values and gradients).
+/// Burn's to rounding (tested against it, values and gradients). On `Autodiff<Flex>` (feature
+/// `flex`) the batch-statistics path is one operation of fer-models' own instead (`cpu_norm`: a
+/// pass over each channel per statistic, one for the output, two for the gradients), tested
+/// against Burn's `BatchNorm` in the same way.
 pub(crate) fn batch_norm<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
     let x = x.reshape([n, c, h * w]);
@@ -111,25 +114,38 @@ pub(crate) fn batch_norm<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>, mode:
         Some(NormStatistics::BatchUpdate | NormStatistics::Batch) => B::ad_enabled(&x.device()),
         Some(NormStatistics::Running) | None => false,
     };
+    // Moves the running statistics towards the batch's `[C]` mean and biased variance.
+    let update_running = |mean: Tensor<B, 1>, var: Tensor<B, 1>| {
+        if statistics == Some(NormStatistics::BatchUpdate) {
+            let momentum = norm.momentum;
+            let running_mean = norm.running_mean.value_sync().to_device(&mean.device());
+            let running_var = norm.running_var.value_sync().to_device(&var.device());
+            norm.running_mean.update(running_mean.mul_scalar(1.0 - momentum).add(mean.mul_scalar(momentum)).detach());
+            norm.running_var.update(running_var.mul_scalar(1.0 - momentum).add(var.mul_scalar(momentum)).detach());
+        }
+    };
+    #[cfg(feature = "flex")]
+    let x = match batch_statistics {
+        true => {
+            let x = x.reshape([n, c, h, w]);
+            match crate::cpu_norm::try_batch_norm(x, norm.gamma.val(), norm.beta.val(), norm.epsilon) {
+                Ok((y, batch)) => {
+                    let device = y.device();
+                    let channel = |v: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(v, [c]), &device);
+                    update_running(channel(batch.mean), channel(batch.variance));
+                    return y;
+                }
+                Err(x) => x.reshape([n, c, h * w]),
+            }
+        }
+        false => x,
+    };
     let y = if batch_statistics {
         let count = (n * h * w) as f64;
         let mean = x.clone().sum_dim(2).sum_dim(0).div_scalar(count);
         let centered = x - per_row(mean.clone());
         let var = centered.clone().square().sum_dim(2).sum_dim(0).div_scalar(count);
-        if statistics == Some(NormStatistics::BatchUpdate) {
-            let momentum = norm.momentum;
-            let running_mean = norm.running_mean.value_sync().to_device(&mean.device());
-            let running_var = norm.running_var.value_sync().to_device(&var.device());
-            norm.running_mean.update(
-                running_mean.mul_scalar(1.0 - momentum).add(mean.detach().mul_scalar(momentum).reshape([c])).detach(),
-            );
-            norm.running_var.update(
-                running_var
-                    .mul_scalar(1.0 - momentum)
-                    .add(var.clone().detach().mul_scalar(momentum).reshape([c]))
-                    .detach(),
-            );
-        }
+        update_running(mean.clone().detach().reshape([c]), var.clone().detach().reshape([c]));
         let std = var.add_scalar(norm.epsilon).sqrt();
         let scale = norm.gamma.val().reshape([1, c, 1]) / std;
         centered * per_row(scale) + per_row(norm.beta.val().reshape([1, c, 1]))
@@ -154,7 +170,8 @@ pub(crate) fn batch_norm<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>, mode:
 /// as Burn's `BatchNorm::forward` does there. Equal to `BatchNorm::forward` to rounding (values,
 /// running statistics and gradients are tested against it), and several times faster on burn-flex
 /// 0.21, whose strided broadcasts Burn's formulation hits (docs/RESULTS.md, "BatchNorm on
-/// burn-flex").
+/// burn-flex"); on `Autodiff<Flex>` the batch statistics run fer-models' own BatchNorm kernel,
+/// forward and backward, deterministic and independent of the number of threads.
 ///
 /// ```
 /// use burn::backend::{Autodiff, NdArray};
@@ -217,8 +234,35 @@ mod tests {
     use burn::module::AutodiffModule;
     use burn::nn::BatchNormConfig;
     use burn::tensor::Distribution;
+    use burn::tensor::backend::AutodiffBackend;
 
     type B = Autodiff<NdArray>;
+
+    /// Each BatchNorm test below, on `Autodiff<NdArray>` (the formula composed from Burn tensors)
+    /// and, with the `flex` feature, on `Autodiff<Flex>` (fer-models' BatchNorm kernel).
+    macro_rules! on_cpu_backends {
+        ($($name:ident),* $(,)?) => {
+            mod on_cpu_backends {
+                $(
+                    #[test]
+                    fn $name() {
+                        super::$name::<burn::backend::Autodiff<burn::backend::NdArray>>();
+                        #[cfg(feature = "flex")]
+                        super::$name::<crate::flex_bridge::FlexAd>();
+                    }
+                )*
+            }
+        };
+    }
+
+    on_cpu_backends!(
+        training_equals_burns_batch_norm_in_values_statistics_and_gradients,
+        inference_equals_burns_batch_norm_without_autodiff,
+        inference_mode_on_autodiff_uses_running_statistics_and_leaves_them,
+        inference_right_after_a_training_pass_uses_the_updated_statistics,
+        batch_statistics_without_update_normalise_like_burn_and_leave_the_running_statistics,
+        running_statistics_in_training_equal_inference_and_pass_gradients,
+    );
 
     fn assert_close(what: &str, ours: TensorData, burns: TensorData) {
         let ours: Vec<f32> = ours.to_vec().unwrap();
@@ -230,7 +274,7 @@ mod tests {
     }
 
     /// A norm with non-trivial γ, β and running statistics, and an input far from N(0, 1).
-    fn setup() -> (BatchNorm<B>, Tensor<B, 4>) {
+    fn setup<B: AutodiffBackend>() -> (BatchNorm<B>, Tensor<B, 4>) {
         let device = Default::default();
         B::seed(&device, 11);
         let mut norm = BatchNormConfig::new(3).with_momentum(0.3).init::<B>(&device);
@@ -242,9 +286,8 @@ mod tests {
         (norm, x)
     }
 
-    #[test]
-    fn training_equals_burns_batch_norm_in_values_statistics_and_gradients() {
-        let (norm, x) = setup();
+    fn training_equals_burns_batch_norm_in_values_statistics_and_gradients<B: AutodiffBackend>() {
+        let (norm, x) = setup::<B>();
         let ours_x = x.clone().require_grad();
         let burns_x = x.require_grad();
         let ours_norm = norm.clone();
@@ -282,9 +325,8 @@ mod tests {
         assert!((moved[2] - 3.0).abs() > 0.1, "running mean of channel 2 did not move: {moved:?}");
     }
 
-    #[test]
-    fn inference_equals_burns_batch_norm_without_autodiff() {
-        let (norm, x) = setup();
+    fn inference_equals_burns_batch_norm_without_autodiff<B: AutodiffBackend>() {
+        let (norm, x) = setup::<B>();
         let norm = norm.valid();
         let x = x.inner();
         let ours: Vec<f32> = batch_norm(&norm, x.clone(), Mode::BURN).into_data().to_vec().unwrap();
@@ -296,9 +338,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn inference_mode_on_autodiff_uses_running_statistics_and_leaves_them() {
-        let (norm, x) = setup();
+    fn inference_mode_on_autodiff_uses_running_statistics_and_leaves_them<B: AutodiffBackend>() {
+        let (norm, x) = setup::<B>();
         let ours: Vec<f32> = batch_norm(&norm, x.clone(), Mode::Inference).into_data().to_vec().unwrap();
         let burns: Vec<f32> = norm.valid().forward(x.inner()).into_data().to_vec().unwrap();
         for (i, (a, b)) in ours.iter().zip(&burns).enumerate() {
@@ -308,15 +349,14 @@ mod tests {
         assert_eq!(mean, vec![0.2, -0.1, 3.0]);
     }
 
-    #[test]
-    fn inference_right_after_a_training_pass_uses_the_updated_statistics() {
-        let (norm, x) = setup();
+    fn inference_right_after_a_training_pass_uses_the_updated_statistics<B: AutodiffBackend>() {
+        let (norm, x) = setup::<B>();
         let _ = batch_norm(&norm, x.clone().mul_scalar(2.0), Mode::BURN);
         // Computed before `valid`, which folds the pending update in for everyone.
         let ours: Vec<f32> = batch_norm(&norm, x.clone(), Mode::Inference).into_data().to_vec().unwrap();
         let synced: Vec<f32> = norm.valid().forward(x.clone().inner()).into_data().to_vec().unwrap();
         let stale = {
-            let (old, _) = setup();
+            let (old, _) = setup::<B>();
             old.valid().forward(x.inner()).into_data().to_vec::<f32>().unwrap()
         };
         assert_ne!(synced, stale, "the training pass moved the statistics");
@@ -325,13 +365,12 @@ mod tests {
         }
     }
 
-    fn values(t: Tensor<B, 1>) -> Vec<f32> {
+    fn values<B: Backend>(t: Tensor<B, 1>) -> Vec<f32> {
         t.into_data().to_vec().unwrap()
     }
 
-    #[test]
-    fn batch_statistics_without_update_normalise_like_burn_and_leave_the_running_statistics() {
-        let (norm, x) = setup();
+    fn batch_statistics_without_update_normalise_like_burn_and_leave_the_running_statistics<B: AutodiffBackend>() {
+        let (norm, x) = setup::<B>();
         let (before_mean, before_var) = (values(norm.running_mean.value_sync()), values(norm.running_var.value_sync()));
         let kept = batch_norm(&norm, x.clone(), Mode::training(NormStatistics::Batch, None));
         assert_eq!(values(norm.running_mean.value_sync()), before_mean, "running mean moved");
@@ -341,9 +380,8 @@ mod tests {
         assert_ne!(values(norm.running_mean.value_sync()), before_mean, "Burn's pass moves the statistics");
     }
 
-    #[test]
-    fn running_statistics_in_training_equal_inference_and_pass_gradients() {
-        let (norm, x) = setup();
+    fn running_statistics_in_training_equal_inference_and_pass_gradients<B: AutodiffBackend>() {
+        let (norm, x) = setup::<B>();
         let x = x.require_grad();
         let before = values(norm.running_mean.value_sync());
         let running = batch_norm(&norm, x.clone(), Mode::training(NormStatistics::Running, None));
