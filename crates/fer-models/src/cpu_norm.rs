@@ -54,9 +54,9 @@ impl Layout {
         let (channels, plane) = (self.channels, self.plane);
         (0..self.batch).map(move |n| &values[(n * channels + c) * plane..][..plane])
     }
-    /// Image planes per parallel task.
+    /// Image planes per parallel task (`plane` ≥ 1: [`try_batch_norm`] hands empty tensors back).
     fn planes_per_task(&self) -> usize {
-        MIN_TASK_VALUES.div_ceil(self.plane.max(1)).max(1)
+        MIN_TASK_VALUES.div_ceil(self.plane)
     }
 }
 
@@ -242,14 +242,18 @@ fn batch_norm_autodiff(
 }
 
 /// BatchNorm of `x` (`[N, C, H, W]`) with its batch's statistics, scaled by `gamma` and shifted by
-/// `beta`, through fer-models' kernel when the backend is `Autodiff<Flex>`; `x` back otherwise.
-/// The running statistics are the caller's to update, from the returned [`BatchStatistics`].
+/// `beta`, through fer-models' kernel when the backend is `Autodiff<Flex>` and `x` is not empty;
+/// `x` back otherwise. The running statistics are the caller's to update, from the returned
+/// [`BatchStatistics`].
 pub(crate) fn try_batch_norm<B: Backend>(
     x: Tensor<B, 4>,
     gamma: Tensor<B, 1>,
     beta: Tensor<B, 1>,
     epsilon: f64,
 ) -> Result<(Tensor<B, 4>, BatchStatistics), Tensor<B, 4>> {
+    if x.dims().contains(&0) {
+        return Err(x);
+    }
     let x = same_type::<Tensor<B, 4>, Tensor<FlexAd, 4>>(x)?;
     let (y, statistics) = batch_norm_autodiff(x, same_backend(gamma), same_backend(beta), epsilon);
     Ok((same_backend(y), statistics))
@@ -349,7 +353,7 @@ mod tests {
         }
     }
 
-    /// Untracked parents get no gradient, and other backends are handed back.
+    /// Untracked parents get no gradient, and other backends and empty inputs are handed back.
     #[test]
     fn untracked_parents_and_other_backends() {
         let (x, gamma, beta) = inputs([2, 3, 4, 4], 0.0, 1.0);
@@ -365,5 +369,8 @@ mod tests {
         let x = Tensor::<Flex, 4>::zeros([1, 2, 3, 3], &Default::default());
         let channel = || Tensor::<Flex, 1>::ones([2], &Default::default());
         assert!(try_batch_norm(x, channel(), channel(), 1e-5).is_err(), "no autodiff: running statistics apply");
+        let empty = Tensor::<FlexAd, 4>::zeros([2, 3, 0, 4], &Default::default());
+        let channel = || Tensor::<FlexAd, 1>::ones([3], &Default::default());
+        assert!(try_batch_norm(empty, channel(), channel(), 1e-5).is_err(), "an empty input is Burn's");
     }
 }

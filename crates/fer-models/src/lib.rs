@@ -14,9 +14,9 @@
 //! * **On the CPU**: with the `flex` feature (default), every convolution of these networks runs
 //!   fer-models' own im2col + GEMM kernels on burn-flex, forward and backward ([`conv2d`]; Burn's
 //!   convolution on every other backend), and BatchNorm with batch statistics runs one kernel of
-//!   fer-models' own on `Autodiff<Flex>` ([`batch_norm_training`]). A process that trains calls [`keep_freed_memory`] once
-//!   at its start, as the `fer` binary does: glibc then reuses freed tensors' memory instead of
-//!   unmapping and faulting it in again.
+//!   fer-models' own on `Autodiff<Flex>` ([`batch_norm_training`]). A process that trains calls
+//!   [`keep_freed_memory`] once at its start, as the `fer` binary does: glibc then reuses freed
+//!   tensors' memory instead of unmapping and faulting it in again.
 //!
 //! | model | config | parameters (1 input channel, 7 classes) |
 //! | --- | --- | --- |

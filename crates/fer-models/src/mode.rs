@@ -103,9 +103,6 @@ impl Mode {
 /// against Burn's `BatchNorm` in the same way.
 pub(crate) fn batch_norm<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
-    let x = x.reshape([n, c, h * w]);
-    // A per-channel vector as `[N, C, 1]`, contiguous.
-    let per_row = |v: Tensor<B, 3>| v.repeat_dim(0, n);
     let statistics = match mode {
         Mode::Backend { statistics, .. } => Some(statistics),
         Mode::Inference => None,
@@ -125,27 +122,28 @@ pub(crate) fn batch_norm<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>, mode:
         }
     };
     #[cfg(feature = "flex")]
-    let x = match batch_statistics {
-        true => {
-            let x = x.reshape([n, c, h, w]);
-            match crate::cpu_norm::try_batch_norm(x, norm.gamma.val(), norm.beta.val(), norm.epsilon) {
-                Ok((y, batch)) => {
-                    let device = y.device();
-                    let channel = |v: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(v, [c]), &device);
-                    update_running(channel(batch.mean), channel(batch.variance));
-                    return y;
-                }
-                Err(x) => x.reshape([n, c, h * w]),
+    let x = if batch_statistics {
+        match crate::cpu_norm::try_batch_norm(x, norm.gamma.val(), norm.beta.val(), norm.epsilon) {
+            Ok((y, batch)) => {
+                let device = y.device();
+                let channel = |v: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(v, [c]), &device);
+                update_running(channel(batch.mean), channel(batch.variance));
+                return y;
             }
+            Err(x) => x,
         }
-        false => x,
+    } else {
+        x
     };
+    let x = x.reshape([n, c, h * w]);
+    // A per-channel vector as `[N, C, 1]`, contiguous.
+    let per_row = |v: Tensor<B, 3>| v.repeat_dim(0, n);
     let y = if batch_statistics {
         let count = (n * h * w) as f64;
         let mean = x.clone().sum_dim(2).sum_dim(0).div_scalar(count);
         let centered = x - per_row(mean.clone());
         let var = centered.clone().square().sum_dim(2).sum_dim(0).div_scalar(count);
-        update_running(mean.clone().detach().reshape([c]), var.clone().detach().reshape([c]));
+        update_running(mean.detach().reshape([c]), var.clone().detach().reshape([c]));
         let std = var.add_scalar(norm.epsilon).sqrt();
         let scale = norm.gamma.val().reshape([1, c, 1]) / std;
         centered * per_row(scale) + per_row(norm.beta.val().reshape([1, c, 1]))
