@@ -1,8 +1,9 @@
 //! The kernels fer-rs spends its time in, on each compiled backend, with FLOP counts.
 //!
 //! Per backend (group `BACKEND/kernels`, batch `FER_BENCH_BATCH`, default 16):
-//! * `conv3x3_64c_44px_fwd`, `conv3x3_256c_11px_fwd`, `conv3x3_512c_2px_fwd`: VGG19's first-,
-//!   third- and last-stage convolutions (3×3, padding 1, bias) through Burn's `Conv2d::forward`;
+//! * `conv3x3_64c_44px_fwd`, `conv3x3_128c_22px_fwd`, `conv3x3_256c_11px_fwd`,
+//!   `conv3x3_512c_5px_fwd`, `conv3x3_512c_2px_fwd`: the convolution that repeats in each of
+//!   VGG19's five stages (3×3, padding 1, bias) through Burn's `Conv2d::forward`;
 //!   `…_fwd_bwd`: forward + backward (input and weight gradients); `…_fer`: the same through
 //!   `fer_models::conv2d`, what the models run (fer-models' own kernels; flex only, as every
 //!   other backend runs Burn's there). Criterion's `elem/s` is **FLOP/s** here (2 per multiply-add; backward counted
@@ -99,7 +100,7 @@ fn kernels<B: AutodiffBackend>(c: &mut Criterion, backend: &str, device: &B::Dev
     let n = batch();
     let mut group = c.benchmark_group(format!("{backend}/kernels"));
     group.sample_size(10);
-    for layer in [(64, 44), (256, 11), (512, 2)] {
+    for layer in [(64, 44), (128, 22), (256, 11), (512, 5), (512, 2)] {
         conv::<B>(&mut group, device, layer, backend == "flex");
     }
 

@@ -7,6 +7,9 @@
 //! on a 2-core Zen 4 machine, and at 62–112 GFLOP/s through the kernels here (docs/RESULTS.md,
 //! "Convolutions on burn-flex"). Here all three products are GEMMs over an im2col matrix of a few images at a time
 //! (small enough to stay in cache, large enough to keep the GEMM efficient on 2×2 maps).
+//! Maps with fewer pixels than the kernel has taps (VGG19's 2×2 last stage) skip im2col: there
+//! each pass is one GEMM over the convolution unrolled into a dense matrix, which leaves out the
+//! taps on padding (5 of 9 on 2×2 maps; [`Geometry::dense`]).
 //!
 //! [`conv2d`] is the entry point: for `Flex` and `Autodiff<Flex>` it runs these kernels (groups 1,
 //! dilation 1, symmetric padding: every convolution of fer-models' networks), else Burn's own.
@@ -15,6 +18,7 @@
 //! up to float rounding (tested).
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -39,6 +43,10 @@ const WEIGHT_GRAD_PARTS: usize = 16;
 
 /// …and at most this many bytes of them (but at least 4 sums, for the threads).
 const WEIGHT_GRAD_BYTES: usize = 64 << 20;
+
+/// The unrolled matrix of the dense path (see [`Geometry::dense`]) holds at most this many values
+/// (64 MB; VGG19's 2×2 stage: 4 M).
+const DENSE_MAX_VALUES: usize = 16 << 20;
 
 /// Shape of one convolution: `[N, C, H, W]` input, `[O, C, KH, KW]` weight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +104,35 @@ impl Geometry {
     }
     fn chunks(&self) -> usize {
         self.batch.div_ceil(self.images_per_chunk())
+    }
+    /// Kernel taps: `KH·KW`.
+    fn taps(&self) -> usize {
+        self.kernel[0] * self.kernel[1]
+    }
+    /// Whether the convolution runs as dense products over its unrolled matrix (see [`unrolled`])
+    /// rather than over im2col: when the input map has fewer pixels than the kernel has taps (2×2
+    /// maps, VGG19's last stage on 44×44 crops), as the dense products then take fewer
+    /// multiply-adds (`C·H·W·O·OH·OW` against `C·KH·KW·O·OH·OW`: 4/9 on 2×2 maps, where 5 of the 9
+    /// taps of every output pixel fall on padding), and the batch becomes one axis of the GEMMs.
+    fn dense(&self) -> bool {
+        self.plane() < self.taps()
+            && self.channels * self.plane() * self.out_channels * self.out_plane() <= DENSE_MAX_VALUES
+    }
+    /// Every `(output pixel, tap, input pixel)` that a tap links (taps on padding left out), in the
+    /// order of output pixels, then taps.
+    fn links(&self) -> Vec<(usize, usize, usize)> {
+        let (s, p) = (self.stride, self.padding);
+        let mut links = Vec::new();
+        for (y, x) in (0..self.out_height).flat_map(|y| (0..self.out_width).map(move |x| (y, x))) {
+            for (ky, kx) in (0..self.kernel[0]).flat_map(|ky| (0..self.kernel[1]).map(move |kx| (ky, kx))) {
+                let sy = (y * s[0] + ky).checked_sub(p[0]).filter(|&sy| sy < self.height);
+                let sx = (x * s[1] + kx).checked_sub(p[1]).filter(|&sx| sx < self.width);
+                if let (Some(sy), Some(sx)) = (sy, sx) {
+                    links.push((y * self.out_width + x, ky * self.kernel[1] + kx, sy * self.width + sx));
+                }
+            }
+        }
+        links
     }
     /// Chunks in parallel (one GEMM thread each) when there are enough of them; else the chunks in
     /// turn, each GEMM on every thread.
@@ -321,11 +358,86 @@ fn output_matrix<'a>(g: &Geometry, dy: &'a [f32], first: usize, n: usize, wide: 
     MatRef { data: wide, row_stride: cols, col_stride: 1 }
 }
 
-/// Forward: `out [N, O, OH, OW] = conv(x [N, C, H, W], weight [O, C·KH·KW]) (+ bias [O])`.
-fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+/// The convolution as a `[C·H·W, O·OH·OW]` matrix `M` (row-major): `out[n] = x[n] · M` with images
+/// flattened to rows, so that `M[c·H·W + q, o·OH·OW + p]` is the weight of input pixel `q` of
+/// channel `c` in output pixel `p` of channel `o` (zero where no tap links them).
+fn unrolled(g: &Geometry, weight: &[f32]) -> Vec<f32> {
+    let (plane, out_plane, wide) = (g.plane(), g.out_plane(), g.out_channels * g.out_plane());
+    let links = g.links();
+    let mut m = vec![0.0; g.channels * plane * wide];
+    m.par_chunks_mut(plane * wide).enumerate().for_each(|(c, rows)| {
+        for o in 0..g.out_channels {
+            let taps = &weight[(o * g.channels + c) * g.taps()..][..g.taps()];
+            for &(p, t, q) in &links {
+                rows[q * wide + o * out_plane + p] = taps[t];
+            }
+        }
+    });
+    m
+}
+
+/// [`unrolled`] when the convolution takes the dense path, built once per forward pass and kept
+/// for the backward one.
+fn dense_matrix(g: &Geometry, weight: &[f32]) -> Option<Vec<f32>> {
+    g.dense().then(|| unrolled(g, weight))
+}
+
+/// Dense forward (see [`Geometry::dense`]): `out [N, O·OH·OW] = x [N, C·H·W] · M`.
+fn dense_forward(g: &Geometry, x: &[f32], m: &[f32], out: &mut [f32]) {
+    let (k, n) = (g.channels * g.plane(), g.out_channels * g.out_plane());
+    let x = MatRef { data: x, row_stride: k, col_stride: 1 };
+    gemm_into(out, false, x, MatRef { data: m, row_stride: n, col_stride: 1 }, [g.batch, n, k], true);
+}
+
+/// Dense input gradient: `dx [N, C·H·W] = dy [N, O·OH·OW] · Mᵀ`.
+fn dense_input_grad(g: &Geometry, m: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (inner, outer) = (g.channels * g.plane(), g.out_channels * g.out_plane());
+    let mut dx = vec![0.0; g.batch * inner];
+    let dy = MatRef { data: dy, row_stride: outer, col_stride: 1 };
+    let mt = MatRef { data: m, row_stride: 1, col_stride: outer };
+    gemm_into(&mut dx, false, dy, mt, [g.batch, inner, outer], true);
+    dx
+}
+
+/// Dense weight gradient: `dM [C·H·W, O·OH·OW] = xᵀ · dy`, then each weight tap gathers the entries
+/// of `M` it was copied to (output pixels in order).
+fn dense_weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (inner, outer, out_plane) = (g.channels * g.plane(), g.out_channels * g.out_plane(), g.out_plane());
+    let mut dm = vec![0.0; inner * outer];
+    let xt = MatRef { data: x, row_stride: 1, col_stride: inner };
+    let dy = MatRef { data: dy, row_stride: outer, col_stride: 1 };
+    gemm_into(&mut dm, false, xt, dy, [inner, outer, g.batch], true);
+    // Blocks of 16 output channels, so that each block reads whole cache lines of `dM`.
+    let (links, block) = (g.links(), 16);
+    let mut dw = vec![0.0; g.out_channels * g.rows()];
+    dw.par_chunks_mut(block * g.rows()).enumerate().for_each(|(b, rows)| {
+        for c in 0..g.channels {
+            let dm = &dm[c * g.plane() * outer..][..g.plane() * outer];
+            for (i, taps) in rows.chunks_mut(g.rows()).enumerate() {
+                let (o, taps) = (b * block + i, &mut taps[c * g.taps()..][..g.taps()]);
+                for &(p, t, q) in &links {
+                    taps[t] += dm[q * outer + o * out_plane + p];
+                }
+            }
+        }
+    });
+    dw
+}
+
+/// Forward: `out [N, O, OH, OW] = conv(x [N, C, H, W], weight [O, C·KH·KW]) (+ bias [O])`;
+/// `unrolled`: [`dense_matrix`] of `weight`.
+fn forward(g: &Geometry, x: &[f32], weight: &[f32], unrolled: Option<&[f32]>, bias: Option<&[f32]>) -> Vec<f32> {
     let (per, ohw, rows) = (g.images_per_chunk(), g.out_plane(), g.rows());
     let threads = !g.chunks_in_parallel();
     let mut out = vec![0.0; g.batch * g.out_channels * ohw];
+    debug_assert_eq!(unrolled.is_some(), g.dense(), "the dense path needs its matrix");
+    if let Some(m) = unrolled {
+        dense_forward(g, x, m, &mut out);
+        if let Some(bias) = bias {
+            add_bias(&mut out, bias, ohw);
+        }
+        return out;
+    }
     for_each_chunk(g, &mut out, g.out_channels * ohw, |chunk, out, s| {
         let (first, n) = (chunk * per, out.len() / (g.out_channels * ohw));
         let cols = n * ohw;
@@ -339,17 +451,25 @@ fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec
             from_wide(s.wide, out, n, g.out_channels, ohw);
         }
         if let Some(bias) = bias {
-            for (plane, b) in out.chunks_mut(ohw).zip(bias.iter().cycle()) {
-                plane.iter_mut().for_each(|v| *v += b);
-            }
+            add_bias(out, bias, ohw);
         }
     });
     out
 }
 
-/// Input gradient: `dx [N, C, H, W]` from `dy [N, O, OH, OW]`.
-fn input_grad(g: &Geometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
+/// Adds `bias[o]` to every plane of channel `o` of an `[n, O, P]` array (`P = plane`).
+fn add_bias(out: &mut [f32], bias: &[f32], plane: usize) {
+    for (plane, b) in out.chunks_mut(plane).zip(bias.iter().cycle()) {
+        plane.iter_mut().for_each(|v| *v += b);
+    }
+}
+
+/// Input gradient: `dx [N, C, H, W]` from `dy [N, O, OH, OW]` (`unrolled` as in [`forward`]).
+fn input_grad(g: &Geometry, weight: &[f32], unrolled: Option<&[f32]>, dy: &[f32]) -> Vec<f32> {
     let (per, ohw, rows) = (g.images_per_chunk(), g.out_plane(), g.rows());
+    if let Some(m) = unrolled {
+        return dense_input_grad(g, m, dy);
+    }
     let threads = !g.chunks_in_parallel();
     let mut dx = vec![0.0; g.batch * g.channels * g.plane()];
     for_each_chunk(g, &mut dx, g.channels * g.plane(), |chunk, dx, s| {
@@ -369,6 +489,9 @@ fn input_grad(g: &Geometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
 /// Weight gradient `[O, C·KH·KW]`: the sum over images of `dy (O × OH·OW) · colᵀ`.
 fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (per, ohw, rows) = (g.images_per_chunk(), g.out_plane(), g.rows());
+    if g.dense() {
+        return dense_weight_grad(g, x, dy);
+    }
     let chunks = g.chunks();
     let parallel = g.chunks_in_parallel();
     // The partial sums depend on the shape only (not on the threads), so the sum's rounding does
@@ -420,13 +543,15 @@ fn bias_grad(g: &Geometry, dy: &[f32]) -> Vec<f32> {
 #[derive(Debug)]
 struct ConvBackward;
 
-/// What the backward step keeps: the input and the `[O, C·KH·KW]` weight, contiguous.
+/// What the backward step keeps: the input and the `[O, C·KH·KW]` weight, contiguous, and on the
+/// dense path the weight's [`unrolled`] matrix.
 #[derive(Clone, Debug)]
 struct ConvState {
     geometry: Geometry,
     has_bias: bool,
     x: FlexTensor,
     weight: FlexTensor,
+    unrolled: Option<Arc<Vec<f32>>>,
 }
 
 impl Backward<Flex, 3> for ConvBackward {
@@ -435,9 +560,9 @@ impl Backward<Flex, 3> for ConvBackward {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let [node_x, node_weight, node_bias] = ops.parents;
         let dy = contiguous(grads.consume::<Flex>(&ops.node));
-        let ConvState { geometry: g, has_bias, x, weight } = ops.state;
+        let ConvState { geometry: g, has_bias, x, weight, unrolled } = ops.state;
         if let Some(node) = node_x {
-            let dx = input_grad(&g, slice(&weight), slice(&dy));
+            let dx = input_grad(&g, slice(&weight), unrolled.as_deref().map(Vec::as_slice), slice(&dy));
             grads.register::<Flex>(node.id, flex_tensor(dx, [g.batch, g.channels, g.height, g.width]));
         }
         if let Some(node) = node_weight {
@@ -451,8 +576,14 @@ impl Backward<Flex, 3> for ConvBackward {
 }
 
 /// [`forward`] on contiguous Flex tensors, as a `[N, O, OH, OW]` Flex tensor.
-fn forward_tensors(g: &Geometry, x: &FlexTensor, weight: &FlexTensor, bias: Option<&FlexTensor>) -> FlexTensor {
-    let out = forward(g, slice(x), slice(weight), bias.map(slice));
+fn forward_tensors(
+    g: &Geometry,
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    unrolled: Option<&[f32]>,
+    bias: Option<&FlexTensor>,
+) -> FlexTensor {
+    let out = forward(g, slice(x), slice(weight), unrolled, bias.map(slice));
     flex_tensor(out, [g.batch, g.out_channels, g.out_height, g.out_width])
 }
 
@@ -466,7 +597,8 @@ fn conv_flex(
     let x = contiguous(x.into_primitive().tensor());
     let weight = contiguous(weight.into_primitive().tensor());
     let bias = bias.map(|b| contiguous(b.into_primitive().tensor()));
-    Tensor::from_primitive(TensorPrimitive::Float(forward_tensors(g, &x, &weight, bias.as_ref())))
+    let unrolled = dense_matrix(g, slice(&weight));
+    Tensor::from_primitive(TensorPrimitive::Float(forward_tensors(g, &x, &weight, unrolled.as_deref(), bias.as_ref())))
 }
 
 /// The convolution on `Autodiff<Flex>` tensors, with [`ConvBackward`] as its gradient.
@@ -482,7 +614,8 @@ fn conv_autodiff(
     let xs = contiguous(x.primitive.clone());
     let ws = contiguous(weight.primitive.clone());
     let bs = bias.as_ref().map(|b| contiguous(b.primitive.clone()));
-    let out = forward_tensors(g, &xs, &ws, bs.as_ref());
+    let unrolled = dense_matrix(g, slice(&ws)).map(Arc::new);
+    let out = forward_tensors(g, &xs, &ws, unrolled.as_deref().map(Vec::as_slice), bs.as_ref());
     // Without a bias the third parent is the weight again and `has_bias` keeps the backward step
     // from registering a gradient through it (as `x * x` lists `x` twice).
     let nodes = match &bias {
@@ -491,7 +624,7 @@ fn conv_autodiff(
     };
     let out = match ConvBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            prep.finish(ConvState { geometry: *g, has_bias: bias.is_some(), x: xs, weight: ws }, out)
+            prep.finish(ConvState { geometry: *g, has_bias: bias.is_some(), x: xs, weight: ws, unrolled }, out)
         }
         OpsKind::UnTracked(prep) => prep.finish(out),
     };
@@ -542,7 +675,7 @@ mod tests {
     /// Input channels, output channels, kernel, stride, padding, bias, batch, side.
     type Case = (usize, usize, usize, usize, PaddingConfig2d, bool, usize, usize);
 
-    const CASES: [Case; 7] = [
+    const CASES: [Case; 9] = [
         (3, 8, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), true, 3, 11),
         (4, 6, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), false, 2, 9),
         (4, 6, 1, 2, PaddingConfig2d::Valid, false, 2, 9),
@@ -552,6 +685,9 @@ mod tests {
         (5, 7, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), true, 20, 4),
         // 20×20 maps, 9 images: one image per chunk, chunks in parallel.
         (3, 4, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), true, 9, 20),
+        // 2×2 maps: the dense path (VGG19's last stage), and at stride 2 (1×1 output).
+        (6, 5, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), true, 10, 2),
+        (4, 6, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), false, 3, 2),
     ];
 
     fn max_diff<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>) -> f32 {
@@ -599,6 +735,27 @@ mod tests {
     }
 
     #[test]
+    fn dense_path_runs_on_maps_smaller_than_the_kernel() {
+        let g = |side: usize, kernel: usize| {
+            Geometry::new([128, 512, side, side], 512, [kernel, kernel], [1, 1], [kernel / 2, kernel / 2])
+                .expect("geometry")
+        };
+        assert!(g(2, 3).dense(), "VGG19's 2×2 stage");
+        assert!(g(1, 3).dense());
+        assert!(!g(3, 3).dense(), "as many pixels as taps: im2col");
+        assert!(!g(5, 3).dense());
+        assert!(!g(2, 1).dense(), "1×1 kernels: im2col");
+        // Too large an unrolled matrix: im2col.
+        assert!(!Geometry::new([1, 4096, 4, 4], 4096, [5, 5], [1, 1], [2, 2]).expect("geometry").dense());
+        // Output pixel 2 (bottom left) of a 2×2 map: its taps 1, 2, 4, 5 (top middle, top right,
+        // centre, right) read input pixels 0…3; 16 links in all, 4 per output pixel.
+        let links = g(2, 3).links();
+        assert_eq!(links.len(), 16);
+        let pixel2 = links.iter().filter(|l| l.0 == 2).map(|&(_, t, q)| (t, q)).collect::<Vec<_>>();
+        assert_eq!(pixel2, [(1, 0), (2, 1), (4, 2), (5, 3)]);
+    }
+
+    #[test]
     fn input_without_gradient_gives_weight_gradients_only() {
         let device = Default::default();
         let conv =
@@ -632,8 +789,8 @@ mod tests {
     fn results_do_not_depend_on_the_number_of_threads() {
         let device = Default::default();
         // 4×4 maps, 24 images: 16 per chunk, 2 chunks, in parallel on 1 thread and in turn on 3;
-        // 20×20 maps, 8 images: one per chunk, in parallel on both.
-        for (side, batch) in [(4, 24), (20, 8)] {
+        // 20×20 maps, 8 images: one per chunk, in parallel on both; 2×2 maps: the dense path.
+        for (side, batch) in [(4, 24), (20, 8), (2, 24)] {
             let conv = Conv2dConfig::new([6, 10], [3, 3])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .init::<Ad>(&device);
