@@ -118,16 +118,21 @@ impl Geometry {
         self.plane() < self.taps()
             && self.channels * self.plane() * self.out_channels * self.out_plane() <= DENSE_MAX_VALUES
     }
+    /// Input row that kernel row `ky` of output row `y` reads, `None` on padding.
+    fn source_row(&self, y: usize, ky: usize) -> Option<usize> {
+        (y * self.stride[0] + ky).checked_sub(self.padding[0]).filter(|&sy| sy < self.height)
+    }
+    /// Input column that kernel column `kx` of output column `x` reads, `None` on padding.
+    fn source_column(&self, x: usize, kx: usize) -> Option<usize> {
+        (x * self.stride[1] + kx).checked_sub(self.padding[1]).filter(|&sx| sx < self.width)
+    }
     /// Every `(output pixel, tap, input pixel)` that a tap links (taps on padding left out), in the
     /// order of output pixels, then taps.
     fn links(&self) -> Vec<(usize, usize, usize)> {
-        let (s, p) = (self.stride, self.padding);
         let mut links = Vec::new();
         for (y, x) in (0..self.out_height).flat_map(|y| (0..self.out_width).map(move |x| (y, x))) {
             for (ky, kx) in (0..self.kernel[0]).flat_map(|ky| (0..self.kernel[1]).map(move |kx| (ky, kx))) {
-                let sy = (y * s[0] + ky).checked_sub(p[0]).filter(|&sy| sy < self.height);
-                let sx = (x * s[1] + kx).checked_sub(p[1]).filter(|&sx| sx < self.width);
-                if let (Some(sy), Some(sx)) = (sy, sx) {
+                if let (Some(sy), Some(sx)) = (self.source_row(y, ky), self.source_column(x, kx)) {
                     links.push((y * self.out_width + x, ky * self.kernel[1] + kx, sy * self.width + sx));
                 }
             }
@@ -215,8 +220,7 @@ fn im2col(g: &Geometry, x: &[f32], col: &mut [f32], row_len: usize, offset: usiz
                 let (lo, hi) = valid_columns(g, kx);
                 for y in 0..g.out_height {
                     let out = &mut dst[y * ow..(y + 1) * ow];
-                    let sy = (y * g.stride[0] + ky).checked_sub(g.padding[0]).filter(|&sy| sy < g.height);
-                    let Some(sy) = sy.filter(|_| lo < hi) else {
+                    let Some(sy) = g.source_row(y, ky).filter(|_| lo < hi) else {
                         out.fill(0.0);
                         continue;
                     };
@@ -252,7 +256,7 @@ fn col2im(g: &Geometry, col: &[f32], row_len: usize, offset: usize, dx: &mut [f3
                     continue;
                 }
                 for y in 0..g.out_height {
-                    let Some(sy) = (y * g.stride[0] + ky).checked_sub(g.padding[0]).filter(|&sy| sy < g.height) else {
+                    let Some(sy) = g.source_row(y, ky) else {
                         continue;
                     };
                     let dst = &mut plane[sy * g.width..(sy + 1) * g.width];
@@ -466,10 +470,10 @@ fn add_bias(out: &mut [f32], bias: &[f32], plane: usize) {
 
 /// Input gradient: `dx [N, C, H, W]` from `dy [N, O, OH, OW]` (`unrolled` as in [`forward`]).
 fn input_grad(g: &Geometry, weight: &[f32], unrolled: Option<&[f32]>, dy: &[f32]) -> Vec<f32> {
-    let (per, ohw, rows) = (g.images_per_chunk(), g.out_plane(), g.rows());
     if let Some(m) = unrolled {
         return dense_input_grad(g, m, dy);
     }
+    let (per, ohw, rows) = (g.images_per_chunk(), g.out_plane(), g.rows());
     let threads = !g.chunks_in_parallel();
     let mut dx = vec![0.0; g.batch * g.channels * g.plane()];
     for_each_chunk(g, &mut dx, g.channels * g.plane(), |chunk, dx, s| {
@@ -488,10 +492,10 @@ fn input_grad(g: &Geometry, weight: &[f32], unrolled: Option<&[f32]>, dy: &[f32]
 
 /// Weight gradient `[O, C·KH·KW]`: the sum over images of `dy (O × OH·OW) · colᵀ`.
 fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let (per, ohw, rows) = (g.images_per_chunk(), g.out_plane(), g.rows());
     if g.dense() {
         return dense_weight_grad(g, x, dy);
     }
+    let (per, ohw, rows) = (g.images_per_chunk(), g.out_plane(), g.rows());
     let chunks = g.chunks();
     let parallel = g.chunks_in_parallel();
     // The partial sums depend on the shape only (not on the threads), so the sum's rounding does
