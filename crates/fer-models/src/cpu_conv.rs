@@ -9,7 +9,9 @@
 //! (small enough to stay in cache, large enough to keep the GEMM efficient on 2×2 maps).
 //! Maps with fewer pixels than the kernel has taps (VGG19's 2×2 last stage) skip im2col: there
 //! each pass is one GEMM over the convolution unrolled into a dense matrix, which leaves out the
-//! taps on padding (5 of 9 on 2×2 maps; [`Geometry::dense`]).
+//! taps on padding (5 of 9 on 2×2 maps; [`Geometry::dense`]). Stride-1 "same" convolutions on
+//! small maps (6×6 or smaller under 3×3 kernels), where a fifth or more of im2col's entries are
+//! padding, run per region of output pixels over that region's taps only (`cpu_conv_regions`).
 //!
 //! [`conv2d`] is the entry point: for `Flex` and `Autodiff<Flex>` it runs these kernels (groups 1,
 //! dilation 1, symmetric padding: every convolution of fer-models' networks), else Burn's own.
@@ -32,6 +34,7 @@ use burn::tensor::TensorPrimitive;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
+use crate::cpu_conv_regions;
 use crate::flex_bridge::{FlexAd, contiguous, flex_tensor, same_backend, same_type, slice};
 
 /// Columns (images × output pixels) of one im2col chunk at least: 2×2 maps are batched 64 images
@@ -50,22 +53,22 @@ const DENSE_MAX_VALUES: usize = 16 << 20;
 
 /// Shape of one convolution: `[N, C, H, W]` input, `[O, C, KH, KW]` weight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Geometry {
-    batch: usize,
-    channels: usize,
-    height: usize,
-    width: usize,
-    out_channels: usize,
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    padding: [usize; 2],
-    out_height: usize,
-    out_width: usize,
+pub(crate) struct Geometry {
+    pub(crate) batch: usize,
+    pub(crate) channels: usize,
+    pub(crate) height: usize,
+    pub(crate) width: usize,
+    pub(crate) out_channels: usize,
+    pub(crate) kernel: [usize; 2],
+    pub(crate) stride: [usize; 2],
+    pub(crate) padding: [usize; 2],
+    pub(crate) out_height: usize,
+    pub(crate) out_width: usize,
 }
 
 impl Geometry {
     /// `None` when the output would be empty (Burn's own convolution reports that case).
-    fn new(
+    pub(crate) fn new(
         input: [usize; 4],
         out_channels: usize,
         kernel: [usize; 2],
@@ -89,14 +92,14 @@ impl Geometry {
             out_width,
         })
     }
-    fn plane(&self) -> usize {
+    pub(crate) fn plane(&self) -> usize {
         self.height * self.width
     }
-    fn out_plane(&self) -> usize {
+    pub(crate) fn out_plane(&self) -> usize {
         self.out_height * self.out_width
     }
     /// Rows of the im2col matrix: input channels × kernel taps.
-    fn rows(&self) -> usize {
+    pub(crate) fn rows(&self) -> usize {
         self.channels * self.kernel[0] * self.kernel[1]
     }
     fn images_per_chunk(&self) -> usize {
@@ -106,7 +109,7 @@ impl Geometry {
         self.batch.div_ceil(self.images_per_chunk())
     }
     /// Kernel taps: `KH·KW`.
-    fn taps(&self) -> usize {
+    pub(crate) fn taps(&self) -> usize {
         self.kernel[0] * self.kernel[1]
     }
     /// Whether the convolution runs as dense products over its unrolled matrix (see [`unrolled`])
@@ -119,11 +122,11 @@ impl Geometry {
             && self.channels * self.plane() * self.out_channels * self.out_plane() <= DENSE_MAX_VALUES
     }
     /// Input row that kernel row `ky` of output row `y` reads, `None` on padding.
-    fn source_row(&self, y: usize, ky: usize) -> Option<usize> {
+    pub(crate) fn source_row(&self, y: usize, ky: usize) -> Option<usize> {
         (y * self.stride[0] + ky).checked_sub(self.padding[0]).filter(|&sy| sy < self.height)
     }
     /// Input column that kernel column `kx` of output column `x` reads, `None` on padding.
-    fn source_column(&self, x: usize, kx: usize) -> Option<usize> {
+    pub(crate) fn source_column(&self, x: usize, kx: usize) -> Option<usize> {
         (x * self.stride[1] + kx).checked_sub(self.padding[1]).filter(|&sx| sx < self.width)
     }
     /// Every `(output pixel, tap, input pixel)` that a tap links (taps on padding left out), in the
@@ -139,6 +142,11 @@ impl Geometry {
         }
         links
     }
+    /// The same convolution with input and output channels swapped (that of the input gradient of a
+    /// stride-1 "same" convolution, whose input and output maps have one size).
+    pub(crate) fn swapped(&self) -> Self {
+        Self { channels: self.out_channels, out_channels: self.channels, ..*self }
+    }
     /// Chunks in parallel (one GEMM thread each) when there are enough of them; else the chunks in
     /// turn, each GEMM on every thread.
     fn chunks_in_parallel(&self) -> bool {
@@ -148,29 +156,42 @@ impl Geometry {
 
 /// A strided read-only matrix: element `(i, j)` at `data[i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy)]
-struct MatRef<'a> {
-    data: &'a [f32],
-    row_stride: usize,
-    col_stride: usize,
+pub(crate) struct MatRef<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) row_stride: usize,
+    pub(crate) col_stride: usize,
 }
 
 /// `dst (m×n, row-major) = [dst +] lhs (m×k) · rhs (k×n)`, through `gemm`.
-fn gemm_into(dst: &mut [f32], accumulate: bool, lhs: MatRef, rhs: MatRef, [m, n, k]: [usize; 3], threads: bool) {
+pub(crate) fn gemm_into(dst: &mut [f32], accumulate: bool, lhs: MatRef, rhs: MatRef, mnk: [usize; 3], threads: bool) {
+    gemm_strided(dst, mnk[1], accumulate, lhs, rhs, mnk, threads);
+}
+
+/// [`gemm_into`] with rows of `dst` `dst_row_stride` apart (`≥ n`).
+pub(crate) fn gemm_strided(
+    dst: &mut [f32],
+    dst_row_stride: usize,
+    accumulate: bool,
+    lhs: MatRef,
+    rhs: MatRef,
+    [m, n, k]: [usize; 3],
+    threads: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
     let last = |mat: MatRef, rows: usize, cols: usize| (rows - 1) * mat.row_stride + (cols.max(1) - 1) * mat.col_stride;
-    assert!(dst.len() >= m * n, "gemm_into: destination too small");
+    assert!(dst_row_stride >= n && dst.len() >= (m - 1) * dst_row_stride + n, "gemm_into: destination too small");
     if k > 0 {
         assert!(last(lhs, m, k) < lhs.data.len(), "gemm_into: lhs too small");
         assert!(last(rhs, k, n) < rhs.data.len(), "gemm_into: rhs too small");
     } else if !accumulate {
-        dst[..m * n].fill(0.0);
+        dst.chunks_mut(dst_row_stride).take(m).for_each(|row| row[..n].fill(0.0));
         return;
     }
     let parallelism = if threads { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
     // SAFETY: the assertions above keep every element gemm reads or writes inside the slices
-    // (m×n destination with row stride n, lhs/rhs extents from their strides); `dst` is borrowed
+    // (m×n destination with row stride `dst_row_stride ≥ n`, lhs/rhs extents from their strides); `dst` is borrowed
     // mutably, so it does not alias `lhs` or `rhs`.
     unsafe {
         gemm::gemm(
@@ -179,7 +200,7 @@ fn gemm_into(dst: &mut [f32], accumulate: bool, lhs: MatRef, rhs: MatRef, [m, n,
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_row_stride as isize,
             accumulate,
             lhs.data.as_ptr(),
             lhs.col_stride as isize,
@@ -287,24 +308,29 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with this thread's [`Scratch`] sized for `g` (a fresh one if the thread's is in use,
-/// as when a GEMM waiting on its rayon workers runs another convolution's chunk).
+/// Runs `f` with `len` values of this thread's scratch memory (a fresh buffer if the thread's is
+/// in use, as when a GEMM waiting on its rayon workers runs another convolution's chunk). The
+/// values are left over from earlier calls: `f` must write before it reads.
+pub(crate) fn with_buffer<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffer) => {
+            if buffer.len() < len {
+                buffer.resize(len, 0.0);
+            }
+            f(&mut buffer[..len])
+        }
+        Err(_) => f(&mut vec![0.0; len]),
+    })
+}
+
+/// Runs `f` with this thread's [`Scratch`] sized for `g` (see [`with_buffer`]).
 fn with_scratch<R>(g: &Geometry, f: impl FnOnce(&mut Scratch) -> R) -> R {
     let per = g.images_per_chunk();
     let cols = per * g.out_plane();
     let (col, wide) = (g.rows() * cols, if per > 1 { g.out_channels * cols } else { 0 });
-    let run = |buffer: &mut [f32]| {
+    with_buffer(col + wide, |buffer| {
         let (col, wide) = buffer.split_at_mut(col);
         f(&mut Scratch { col, wide })
-    };
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buffer) => {
-            if buffer.len() < col + wide {
-                buffer.resize(col + wide, 0.0);
-            }
-            run(&mut buffer[..col + wide])
-        }
-        Err(_) => run(&mut vec![0.0; col + wide]),
     })
 }
 
@@ -433,15 +459,22 @@ fn dense_weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
 fn forward(g: &Geometry, x: &[f32], weight: &[f32], unrolled: Option<&[f32]>, bias: Option<&[f32]>) -> Vec<f32> {
     let (per, ohw, rows) = (g.images_per_chunk(), g.out_plane(), g.rows());
     let threads = !g.chunks_in_parallel();
-    let mut out = vec![0.0; g.batch * g.out_channels * ohw];
     debug_assert_eq!(unrolled.is_some(), g.dense(), "the dense path needs its matrix");
-    if let Some(m) = unrolled {
-        dense_forward(g, x, m, &mut out);
+    let with_bias = |mut out: Vec<f32>| {
         if let Some(bias) = bias {
             add_bias(&mut out, bias, ohw);
         }
-        return out;
+        out
+    };
+    if let Some(m) = unrolled {
+        let mut out = vec![0.0; g.batch * g.out_channels * ohw];
+        dense_forward(g, x, m, &mut out);
+        return with_bias(out);
     }
+    if cpu_conv_regions::applies(g) {
+        return with_bias(cpu_conv_regions::forward(g, x, weight));
+    }
+    let mut out = vec![0.0; g.batch * g.out_channels * ohw];
     for_each_chunk(g, &mut out, g.out_channels * ohw, |chunk, out, s| {
         let (first, n) = (chunk * per, out.len() / (g.out_channels * ohw));
         let cols = n * ohw;
@@ -473,6 +506,9 @@ fn input_grad(g: &Geometry, weight: &[f32], unrolled: Option<&[f32]>, dy: &[f32]
     if let Some(m) = unrolled {
         return dense_input_grad(g, m, dy);
     }
+    if cpu_conv_regions::applies(g) {
+        return cpu_conv_regions::input_grad(g, weight, dy);
+    }
     let (per, ohw, rows) = (g.images_per_chunk(), g.out_plane(), g.rows());
     let threads = !g.chunks_in_parallel();
     let mut dx = vec![0.0; g.batch * g.channels * g.plane()];
@@ -495,12 +531,13 @@ fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     if g.dense() {
         return dense_weight_grad(g, x, dy);
     }
+    if cpu_conv_regions::applies(g) {
+        return cpu_conv_regions::weight_grad(g, x, dy);
+    }
     let (per, ohw, rows) = (g.images_per_chunk(), g.out_plane(), g.rows());
     let chunks = g.chunks();
     let parallel = g.chunks_in_parallel();
-    // The partial sums depend on the shape only (not on the threads), so the sum's rounding does
-    // not either; fewer when each is large (512×4,608 weights: 9.4 MB).
-    let parts = chunks.min(WEIGHT_GRAD_PARTS).min((WEIGHT_GRAD_BYTES / (4 * g.out_channels * rows)).max(4));
+    let parts = weight_grad_parts(chunks, g.out_channels * rows);
     let part = |p: usize| {
         let mut acc = vec![0.0; g.out_channels * rows];
         with_scratch(g, |s| {
@@ -520,9 +557,20 @@ fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     sum_parts(0..parts, &part, parallel)
 }
 
+/// How many partial sums of `values` weights a weight gradient over `jobs` runs of work adds up.
+/// They depend on the shape only (not on the threads), so the sum's rounding does not either;
+/// fewer when each is large (512×4,608 weights: 9.4 MB).
+pub(crate) fn weight_grad_parts(jobs: usize, values: usize) -> usize {
+    jobs.min(WEIGHT_GRAD_PARTS).min((WEIGHT_GRAD_BYTES / (4 * values)).max(4)).max(1)
+}
+
 /// The sum of `part(p)` over `parts`, as a fixed binary tree (halves computed in parallel or in
 /// turn), so the order of additions never changes and at most a few partial sums are alive at once.
-fn sum_parts(parts: std::ops::Range<usize>, part: &(impl Fn(usize) -> Vec<f32> + Sync), parallel: bool) -> Vec<f32> {
+pub(crate) fn sum_parts(
+    parts: std::ops::Range<usize>,
+    part: &(impl Fn(usize) -> Vec<f32> + Sync),
+    parallel: bool,
+) -> Vec<f32> {
     if parts.len() == 1 {
         return part(parts.start);
     }
@@ -679,14 +727,22 @@ mod tests {
     /// Input channels, output channels, kernel, stride, padding, bias, batch, side.
     type Case = (usize, usize, usize, usize, PaddingConfig2d, bool, usize, usize);
 
-    const CASES: [Case; 9] = [
+    const CASES: [Case; 12] = [
         (3, 8, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), true, 3, 11),
+        // 5×5, 6×6 and (below) 4×4 maps at stride 1: the regions path (cpu_conv_regions); 40
+        // images of 5×5: the interior in two jobs, a corner in one.
+        (6, 9, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), true, 40, 5),
+        (3, 4, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), false, 3, 6),
         (4, 6, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), false, 2, 9),
         (4, 6, 1, 2, PaddingConfig2d::Valid, false, 2, 9),
+        // A 5×5 kernel (Same) on 8×8 maps: 28 % of the pairs on padding, the regions path with
+        // five classes of rows and of columns.
         (2, 5, 5, 1, PaddingConfig2d::Same, true, 2, 8),
         (3, 4, 3, 1, PaddingConfig2d::Valid, true, 2, 7),
-        // 4×4 maps: 16 images per chunk, 20 images = one full and one partial chunk.
         (5, 7, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), true, 20, 4),
+        // 4×4 output maps on im2col (stride 2): 16 images per chunk, 20 images = one full and one
+        // partial chunk.
+        (5, 7, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), true, 20, 8),
         // 20×20 maps, 9 images: one image per chunk, chunks in parallel.
         (3, 4, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), true, 9, 20),
         // 2×2 maps: the dense path (VGG19's last stage), and at stride 2 (1×1 output).
@@ -775,7 +831,7 @@ mod tests {
     #[test]
     fn gradients_are_bitwise_reproducible() {
         let device = Default::default();
-        // 64 images of 6×6: 8 per chunk, 8 chunks in parallel, partial weight sums added in order.
+        // 64 images of 6×6 (the regions path): jobs in parallel, partial weight sums added in order.
         let conv =
             Conv2dConfig::new([8, 16], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init::<Ad>(&device);
         let x = Tensor::<Ad, 4>::random([64, 8, 6, 6], Distribution::Normal(0.0, 1.0), &device).require_grad();
@@ -792,10 +848,12 @@ mod tests {
     #[test]
     fn results_do_not_depend_on_the_number_of_threads() {
         let device = Default::default();
-        // 4×4 maps, 24 images: 16 per chunk, 2 chunks, in parallel on 1 thread and in turn on 3;
-        // 20×20 maps, 8 images: one per chunk, in parallel on both; 2×2 maps: the dense path.
-        for (side, batch) in [(4, 24), (20, 8), (2, 24)] {
+        // 4×4 output maps (8×8 at stride 2), 24 images: 16 per chunk, 2 chunks, in parallel on 1
+        // thread and in turn on 3; 20×20 maps, 8 images: one per chunk, in parallel on both; 2×2
+        // maps: the dense path; 5×5 maps: the regions path.
+        for (side, batch, stride) in [(8, 24, 2), (20, 8, 1), (2, 24, 1), (5, 40, 1)] {
             let conv = Conv2dConfig::new([6, 10], [3, 3])
+                .with_stride([stride, stride])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .init::<Ad>(&device);
             let x =
@@ -810,7 +868,7 @@ mod tests {
                     (out.into_data(), dx, dw)
                 })
             };
-            assert_eq!(run(1), run(3), "{side}×{side} maps");
+            assert_eq!(run(1), run(3), "{side}×{side} maps, stride {stride}");
         }
     }
 

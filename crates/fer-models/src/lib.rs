@@ -49,6 +49,8 @@ mod conv;
 #[cfg(feature = "flex")]
 mod cpu_conv;
 #[cfg(feature = "flex")]
+mod cpu_conv_regions;
+#[cfg(feature = "flex")]
 mod cpu_norm;
 mod evaluate;
 mod export;
