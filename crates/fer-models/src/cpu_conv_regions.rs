@@ -54,7 +54,6 @@ fn classes(out: usize, size: usize, kernel: usize, pad: usize) -> Vec<Class> {
 struct Region {
     /// `(output row, output column)` of each pixel, in the order of the region's columns.
     at: Vec<(usize, usize)>,
-    pixels: usize,
     ky: Range<usize>,
     kx: Range<usize>,
 }
@@ -62,6 +61,21 @@ struct Region {
 impl Region {
     fn taps(&self) -> usize {
         self.ky.len() * self.kx.len()
+    }
+    fn pixels(&self) -> usize {
+        self.at.len()
+    }
+    /// The region's taps as blocks of consecutive columns of the `[O, KH·KW·C]` weight (see
+    /// [`taps_first`]): `(first weight column, first row of the region's im2col matrix, width)`.
+    /// One block when the region spans whole kernel rows, else one per kernel row.
+    fn blocks(&self, g: &Geometry) -> Vec<(usize, usize, usize)> {
+        let (kw, c) = (g.kernel[1], g.channels);
+        let block = self.kx.len() * c;
+        if self.kx.len() == kw {
+            vec![(self.ky.start * kw * c, 0, self.ky.len() * block)]
+        } else {
+            self.ky.clone().enumerate().map(|(i, ky)| ((ky * kw + self.kx.start) * c, i * block, block)).collect()
+        }
     }
 
     /// Offsets of the pixels in a map `width` wide.
@@ -78,12 +92,7 @@ fn regions(g: &Geometry) -> Vec<Region> {
     for r in &rows {
         for c in &columns {
             let at = r.members.iter().flat_map(|&y| c.members.iter().map(move |&x| (y, x))).collect();
-            regions.push(Region {
-                at,
-                pixels: r.members.len() * c.members.len(),
-                ky: r.taps.clone(),
-                kx: c.taps.clone(),
-            });
+            regions.push(Region { at, ky: r.taps.clone(), kx: c.taps.clone() });
         }
     }
     regions
@@ -117,7 +126,7 @@ struct Job {
 
 impl Job {
     fn columns(&self, regions: &[Region]) -> usize {
-        self.images * regions[self.region].pixels
+        self.images * regions[self.region].pixels()
     }
 }
 
@@ -126,7 +135,7 @@ impl Job {
 fn jobs(batch: usize, regions: &[Region]) -> Vec<Job> {
     let mut jobs = Vec::new();
     for (region, r) in regions.iter().enumerate() {
-        let per = MIN_JOB_COLUMNS.div_ceil(r.pixels.max(1)).clamp(1, batch);
+        let per = MIN_JOB_COLUMNS.div_ceil(r.pixels().max(1)).clamp(1, batch);
         for first in (0..batch).step_by(per) {
             jobs.push(Job { region, first, images: per.min(batch - first) });
         }
@@ -139,7 +148,7 @@ fn jobs(batch: usize, regions: &[Region]) -> Vec<Job> {
 /// table: on the small maps of this module a region's rows are short (3 pixels on 5×5 maps), and
 /// a `memmove` call per row cost more than its copy (kernel bench profile, docs/RESULTS.md).
 fn gather(g: &Geometry, region: &Region, job: &Job, x: &[f32], col: &mut [f32]) {
-    let (cols, plane, image) = (job.images * region.pixels, g.plane(), g.channels * g.plane());
+    let (cols, plane, image) = (job.images * region.pixels(), g.plane(), g.channels * g.plane());
     let (kx_len, channels) = (region.kx.len(), g.channels);
     let offsets = region.offsets(g.width);
     // Every pixel of the region reads inside the map, so offset + tap shift ≥ padding shift.
@@ -148,7 +157,7 @@ fn gather(g: &Geometry, region: &Region, job: &Job, x: &[f32], col: &mut [f32]) 
         let (ky, kx, c) =
             (region.ky.start + row / (kx_len * channels), region.kx.start + row / channels % kx_len, row % channels);
         let tap_shift = ky * g.width + kx;
-        for (i, dst) in dst.chunks_mut(region.pixels).enumerate() {
+        for (i, dst) in dst.chunks_mut(region.pixels()).enumerate() {
             let plane = &x[(job.first + i) * image + c * plane..][..plane];
             for (d, &o) in dst.iter_mut().zip(&offsets) {
                 *d = plane[o + tap_shift - pad_shift];
@@ -160,38 +169,40 @@ fn gather(g: &Geometry, region: &Region, job: &Job, x: &[f32], col: &mut [f32]) 
 /// `res (O × cols) = W_region · col`, with `weight` laid out `[O, KH·KW·C]` (see [`taps_first`])
 /// and `col` from [`gather`].
 fn region_product(g: &Geometry, region: &Region, cols: usize, weight: &[f32], col: &[f32], res: &mut [f32]) {
-    let (kw, c, wrow) = (g.kernel[1], g.channels, g.rows());
-    let block = region.kx.len() * c;
-    if region.kx.len() == kw {
-        // Whole kernel rows: the taps of every `ky` are consecutive columns of the weight.
-        let w = MatRef { data: &weight[region.ky.start * kw * c..], row_stride: wrow, col_stride: 1 };
-        let col = MatRef { data: col, row_stride: cols, col_stride: 1 };
-        gemm_into(res, false, w, col, [g.out_channels, cols, region.ky.len() * block], false);
-        return;
+    for (i, (w0, r0, width)) in region.blocks(g).into_iter().enumerate() {
+        let w = MatRef { data: &weight[w0..], row_stride: g.rows(), col_stride: 1 };
+        let col = MatRef { data: &col[r0 * cols..], row_stride: cols, col_stride: 1 };
+        gemm_into(res, i > 0, w, col, [g.out_channels, cols, width], false);
     }
-    for (i, ky) in region.ky.clone().enumerate() {
-        let w = MatRef { data: &weight[(ky * kw + region.kx.start) * c..], row_stride: wrow, col_stride: 1 };
-        let col = MatRef { data: &col[i * block * cols..], row_stride: cols, col_stride: 1 };
-        gemm_into(res, i > 0, w, col, [g.out_channels, cols, block], false);
-    }
+}
+
+/// Every `a×b` block of `src` (row-major, one after the other) transposed to `b×a`.
+fn transpose_each(src: &[f32], a: usize, b: usize) -> Vec<f32> {
+    let mut out = vec![0.0; src.len()];
+    out.par_chunks_mut(a * b).zip(src.par_chunks(a * b)).for_each(|(dst, src)| {
+        for j in 0..b {
+            for i in 0..a {
+                dst[j * a + i] = src[i * b + j];
+            }
+        }
+    });
+    out
 }
 
 /// The weight `[O, C, KH, KW]` as `[O, KH, KW, C]` (every tap's channels consecutive); with `flip`,
 /// the kernel flipped and the channels swapped, `[C, KH, KW, O]`: the weight of the input gradient.
 fn taps_first(g: &Geometry, weight: &[f32], flip: bool) -> Vec<f32> {
     let (o_len, c_len, taps, [kh, kw]) = (g.out_channels, g.channels, g.taps(), g.kernel);
-    let (rows, inner) = if flip { (c_len, o_len) } else { (o_len, c_len) };
-    let mut out = vec![0.0; rows * taps * inner];
-    out.par_chunks_mut(taps * inner).enumerate().for_each(|(r, dst)| {
+    if !flip {
+        return transpose_each(weight, c_len, taps);
+    }
+    let mut out = vec![0.0; c_len * taps * o_len];
+    out.par_chunks_mut(taps * o_len).enumerate().for_each(|(c, dst)| {
         for t in 0..taps {
-            for i in 0..inner {
-                dst[t * inner + i] = if flip {
-                    // dx[c] gathers W[o, c, KH−1−ky, KW−1−kx] over o.
-                    let (ky, kx) = (kh - 1 - t / kw, kw - 1 - t % kw);
-                    weight[(i * c_len + r) * taps + ky * kw + kx]
-                } else {
-                    weight[(r * c_len + i) * taps + t]
-                };
+            // dx[c] gathers W[o, c, KH−1−ky, KW−1−kx] over o.
+            let flipped = (kh - 1 - t / kw) * kw + (kw - 1 - t % kw);
+            for o in 0..o_len {
+                dst[t * o_len + o] = weight[(o * c_len + c) * taps + flipped];
             }
         }
     });
@@ -226,9 +237,9 @@ fn convolve(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
                 continue;
             }
             let (region, cols) = (&regions[job.region], job.columns(&regions));
-            let at = (n - job.first) * region.pixels;
+            let at = (n - job.first) * region.pixels();
             for (o, plane) in image.chunks_mut(out_plane).enumerate() {
-                for (&v, &p) in res[o * cols + at..][..region.pixels].iter().zip(&offsets[job.region]) {
+                for (&v, &p) in res[o * cols + at..][..region.pixels()].iter().zip(&offsets[job.region]) {
                     plane[p] = v;
                 }
             }
@@ -254,7 +265,7 @@ pub(crate) fn input_grad(g: &Geometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
 pub(crate) fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let regions = regions(g);
     let jobs: Vec<Job> = jobs(g.batch, &regions).into_iter().filter(|j| regions[j.region].taps() > 0).collect();
-    let (o_len, c_len, rows, kw) = (g.out_channels, g.channels, g.rows(), g.kernel[1]);
+    let (o_len, c_len, rows) = (g.out_channels, g.channels, g.rows());
     if jobs.is_empty() {
         return vec![0.0; o_len * rows];
     }
@@ -284,39 +295,22 @@ pub(crate) fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 // dy of the region's pixels: O × (image, pixel).
                 let offsets = region.offsets(g.out_width);
                 for (o, row) in dyr.chunks_mut(cols).enumerate() {
-                    for (i, dst) in row.chunks_mut(region.pixels).enumerate() {
+                    for (i, dst) in row.chunks_mut(region.pixels()).enumerate() {
                         let plane = &dy[((job.first + i) * o_len + o) * out_plane..][..out_plane];
                         dst.iter_mut().zip(&offsets).for_each(|(d, &p)| *d = plane[p]);
                     }
                 }
                 let dyr = MatRef { data: dyr, row_stride: cols, col_stride: 1 };
-                let block = region.kx.len() * c_len;
-                let ky_blocks: Vec<(usize, usize)> = if region.kx.len() == kw {
-                    vec![(region.ky.start, region.ky.len() * block)]
-                } else {
-                    region.ky.clone().map(|ky| (ky, block)).collect()
-                };
-                for (i, &(ky, width)) in ky_blocks.iter().enumerate() {
-                    let colt = MatRef { data: &col[i * width * cols..], row_stride: 1, col_stride: cols };
-                    let dst = &mut acc[(ky * kw + region.kx.start) * c_len..];
-                    gemm_strided(dst, rows, true, dyr, colt, [o_len, width, cols], false);
+                for (w0, r0, width) in region.blocks(g) {
+                    let colt = MatRef { data: &col[r0 * cols..], row_stride: 1, col_stride: cols };
+                    gemm_strided(&mut acc[w0..], rows, true, dyr, colt, [o_len, width, cols], false);
                 }
             });
         }
         acc
     };
-    let acc = sum_parts(0..parts, &part, true);
     // [O, KH, KW, C] → [O, C, KH, KW]
-    let taps = g.taps();
-    let mut dw = vec![0.0; o_len * rows];
-    dw.par_chunks_mut(rows).zip(acc.par_chunks(rows)).for_each(|(dst, src)| {
-        for t in 0..taps {
-            for c in 0..c_len {
-                dst[c * taps + t] = src[t * c_len + c];
-            }
-        }
-    });
-    dw
+    transpose_each(&sum_parts(0..parts, &part, true), g.taps(), c_len)
 }
 
 #[cfg(test)]
@@ -364,8 +358,8 @@ mod tests {
                         );
                     }
                 }
-                assert_eq!(r.at.len(), r.pixels);
-                pairs += r.pixels * r.taps();
+                assert!(r.pixels() > 0, "{side}/{kernel}: an empty region");
+                pairs += r.pixels() * r.taps();
             }
             assert!(seen.iter().all(|&s| s == 1), "{side}/{kernel}: {seen:?}");
             if (side, kernel) == (5, 3) {
@@ -399,7 +393,7 @@ mod tests {
             assert_eq!(images, (0..130).collect::<Vec<_>>());
         }
         // The interior (9 pixels) runs 29 images at a time; a corner (1 pixel) 130 at once.
-        assert!(jobs.iter().any(|j| regions[j.region].pixels == 9 && j.images == 29));
-        assert!(jobs.iter().any(|j| regions[j.region].pixels == 1 && j.images == 130));
+        assert!(jobs.iter().any(|j| regions[j.region].pixels() == 9 && j.images == 29));
+        assert!(jobs.iter().any(|j| regions[j.region].pixels() == 1 && j.images == 130));
     }
 }
