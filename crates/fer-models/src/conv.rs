@@ -4,10 +4,13 @@ use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 
 /// `conv.forward(x)`; with the `flex` feature, on `Flex` and `Autodiff<Flex>`, through fer-models'
-/// im2col + GEMM kernels (groups 1, dilation 1, symmetric padding: every convolution of the
-/// networks here), which compute the same values and gradients up to float rounding; VGG19
-/// training steps ran 1.8× as fast as with burn-flex's own convolution (docs/RESULTS.md,
-/// "Convolutions on burn-flex"). Every other backend and convolution goes through Burn.
+/// GEMM kernels (groups 1, dilation 1, symmetric padding: every convolution of the networks here),
+/// which compute the same values and gradients up to float rounding: im2col + GEMM, or on small
+/// maps GEMMs that leave out the taps on padding (one dense GEMM on maps smaller than the kernel,
+/// one GEMM per region of output pixels on maps of 6×6 or smaller). VGG19 training steps ran 1.8×
+/// as fast with the first of these as with burn-flex's own convolution (docs/RESULTS.md,
+/// "Convolutions on burn-flex"; the small-map paths added 1.05× and 1.04×). Every other backend
+/// and convolution goes through Burn.
 ///
 /// Results are bit-for-bit reproducible and do not depend on the number of threads: the kernels
 /// split the batch into chunks and add partial sums in an order that follows from the shape alone.
