@@ -13,8 +13,9 @@
 //!   expression ([`FacePrediction`], JSON-serialisable); [`annotate`] draws them.
 //! * **On the CPU**: with the `flex` feature (default), every convolution of these networks runs
 //!   fer-models' own GEMM kernels on burn-flex, forward and backward ([`conv2d`]: im2col, or on
-//!   small maps GEMMs without the taps on padding; Burn's convolution on every other backend), and BatchNorm with batch statistics runs one kernel of
-//!   fer-models' own on `Autodiff<Flex>` ([`batch_norm_training`]). A process that trains calls
+//!   small maps GEMMs without the taps on padding; Burn's convolution on every other backend),
+//!   and BatchNorm with batch statistics runs one kernel of fer-models' own on `Autodiff<Flex>`
+//!   ([`batch_norm_training`]). A process that trains calls
 //!   [`keep_freed_memory`] once at its start, as the `fer` binary does: glibc then reuses freed
 //!   tensors' memory instead of unmapping and faulting it in again.
 //!
