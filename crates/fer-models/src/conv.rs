@@ -7,9 +7,9 @@ use burn::prelude::*;
 /// GEMM kernels (groups 1, dilation 1, symmetric padding: every convolution of the networks here),
 /// which compute the same values and gradients up to float rounding: im2col + GEMM, or on small
 /// maps GEMMs that leave out the taps on padding (one dense GEMM on maps smaller than the kernel,
-/// one GEMM per region of output pixels for stride-1 "same" convolutions on maps of 6×6 or smaller
-/// under 3×3 kernels). VGG19 training steps ran 1.8×
-/// as fast with the first of these as with burn-flex's own convolution (docs/RESULTS.md,
+/// one GEMM per region of output pixels for stride-1 "same" convolutions where more than a fifth of
+/// the taps fall on padding: maps of 6×6 or smaller under 3×3 kernels). VGG19 training steps ran
+/// 1.8× as fast with the first of these as with burn-flex's own convolution (docs/RESULTS.md,
 /// "Convolutions on burn-flex"; the small-map paths added 1.05× and 1.04×). Every other backend
 /// and convolution goes through Burn.
 ///
