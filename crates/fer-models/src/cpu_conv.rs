@@ -20,6 +20,7 @@
 //! up to float rounding (tested).
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use burn::backend::Flex;
@@ -174,6 +175,37 @@ pub(crate) fn gemm_strided(
     accumulate: bool,
     lhs: MatRef,
     rhs: MatRef,
+    mnk: [usize; 3],
+    threads: bool,
+) {
+    // SAFETY: `dst` is borrowed mutably for the call, so it is valid for writes of `dst.len()`
+    // values, initialised, and does not alias `lhs` or `rhs`.
+    unsafe { gemm_raw(dst.as_mut_ptr(), dst.len(), dst_row_stride, accumulate, lhs, rhs, mnk, threads) }
+}
+
+/// `dst (m×n, row-major) = lhs (m×k) · rhs (k×n)` into values that need not be initialised: with
+/// `read_dst = false` gemm writes every value of the `m×n` destination before it reads any (see
+/// `gemm_common::gemm::gemm_basic_generic`: `alpha` is set to zero, the first depth block stores
+/// without loading, and `k = 0` stores zeros).
+pub(crate) fn gemm_uninit(dst: &mut [MaybeUninit<f32>], lhs: MatRef, rhs: MatRef, mnk: [usize; 3], threads: bool) {
+    // SAFETY: as in `gemm_strided`; without accumulation gemm reads no destination value it has not
+    // written itself, so uninitialised values are never read.
+    unsafe { gemm_raw(dst.as_mut_ptr().cast(), dst.len(), mnk[1], false, lhs, rhs, mnk, threads) }
+}
+
+/// The call to gemm behind [`gemm_strided`] and [`gemm_uninit`].
+///
+/// # Safety
+/// `dst` is valid for reads and writes of `dst_len` values and aliases neither `lhs` nor `rhs`;
+/// with `accumulate`, its `m×n` values are initialised.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw(
+    dst: *mut f32,
+    dst_len: usize,
+    dst_row_stride: usize,
+    accumulate: bool,
+    lhs: MatRef,
+    rhs: MatRef,
     [m, n, k]: [usize; 3],
     threads: bool,
 ) {
@@ -181,24 +213,22 @@ pub(crate) fn gemm_strided(
         return;
     }
     let last = |mat: MatRef, rows: usize, cols: usize| (rows - 1) * mat.row_stride + (cols.max(1) - 1) * mat.col_stride;
-    assert!(dst_row_stride >= n && dst.len() >= (m - 1) * dst_row_stride + n, "gemm_into: destination too small");
+    assert!(dst_row_stride >= n && dst_len >= (m - 1) * dst_row_stride + n, "gemm_into: destination too small");
     if k > 0 {
         assert!(last(lhs, m, k) < lhs.data.len(), "gemm_into: lhs too small");
         assert!(last(rhs, k, n) < rhs.data.len(), "gemm_into: rhs too small");
-    } else if !accumulate {
-        dst.chunks_mut(dst_row_stride).take(m).for_each(|row| row[..n].fill(0.0));
-        return;
     }
     let parallelism = if threads { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
-    // SAFETY: the assertions above keep every element gemm reads or writes inside the slices
-    // (m×n destination with row stride `dst_row_stride ≥ n`, lhs/rhs extents from their strides); `dst` is borrowed
-    // mutably, so it does not alias `lhs` or `rhs`.
+    // SAFETY: the assertions above keep every element gemm reads or writes inside the buffers
+    // (m×n destination with row stride `dst_row_stride ≥ n`, lhs/rhs extents from their strides;
+    // with k = 0 gemm reads neither lhs nor rhs, and stores zeros unless it accumulates); the
+    // caller vouches for the destination.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_row_stride as isize,
             accumulate,
@@ -216,6 +246,42 @@ pub(crate) fn gemm_strided(
             parallelism,
         );
     }
+}
+
+/// What [`filled_vec`] puts in its buffer before `write` runs, in fer-models' unit tests: a NaN
+/// whose payload arithmetic on finite inputs never produces (x86 makes `0xffc0_0000`), so a value
+/// left unwritten shows.
+#[cfg(test)]
+const UNWRITTEN: f32 = f32::from_bits(0x7fc0_dead);
+
+/// A vector of `len` values written by `write`, without zeroing them first: `vec![0.0; len]`
+/// clears memory that a GEMM or a copy then overwrites whole (memset was 4.3 % of a ResNet18
+/// training step, docs/RESULTS.md). In fer-models' unit tests every value starts as a marked NaN
+/// and is checked after `write`.
+///
+/// # Safety
+/// `write` writes every value of the slice it is given.
+pub(crate) unsafe fn filled_vec(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut values = Vec::with_capacity(len);
+    let spare = &mut values.spare_capacity_mut()[..len];
+    #[cfg(test)]
+    spare.fill(MaybeUninit::new(UNWRITTEN));
+    write(spare);
+    // SAFETY: capacity ≥ len, and the caller vouches that `write` initialised all `len` values.
+    unsafe { values.set_len(len) };
+    #[cfg(test)]
+    assert!(values.iter().all(|v| v.to_bits() != UNWRITTEN.to_bits()), "filled_vec: `write` left a value unwritten");
+    values
+}
+
+/// `values` as the `f32`s they hold.
+///
+/// # Safety
+/// Every value of `values` has been written.
+pub(crate) unsafe fn assume_written(values: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the caller vouches that every value
+    // is initialised; the borrow is carried over.
+    unsafe { &mut *(values as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// Output columns `lo..hi` of a kernel row at tap offset `kx` read input columns `lo*s+kx-p…`.
@@ -336,11 +402,11 @@ fn with_scratch<R>(g: &Geometry, f: impl FnOnce(&mut Scratch) -> R) -> R {
 
 /// Runs `body(chunk index, output slice of that chunk, scratch)` over every chunk of images, in
 /// parallel or in turn (see [`Geometry::chunks_in_parallel`]).
-fn for_each_chunk(
+fn for_each_chunk<T: Send>(
     g: &Geometry,
-    out: &mut [f32],
+    out: &mut [T],
     per_image: usize,
-    body: impl Fn(usize, &mut [f32], &mut Scratch) + Sync,
+    body: impl Fn(usize, &mut [T], &mut Scratch) + Sync,
 ) {
     let len = g.images_per_chunk() * per_image;
     if g.chunks_in_parallel() {
@@ -350,7 +416,7 @@ fn for_each_chunk(
     }
 }
 
-/// Copies images `first..first+n` of an NCHW-like `[N, O, P]` array into `[O, n·P]`, or back.
+/// Copies images `first..first+n` of an NCHW-like `[N, O, P]` array into `[O, n·P]`.
 fn to_wide(nchw: &[f32], wide: &mut [f32], n: usize, o: usize, p: usize) {
     for i in 0..n {
         for r in 0..o {
@@ -359,11 +425,14 @@ fn to_wide(nchw: &[f32], wide: &mut [f32], n: usize, o: usize, p: usize) {
         }
     }
 }
-fn from_wide(wide: &[f32], nchw: &mut [f32], n: usize, o: usize, p: usize) {
+/// …and back: writes every value of `nchw` (`n·o·p` values).
+fn from_wide(wide: &[f32], nchw: &mut [MaybeUninit<f32>], n: usize, o: usize, p: usize) {
     for i in 0..n {
         for r in 0..o {
-            nchw[(i * o + r) * p..(i * o + r + 1) * p]
-                .copy_from_slice(&wide[r * n * p + i * p..r * n * p + (i + 1) * p]);
+            let src = &wide[r * n * p + i * p..r * n * p + (i + 1) * p];
+            nchw[(i * o + r) * p..(i * o + r + 1) * p].iter_mut().zip(src).for_each(|(d, &v)| {
+                d.write(v);
+            });
         }
     }
 }
@@ -413,30 +482,31 @@ fn dense_matrix(g: &Geometry, weight: &[f32]) -> Option<Vec<f32>> {
 }
 
 /// Dense forward (see [`Geometry::dense`]): `out [N, O·OH·OW] = x [N, C·H·W] · M`.
-fn dense_forward(g: &Geometry, x: &[f32], m: &[f32], out: &mut [f32]) {
+fn dense_forward(g: &Geometry, x: &[f32], m: &[f32]) -> Vec<f32> {
     let (k, n) = (g.channels * g.plane(), g.out_channels * g.out_plane());
     let x = MatRef { data: x, row_stride: k, col_stride: 1 };
-    gemm_into(out, false, x, MatRef { data: m, row_stride: n, col_stride: 1 }, [g.batch, n, k], true);
+    let m = MatRef { data: m, row_stride: n, col_stride: 1 };
+    // SAFETY: the GEMM writes the whole `[N, O·OH·OW]` result.
+    unsafe { filled_vec(g.batch * n, |out| gemm_uninit(out, x, m, [g.batch, n, k], true)) }
 }
 
 /// Dense input gradient: `dx [N, C·H·W] = dy [N, O·OH·OW] · Mᵀ`.
 fn dense_input_grad(g: &Geometry, m: &[f32], dy: &[f32]) -> Vec<f32> {
     let (inner, outer) = (g.channels * g.plane(), g.out_channels * g.out_plane());
-    let mut dx = vec![0.0; g.batch * inner];
     let dy = MatRef { data: dy, row_stride: outer, col_stride: 1 };
     let mt = MatRef { data: m, row_stride: 1, col_stride: outer };
-    gemm_into(&mut dx, false, dy, mt, [g.batch, inner, outer], true);
-    dx
+    // SAFETY: the GEMM writes the whole `[N, C·H·W]` result.
+    unsafe { filled_vec(g.batch * inner, |dx| gemm_uninit(dx, dy, mt, [g.batch, inner, outer], true)) }
 }
 
 /// Dense weight gradient: `dM [C·H·W, O·OH·OW] = xᵀ · dy`, then each weight tap gathers the entries
 /// of `M` it was copied to (output pixels in order).
 fn dense_weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (inner, outer, out_plane) = (g.channels * g.plane(), g.out_channels * g.out_plane(), g.out_plane());
-    let mut dm = vec![0.0; inner * outer];
     let xt = MatRef { data: x, row_stride: 1, col_stride: inner };
     let dy = MatRef { data: dy, row_stride: outer, col_stride: 1 };
-    gemm_into(&mut dm, false, xt, dy, [inner, outer, g.batch], true);
+    // SAFETY: the GEMM writes the whole `[C·H·W, O·OH·OW]` matrix.
+    let dm = unsafe { filled_vec(inner * outer, |dm| gemm_uninit(dm, xt, dy, [inner, outer, g.batch], true)) };
     // Blocks of 16 output channels, so that each block reads whole cache lines of `dM`.
     let (links, block) = (g.links(), 16);
     let mut dw = vec![0.0; g.out_channels * g.rows()];
@@ -467,31 +537,32 @@ fn forward(g: &Geometry, x: &[f32], weight: &[f32], unrolled: Option<&[f32]>, bi
         out
     };
     if let Some(m) = unrolled {
-        let mut out = vec![0.0; g.batch * g.out_channels * ohw];
-        dense_forward(g, x, m, &mut out);
-        return with_bias(out);
+        return with_bias(dense_forward(g, x, m));
     }
     if cpu_conv_regions::applies(g) {
         return with_bias(cpu_conv_regions::forward(g, x, weight));
     }
-    let mut out = vec![0.0; g.batch * g.out_channels * ohw];
-    for_each_chunk(g, &mut out, g.out_channels * ohw, |chunk, out, s| {
-        let (first, n) = (chunk * per, out.len() / (g.out_channels * ohw));
-        let cols = n * ohw;
-        load_images(g, x, first, n, s.col);
-        let w = MatRef { data: weight, row_stride: rows, col_stride: 1 };
-        let col = MatRef { data: s.col, row_stride: cols, col_stride: 1 };
-        if n == 1 {
-            gemm_into(out, false, w, col, [g.out_channels, cols, rows], threads);
-        } else {
-            gemm_into(s.wide, false, w, col, [g.out_channels, cols, rows], threads);
-            from_wide(s.wide, out, n, g.out_channels, ohw);
-        }
-        if let Some(bias) = bias {
-            add_bias(out, bias, ohw);
-        }
-    });
-    out
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        for_each_chunk(g, out, g.out_channels * ohw, |chunk, out, s| {
+            let (first, n) = (chunk * per, out.len() / (g.out_channels * ohw));
+            let cols = n * ohw;
+            load_images(g, x, first, n, s.col);
+            let w = MatRef { data: weight, row_stride: rows, col_stride: 1 };
+            let col = MatRef { data: s.col, row_stride: cols, col_stride: 1 };
+            if n == 1 {
+                gemm_uninit(out, w, col, [g.out_channels, cols, rows], threads);
+            } else {
+                gemm_into(s.wide, false, w, col, [g.out_channels, cols, rows], threads);
+                from_wide(s.wide, out, n, g.out_channels, ohw);
+            }
+            if let Some(bias) = bias {
+                // SAFETY: the GEMM (one image: `[O, OH·OW]`) or `from_wide` wrote the whole chunk.
+                add_bias(unsafe { assume_written(out) }, bias, ohw);
+            }
+        });
+    };
+    // SAFETY: the chunks cover the output, and each is written whole (above).
+    unsafe { filled_vec(g.batch * g.out_channels * ohw, fill) }
 }
 
 /// Adds `bias[o]` to every plane of channel `o` of an `[n, O, P]` array (`P = plane`).

@@ -17,11 +17,14 @@
 //! where the batch allows), each with a single-threaded GEMM; the jobs, the partial weight-gradient
 //! sums and their order follow from the shape alone, so results do not depend on the threads.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::cpu_conv::{Geometry, MatRef, gemm_into, gemm_strided, sum_parts, weight_grad_parts, with_buffer};
+use crate::cpu_conv::{
+    Geometry, MatRef, filled_vec, gemm_into, gemm_strided, sum_parts, weight_grad_parts, with_buffer,
+};
 
 /// Output pixels (images × region pixels) of one job at least, where the batch has enough images.
 const MIN_JOB_COLUMNS: usize = 256;
@@ -230,22 +233,25 @@ fn convolve(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
         .collect();
     let (out_plane, o_len) = (g.out_plane(), g.out_channels);
     let offsets: Vec<Vec<usize>> = regions.iter().map(|r| r.offsets(g.out_width)).collect();
-    let mut out = vec![0.0; g.batch * o_len * out_plane];
-    out.par_chunks_mut(o_len * out_plane).enumerate().for_each(|(n, image)| {
-        for (job, res) in jobs.iter().zip(&results) {
-            if !(job.first..job.first + job.images).contains(&n) {
-                continue;
-            }
-            let (region, cols) = (&regions[job.region], job.columns(&regions));
-            let at = (n - job.first) * region.pixels();
-            for (o, plane) in image.chunks_mut(out_plane).enumerate() {
-                for (&v, &p) in res[o * cols + at..][..region.pixels()].iter().zip(&offsets[job.region]) {
-                    plane[p] = v;
+    let scatter = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(o_len * out_plane).enumerate().for_each(|(n, image)| {
+            for (job, res) in jobs.iter().zip(&results) {
+                if !(job.first..job.first + job.images).contains(&n) {
+                    continue;
+                }
+                let (region, cols) = (&regions[job.region], job.columns(&regions));
+                let at = (n - job.first) * region.pixels();
+                for (o, plane) in image.chunks_mut(out_plane).enumerate() {
+                    for (&v, &p) in res[o * cols + at..][..region.pixels()].iter().zip(&offsets[job.region]) {
+                        plane[p].write(v);
+                    }
                 }
             }
-        }
-    });
-    out
+        });
+    };
+    // SAFETY: the regions cover every output pixel (tested: `regions_cover_every_pixel_once_with_its_valid_taps`)
+    // and the jobs every image of every region, so each value of every plane is written.
+    unsafe { filled_vec(g.batch * o_len * out_plane, scatter) }
 }
 
 /// Forward: `[N, O, OH, OW]` from `x [N, C, H, W]` and `weight [O, C, KH, KW]` (no bias).

@@ -11,6 +11,8 @@
 //! across planes in `f64`), so results are deterministic and do not depend on the number of
 //! threads; they equal the composed formula up to float rounding (tested).
 
+use std::mem::MaybeUninit;
+
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -21,6 +23,7 @@ use burn::tensor::TensorPrimitive;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
+use crate::cpu_conv::filled_vec;
 use crate::flex_bridge::{FlexAd, contiguous, flex_tensor, same_backend, same_type, slice};
 
 /// Values a parallel task handles at least when it walks image planes (small planes are grouped).
@@ -88,19 +91,22 @@ fn map_planes<K: Copy + Send + Sync>(
     coefficients: &[K],
     f: impl Fn(f32, f32, K) -> f32 + Sync,
 ) -> Vec<f32> {
-    let mut out = vec![0.0; a.len()];
     let per = l.planes_per_task();
-    out.par_chunks_mut(per * l.plane).enumerate().for_each(|(task, out)| {
-        for (j, out) in out.chunks_mut(l.plane).enumerate() {
-            let index = task * per + j;
-            let k = coefficients[index % l.channels];
-            let (a, b) = (&a[index * l.plane..][..l.plane], &b[index * l.plane..][..l.plane]);
-            for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
-                *o = f(a, b, k);
+    let write = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(per * l.plane).enumerate().for_each(|(task, out)| {
+            for (j, out) in out.chunks_mut(l.plane).enumerate() {
+                let index = task * per + j;
+                let k = coefficients[index % l.channels];
+                let (a, b) = (&a[index * l.plane..][..l.plane], &b[index * l.plane..][..l.plane]);
+                for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+                    o.write(f(a, b, k));
+                }
             }
-        }
-    });
-    out
+        });
+    };
+    // SAFETY: the tasks' chunks cover the output in whole planes (its length is a multiple of
+    // `plane`), and every plane is zipped with planes of `a` and `b` of the same length.
+    unsafe { filled_vec(a.len(), write) }
 }
 
 /// Each channel's affine map `y = (x − mean) · scale + shift`, as the forward pass applies it.
