@@ -169,39 +169,12 @@ pub(crate) fn gemm_into(dst: &mut [f32], accumulate: bool, lhs: MatRef, rhs: Mat
 }
 
 /// [`gemm_into`] with rows of `dst` `dst_row_stride` apart (`≥ n`).
+///
+/// `dst` is always initialised memory: even without accumulation gemm's edge tiles copy the
+/// destination's values into a scratch tile (and then overwrite them), so results that are not to
+/// be zeroed first go through a scratch matrix (see [`filled_vec`]).
 pub(crate) fn gemm_strided(
     dst: &mut [f32],
-    dst_row_stride: usize,
-    accumulate: bool,
-    lhs: MatRef,
-    rhs: MatRef,
-    mnk: [usize; 3],
-    threads: bool,
-) {
-    // SAFETY: `dst` is borrowed mutably for the call, so it is valid for writes of `dst.len()`
-    // values, initialised, and does not alias `lhs` or `rhs`.
-    unsafe { gemm_raw(dst.as_mut_ptr(), dst.len(), dst_row_stride, accumulate, lhs, rhs, mnk, threads) }
-}
-
-/// `dst (m×n, row-major) = lhs (m×k) · rhs (k×n)` into values that need not be initialised: with
-/// `read_dst = false` gemm writes every value of the `m×n` destination before it reads any (see
-/// `gemm_common::gemm::gemm_basic_generic`: `alpha` is set to zero, the first depth block stores
-/// without loading, and `k = 0` stores zeros).
-pub(crate) fn gemm_uninit(dst: &mut [MaybeUninit<f32>], lhs: MatRef, rhs: MatRef, mnk: [usize; 3], threads: bool) {
-    // SAFETY: as in `gemm_strided`; without accumulation gemm reads no destination value it has not
-    // written itself, so uninitialised values are never read.
-    unsafe { gemm_raw(dst.as_mut_ptr().cast(), dst.len(), mnk[1], false, lhs, rhs, mnk, threads) }
-}
-
-/// The call to gemm behind [`gemm_strided`] and [`gemm_uninit`].
-///
-/// # Safety
-/// `dst` is valid for reads and writes of `dst_len` values and aliases neither `lhs` nor `rhs`;
-/// with `accumulate`, its `m×n` values are initialised.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_raw(
-    dst: *mut f32,
-    dst_len: usize,
     dst_row_stride: usize,
     accumulate: bool,
     lhs: MatRef,
@@ -213,22 +186,24 @@ unsafe fn gemm_raw(
         return;
     }
     let last = |mat: MatRef, rows: usize, cols: usize| (rows - 1) * mat.row_stride + (cols.max(1) - 1) * mat.col_stride;
-    assert!(dst_row_stride >= n && dst_len >= (m - 1) * dst_row_stride + n, "gemm_into: destination too small");
+    assert!(dst_row_stride >= n && dst.len() >= (m - 1) * dst_row_stride + n, "gemm_into: destination too small");
     if k > 0 {
         assert!(last(lhs, m, k) < lhs.data.len(), "gemm_into: lhs too small");
         assert!(last(rhs, k, n) < rhs.data.len(), "gemm_into: rhs too small");
+    } else if !accumulate {
+        dst.chunks_mut(dst_row_stride).take(m).for_each(|row| row[..n].fill(0.0));
+        return;
     }
     let parallelism = if threads { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
-    // SAFETY: the assertions above keep every element gemm reads or writes inside the buffers
-    // (m×n destination with row stride `dst_row_stride ≥ n`, lhs/rhs extents from their strides;
-    // with k = 0 gemm reads neither lhs nor rhs, and stores zeros unless it accumulates); the
-    // caller vouches for the destination.
+    // SAFETY: the assertions above keep every element gemm reads or writes inside the slices
+    // (m×n destination with row stride `dst_row_stride ≥ n`, lhs/rhs extents from their strides); `dst` is borrowed
+    // mutably, so it does not alias `lhs` or `rhs`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst,
+            dst.as_mut_ptr(),
             1,
             dst_row_stride as isize,
             accumulate,
@@ -255,9 +230,10 @@ unsafe fn gemm_raw(
 const UNWRITTEN: f32 = f32::from_bits(0x7fc0_dead);
 
 /// A vector of `len` values written by `write`, without zeroing them first: `vec![0.0; len]`
-/// clears memory that a GEMM or a copy then overwrites whole (memset was 4.3 % of a ResNet18
-/// training step, docs/RESULTS.md). In fer-models' unit tests every value starts as a marked NaN
-/// and is checked after `write`.
+/// clears memory that a copy then overwrites whole (memset was 4.3 % of a ResNet18 training step,
+/// docs/RESULTS.md). `write` may only store into the slice (`MaybeUninit::write`), never hand it to
+/// gemm, which reads its destination (see [`gemm_strided`]). In fer-models' unit tests every value
+/// starts as a marked NaN and is checked after `write`.
 ///
 /// # Safety
 /// `write` writes every value of the slice it is given.
@@ -272,16 +248,6 @@ pub(crate) unsafe fn filled_vec(len: usize, write: impl FnOnce(&mut [MaybeUninit
     #[cfg(test)]
     assert!(values.iter().all(|v| v.to_bits() != UNWRITTEN.to_bits()), "filled_vec: `write` left a value unwritten");
     values
-}
-
-/// `values` as the `f32`s they hold.
-///
-/// # Safety
-/// Every value of `values` has been written.
-pub(crate) unsafe fn assume_written(values: &mut [MaybeUninit<f32>]) -> &mut [f32] {
-    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the caller vouches that every value
-    // is initialised; the borrow is carried over.
-    unsafe { &mut *(values as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// Output columns `lo..hi` of a kernel row at tap offset `kx` read input columns `lo*s+kx-p…`.
@@ -393,7 +359,7 @@ pub(crate) fn with_buffer<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 fn with_scratch<R>(g: &Geometry, f: impl FnOnce(&mut Scratch) -> R) -> R {
     let per = g.images_per_chunk();
     let cols = per * g.out_plane();
-    let (col, wide) = (g.rows() * cols, if per > 1 { g.out_channels * cols } else { 0 });
+    let (col, wide) = (g.rows() * cols, g.out_channels * cols);
     with_buffer(col + wide, |buffer| {
         let (col, wide) = buffer.split_at_mut(col);
         f(&mut Scratch { col, wide })
@@ -425,14 +391,20 @@ fn to_wide(nchw: &[f32], wide: &mut [f32], n: usize, o: usize, p: usize) {
         }
     }
 }
-/// …and back: writes every value of `nchw` (`n·o·p` values).
-fn from_wide(wide: &[f32], nchw: &mut [MaybeUninit<f32>], n: usize, o: usize, p: usize) {
+/// …and back, adding `bias[r]` to row `r` when given: writes every value of `nchw` (`n·o·p`).
+fn from_wide(wide: &[f32], nchw: &mut [MaybeUninit<f32>], n: usize, o: usize, p: usize, bias: Option<&[f32]>) {
     for i in 0..n {
         for r in 0..o {
             let src = &wide[r * n * p + i * p..r * n * p + (i + 1) * p];
-            nchw[(i * o + r) * p..(i * o + r + 1) * p].iter_mut().zip(src).for_each(|(d, &v)| {
-                d.write(v);
-            });
+            let dst = &mut nchw[(i * o + r) * p..(i * o + r + 1) * p];
+            match bias {
+                Some(bias) => dst.iter_mut().zip(src).for_each(|(d, &v)| {
+                    d.write(v + bias[r]);
+                }),
+                None => dst.iter_mut().zip(src).for_each(|(d, &v)| {
+                    d.write(v);
+                }),
+            }
         }
     }
 }
@@ -482,31 +454,30 @@ fn dense_matrix(g: &Geometry, weight: &[f32]) -> Option<Vec<f32>> {
 }
 
 /// Dense forward (see [`Geometry::dense`]): `out [N, O·OH·OW] = x [N, C·H·W] · M`.
-fn dense_forward(g: &Geometry, x: &[f32], m: &[f32]) -> Vec<f32> {
+fn dense_forward(g: &Geometry, x: &[f32], m: &[f32], out: &mut [f32]) {
     let (k, n) = (g.channels * g.plane(), g.out_channels * g.out_plane());
     let x = MatRef { data: x, row_stride: k, col_stride: 1 };
-    let m = MatRef { data: m, row_stride: n, col_stride: 1 };
-    // SAFETY: the GEMM writes the whole `[N, O·OH·OW]` result.
-    unsafe { filled_vec(g.batch * n, |out| gemm_uninit(out, x, m, [g.batch, n, k], true)) }
+    gemm_into(out, false, x, MatRef { data: m, row_stride: n, col_stride: 1 }, [g.batch, n, k], true);
 }
 
 /// Dense input gradient: `dx [N, C·H·W] = dy [N, O·OH·OW] · Mᵀ`.
 fn dense_input_grad(g: &Geometry, m: &[f32], dy: &[f32]) -> Vec<f32> {
     let (inner, outer) = (g.channels * g.plane(), g.out_channels * g.out_plane());
+    let mut dx = vec![0.0; g.batch * inner];
     let dy = MatRef { data: dy, row_stride: outer, col_stride: 1 };
     let mt = MatRef { data: m, row_stride: 1, col_stride: outer };
-    // SAFETY: the GEMM writes the whole `[N, C·H·W]` result.
-    unsafe { filled_vec(g.batch * inner, |dx| gemm_uninit(dx, dy, mt, [g.batch, inner, outer], true)) }
+    gemm_into(&mut dx, false, dy, mt, [g.batch, inner, outer], true);
+    dx
 }
 
 /// Dense weight gradient: `dM [C·H·W, O·OH·OW] = xᵀ · dy`, then each weight tap gathers the entries
 /// of `M` it was copied to (output pixels in order).
 fn dense_weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (inner, outer, out_plane) = (g.channels * g.plane(), g.out_channels * g.out_plane(), g.out_plane());
+    let mut dm = vec![0.0; inner * outer];
     let xt = MatRef { data: x, row_stride: 1, col_stride: inner };
     let dy = MatRef { data: dy, row_stride: outer, col_stride: 1 };
-    // SAFETY: the GEMM writes the whole `[C·H·W, O·OH·OW]` matrix.
-    let dm = unsafe { filled_vec(inner * outer, |dm| gemm_uninit(dm, xt, dy, [inner, outer, g.batch], true)) };
+    gemm_into(&mut dm, false, xt, dy, [inner, outer, g.batch], true);
     // Blocks of 16 output channels, so that each block reads whole cache lines of `dM`.
     let (links, block) = (g.links(), 16);
     let mut dw = vec![0.0; g.out_channels * g.rows()];
@@ -537,7 +508,9 @@ fn forward(g: &Geometry, x: &[f32], weight: &[f32], unrolled: Option<&[f32]>, bi
         out
     };
     if let Some(m) = unrolled {
-        return with_bias(dense_forward(g, x, m));
+        let mut out = vec![0.0; g.batch * g.out_channels * ohw];
+        dense_forward(g, x, m, &mut out);
+        return with_bias(out);
     }
     if cpu_conv_regions::applies(g) {
         return with_bias(cpu_conv_regions::forward(g, x, weight));
@@ -549,19 +522,13 @@ fn forward(g: &Geometry, x: &[f32], weight: &[f32], unrolled: Option<&[f32]>, bi
             load_images(g, x, first, n, s.col);
             let w = MatRef { data: weight, row_stride: rows, col_stride: 1 };
             let col = MatRef { data: s.col, row_stride: cols, col_stride: 1 };
-            if n == 1 {
-                gemm_uninit(out, w, col, [g.out_channels, cols, rows], threads);
-            } else {
-                gemm_into(s.wide, false, w, col, [g.out_channels, cols, rows], threads);
-                from_wide(s.wide, out, n, g.out_channels, ohw);
-            }
-            if let Some(bias) = bias {
-                // SAFETY: the GEMM (one image: `[O, OH·OW]`) or `from_wide` wrote the whole chunk.
-                add_bias(unsafe { assume_written(out) }, bias, ohw);
-            }
+            // The product goes to the scratch matrix (in cache) and is copied out with the bias: an
+            // output buffer handed to gemm would have to be zeroed first (see `filled_vec`).
+            gemm_into(s.wide, false, w, col, [g.out_channels, cols, rows], threads);
+            from_wide(s.wide, out, n, g.out_channels, ohw, bias);
         });
     };
-    // SAFETY: the chunks cover the output, and each is written whole (above).
+    // SAFETY: the chunks cover the output, and `from_wide` writes each of them whole.
     unsafe { filled_vec(g.batch * g.out_channels * ohw, fill) }
 }
 
