@@ -149,15 +149,11 @@ pub struct EvalFeatureArgs {
 
 /// `fer eval-features`.
 pub fn eval(args: EvalFeatureArgs) -> Result<()> {
-    let config_path = args.run.join("config.json");
-    let text = std::fs::read(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
-    let config: FeatureTrainConfig = serde_json::from_slice(&text)
-        .with_context(|| format!("{} is not a feature-model config", config_path.display()))?;
     let weights = args.run.join(format!("{}.bin", args.weights));
-    anyhow::ensure!(weights.is_file(), "{} not found (no epoch finished in this run?)", weights.display());
-    let (data, features) = args.input.load()?;
     let evaluation = with_backend!(args.input.device, |B, device| {
-        let model = fer_train::load_feature_model::<B>(&config.model, &weights, &device)?;
+        // The run first: a wrong path fails before the data set is read.
+        let (model, config, _) = fer_train::load_feature_run::<B>(&weights, &device)?;
+        let (data, features) = args.input.load()?;
         fer_train::evaluate_feature_model(&model, &data, &features, args.split, config.feature_set, &device)?
     });
     crate::print_split_report(

@@ -14,7 +14,9 @@ use crate::backend::{DeviceSpec, with_backend};
 /// `fer predict` flags.
 #[derive(clap::Args)]
 pub struct PredictArgs {
-    /// Checkpoint file (`best.fer` of a run); its model config travels with it.
+    /// Checkpoint file (`best.fer` of a run; its model config travels with it), or the CNN +
+    /// landmarks + HOG model of a `fer train-features` run: its directory (`best.bin`) or a weights
+    /// file of it (`best.bin`, `latest.bin`; the run's config.json beside it).
     #[arg(long)]
     checkpoint: PathBuf,
     /// JPEG or PNG photos.
@@ -44,6 +46,48 @@ pub struct PredictArgs {
     /// Device: cpu, ndarray, wgpu[:N], vulkan[:N], cuda[:N].
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
+    /// dlib 68-point model, for the CNN + landmarks + HOG model's features [default:
+    /// $FER_LANDMARK_MODEL, else /usr/share/dlib/shape_predictor_68_face_landmarks.dat]
+    #[arg(long)]
+    landmark_model: Option<PathBuf>,
+}
+
+/// Whether `--checkpoint` names a `fer train-features` run (a directory, or a `.bin` weights file)
+/// rather than a `.fer` checkpoint.
+fn is_feature_run(path: &Path) -> bool {
+    path.is_dir() || path.extension().is_some_and(|e| e == "bin")
+}
+
+/// The predictor for `--checkpoint`: a `.fer` checkpoint's model, or a feature run's CNN +
+/// landmarks + HOG model with dlib's landmarks.
+fn load_predictor<B: burn::prelude::Backend>(
+    args: &PredictArgs,
+    options: PredictOptions,
+    device: &B::Device,
+) -> Result<Predictor<B>> {
+    if !is_feature_run(&args.checkpoint) {
+        return Ok(Predictor::<B>::from_checkpoint(&args.checkpoint, device)?.with_options(options)?);
+    }
+    #[cfg(feature = "dlib")]
+    {
+        if args.tencrop {
+            bail!(
+                "--tencrop: the CNN + landmarks + HOG model of {} reads the whole 48×48 face; TenCrop is for \
+                 VGG/ResNet checkpoints (.fer)",
+                args.checkpoint.display()
+            );
+        }
+        let (model, config, _) = fer_train::load_feature_run::<B>(&args.checkpoint, device)?;
+        let landmarks = fer_features::LandmarkModel::open(args.landmark_model.as_deref())?;
+        let predictor = Predictor::with_features(model, &config.model, config.feature_set, landmarks, device)?;
+        Ok(predictor.with_options(PredictOptions { view: View::Full, ..options })?)
+    }
+    #[cfg(not(feature = "dlib"))]
+    bail!(
+        "{} is a `fer train-features` run: its model reads dlib's landmarks, and this fer was built without its \
+         `dlib` feature (build it with the default features)",
+        args.checkpoint.display()
+    )
 }
 
 /// Runs `fer predict`. Unreadable images are reported and skipped; the exit status is an error
@@ -63,7 +107,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         None => None,
     };
     let failed = with_backend!(args.device, |B, device| {
-        let predictor = Predictor::<B>::from_checkpoint(&args.checkpoint, &device)?.with_options(options)?;
+        let predictor = load_predictor::<B>(&args, options, &device)?;
         let mut written = HashSet::new();
         let mut failed = 0usize;
         let mut stdout = std::io::stdout().lock();

@@ -642,6 +642,43 @@ fn features_then_feature_model_training_and_search() {
         stderr(&out)
     );
 
+    // `fer predict` with the run: the PrivateTest faces as PNG files get the answers the
+    // evaluation counted (the same weights, whole faces and features computed from the files).
+    let faces: Vec<String> = (60..70)
+        .map(|r| {
+            let pixels: Vec<u8> = (0..2304).map(|i| ((i * 3 + r) % 256) as u8).collect();
+            let path = dir.path().join(format!("private-{r}.png"));
+            image::GrayImage::from_raw(48, 48, pixels).expect("48×48").save(&path).expect("png");
+            path.to_str().expect("utf-8").to_string()
+        })
+        .collect();
+    let predict = ["predict", "--checkpoint", run_s, "--no-detect", "--json", "--device", "ndarray"];
+    let out = fer(&[&predict[..], &faces.iter().map(String::as_str).collect::<Vec<_>>()].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut confusion = vec![vec![0u64; 7]; 7];
+    for (r, line) in (60..70).zip(stdout(&out).lines()) {
+        let json: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        let emotion: fer_dataset::Emotion =
+            json["faces"][0]["emotion"].as_str().expect("emotion").parse().expect("a name");
+        let p: Vec<f64> =
+            json["faces"][0]["probabilities"].as_object().expect("map").values().filter_map(|v| v.as_f64()).collect();
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{line}");
+        confusion[r % 7][emotion.index()] += 1;
+    }
+    assert_eq!(serde_json::json!(confusion), report["confusion"], "{}", stdout(&out));
+    // The weights file works as well as the directory; --tencrop and a weights file without its
+    // run's config.json are refused by name.
+    let best = run.join("best.bin");
+    let out =
+        fer(&[&predict[..1], &predict[3..], &["--checkpoint", best.to_str().expect("utf-8"), &faces[0]]].concat());
+    assert!(out.status.success() && stdout(&out).contains("\"faces\""), "{}", stderr(&out));
+    let out = fer(&[&predict[..], &["--tencrop", &faces[0]]].concat());
+    assert!(!out.status.success() && stderr(&out).contains("whole 48×48 face"), "{}", stderr(&out));
+    let alone = dir.path().join("alone.bin");
+    std::fs::copy(&best, &alone).expect("copy");
+    let out = fer(&["predict", "--checkpoint", alone.to_str().expect("utf-8"), "--no-detect", &faces[0]]);
+    assert!(!out.status.success() && stderr(&out).contains("no config.json beside it"), "{}", stderr(&out));
+
     let search = dir.path().join("search");
     let mut args = vec!["hyperopt", "--max-evals", "2", "--epochs", "1", "--out", search.to_str().expect("utf-8")];
     args.extend_from_slice(&common);

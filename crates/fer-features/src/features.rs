@@ -97,16 +97,7 @@ impl FaceFeatures {
             let faces = data.split(split).images();
             let mut values = vec![0.0f32; faces.len() * FEATURES_PER_FACE];
             values.par_chunks_mut(FEATURES_PER_FACE).zip(faces.par_iter()).for_each(|(out, face)| {
-                let (landmarks, rest) = out.split_at_mut(LANDMARKS_LEN);
-                let (sliding, whole) = rest.split_at_mut(SLIDING_HOG_LEN);
-                landmarks.copy_from_slice(&model.face_landmarks(face));
-                let (sliding_values, whole_values) = face_hogs(face);
-                for (o, v) in sliding.iter_mut().zip(sliding_values) {
-                    *o = v as f32;
-                }
-                for (o, v) in whole.iter_mut().zip(whole_values) {
-                    *o = v as f32;
-                }
+                write_face_features(face, model, out);
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_multiple_of(256) {
                     progress(n);
@@ -130,15 +121,7 @@ impl FaceFeatures {
 
     /// Appends the `set` features of face `index` of `split` to `out`.
     pub fn extend_vector(&self, split: Split, index: usize, set: FeatureSet, out: &mut Vec<f32>) {
-        let all = self.all(split, index);
-        out.extend_from_slice(&all[..LANDMARKS_LEN]);
-        match set {
-            FeatureSet::LandmarksSlidingHog => {
-                out.extend_from_slice(&all[LANDMARKS_LEN..LANDMARKS_LEN + SLIDING_HOG_LEN])
-            }
-            FeatureSet::LandmarksWholeHog => out.extend_from_slice(&all[LANDMARKS_LEN + SLIDING_HOG_LEN..]),
-            FeatureSet::Landmarks => {}
-        }
+        extend_with_set(self.all(split, index), set, out);
     }
 
     /// Checks that these features were computed from `data` (same faces, same order).
@@ -163,6 +146,54 @@ impl FaceFeatures {
         }
         Ok(())
     }
+}
+
+/// Appends the `set` part of one face's stored values (`all`: landmarks, sliding HOG, whole HOG).
+fn extend_with_set(all: &[f32], set: FeatureSet, out: &mut Vec<f32>) {
+    out.extend_from_slice(&all[..LANDMARKS_LEN]);
+    match set {
+        FeatureSet::LandmarksSlidingHog => out.extend_from_slice(&all[LANDMARKS_LEN..LANDMARKS_LEN + SLIDING_HOG_LEN]),
+        FeatureSet::LandmarksWholeHog => out.extend_from_slice(&all[LANDMARKS_LEN + SLIDING_HOG_LEN..]),
+        FeatureSet::Landmarks => {}
+    }
+}
+
+/// Writes the values [`FaceFeatures`] stores for one 48×48 face into `out` ([`FEATURES_PER_FACE`]
+/// long): landmarks, sliding HOG, whole-image HOG.
+#[cfg(feature = "dlib")]
+fn write_face_features(face: &fer_dataset::FaceImage, model: &LandmarkModel, out: &mut [f32]) {
+    let (landmarks, rest) = out.split_at_mut(LANDMARKS_LEN);
+    let (sliding, whole) = rest.split_at_mut(SLIDING_HOG_LEN);
+    landmarks.copy_from_slice(&model.face_landmarks(face));
+    let (sliding_values, whole_values) = face_hogs(face);
+    for (o, v) in sliding.iter_mut().zip(sliding_values) {
+        *o = v as f32;
+    }
+    for (o, v) in whole.iter_mut().zip(whole_values) {
+        *o = v as f32;
+    }
+}
+
+/// The `set` feature vector of any 48×48 face ([`FeatureSet::len`] values): the same values, in
+/// the same order, as [`FaceFeatures::extend_vector`] gives for a face of a feature cache, so a
+/// model trained on a cache can classify faces from elsewhere (photos, `fer predict`).
+///
+/// ```no_run
+/// use fer_features::{FeatureSet, LandmarkModel, feature_vector};
+/// use fer_features::fer_dataset::FaceImage;
+///
+/// let model = LandmarkModel::open(None)?; // Debian's libdlib-data
+/// let face = FaceImage::filled(128);
+/// assert_eq!(feature_vector(&face, &model, FeatureSet::LandmarksSlidingHog).len(), 2728);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[cfg(feature = "dlib")]
+pub fn feature_vector(face: &fer_dataset::FaceImage, model: &LandmarkModel, set: FeatureSet) -> Vec<f32> {
+    let mut all = vec![0.0f32; FEATURES_PER_FACE];
+    write_face_features(face, model, &mut all);
+    let mut out = Vec::with_capacity(set.len());
+    extend_with_set(&all, set, &mut out);
+    out
 }
 
 /// Single-thread seconds per part of [`FaceFeatures::compute`] over some faces (for benchmarks).

@@ -62,12 +62,12 @@ mod landmarks;
 #[cfg(feature = "dlib")]
 pub use detect::FaceDetector;
 pub use detect::{AUTO_UPSAMPLE_MIN_SIDE, CropSpec, FaceBox, MAX_UPSAMPLE, Upsample, crop_face, crop_gray};
-#[cfg(feature = "dlib")]
-pub use features::time_features;
 pub use features::{
     FEATURE_CACHE_MAGIC, FEATURE_CACHE_VERSION, FEATURES_PER_FACE, FaceFeatures, FeatureCacheError, FeatureSet,
     FeatureTimings, images_fingerprint, read_feature_cache, write_feature_cache,
 };
+#[cfg(feature = "dlib")]
+pub use features::{feature_vector, time_features};
 pub use fer_dataset;
 pub use hog::{
     HogConfig, HogError, SLIDING_HOG_LEN, WHOLE_HOG_LEN, WINDOW_SIDE, WINDOW_STEP, face_hogs, hog, sliding_hog,

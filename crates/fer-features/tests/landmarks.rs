@@ -54,3 +54,38 @@ fn sixty_eight_finite_points_in_a_sane_box_every_time() {
     assert!(mean(&ys[48..68]) > mean(&ys[36..48]), "mouth below eyes");
     assert_eq!(model.face_landmarks(&face), points, "deterministic");
 }
+
+/// `feature_vector` of one face gives, for every feature set, the values a feature cache holds
+/// for the same face (what `fer predict` feeds a model trained on a cache).
+#[test]
+fn one_face_vector_equals_the_cache_rows() {
+    use fer_dataset::{Emotion, Fer2013, Split, SplitData};
+    use fer_features::{FaceFeatures, FeatureSet, feature_vector};
+    let path = landmark_model_path(None);
+    if !path.is_file() {
+        eprintln!("skipped: {} not found (apt-get install libdlib-data)", path.display());
+        return;
+    }
+    let model = LandmarkModel::open(None).expect("the Debian model loads");
+    let mut shifted = cartoon_face();
+    shifted.0.rotate_left(3 * 48 + 2);
+    let mut private = SplitData::new();
+    private.push(Emotion::Happy, cartoon_face());
+    private.push(Emotion::Sad, shifted.clone());
+    let data = Fer2013::from_splits(SplitData::new(), SplitData::new(), private);
+    let cache = FaceFeatures::compute(&data, &model, |_| {});
+    for set in [FeatureSet::LandmarksSlidingHog, FeatureSet::LandmarksWholeHog, FeatureSet::Landmarks] {
+        for (index, face) in [cartoon_face(), shifted.clone()].iter().enumerate() {
+            let mut row = Vec::new();
+            cache.extend_vector(Split::PrivateTest, index, set, &mut row);
+            let vector = feature_vector(face, &model, set);
+            assert_eq!(vector.len(), set.len());
+            assert_eq!(vector, row, "{set:?}, face {index}");
+        }
+    }
+    let (a, b) = (
+        feature_vector(&cartoon_face(), &model, FeatureSet::LandmarksSlidingHog),
+        feature_vector(&shifted, &model, FeatureSet::LandmarksSlidingHog),
+    );
+    assert_ne!(a, b, "a moved face has other features");
+}

@@ -6,8 +6,22 @@ use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, Linea
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use fer_dataset::FACE_SIDE;
+use fer_features::LANDMARKS_LEN;
+
 use crate::conv::conv2d;
 use crate::mode::{Mode, batch_norm, dropout};
+
+/// Turns a feature vector as a feature cache holds it ([`fer_features::FaceFeatures`], or
+/// [`fer_features::feature_vector`] for any face) into the feature input of a [`CnnHog`] model:
+/// the landmarks (the first [`LANDMARKS_LEN`] values, pixel coordinates of the 48×48 face) are
+/// divided by the face side, so they lie near [0, 1] like the HOG values after them. Training,
+/// evaluation and prediction all go through this function.
+pub fn scale_feature_row(row: &mut [f32]) {
+    for v in row.iter_mut().take(LANDMARKS_LEN) {
+        *v /= FACE_SIDE as f32;
+    }
+}
 
 /// One convolution of the image branch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

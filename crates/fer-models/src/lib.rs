@@ -69,7 +69,7 @@ pub use checkpoint::{
     CHECKPOINT_MAGIC, Checkpoint, ModelError, checkpoint_checksum, load_checkpoint, load_checkpoint_with_checksum,
     read_checkpoint_header, read_checkpoint_header_with_checksum, save_checkpoint,
 };
-pub use cnn_hog::{CnnHog, CnnHogConfig, ConvBlock, ConvSpec};
+pub use cnn_hog::{CnnHog, CnnHogConfig, ConvBlock, ConvSpec, scale_feature_row};
 pub use conv::conv2d;
 pub use evaluate::{Evaluation, evaluate};
 pub use export::{SAFETENSORS_CONFIG_KEY, export_safetensors, import_safetensors};

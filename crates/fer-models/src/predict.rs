@@ -19,9 +19,9 @@ use ab_glyph::{FontVec, PxScale};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use fer_dataset::{Emotion, FACE_SIDE, FaceImage, View};
-#[cfg(feature = "dlib")]
-use fer_features::FaceDetector;
 use fer_features::{CropSpec, FaceBox, Upsample, crop_face};
+#[cfg(feature = "dlib")]
+use fer_features::{FaceDetector, FeatureSet, LandmarkModel, feature_vector};
 use image::{DynamicImage, Rgb, RgbImage};
 use imageproc::drawing::{draw_filled_rect_mut, draw_hollow_rect_mut, draw_text_mut, text_size};
 use imageproc::rect::Rect;
@@ -29,6 +29,8 @@ use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 use serde::ser::{SerializeMap, SerializeStruct};
 
+#[cfg(feature = "dlib")]
+use crate::{CnnHog, CnnHogConfig, scale_feature_row};
 use crate::{Model, ModelError, average_crops, load_checkpoint};
 
 /// Where a text font is looked for (Debian's `fonts-dejavu-core`, which the README's commands
@@ -167,10 +169,21 @@ pub fn load_image(path: impl AsRef<Path>) -> Result<DynamicImage, PredictError> 
         .map_err(error)
 }
 
+/// What classifies the faces of a [`Predictor`].
+#[derive(Debug)]
+enum Network<B: Backend> {
+    /// A [`Model`] (VGG, ResNet, …): the face's pixels alone, through the options' view.
+    Images(Box<Model<B>>),
+    /// The CNN + landmarks + HOG model: the whole 48×48 face and its feature vector, computed
+    /// from the face as a feature cache holds it ([`feature_vector`]).
+    #[cfg(feature = "dlib")]
+    WithFeatures { model: Box<CnnHog<B>>, set: FeatureSet, landmarks: LandmarkModel },
+}
+
 /// A face detector and a trained classifier: the expressions of the faces in any photo.
 #[derive(Debug)]
 pub struct Predictor<B: Backend> {
-    model: Model<B>,
+    network: Network<B>,
     device: B::Device,
     #[cfg(feature = "dlib")]
     detector: FaceDetector,
@@ -181,7 +194,7 @@ impl<B: Backend> Predictor<B> {
     /// Wraps a model (in inference use: pass a non-autodiff backend, or `model.valid()`).
     pub fn new(model: Model<B>, device: &B::Device) -> Predictor<B> {
         Predictor {
-            model,
+            network: Network::Images(Box::new(model)),
             device: device.clone(),
             #[cfg(feature = "dlib")]
             detector: FaceDetector::new(),
@@ -195,9 +208,69 @@ impl<B: Backend> Predictor<B> {
         Ok(Predictor::new(model, device))
     }
 
-    /// Sets the options, after checking them.
+    /// Wraps a CNN + landmarks + HOG model (built from `config`, trained on `set` features; a
+    /// `fer train-features` run's weights load with fer-train's `load_feature_run`). Each face is
+    /// read whole (48×48, [`View::Full`], the model's input) and its features come from
+    /// `landmarks` and the HOG code that filled the training cache, so a FER2013 face gets the
+    /// answer `fer eval-features` gives it.
+    ///
+    /// ```no_run
+    /// use burn::backend::Flex;
+    /// use fer_models::{CnnHogConfig, Predictor, load_image};
+    /// use fer_models::fer_features::{FeatureSet, LandmarkModel};
+    ///
+    /// let device = Default::default();
+    /// let config = CnnHogConfig::model_b(FeatureSet::LandmarksSlidingHog.len());
+    /// let model = config.init::<Flex>(&device); // or trained weights: fer_train::load_feature_run
+    /// let landmarks = LandmarkModel::open(None)?; // Debian's libdlib-data
+    /// let predictor =
+    ///     Predictor::with_features(model, &config, FeatureSet::LandmarksSlidingHog, landmarks, &device)?;
+    /// let faces = predictor.predict(&load_image("photo.jpg")?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "dlib")]
+    pub fn with_features(
+        model: CnnHog<B>,
+        config: &CnnHogConfig,
+        set: FeatureSet,
+        landmarks: LandmarkModel,
+        device: &B::Device,
+    ) -> Result<Predictor<B>, PredictError> {
+        if config.image_side != FACE_SIDE {
+            return Err(PredictError::Option(format!(
+                "the CNN + landmarks + HOG model reads {0}×{0} images; predict cuts {FACE_SIDE}×{FACE_SIDE} faces",
+                config.image_side
+            )));
+        }
+        if model.feature_len() != set.len() || config.feature_len != set.len() {
+            return Err(PredictError::Option(format!(
+                "the model reads {} features, the `{}` set has {}",
+                model.feature_len(),
+                set.name(),
+                set.len()
+            )));
+        }
+        let options = PredictOptions { view: View::Full, ..PredictOptions::default() };
+        Ok(Predictor {
+            network: Network::WithFeatures { model: Box::new(model), set, landmarks },
+            device: device.clone(),
+            detector: FaceDetector::new(),
+            options,
+        })
+    }
+
+    /// Sets the options, after checking them. The CNN + landmarks + HOG model takes
+    /// [`View::Full`] only (it reads the whole face).
     pub fn with_options(mut self, options: PredictOptions) -> Result<Predictor<B>, PredictError> {
         options.check()?;
+        #[cfg(feature = "dlib")]
+        if matches!(self.network, Network::WithFeatures { .. }) && options.view != View::Full {
+            return Err(PredictError::Option(format!(
+                "the CNN + landmarks + HOG model reads the whole {FACE_SIDE}×{FACE_SIDE} face (View::Full), not \
+                 {:?}: crops and TenCrop are for VGG/ResNet checkpoints",
+                options.view
+            )));
+        }
         self.options = options;
         Ok(self)
     }
@@ -242,7 +315,23 @@ impl<B: Backend> Predictor<B> {
             }
             let images =
                 Tensor::<B, 4>::from_data(TensorData::new(pixels, [chunk.len() * crops, 1, side, side]), &self.device);
-            let logits = average_crops(self.model.forward_inference(images), crops);
+            let logits = match &self.network {
+                Network::Images(model) => average_crops(model.forward_inference(images), crops),
+                #[cfg(feature = "dlib")]
+                Network::WithFeatures { model, set, landmarks } => {
+                    let rows: Vec<f32> = chunk
+                        .iter()
+                        .flat_map(|face| {
+                            let mut row = feature_vector(face, landmarks, *set);
+                            scale_feature_row(&mut row);
+                            row
+                        })
+                        .collect();
+                    let features =
+                        Tensor::<B, 2>::from_data(TensorData::new(rows, [chunk.len(), set.len()]), &self.device);
+                    model.forward_inference(images, features)
+                }
+            };
             let probabilities = softmax(logits, 1).into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
             out.extend(probabilities.chunks_exact(Emotion::COUNT).map(|p| {
                 let mut row = [0.0f32; Emotion::COUNT];
@@ -342,14 +431,73 @@ mod tests {
         for (w, slot) in fer_dataset::CropWindow::ten(44).iter().zip(pixels.chunks_exact_mut(44 * 44)) {
             w.write_scaled(&faces[0], slot);
         }
-        let logits = predictor
-            .model
-            .forward_inference(Tensor::<B, 4>::from_data(TensorData::new(pixels, [10, 1, 44, 44]), &device));
+        #[allow(clippy::infallible_destructuring_match)] // refutable with the `dlib` feature
+        let model = match &predictor.network {
+            Network::Images(model) => model,
+            #[cfg(feature = "dlib")]
+            Network::WithFeatures { .. } => panic!("an image model"),
+        };
+        let logits =
+            model.forward_inference(Tensor::<B, 4>::from_data(TensorData::new(pixels, [10, 1, 44, 44]), &device));
         let mean = logits.mean_dim(0);
         let by_hand: Vec<f32> = softmax(mean, 1).into_data().into_vec().expect("f32");
         for (a, b) in ten[0].iter().zip(&by_hand) {
             assert!((a - b).abs() < 1e-5, "{ten:?} vs {by_hand:?}");
         }
+    }
+
+    /// The CNN + landmarks + HOG model reads the whole face and the face's feature vector (landmarks
+    /// in face widths): its probabilities are the softmax of `forward_inference` on both, computed
+    /// here by hand; crops
+    /// and models of another feature length are refused.
+    #[cfg(feature = "dlib")]
+    #[test]
+    fn the_feature_model_reads_whole_faces_and_their_features() {
+        let path = fer_features::landmark_model_path(None);
+        if !path.is_file() {
+            eprintln!("skipped: {} not found (apt-get install libdlib-data)", path.display());
+            return;
+        }
+        let open = || LandmarkModel::open(None).expect("the Debian model loads");
+        let device = Default::default();
+        let set = FeatureSet::LandmarksWholeHog;
+        let config = CnnHogConfig::tiny(set.len());
+        let model = config.init::<B>(&device);
+        let _ = model.num_params(); // materialises the lazy parameters: a clone then has the same weights
+        let predictor = Predictor::with_features(model.clone(), &config, set, open(), &device).expect("valid");
+        assert_eq!(predictor.options().view, View::Full);
+        let faces: Vec<FaceImage> = (0..3)
+            .map(|i| {
+                let pixels: Vec<u8> = (0..48 * 48).map(|p| ((p % 48) * (3 + i) + p / 48 * 2) as u8).collect();
+                FaceImage::from_slice(&pixels).expect("48×48")
+            })
+            .collect();
+        let probabilities = predictor.classify(&faces);
+        let landmarks = open();
+        let mut pixels = vec![0.0f32; 3 * 48 * 48];
+        let mut rows = Vec::new();
+        for (face, slot) in faces.iter().zip(pixels.chunks_exact_mut(48 * 48)) {
+            fer_dataset::CropWindow { top: 0, left: 0, size: 48, mirrored: false }.write_scaled(face, slot);
+            let mut row = feature_vector(face, &landmarks, set);
+            crate::scale_feature_row(&mut row);
+            rows.extend(row);
+        }
+        let logits = model.forward_inference(
+            Tensor::<B, 4>::from_data(TensorData::new(pixels, [3, 1, 48, 48]), &device),
+            Tensor::<B, 2>::from_data(TensorData::new(rows, [3, set.len()]), &device),
+        );
+        let by_hand: Vec<f32> = softmax(logits, 1).into_data().into_vec().expect("f32");
+        assert_eq!(probabilities.concat(), by_hand);
+        assert_ne!(probabilities[0], probabilities[1], "other faces, other answers");
+
+        let crop = predictor.with_options(PredictOptions { view: View::CenterCrop(44), ..Default::default() });
+        assert!(crop.expect_err("a crop").to_string().contains("whole 48×48 face"));
+        let other = FeatureSet::Landmarks;
+        let err = Predictor::with_features(model.clone(), &config, other, open(), &device).expect_err("136 ≠ 208");
+        assert!(err.to_string().contains("reads 208 features, the `landmarks` set has 136"), "{err}");
+        let small = CnnHogConfig { image_side: 44, ..config.clone() };
+        let err = Predictor::with_features(small.init::<B>(&device), &small, set, open(), &device).expect_err("44");
+        assert!(err.to_string().contains("reads 44×44 images"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Training of the CNN + landmarks + HOG model on face images and their feature vectors.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,8 +13,8 @@ use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::TensorData;
 use burn::tensor::backend::AutodiffBackend;
 use fer_dataset::{BatchStream, FaceBatcher, Fer2013, Split, SplitData, View};
-use fer_features::{FaceFeatures, FeatureSet, LANDMARKS_LEN};
-use fer_models::{CnnHog, CnnHogConfig, Evaluation};
+use fer_features::{FaceFeatures, FeatureSet};
+use fer_models::{CnnHog, CnnHogConfig, Evaluation, scale_feature_row};
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
@@ -219,6 +219,45 @@ pub fn load_feature_model<B: Backend>(
     Ok(model)
 }
 
+/// The weights of a `fer train-features` run with the run's configuration. `path` is the run
+/// directory (its `best.bin`, the PublicTest-selected epoch) or a weights file of a run (`best.bin`,
+/// `latest.bin`) with the run's `config.json` beside it. Returns the model, the configuration (its
+/// `feature_set` says which features the model reads) and the weights file read.
+///
+/// ```no_run
+/// use burn::backend::Flex;
+///
+/// let device = Default::default();
+/// let (model, config, _) = fer_train::load_feature_run::<Flex>("runs/cnn-hog-b".as_ref(), &device)?;
+/// println!("{} features: {}", config.feature_set.name(), model.feature_len());
+/// # Ok::<(), fer_train::TrainError>(())
+/// ```
+pub fn load_feature_run<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<(CnnHog<B>, FeatureTrainConfig, PathBuf), TrainError> {
+    let weights = if path.is_dir() { path.join("best.bin") } else { path.to_path_buf() };
+    let run = weights.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let config_path = run.join("config.json");
+    if !weights.is_file() {
+        return Err(TrainError::Data(format!(
+            "{}: no such weights file (a `fer train-features` run holds best.bin once an epoch has finished)",
+            weights.display()
+        )));
+    }
+    if !config_path.is_file() {
+        return Err(TrainError::Data(format!(
+            "{}: no config.json beside it; the CNN + landmarks + HOG weights need their run's config.json \
+             (`fer train-features --out DIR` writes both)",
+            weights.display()
+        )));
+    }
+    let config: FeatureTrainConfig = read_json(&config_path)?;
+    config.check().map_err(|e| TrainError::Data(format!("{}: {e}", config_path.display())))?;
+    let model = load_feature_model(&config.model, &weights, device)?;
+    Ok((model, config, weights))
+}
+
 /// Shapes of a module's float parameters in visiting order (without initialising lazy ones).
 fn param_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<Vec<usize>> {
     struct Shapes(Vec<Vec<usize>>);
@@ -246,9 +285,7 @@ fn feature_rows(features: &FaceFeatures, part: &Part, rows: &[usize], set: Featu
     for &row in rows {
         let start = out.len();
         features.extend_vector(part.split, part.positions[row], set, &mut out);
-        for v in &mut out[start..start + LANDMARKS_LEN] {
-            *v /= fer_dataset::FACE_SIDE as f32;
-        }
+        scale_feature_row(&mut out[start..]);
     }
     out
 }

@@ -47,7 +47,7 @@ pub use bench::{TrainBench, TrainStep, bench_feature_train_steps, bench_train_st
 pub use config::{AdvSource, AdversarialTraining, InitCheckpoint, Schedule, Selection, TrainConfig};
 pub use features_train::{
     FeatureEpoch, FeatureRunOptions, FeatureRunSummary, FeatureTrainConfig, evaluate_feature_model, load_feature_model,
-    save_feature_model, train_features,
+    load_feature_run, save_feature_model, train_features,
 };
 pub use fer_adversarial;
 pub use fer_dataset::BatchStream;
