@@ -31,6 +31,11 @@ fn stderr(o: &Output) -> String {
 }
 
 /// 70 synthetic rows: ten of each class, split 50 / 10 / 10.
+/// The pixels of row `r` of [`write_csv`]'s file.
+fn synthetic_pixels(r: usize) -> Vec<u8> {
+    (0..2304).map(|i| ((i * 3 + r) % 256) as u8).collect()
+}
+
 fn write_csv(dir: &Path) -> std::path::PathBuf {
     let mut text = String::from("emotion,pixels,Usage\n");
     for r in 0..70 {
@@ -41,7 +46,7 @@ fn write_csv(dir: &Path) -> std::path::PathBuf {
         } else {
             "PrivateTest"
         };
-        let pixels: Vec<String> = (0..2304).map(|i| ((i * 3 + r) % 256).to_string()).collect();
+        let pixels: Vec<String> = synthetic_pixels(r).iter().map(u8::to_string).collect();
         text.push_str(&format!("{},{},{usage}\n", r % 7, pixels.join(" ")));
     }
     let path = dir.join("small.csv");
@@ -646,9 +651,8 @@ fn features_then_feature_model_training_and_search() {
     // evaluation counted (the same weights, whole faces and features computed from the files).
     let faces: Vec<String> = (60..70)
         .map(|r| {
-            let pixels: Vec<u8> = (0..2304).map(|i| ((i * 3 + r) % 256) as u8).collect();
             let path = dir.path().join(format!("private-{r}.png"));
-            image::GrayImage::from_raw(48, 48, pixels).expect("48×48").save(&path).expect("png");
+            image::GrayImage::from_raw(48, 48, synthetic_pixels(r)).expect("48×48").save(&path).expect("png");
             path.to_str().expect("utf-8").to_string()
         })
         .collect();

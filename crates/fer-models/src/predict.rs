@@ -448,8 +448,7 @@ mod tests {
 
     /// The CNN + landmarks + HOG model reads the whole face and the face's feature vector (landmarks
     /// in face widths): its probabilities are the softmax of `forward_inference` on both, computed
-    /// here by hand; crops
-    /// and models of another feature length are refused.
+    /// here by hand; crops, models of another feature length and other image sides are refused.
     #[cfg(feature = "dlib")]
     #[test]
     fn the_feature_model_reads_whole_faces_and_their_features() {
