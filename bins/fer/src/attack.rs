@@ -1,27 +1,32 @@
 //! `fer attack`: robustness of a checkpoint under FGSM / FGSM-RS / PGD, ε sweeps, example figures.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use fer_adversarial::{
     Attack, LabelSource, Robustness, RobustnessConfig, adversarial_examples, eps_sweep, evaluate_robustness,
     example_faces, parse_eps,
 };
-use fer_dataset::{Split, View};
+use fer_dataset::{Split, SplitData, View};
 use fer_train::SplitReport;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::{DeviceSpec, with_backend};
+use crate::checkpoint_arg::{CheckpointArg, resolve};
 
 /// `fer attack` flags. Defaults are the reference's protocol: FGSM, ε = 0.3, labels = the model's
 /// predictions, full 48×48 PrivateTest faces, inference mode.
 #[derive(clap::Args)]
 pub struct AttackArgs {
-    /// Checkpoint file (`best.fer` / `latest.fer` of a run).
+    /// Checkpoint file (`best.fer` / `latest.fer` of a run) or run directory (its `best.fer`); or
+    /// the CNN + landmarks + HOG model of a `fer train-features` run (its directory, or `best.bin`
+    /// / `latest.bin`), attacked through its whole pipeline: the gradient flows through the image
+    /// branch and the HOG, and the attacked faces are scored as 8-bit images with landmarks and
+    /// HOG computed anew.
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Refuse a checkpoint that does not hold this model (vgg19, resnet18, …).
+    /// Refuse a checkpoint that does not hold this model (vgg19, resnet18, cnn-hog-b, …).
     #[arg(long)]
     model: Option<String>,
     /// Attack: fgsm, fgsm-rs or pgd.
@@ -85,6 +90,10 @@ pub struct AttackArgs {
     /// Device: cpu, ndarray, wgpu[:N], vulkan[:N], cuda[:N].
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
+    /// dlib 68-point model, for the CNN + landmarks + HOG model's features [default:
+    /// $FER_LANDMARK_MODEL, else /usr/share/dlib/shape_predictor_68_face_landmarks.dat]
+    #[arg(long)]
+    landmark_model: Option<PathBuf>,
 }
 
 /// `attack.json`.
@@ -131,53 +140,26 @@ pub fn run(args: AttackArgs) -> Result<()> {
             Some((budgets, methods))
         }
     };
+    let checkpoint = match resolve(&args.checkpoint)? {
+        CheckpointArg::Classifier(path) => path,
+        CheckpointArg::FeatureRun(run) => return run_feature_model(&args, &run, &config, sweep.as_ref()),
+    };
     let expected =
         args.model.as_deref().map(fer_models::ModelConfig::from_name).transpose().map_err(anyhow::Error::msg)?;
 
     with_backend!(args.device, |B, device| {
         type A = burn::backend::Autodiff<B>;
         // The checkpoint first: a bad path or the wrong model fails before the data is read.
-        let (model, checkpoint) = fer_models::load_checkpoint::<A>(&args.checkpoint, &device)?;
+        let (model, saved) = fer_models::load_checkpoint::<A>(&checkpoint, &device)?;
         if let Some(expected) = &expected {
-            checkpoint.ensure_model(expected, &args.checkpoint)?;
+            saved.ensure_model(expected, &checkpoint)?;
         }
-        let data = crate::load_with_progress(args.data.as_deref())?;
-        let mut faces = data.split(args.split).clone();
-        if let Some(limit) = args.limit.filter(|&l| l < faces.len()) {
-            faces = faces.select(&(0..limit).collect::<Vec<_>>());
-        }
-        anyhow::ensure!(!faces.is_empty(), "the {} split has no faces", args.split);
-        let faces = Arc::new(faces);
-        std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-
+        let faces = attacked_faces(&args)?;
         let bar = new_bar(faces.len() as u64, &config.attack.label());
         let result: Robustness =
             evaluate_robustness(&model, faces.clone(), &config, &device, |done| bar.set_position(done as u64))?;
         bar.finish_and_clear();
-        let report = AttackReport {
-            checkpoint: args.checkpoint.clone(),
-            model: checkpoint.model.label(),
-            split: args.split,
-            config: config.clone(),
-            clean: SplitReport::new(args.split, &result.clean),
-            adversarial: SplitReport::new(args.split, &result.adversarial),
-            flipped: result.flipped,
-            kept_right: result.kept_right,
-            robust_accuracy: result.robust_accuracy(),
-            made_right: result.made_right,
-            max_perturbation: result.max_perturbation,
-            seconds: result.seconds,
-            faces_per_second: faces.len() as f64 / result.seconds.max(1e-9),
-        };
-        let json_path = args.out.join("attack.json");
-        std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)
-            .with_context(|| format!("cannot write {}", json_path.display()))?;
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        } else {
-            print_report(&report);
-            println!("wrote {}", json_path.display());
-        }
+        let report = write_report(&args, &checkpoint, saved.model.label(), &config, &result)?;
 
         if args.examples > 0 {
             let picked = example_faces(&result.predictions, faces.labels(), args.examples);
@@ -188,22 +170,156 @@ pub fn run(args: AttackArgs) -> Result<()> {
         }
 
         if let Some((budgets, methods)) = &sweep {
-            let total = (budgets.len() * methods.len()) as u64;
-            let bar = new_bar(total, "ε sweep");
-            let points = eps_sweep(&model, faces.clone(), methods, budgets, &config, &device, |p| {
-                bar.inc(1);
-                bar.println(format!("  {:<22} {:>7.2} %", p.attack, 100.0 * p.adversarial_acc));
-            })?;
+            let bar = new_bar((budgets.len() * methods.len()) as u64, "ε sweep");
+            let points = eps_sweep(&model, faces.clone(), methods, budgets, &config, &device, |p| sweep_line(&bar, p))?;
             bar.finish_and_clear();
-            let csv = args.out.join("sweep.csv");
-            fer_train::write_sweep_csv(&points, &csv)?;
-            let png = args.out.join("robustness.png");
-            let title = format!("{} on {} ({} faces{})", report.model, args.split, faces.len(), view_words(&config));
-            fer_train::plot_robustness(&points, &title, &png)?;
-            note(args.json, format!("wrote {} and {}", csv.display(), png.display()));
+            write_sweep(&args, &points, &report, &config)?;
         }
         Ok::<(), anyhow::Error>(())
     })
+}
+
+/// `fer attack` on the CNN + landmarks + HOG model of a `fer train-features` run.
+#[cfg(feature = "dlib")]
+fn run_feature_model(
+    args: &AttackArgs,
+    run: &Path,
+    config: &RobustnessConfig,
+    sweep: Option<&(Vec<f64>, Vec<Attack>)>,
+) -> Result<()> {
+    if args.tencrop || args.center_crop {
+        bail!(
+            "--tencrop/--center-crop: the CNN + landmarks + HOG model of {} reads the whole 48×48 face",
+            run.display()
+        );
+    }
+    if args.examples > 0 {
+        bail!(
+            "--examples: the example figure is drawn for VGG/ResNet checkpoints only, not yet for the CNN + landmarks \
+             + HOG model of {}",
+            run.display()
+        );
+    }
+    with_backend!(args.device, |B, device| {
+        type A = burn::backend::Autodiff<B>;
+        let (model, trained, weights) = fer_train::load_feature_run::<A>(run, &device)?;
+        let name = crate::features_cmd::feature_model_name(&trained.model);
+        if let Some(expected) = args.model.as_deref().filter(|&m| m != name) {
+            bail!("{} holds a {name} model, not {expected}", weights.display());
+        }
+        let set = trained.feature_set;
+        let landmarks = fer_features::LandmarkModel::open(args.landmark_model.as_deref())?;
+        let faces = attacked_faces(args)?;
+        let bar = new_bar(faces.len() as u64, &config.attack.label());
+        let result = fer_adversarial::evaluate_feature_model_robustness(
+            &model,
+            set,
+            &landmarks,
+            faces.clone(),
+            config,
+            &device,
+            |done| bar.set_position(done as u64),
+        )?;
+        bar.finish_and_clear();
+        let report = write_report(args, &weights, format!("{name}, {}", set.name()), config, &result)?;
+        if let Some((budgets, methods)) = sweep {
+            let bar = new_bar((budgets.len() * methods.len()) as u64, "ε sweep");
+            let points = fer_adversarial::feature_model_eps_sweep(
+                &model,
+                set,
+                &landmarks,
+                faces.clone(),
+                methods,
+                budgets,
+                config,
+                &device,
+                |p| sweep_line(&bar, p),
+            )?;
+            bar.finish_and_clear();
+            write_sweep(args, &points, &report, config)?;
+        }
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+#[cfg(not(feature = "dlib"))]
+fn run_feature_model(
+    _: &AttackArgs,
+    run: &Path,
+    _: &RobustnessConfig,
+    _: Option<&(Vec<f64>, Vec<Attack>)>,
+) -> Result<()> {
+    bail!(crate::checkpoint_arg::needs_dlib(run))
+}
+
+/// The faces to attack: the split, cut to `--limit`; and `--out` made.
+fn attacked_faces(args: &AttackArgs) -> Result<Arc<SplitData>> {
+    let data = crate::load_with_progress(args.data.as_deref())?;
+    let mut faces = data.split(args.split).clone();
+    if let Some(limit) = args.limit.filter(|&l| l < faces.len()) {
+        faces = faces.select(&(0..limit).collect::<Vec<_>>());
+    }
+    anyhow::ensure!(!faces.is_empty(), "the {} split has no faces", args.split);
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    Ok(Arc::new(faces))
+}
+
+/// Writes `attack.json` and prints the report (or the JSON with `--json`).
+fn write_report(
+    args: &AttackArgs,
+    checkpoint: &Path,
+    model: String,
+    config: &RobustnessConfig,
+    result: &Robustness,
+) -> Result<AttackReport> {
+    let faces = result.clean.faces();
+    let report = AttackReport {
+        checkpoint: checkpoint.to_path_buf(),
+        model,
+        split: args.split,
+        config: config.clone(),
+        clean: SplitReport::new(args.split, &result.clean),
+        adversarial: SplitReport::new(args.split, &result.adversarial),
+        flipped: result.flipped,
+        kept_right: result.kept_right,
+        robust_accuracy: result.robust_accuracy(),
+        made_right: result.made_right,
+        max_perturbation: result.max_perturbation,
+        seconds: result.seconds,
+        faces_per_second: faces as f64 / result.seconds.max(1e-9),
+    };
+    let json_path = args.out.join("attack.json");
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+        println!("wrote {}", json_path.display());
+    }
+    Ok(report)
+}
+
+/// One finished point of an ε sweep, above its progress bar.
+fn sweep_line(bar: &ProgressBar, point: &fer_adversarial::SweepPoint) {
+    bar.inc(1);
+    bar.println(format!("  {:<22} {:>7.2} %", point.attack, 100.0 * point.adversarial_acc));
+}
+
+/// `sweep.csv` and `robustness.png` in `--out`.
+fn write_sweep(
+    args: &AttackArgs,
+    points: &[fer_adversarial::SweepPoint],
+    report: &AttackReport,
+    config: &RobustnessConfig,
+) -> Result<()> {
+    let csv = args.out.join("sweep.csv");
+    fer_train::write_sweep_csv(points, &csv)?;
+    let png = args.out.join("robustness.png");
+    let title = format!("{} on {} ({} faces{})", report.model, args.split, report.clean.faces, view_words(config));
+    fer_train::plot_robustness(points, &title, &png)?;
+    note(args.json, format!("wrote {} and {}", csv.display(), png.display()));
+    Ok(())
 }
 
 /// A message for the user: on stdout, or on stderr when stdout carries JSON.

@@ -94,15 +94,32 @@ pub struct TrainFeatureArgs {
     resume: bool,
 }
 
+/// The feature models by name, for feature vectors of `len` values.
+fn feature_models(len: usize) -> [(&'static str, CnnHogConfig); 3] {
+    [
+        ("cnn-hog-b", CnnHogConfig::model_b(len)),
+        ("cnn-hog-a", CnnHogConfig::model_a(len)),
+        ("cnn-hog-tiny", CnnHogConfig::tiny(len)),
+    ]
+}
+
 /// The feature model called `name` (cnn-hog-b, cnn-hog-a, cnn-hog-tiny) for `set`.
 pub fn feature_model(name: &str, set: FeatureSet) -> Result<CnnHogConfig> {
-    let len = set.len();
-    Ok(match name {
-        "cnn-hog-b" => CnnHogConfig::model_b(len),
-        "cnn-hog-a" => CnnHogConfig::model_a(len),
-        "cnn-hog-tiny" => CnnHogConfig::tiny(len),
-        other => anyhow::bail!("unknown model `{other}` (expected cnn-hog-b, cnn-hog-a or cnn-hog-tiny)"),
-    })
+    feature_models(set.len())
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, config)| config)
+        .ok_or_else(|| anyhow::anyhow!("unknown model `{name}` (expected cnn-hog-b, cnn-hog-a or cnn-hog-tiny)"))
+}
+
+/// The name of a feature model's architecture (`cnn-hog-b`, …; dropout, a training setting, aside),
+/// or `cnn-hog (custom)`.
+#[cfg(feature = "dlib")]
+pub fn feature_model_name(config: &CnnHogConfig) -> &'static str {
+    feature_models(config.feature_len)
+        .into_iter()
+        .find(|(_, c)| c.clone().with_dropout(config.dropout) == *config)
+        .map_or("cnn-hog (custom)", |(n, _)| n)
 }
 
 impl FeatureArgs {

@@ -5,6 +5,7 @@
 
 mod attack;
 mod backend;
+mod checkpoint_arg;
 mod features_cmd;
 mod predict_cmd;
 

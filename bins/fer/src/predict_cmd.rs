@@ -10,13 +10,15 @@ use fer_features::{CropSpec, Upsample};
 use fer_models::{FacePrediction, PredictOptions, Predictor, annotate, label_font, load_image};
 
 use crate::backend::{DeviceSpec, with_backend};
+use crate::checkpoint_arg::{CheckpointArg, resolve};
 
 /// `fer predict` flags.
 #[derive(clap::Args)]
 pub struct PredictArgs {
-    /// Checkpoint file (`best.fer` of a run; its model config travels with it), or the CNN +
-    /// landmarks + HOG model of a `fer train-features` run: its directory (`best.bin`) or a weights
-    /// file of it (`best.bin`, `latest.bin`; the run's config.json beside it).
+    /// Checkpoint file (`best.fer` of a run; its model config travels with it) or the run directory
+    /// (its `best.fer`), or the CNN + landmarks + HOG model of a `fer train-features` run: its
+    /// directory (`best.bin`) or a weights file of it (`best.bin`, `latest.bin`; the run's
+    /// config.json beside it).
     #[arg(long)]
     checkpoint: PathBuf,
     /// JPEG or PNG photos.
@@ -52,12 +54,6 @@ pub struct PredictArgs {
     landmark_model: Option<PathBuf>,
 }
 
-/// Whether `--checkpoint` names a `fer train-features` run (a directory, or a `.bin` weights file)
-/// rather than a `.fer` checkpoint.
-fn is_feature_run(path: &Path) -> bool {
-    path.is_dir() || path.extension().is_some_and(|e| e == "bin")
-}
-
 /// The predictor for `--checkpoint`: a `.fer` checkpoint's model, or a feature run's CNN +
 /// landmarks + HOG model with dlib's landmarks.
 fn load_predictor<B: burn::prelude::Backend>(
@@ -65,9 +61,12 @@ fn load_predictor<B: burn::prelude::Backend>(
     options: PredictOptions,
     device: &B::Device,
 ) -> Result<Predictor<B>> {
-    if !is_feature_run(&args.checkpoint) {
-        return Ok(Predictor::<B>::from_checkpoint(&args.checkpoint, device)?.with_options(options)?);
-    }
+    let run = match resolve(&args.checkpoint)? {
+        CheckpointArg::Classifier(path) => {
+            return Ok(Predictor::<B>::from_checkpoint(&path, device)?.with_options(options)?);
+        }
+        CheckpointArg::FeatureRun(run) => run,
+    };
     #[cfg(feature = "dlib")]
     {
         if args.tencrop {
@@ -77,17 +76,13 @@ fn load_predictor<B: burn::prelude::Backend>(
                 args.checkpoint.display()
             );
         }
-        let (model, config, _) = fer_train::load_feature_run::<B>(&args.checkpoint, device)?;
+        let (model, config, _) = fer_train::load_feature_run::<B>(&run, device)?;
         let landmarks = fer_features::LandmarkModel::open(args.landmark_model.as_deref())?;
         let predictor = Predictor::with_features(model, &config.model, config.feature_set, landmarks, device)?;
         Ok(predictor.with_options(PredictOptions { view: View::Full, ..options })?)
     }
     #[cfg(not(feature = "dlib"))]
-    bail!(
-        "{} is a `fer train-features` run: its model reads dlib's landmarks, and this fer was built without its \
-         `dlib` feature (build it with the default features)",
-        args.checkpoint.display()
-    )
+    bail!(crate::checkpoint_arg::needs_dlib(&run))
 }
 
 /// Runs `fer predict`. Unreadable images are reported and skipped; the exit status is an error

@@ -369,10 +369,11 @@ fn adversarial_training_then_attacks_on_ndarray() {
     let best = best.to_str().expect("utf-8");
     let attack_dir = dir.path().join("attack");
     let attack_dir_s = attack_dir.to_str().expect("utf-8");
+    // The run directory stands for its best.fer.
     let out = fer(&[
         "attack",
         "--checkpoint",
-        best,
+        run.to_str().expect("utf-8"),
         "--method",
         "pgd",
         "--eps",
@@ -396,6 +397,7 @@ fn adversarial_training_then_attacks_on_ndarray() {
     assert!(out.status.success(), "{}", stderr(&out));
     let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON on stdout");
     assert_eq!(json["model"], "vgg-small");
+    assert_eq!(json["checkpoint"], best);
     assert_eq!(json["split"], "PrivateTest");
     assert_eq!(json["config"]["attack"]["method"], "pgd");
     assert_eq!(json["config"]["attack"]["steps"], 2);
@@ -682,6 +684,32 @@ fn features_then_feature_model_training_and_search() {
     std::fs::copy(&best, &alone).expect("copy");
     let out = fer(&["predict", "--checkpoint", alone.to_str().expect("utf-8"), "--no-detect", &faces[0]]);
     assert!(!out.status.success() && stderr(&out).contains("no config.json beside it"), "{}", stderr(&out));
+
+    // `fer attack` on the run: through the whole pipeline, its clean score is the evaluation's
+    // (faces and features computed the same way), the attacked faces stay within ε, and the
+    // sweep's ε = 0 point is the clean score. TenCrop and the example figure are refused by name.
+    let attack_dir = dir.path().join("attack");
+    let attack_s = attack_dir.to_str().expect("utf-8");
+    let attack = ["attack", "--checkpoint", run_s, "--data", csv, "--device", "ndarray", "--out", attack_s];
+    let out =
+        fer(&[&attack[..], &["--eps", "8/255", "--eps-sweep", "0,0.3", "--sweep-methods", "fgsm", "--json"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let attacked: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(attacked["model"], "cnn-hog-tiny, landmarks-sliding-hog", "{attacked}");
+    assert_eq!(attacked["clean"]["confusion"], report["confusion"], "{attacked}");
+    let moved = attacked["max_perturbation"].as_f64().expect("a number");
+    assert!(moved > 0.0 && moved <= 8.0 / 255.0, "{attacked}");
+    let sweep = std::fs::read_to_string(attack_dir.join("sweep.csv")).expect("sweep.csv");
+    let rows: Vec<Vec<&str>> = sweep.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 2, "{sweep}");
+    assert_eq!(rows[0][3], rows[0][4], "ε = 0 leaves the clean accuracy: {sweep}");
+    assert!(attack_dir.join("robustness.png").is_file());
+    let out = fer(&[&attack[..], &["--tencrop"]].concat());
+    assert!(!out.status.success() && stderr(&out).contains("whole 48×48 face"), "{}", stderr(&out));
+    let out = fer(&[&attack[..], &["--examples", "2"]].concat());
+    assert!(!out.status.success() && stderr(&out).contains("--examples"), "{}", stderr(&out));
+    let out = fer(&[&attack[..], &["--model", "cnn-hog-b"]].concat());
+    assert!(!out.status.success() && stderr(&out).contains("holds a cnn-hog-tiny model"), "{}", stderr(&out));
 
     let search = dir.path().join("search");
     let mut args = vec!["hyperopt", "--max-evals", "2", "--epochs", "1", "--out", search.to_str().expect("utf-8")];

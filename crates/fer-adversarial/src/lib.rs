@@ -14,6 +14,10 @@
 //!   picked by [`example_faces`]); TRADES's robust term ([`kl_from_clean`]; its attack is any
 //!   attack with a random start on [`Labels::Distribution`]). Plots and adversarial training
 //!   live in `fer-train`.
+//! * **The CNN + landmarks + HOG model** (with the `dlib` feature, default):
+//!   [`evaluate_feature_model_robustness`] and [`feature_model_eps_sweep`] attack it through its
+//!   whole pipeline (the gradient flows through the image branch and a differentiable HOG) and
+//!   score the attacked faces as 8-bit images with landmarks and HOG computed anew.
 //!
 //! Every attack returns `x'` with `‖x' − x‖∞ ≤ ε` and `x' ∈ [0, 1]`, detached from the graph; it
 //! differentiates only the input and drops the gradients it makes, so nothing reaches a model's
@@ -47,11 +51,15 @@
 #![deny(missing_docs)]
 
 mod attack;
+#[cfg(feature = "dlib")]
+mod feature_model;
 mod robustness;
 
 pub use attack::{
     Attack, AttackError, LabelSource, Labels, input_gradient, kl_from_clean, parse_eps, parse_step_size, perturb,
 };
+#[cfg(feature = "dlib")]
+pub use feature_model::{evaluate_feature_model_robustness, feature_model_eps_sweep};
 pub use fer_models;
 pub use robustness::{
     AdversarialExample, Robustness, RobustnessConfig, SweepPoint, adversarial_examples, eps_sweep, evaluate_robustness,

@@ -138,44 +138,82 @@ where
     M: Classifier<B> + Module<B>,
 {
     config.check()?;
-    let started = Instant::now();
     let frozen = model.clone().no_grad();
     let forward = |x: Tensor<B, 4>| logits_on_faces(&frozen, x, config.view());
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let (mut clean, mut adversarial) = (Evaluation::default(), Evaluation::default());
-    let (mut flipped, mut max_perturbation, mut done) = (0u64, 0.0f64, 0usize);
-    let mut predictions = Vec::with_capacity(split.len());
+    let mut tally = Tally::new(split.len());
     let order: Vec<usize> = (0..split.len()).collect();
     let batcher = FaceBatcher::new(View::Full, 0, split.len());
     for batch in BatchStream::<B>::new(split.clone(), order, config.batch_faces, batcher, 2, device.clone()) {
-        let faces = batch.targets.dims()[0];
         let clean_logits = forward(batch.images.clone()).detach();
         let labels = Labels::from_source(config.labels, batch.targets.clone());
         let attacked = perturb(&config.attack, forward, batch.images.clone(), labels, &mut rng)?;
         let distance: f64 = (attacked.clone() - batch.images).abs().max().into_scalar().elem();
-        max_perturbation = max_perturbation.max(distance);
         let adversarial_logits = forward(attacked).detach();
+        tally.record(clean_logits, adversarial_logits, batch.targets, distance);
+        on_batch(tally.done);
+    }
+    Ok(tally.finish(config, split.labels()))
+}
+
+/// The running totals of an evaluation under attack, batch by batch in split order.
+pub(crate) struct Tally {
+    started: Instant,
+    clean: Evaluation,
+    adversarial: Evaluation,
+    flipped: u64,
+    max_perturbation: f64,
+    predictions: Vec<(Emotion, Emotion)>,
+    /// Faces recorded so far.
+    pub(crate) done: usize,
+}
+
+impl Tally {
+    pub(crate) fn new(faces: usize) -> Tally {
+        Tally {
+            started: Instant::now(),
+            clean: Evaluation::default(),
+            adversarial: Evaluation::default(),
+            flipped: 0,
+            max_perturbation: 0.0,
+            predictions: Vec::with_capacity(faces),
+            done: 0,
+        }
+    }
+
+    /// One batch: the logits on its clean and attacked faces, its labels, and its largest `|x' − x|`.
+    pub(crate) fn record<B: Backend>(
+        &mut self,
+        clean_logits: Tensor<B, 2>,
+        adversarial_logits: Tensor<B, 2>,
+        targets: Tensor<B, 1, Int>,
+        distance: f64,
+    ) {
+        self.max_perturbation = self.max_perturbation.max(distance);
         let before = classes(clean_logits.clone());
         let after = classes(adversarial_logits.clone());
-        flipped += before.iter().zip(&after).filter(|(a, b)| a != b).count() as u64;
-        predictions.extend(before.into_iter().zip(after));
-        clean.record(clean_logits, batch.targets.clone());
-        adversarial.record(adversarial_logits, batch.targets);
-        done += faces;
-        on_batch(done);
+        self.flipped += before.iter().zip(&after).filter(|(a, b)| a != b).count() as u64;
+        self.done += before.len();
+        self.predictions.extend(before.into_iter().zip(after));
+        self.clean.record(clean_logits, targets.clone());
+        self.adversarial.record(adversarial_logits, targets);
     }
-    let (kept_right, made_right) = right_after_attack(&predictions, split.labels());
-    Ok(Robustness {
-        config: config.clone(),
-        clean,
-        adversarial,
-        flipped,
-        kept_right,
-        made_right,
-        max_perturbation,
-        seconds: started.elapsed().as_secs_f64(),
-        predictions,
-    })
+
+    /// The outcome, `labels` being the true classes of the split.
+    pub(crate) fn finish(self, config: &RobustnessConfig, labels: &[Emotion]) -> Robustness {
+        let (kept_right, made_right) = right_after_attack(&self.predictions, labels);
+        Robustness {
+            config: config.clone(),
+            clean: self.clean,
+            adversarial: self.adversarial,
+            flipped: self.flipped,
+            kept_right,
+            made_right,
+            max_perturbation: self.max_perturbation,
+            seconds: self.started.elapsed().as_secs_f64(),
+            predictions: self.predictions,
+        }
+    }
 }
 
 impl Robustness {
@@ -260,17 +298,34 @@ pub fn eps_sweep<B, M>(
     eps: &[f64],
     base: &RobustnessConfig,
     device: &B::Device,
-    mut on_point: impl FnMut(&SweepPoint),
+    on_point: impl FnMut(&SweepPoint),
 ) -> Result<Vec<SweepPoint>, AttackError>
 where
     B: AutodiffBackend,
     M: Classifier<B> + Module<B>,
 {
+    sweep_points(
+        attacks,
+        eps,
+        base,
+        |config| evaluate_robustness(model, split.clone(), config, device, |_| {}),
+        on_point,
+    )
+}
+
+/// The points of an ε sweep, `evaluate` scoring one attack.
+pub(crate) fn sweep_points(
+    attacks: &[Attack],
+    eps: &[f64],
+    base: &RobustnessConfig,
+    mut evaluate: impl FnMut(&RobustnessConfig) -> Result<Robustness, AttackError>,
+    mut on_point: impl FnMut(&SweepPoint),
+) -> Result<Vec<SweepPoint>, AttackError> {
     let mut points = Vec::new();
     for attack in attacks {
         for &e in eps {
             let config = RobustnessConfig { attack: attack.with_eps(e), ..base.clone() };
-            let result = evaluate_robustness(model, split.clone(), &config, device, |_| {})?;
+            let result = evaluate(&config)?;
             let point = SweepPoint {
                 method: attack.method().to_string(),
                 attack: config.attack.label(),

@@ -336,6 +336,71 @@ pub fn face_hogs(face: &FaceImage) -> (Vec<f64>, Vec<f64>) {
     (votes.sliding(), votes.whole())
 }
 
+/// One region of a 48×48 face that gets its own HOG: a window of [`sliding_hog`] or the whole face
+/// of [`whole_hog`]. A differentiable HOG (fer-models' `face_hog_tensor`) walks the same windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HogWindow {
+    /// First row in the face.
+    pub top: usize,
+    /// First column in the face.
+    pub left: usize,
+    /// Rows (clipped at the face's border).
+    pub rows: usize,
+    /// Columns (clipped at the face's border).
+    pub columns: usize,
+    /// The HOG setting of this window.
+    pub config: HogConfig,
+}
+
+impl HogWindow {
+    /// The whole face, as [`whole_hog`] reads it.
+    pub const WHOLE_FACE: HogWindow =
+        HogWindow { top: 0, left: 0, rows: FACE_SIDE, columns: FACE_SIDE, config: HogConfig::WHOLE_IMAGE };
+
+    /// Cells `(rows, columns)` of the window (pixels past the last whole cell are not read).
+    pub fn cells(&self) -> (usize, usize) {
+        (self.rows / self.config.pixels_per_cell.0, self.columns / self.config.pixels_per_cell.1)
+    }
+}
+
+/// The windows of [`sliding_hog`] in its output order: for `y` and then `x` in 0, 6, …, 42,
+/// `face[y..y+24, x..x+24]` clipped at the border, without the windows too small for one cell.
+/// 49 windows, 324 cells.
+pub fn sliding_windows() -> Vec<HogWindow> {
+    let config = HogConfig::SLIDING_WINDOW;
+    let mut windows = Vec::with_capacity(49);
+    for top in (0..FACE_SIDE).step_by(WINDOW_STEP) {
+        for left in (0..FACE_SIDE).step_by(WINDOW_STEP) {
+            let (rows, columns) = ((FACE_SIDE - top).min(WINDOW_SIDE), (FACE_SIDE - left).min(WINDOW_SIDE));
+            // A window with a 6-pixel side holds no 8-pixel cell: skipped, as the reference does.
+            if config.descriptor_len(rows, columns).is_ok() {
+                windows.push(HogWindow { top, left, rows, columns, config });
+            }
+        }
+    }
+    windows
+}
+
+/// The orientation bin each pixel of each window votes into, for `windows` of `face`
+/// (row-major per window; `None` where no bin takes the pixel, as for an orientation that rounds up
+/// to 180°). These are the bins of [`sliding_hog`] and [`whole_hog`] exactly; with the pixels'
+/// gradient magnitudes they give the HOG, so a HOG computed elsewhere (on a GPU, or
+/// differentiably) can hold the binning fixed, as it is piecewise constant in the pixels.
+pub fn window_orientation_bins(face: &FaceImage, windows: &[HogWindow]) -> Vec<Vec<Option<u8>>> {
+    let votes = FaceVotes::new(face);
+    let mut window = Vec::with_capacity(FACE_SIDE * FACE_SIDE);
+    windows
+        .iter()
+        .map(|w| {
+            votes.window_votes(w, &mut window);
+            window
+                .iter()
+                .map(|v| u8::try_from(v.bin).ok().filter(|&b| usize::from(b) < w.config.orientations))
+                .collect()
+        })
+        .collect()
+}
+
 /// Every vote a pixel of a 48×48 face can cast, by where it lies in a window.
 ///
 /// A window's gradient equals the face's except on the window's own border, where scikit-image
@@ -366,34 +431,34 @@ impl FaceVotes {
         votes
     }
 
-    fn sliding(&self) -> Vec<f64> {
-        let config = HogConfig::SLIDING_WINDOW;
-        let corner = Vote::new(0.0, 0.0, config.orientations);
-        let mut out = Vec::with_capacity(SLIDING_HOG_LEN);
-        let mut window = Vec::with_capacity(WINDOW_SIDE * WINDOW_SIDE);
-        for y in (0..FACE_SIDE).step_by(WINDOW_STEP) {
-            for x in (0..FACE_SIDE).step_by(WINDOW_STEP) {
-                let (rows, columns) = ((FACE_SIDE - y).min(WINDOW_SIDE), (FACE_SIDE - x).min(WINDOW_SIDE));
-                // A window with a 6-pixel side holds no 8-pixel cell: skipped, as the reference does.
-                if config.descriptor_len(rows, columns).is_err() {
-                    continue;
-                }
-                window.clear();
-                for r in 0..rows {
-                    let row_edge = r == 0 || r + 1 == rows;
-                    for c in 0..columns {
-                        let i = (y + r) * FACE_SIDE + x + c;
-                        window.push(match (row_edge, c == 0 || c + 1 == columns) {
-                            (false, false) => self.inner[i],
-                            (true, false) => self.row_edge[i],
-                            (false, true) => self.column_edge[i],
-                            (true, true) => corner,
-                        });
-                    }
-                }
-                let histogram = cell_histograms(&window, rows, columns, &config);
-                out.extend(normalised_blocks(&histogram, rows, columns, &config));
+    /// The votes of the pixels of `window` (row-major) as scikit-image's HOG of that window alone
+    /// sees them: the face's own gradient, with one component zeroed on the window's border
+    /// (none for the whole face, whose border is the image's).
+    fn window_votes(&self, window: &HogWindow, out: &mut Vec<Vote>) {
+        let corner = Vote::new(0.0, 0.0, window.config.orientations);
+        let (rows, columns) = (window.rows, window.columns);
+        out.clear();
+        for r in 0..rows {
+            let row_edge = r == 0 || r + 1 == rows;
+            for c in 0..columns {
+                let i = (window.top + r) * FACE_SIDE + window.left + c;
+                out.push(match (row_edge, c == 0 || c + 1 == columns) {
+                    (false, false) => self.inner[i],
+                    (true, false) => self.row_edge[i],
+                    (false, true) => self.column_edge[i],
+                    (true, true) => corner,
+                });
             }
+        }
+    }
+
+    fn sliding(&self) -> Vec<f64> {
+        let mut out = Vec::with_capacity(SLIDING_HOG_LEN);
+        let mut votes = Vec::with_capacity(WINDOW_SIDE * WINDOW_SIDE);
+        for window in sliding_windows() {
+            self.window_votes(&window, &mut votes);
+            let histogram = cell_histograms(&votes, window.rows, window.columns, &window.config);
+            out.extend(normalised_blocks(&histogram, window.rows, window.columns, &window.config));
         }
         debug_assert_eq!(out.len(), SLIDING_HOG_LEN);
         out
@@ -465,9 +530,8 @@ mod tests {
         out
     }
 
-    #[test]
-    fn shared_gradients_give_exactly_the_per_window_and_whole_image_definitions() {
-        // Random noise, full-range steps (every ±255 gradient), smooth ramps and flat areas.
+    /// Random noise, full-range steps (every ±255 gradient), smooth ramps and flat areas.
+    fn test_faces() -> Vec<FaceImage> {
         let mut state = 0x2545F4914F6CDD1Du64;
         let mut noise = || {
             state ^= state << 13;
@@ -475,7 +539,7 @@ mod tests {
             state ^= state << 17;
             state
         };
-        let faces: Vec<FaceImage> = vec![
+        vec![
             FaceImage::from_slice(&(0..2304).map(|_| noise() as u8).collect::<Vec<_>>()).expect("48×48"),
             FaceImage::from_slice(
                 &(0..2304).map(|i| if (i / 48 + i % 48) % 2 == 0 { 0 } else { 255 }).collect::<Vec<_>>(),
@@ -488,8 +552,47 @@ mod tests {
             )
             .expect("48×48"),
             FaceImage::filled(200),
-        ];
-        for (k, face) in faces.iter().enumerate() {
+        ]
+    }
+
+    #[test]
+    fn window_bins_are_the_bins_of_each_cut_out_window() {
+        let windows: Vec<HogWindow> = sliding_windows().into_iter().chain([HogWindow::WHOLE_FACE]).collect();
+        assert_eq!(windows.len(), 50);
+        let sliding_cells: usize = windows[..49].iter().map(|w| w.cells().0 * w.cells().1).sum();
+        assert_eq!(sliding_cells * 8, SLIDING_HOG_LEN);
+        let mut binless = 0;
+        for (k, face) in test_faces().iter().enumerate() {
+            let bins = window_orientation_bins(face, &windows);
+            for (window, bins) in windows.iter().zip(&bins) {
+                // The definition: the window cut out, its own gradients, each pixel's vote.
+                let pixels: Vec<u8> = (window.top..window.top + window.rows)
+                    .flat_map(|r| {
+                        face.pixels()[r * FACE_SIDE + window.left..r * FACE_SIDE + window.left + window.columns]
+                            .to_vec()
+                    })
+                    .collect();
+                let g = Gradients::new(&pixels, window.rows, window.columns);
+                let expected: Vec<Option<u8>> = g
+                    .g_row
+                    .iter()
+                    .zip(&g.g_col)
+                    .map(|(&r, &c)| {
+                        let bin = Vote::new(r, c, 8).bin;
+                        (bin < 8).then_some(bin as u8)
+                    })
+                    .collect();
+                assert_eq!(bins, &expected, "face {k}, window {window:?}");
+                binless += bins.iter().filter(|b| b.is_none()).count();
+            }
+        }
+        // Flat areas vote 0° into bin 0, so a pixel without a bin is rare (none in these faces).
+        assert_eq!(binless, 0);
+    }
+
+    #[test]
+    fn shared_gradients_give_exactly_the_per_window_and_whole_image_definitions() {
+        for (k, face) in test_faces().iter().enumerate() {
             let (sliding, whole) = face_hogs(face);
             let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&sliding), bits(&sliding_by_definition(face)), "face {k}: sliding");

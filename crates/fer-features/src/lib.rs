@@ -70,8 +70,8 @@ pub use features::{
 pub use features::{feature_vector, time_features};
 pub use fer_dataset;
 pub use hog::{
-    HogConfig, HogError, SLIDING_HOG_LEN, WHOLE_HOG_LEN, WINDOW_SIDE, WINDOW_STEP, face_hogs, hog, sliding_hog,
-    whole_hog,
+    HogConfig, HogError, HogWindow, SLIDING_HOG_LEN, WHOLE_HOG_LEN, WINDOW_SIDE, WINDOW_STEP, face_hogs, hog,
+    sliding_hog, sliding_windows, whole_hog, window_orientation_bins,
 };
 #[cfg(feature = "dlib")]
 pub use landmarks::LandmarkModel;

@@ -190,6 +190,48 @@ impl<B: Backend> CnnHog<B> {
         self.forward_in(images, features, Mode::Inference)
     }
 
+    /// Logits in inference mode of faces `[N, 1, 48, 48]` in `[0, 1]`, with the `set` features
+    /// computed from the faces themselves: the whole pipeline of [`fer_features::feature_vector`]
+    /// and [`CnnHog::forward_inference`] as one function of the pixels, for attacks.
+    ///
+    /// Differentiable in `images` through the image branch and the HOG ([`crate::face_hog_tensor`],
+    /// binned as the nearest 8-bit face). The landmarks are dlib's (`landmarks`) on the nearest
+    /// 8-bit faces, held constant: its regression trees compare pixel intensities, so they are
+    /// piecewise constant in the pixels and their gradient is 0 almost everywhere. On 8-bit faces
+    /// the features equal `feature_vector`'s up to f32 rounding (the HOG is summed in another
+    /// order). Panics when the model does not take `set`'s feature length (check
+    /// [`CnnHog::feature_len`] first).
+    #[cfg(feature = "dlib")]
+    pub fn logits_from_pixels(
+        &self,
+        images: Tensor<B, 4>,
+        set: fer_features::FeatureSet,
+        landmarks: &fer_features::LandmarkModel,
+    ) -> Tensor<B, 2> {
+        assert_eq!(
+            self.feature_len(),
+            set.len(),
+            "the model takes {} features, the {} set has {}",
+            self.feature_len(),
+            set.name(),
+            set.len()
+        );
+        let faces = crate::nearest_faces(&images);
+        let device = images.device();
+        let mut points = Vec::with_capacity(faces.len() * LANDMARKS_LEN);
+        for face in &faces {
+            let mut row = landmarks.face_landmarks(face).to_vec();
+            scale_feature_row(&mut row);
+            points.extend(row);
+        }
+        let points = Tensor::from_data(TensorData::new(points, [faces.len(), LANDMARKS_LEN]), &device);
+        let features = match set {
+            fer_features::FeatureSet::Landmarks => points,
+            _ => Tensor::cat(vec![points, crate::face_hog_tensor(images.clone(), &faces, set)], 1),
+        };
+        self.forward_inference(images, features)
+    }
+
     fn forward_in(&self, images: Tensor<B, 4>, features: Tensor<B, 2>, mode: Mode) -> Tensor<B, 2> {
         let mut x = images;
         for block in &self.convs {
@@ -234,6 +276,54 @@ mod tests {
         }
         assert_eq!(CnnHogConfig::model_b(2728).final_side(), 6, "48 → 24 → 12 → 6");
         assert_eq!(CnnHogConfig::model_a(2728).final_side(), 12);
+    }
+
+    /// `logits_from_pixels` is the pipeline `fer predict` runs on a face (exact features from
+    /// `feature_vector`, scaled, then `forward_inference`), up to the f32 rounding of its HOG, for
+    /// every feature set.
+    #[cfg(feature = "dlib")]
+    #[test]
+    fn logits_from_pixels_are_those_of_the_exact_features() {
+        use fer_features::{FeatureSet, LandmarkModel, feature_vector};
+        let path = fer_features::landmark_model_path(None);
+        if !path.is_file() {
+            eprintln!("skipped: {} not found (apt-get install libdlib-data)", path.display());
+            return;
+        }
+        let landmarks = LandmarkModel::open(None).expect("the Debian model loads");
+        let device = Default::default();
+        let faces: Vec<fer_dataset::FaceImage> = (0..3)
+            .map(|i| {
+                let pixels: Vec<u8> =
+                    (0..48 * 48).map(|p| ((p % 48) * (3 + i) + p / 48 * 2 + (p * 7919 % 23)) as u8).collect();
+                fer_dataset::FaceImage::from_slice(&pixels).expect("48×48")
+            })
+            .collect();
+        let pixels: Vec<f32> = faces.iter().flat_map(|f| f.pixels().iter().map(|&p| f32::from(p) / 255.0)).collect();
+        let images = Tensor::<B, 4>::from_data(TensorData::new(pixels, [3, 1, 48, 48]), &device);
+        for set in [FeatureSet::LandmarksSlidingHog, FeatureSet::LandmarksWholeHog, FeatureSet::Landmarks] {
+            let model = CnnHogConfig::tiny(set.len()).init::<B>(&device);
+            let mut rows = Vec::new();
+            for face in &faces {
+                let mut row = feature_vector(face, &landmarks, set);
+                scale_feature_row(&mut row);
+                rows.extend(row);
+            }
+            let exact = model.forward_inference(
+                images.clone(),
+                Tensor::<B, 2>::from_data(TensorData::new(rows, [3, set.len()]), &device),
+            );
+            let exact: Vec<f32> = exact.into_data().convert::<f32>().to_vec().expect("f32");
+            let from_pixels: Vec<f32> = model
+                .logits_from_pixels(images.clone(), set, &landmarks)
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .expect("f32");
+            let worst = exact.iter().zip(&from_pixels).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 1e-4, "{set:?}: max |difference| of the logits {worst}");
+            assert_ne!(exact[..7], exact[7..14], "other faces, other logits");
+        }
     }
 
     #[test]

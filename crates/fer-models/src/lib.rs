@@ -58,6 +58,7 @@ mod export;
 #[cfg(feature = "flex")]
 mod flex_bridge;
 mod flops;
+mod hog_tensor;
 mod mode;
 mod model;
 mod predict;
@@ -75,6 +76,7 @@ pub use evaluate::{Evaluation, evaluate};
 pub use export::{SAFETENSORS_CONFIG_KEY, export_safetensors, import_safetensors};
 pub use fer_features;
 pub use flops::conv2d_flops;
+pub use hog_tensor::{face_hog_tensor, hog_windows, nearest_faces};
 pub use mode::{NormStatistics, batch_norm_training};
 pub use model::{Classifier, Model, ModelConfig, average_crops, center_crops, ten_crops};
 pub use predict::{
