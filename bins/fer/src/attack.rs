@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use fer_adversarial::{
-    Attack, LabelSource, Robustness, RobustnessConfig, adversarial_examples, eps_sweep, evaluate_robustness,
-    example_faces, parse_eps,
+    Attack, FeatureGradient, LabelSource, Robustness, RobustnessConfig, adversarial_examples, eps_sweep,
+    evaluate_robustness, example_faces, parse_eps,
 };
 use fer_dataset::{Split, SplitData, View};
 use fer_train::SplitReport;
@@ -90,6 +90,10 @@ pub struct AttackArgs {
     /// Device: cpu, ndarray, wgpu[:N], vulkan[:N], cuda[:N].
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
+    /// For the CNN + landmarks + HOG model, what the attack differentiates: pipeline (the image
+    /// branch and the HOG) or image-branch (the features held at the clean face's: an ablation).
+    #[arg(long, default_value = "pipeline")]
+    feature_gradient: FeatureGradient,
     /// dlib 68-point model, for the CNN + landmarks + HOG model's features [default:
     /// $FER_LANDMARK_MODEL, else /usr/share/dlib/shape_predictor_68_face_landmarks.dat]
     #[arg(long)]
@@ -144,6 +148,9 @@ pub fn run(args: AttackArgs) -> Result<()> {
         CheckpointArg::Classifier(path) => path,
         CheckpointArg::FeatureRun(run) => return run_feature_model(&args, &run, &config, sweep.as_ref()),
     };
+    if args.feature_gradient != FeatureGradient::Pipeline {
+        bail!("--feature-gradient is for the CNN + landmarks + HOG model of a `fer train-features` run");
+    }
     let expected =
         args.model.as_deref().map(fer_models::ModelConfig::from_name).transpose().map_err(anyhow::Error::msg)?;
 
@@ -207,27 +214,26 @@ fn run_feature_model(
         if let Some(expected) = args.model.as_deref().filter(|&m| m != name) {
             bail!("{} holds a {name} model, not {expected}", weights.display());
         }
-        let set = trained.feature_set;
+        let (set, gradient) = (trained.feature_set, args.feature_gradient);
         let landmarks = fer_features::LandmarkModel::open(args.landmark_model.as_deref())?;
         let faces = attacked_faces(args)?;
         let bar = new_bar(faces.len() as u64, &config.attack.label());
-        let result = fer_adversarial::evaluate_feature_model_robustness(
-            &model,
-            set,
-            &landmarks,
-            faces.clone(),
-            config,
-            &device,
-            |done| bar.set_position(done as u64),
-        )?;
+        let target = fer_adversarial::FeatureModel { model: &model, set, landmarks: &landmarks, gradient };
+        let result =
+            fer_adversarial::evaluate_feature_model_robustness(&target, faces.clone(), config, &device, |done| {
+                bar.set_position(done as u64)
+            })?;
         bar.finish_and_clear();
-        let report = write_report(args, &weights, format!("{name}, {}", set.name()), config, &result)?;
+        let gradient_words = match gradient {
+            FeatureGradient::Pipeline => String::new(),
+            FeatureGradient::ImageBranch => ", gradient through the image branch only".to_string(),
+        };
+        let label = format!("{name}, {}{gradient_words}", set.name());
+        let report = write_report(args, &weights, label, config, &result)?;
         if let Some((budgets, methods)) = sweep {
             let bar = new_bar((budgets.len() * methods.len()) as u64, "ε sweep");
             let points = fer_adversarial::feature_model_eps_sweep(
-                &model,
-                set,
-                &landmarks,
+                &target,
                 faces.clone(),
                 methods,
                 budgets,

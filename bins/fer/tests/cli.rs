@@ -398,6 +398,8 @@ fn adversarial_training_then_attacks_on_ndarray() {
     let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON on stdout");
     assert_eq!(json["model"], "vgg-small");
     assert_eq!(json["checkpoint"], best);
+    let out = fer(&["attack", "--checkpoint", best, "--feature-gradient", "image-branch", "--data", csv]);
+    assert!(!out.status.success() && stderr(&out).contains("--feature-gradient is for"), "{}", stderr(&out));
     assert_eq!(json["split"], "PrivateTest");
     assert_eq!(json["config"]["attack"]["method"], "pgd");
     assert_eq!(json["config"]["attack"]["steps"], 2);
@@ -708,6 +710,13 @@ fn features_then_feature_model_training_and_search() {
     assert!(!out.status.success() && stderr(&out).contains("whole 48×48 face"), "{}", stderr(&out));
     let out = fer(&[&attack[..], &["--examples", "2"]].concat());
     assert!(!out.status.success() && stderr(&out).contains("--examples"), "{}", stderr(&out));
+    let out = fer(&[&attack[..], &["--feature-gradient", "image-branch", "--json"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ablation: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(ablation["model"], "cnn-hog-tiny, landmarks-sliding-hog, gradient through the image branch only");
+    assert_eq!(ablation["clean"], attacked["clean"]);
+    let out = fer(&[&attack[..], &["--feature-gradient", "hog"]].concat());
+    assert!(!out.status.success() && stderr(&out).contains("unknown feature gradient"), "{}", stderr(&out));
     let out = fer(&[&attack[..], &["--model", "cnn-hog-b"]].concat());
     assert!(!out.status.success() && stderr(&out).contains("holds a cnn-hog-tiny model"), "{}", stderr(&out));
 

@@ -13,14 +13,50 @@ use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 
 use crate::robustness::{Tally, sweep_points};
-use crate::{Attack, AttackError, Labels, Robustness, RobustnessConfig, SweepPoint, perturb};
+use crate::{Attack, AttackError, FeatureGradient, Labels, Robustness, RobustnessConfig, SweepPoint, perturb};
 
-/// Attacks every face of `split` through the whole CNN + landmarks + HOG pipeline and scores the
-/// model before and after, as [`crate::evaluate_robustness`] does for the image classifiers.
+/// The CNN + landmarks + HOG model with what it needs to read a face, as an attack target.
+#[derive(Clone, Copy)]
+pub struct FeatureModel<'a, B: Backend> {
+    /// The model (its feature length must be `set`'s).
+    pub model: &'a CnnHog<B>,
+    /// The features it reads (a run's `FeatureTrainConfig::feature_set`).
+    pub set: FeatureSet,
+    /// dlib's 68-point model, for the landmarks.
+    pub landmarks: &'a LandmarkModel,
+    /// What the attack differentiates.
+    pub gradient: FeatureGradient,
+}
+
+impl<B: Backend> FeatureModel<'_, B> {
+    fn check(&self, config: &RobustnessConfig) -> Result<(), AttackError> {
+        config.check()?;
+        if config.view() != View::Full {
+            return Err(AttackError::Config(
+                "the CNN + landmarks + HOG model reads whole 48×48 faces: TenCrop and the centre crop do not apply"
+                    .into(),
+            ));
+        }
+        if self.model.feature_len() != self.set.len() {
+            return Err(AttackError::Config(format!(
+                "the model takes {} features per face, the {} set has {}",
+                self.model.feature_len(),
+                self.set.name(),
+                self.set.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Attacks every face of `split` through the CNN + landmarks + HOG model and scores the model
+/// before and after, as [`crate::evaluate_robustness`] does for the image classifiers.
 ///
-/// * **The attack** differentiates [`CnnHog::logits_from_pixels`] of a frozen copy in inference
-///   mode: the gradient reaches the pixels through the image branch and through the HOG (binning
-///   held at the nearest 8-bit face's); the landmarks, piecewise constant in the pixels, add none.
+/// * **The attack** differentiates a frozen copy in inference mode: with
+///   [`FeatureGradient::Pipeline`], [`CnnHog::logits_from_pixels`] (the gradient reaches the
+///   pixels through the image branch and through the HOG, binning held at the nearest 8-bit
+///   face's; the landmarks, piecewise constant in the pixels, add none); with
+///   [`FeatureGradient::ImageBranch`], the image branch with the clean face's features.
 /// * **The score** runs the real pipeline on 8-bit faces: the adversarial faces are put back on
 ///   the 8-bit grid (each pixel moved to the 8-bit level next to its attacked value on the side of
 ///   the clean one, so `‖x' − x‖∞ ≤ ε` still holds: ε = 0.3 allows 76 levels, not 76.5), and their
@@ -28,32 +64,17 @@ use crate::{Attack, AttackError, Labels, Robustness, RobustnessConfig, SweepPoin
 ///   `fer predict`. The clean faces are scored the same way.
 ///
 /// Only the full-face view exists for this model: TenCrop and the centre crop are refused, as is a
-/// model whose feature length is not `set`'s. `on_batch` gets the number of faces done.
+/// model whose feature length is not the set's. `on_batch` gets the number of faces done.
 pub fn evaluate_feature_model_robustness<B: AutodiffBackend>(
-    model: &CnnHog<B>,
-    set: FeatureSet,
-    landmarks: &LandmarkModel,
+    target: &FeatureModel<'_, B>,
     split: Arc<SplitData>,
     config: &RobustnessConfig,
     device: &B::Device,
     mut on_batch: impl FnMut(usize),
 ) -> Result<Robustness, AttackError> {
-    config.check()?;
-    if config.view() != View::Full {
-        return Err(AttackError::Config(
-            "the CNN + landmarks + HOG model reads whole 48×48 faces: TenCrop and the centre crop do not apply".into(),
-        ));
-    }
-    if model.feature_len() != set.len() {
-        return Err(AttackError::Config(format!(
-            "the model takes {} features per face, the {} set has {}",
-            model.feature_len(),
-            set.name(),
-            set.len()
-        )));
-    }
-    let frozen = model.clone().no_grad();
-    let forward = |x: Tensor<B, 4>| frozen.logits_from_pixels(x, set, landmarks);
+    target.check(config)?;
+    let (set, landmarks) = (target.set, target.landmarks);
+    let frozen = target.model.clone().no_grad();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut tally = Tally::new(split.len());
     let order: Vec<usize> = (0..split.len()).collect();
@@ -61,9 +82,19 @@ pub fn evaluate_feature_model_robustness<B: AutodiffBackend>(
     for batch in BatchStream::<B>::new(split.clone(), order, config.batch_faces, batcher, 2, device.clone()) {
         let faces = batch.targets.dims()[0];
         let clean: Vec<FaceImage> = (tally.done..tally.done + faces).map(|i| split.image(i).clone()).collect();
-        let clean_logits = pipeline_logits(&frozen, &clean, set, landmarks, device);
+        let (images, features) = pipeline_inputs::<B>(&clean, set, landmarks, device);
+        let clean_logits = frozen.forward_inference(images, features.clone()).detach();
         let labels = Labels::from_source(config.labels, batch.targets.clone());
-        let attacked = perturb(&config.attack, forward, batch.images, labels, &mut rng)?;
+        let attacked = match target.gradient {
+            FeatureGradient::Pipeline => {
+                let forward = |x: Tensor<B, 4>| frozen.logits_from_pixels(x, set, landmarks);
+                perturb(&config.attack, forward, batch.images, labels, &mut rng)?
+            }
+            FeatureGradient::ImageBranch => {
+                let forward = |x: Tensor<B, 4>| frozen.forward_inference(x, features.clone());
+                perturb(&config.attack, forward, batch.images, labels, &mut rng)?
+            }
+        };
         let adversarial = onto_eight_bit_grid(&clean, &attacked);
         let levels = clean
             .iter()
@@ -71,7 +102,8 @@ pub fn evaluate_feature_model_robustness<B: AutodiffBackend>(
             .flat_map(|(c, a)| c.pixels().iter().zip(a.pixels()).map(|(&c, &a)| c.abs_diff(a)))
             .max()
             .unwrap_or(0);
-        let adversarial_logits = pipeline_logits(&frozen, &adversarial, set, landmarks, device);
+        let (images, features) = pipeline_inputs::<B>(&adversarial, set, landmarks, device);
+        let adversarial_logits = frozen.forward_inference(images, features).detach();
         tally.record(clean_logits, adversarial_logits, batch.targets, f64::from(levels) / 255.0);
         on_batch(tally.done);
     }
@@ -80,11 +112,8 @@ pub fn evaluate_feature_model_robustness<B: AutodiffBackend>(
 
 /// [`crate::eps_sweep`] for the CNN + landmarks + HOG model: each attack of `attacks` at each
 /// budget of `eps`, scored by [`evaluate_feature_model_robustness`].
-#[allow(clippy::too_many_arguments)]
 pub fn feature_model_eps_sweep<B: AutodiffBackend>(
-    model: &CnnHog<B>,
-    set: FeatureSet,
-    landmarks: &LandmarkModel,
+    target: &FeatureModel<'_, B>,
     split: Arc<SplitData>,
     attacks: &[Attack],
     eps: &[f64],
@@ -96,20 +125,20 @@ pub fn feature_model_eps_sweep<B: AutodiffBackend>(
         attacks,
         eps,
         base,
-        |config| evaluate_feature_model_robustness(model, set, landmarks, split.clone(), config, device, |_| {}),
+        |config| evaluate_feature_model_robustness(target, split.clone(), config, device, |_| {}),
         on_point,
     )
 }
 
-/// The model's logits in inference mode on 8-bit faces, with their features as
-/// [`feature_vector`] computes them (the pipeline of `fer predict` and `fer eval-features`).
-fn pipeline_logits<B: Backend>(
-    model: &CnnHog<B>,
+/// The model's inputs for 8-bit faces: the faces in `[0, 1]` and their features as
+/// [`feature_vector`] computes them, scaled (the pipeline of `fer predict` and
+/// `fer eval-features`).
+fn pipeline_inputs<B: Backend>(
     faces: &[FaceImage],
     set: FeatureSet,
     landmarks: &LandmarkModel,
     device: &B::Device,
-) -> Tensor<B, 2> {
+) -> (Tensor<B, 4>, Tensor<B, 2>) {
     let mut pixels = Vec::with_capacity(faces.len() * FACE_PIXELS);
     let mut rows = Vec::with_capacity(faces.len() * set.len());
     for face in faces {
@@ -121,7 +150,7 @@ fn pipeline_logits<B: Backend>(
     let side = fer_dataset::FACE_SIDE;
     let images = Tensor::from_data(TensorData::new(pixels, [faces.len(), 1, side, side]), device);
     let features = Tensor::from_data(TensorData::new(rows, [faces.len(), set.len()]), device);
-    model.forward_inference(images, features).detach()
+    (images, features)
 }
 
 /// The attacked faces (`[N, 1, 48, 48]` in `[0, 1]`) as 8-bit faces no further from `clean` than
@@ -209,15 +238,16 @@ mod tests {
         // every run below attacks the same weights.
         let _ = model.num_params();
         let split = split(12);
-        let run = |attack: Attack| {
+        let run_with = |attack: Attack, gradient: FeatureGradient| {
             let config = RobustnessConfig {
                 labels: crate::LabelSource::True,
                 batch_faces: 5,
                 ..RobustnessConfig::reference(attack)
             };
-            evaluate_feature_model_robustness(&model, set, &landmarks, split.clone(), &config, &device, |_| {})
-                .expect("valid")
+            let target = FeatureModel { model: &model, set, landmarks: &landmarks, gradient };
+            evaluate_feature_model_robustness(&target, split.clone(), &config, &device, |_| {}).expect("valid")
         };
+        let run = |attack: Attack| run_with(attack, FeatureGradient::Pipeline);
         let none = run(Attack::fgsm(0.0));
         assert_eq!((none.flipped, none.max_perturbation), (0, 0.0));
         assert_eq!(none.clean, none.adversarial);
@@ -239,6 +269,13 @@ mod tests {
                 result.adversarial.mean_loss()
             );
         }
+        // Without the HOG's gradient the attack is another one (and still raises the loss).
+        let image_branch = run_with(Attack::fgsm(8.0 / 255.0), FeatureGradient::ImageBranch);
+        assert_eq!(image_branch.clean, none.clean);
+        assert!(image_branch.adversarial.mean_loss() > image_branch.clean.mean_loss() + 1e-3);
+        assert_ne!(image_branch.adversarial, run(Attack::fgsm(8.0 / 255.0)).adversarial);
+        assert_eq!("image-branch".parse::<FeatureGradient>().expect("a name"), FeatureGradient::ImageBranch);
+        assert!("hog".parse::<FeatureGradient>().is_err());
     }
 
     #[test]
@@ -247,13 +284,18 @@ mod tests {
         let device = Default::default();
         let model = CnnHogConfig::tiny(FeatureSet::LandmarksWholeHog.len()).init::<B>(&device);
         let tencrop = RobustnessConfig { tencrop: Some(44), ..RobustnessConfig::reference(Attack::fgsm(0.1)) };
-        let set = FeatureSet::LandmarksWholeHog;
-        let error = evaluate_feature_model_robustness(&model, set, &landmarks, split(2), &tencrop, &device, |_| {})
-            .expect_err("TenCrop");
+        let target = FeatureModel {
+            model: &model,
+            set: FeatureSet::LandmarksWholeHog,
+            landmarks: &landmarks,
+            gradient: FeatureGradient::Pipeline,
+        };
+        let error =
+            evaluate_feature_model_robustness(&target, split(2), &tencrop, &device, |_| {}).expect_err("TenCrop");
         assert!(error.to_string().contains("whole 48×48 faces"), "{error}");
         let reference = RobustnessConfig::reference(Attack::fgsm(0.1));
-        let other = FeatureSet::LandmarksSlidingHog;
-        let error = evaluate_feature_model_robustness(&model, other, &landmarks, split(2), &reference, &device, |_| {})
+        let other = FeatureModel { set: FeatureSet::LandmarksSlidingHog, ..target };
+        let error = evaluate_feature_model_robustness(&other, split(2), &reference, &device, |_| {})
             .expect_err("another feature length");
         assert!(error.to_string().contains("takes 208 features"), "{error}");
     }

@@ -59,9 +59,9 @@ pub use attack::{
     Attack, AttackError, LabelSource, Labels, input_gradient, kl_from_clean, parse_eps, parse_step_size, perturb,
 };
 #[cfg(feature = "dlib")]
-pub use feature_model::{evaluate_feature_model_robustness, feature_model_eps_sweep};
+pub use feature_model::{FeatureModel, evaluate_feature_model_robustness, feature_model_eps_sweep};
 pub use fer_models;
 pub use robustness::{
-    AdversarialExample, Robustness, RobustnessConfig, SweepPoint, adversarial_examples, eps_sweep, evaluate_robustness,
-    example_faces, logits_on_faces, right_after_attack,
+    AdversarialExample, FeatureGradient, Robustness, RobustnessConfig, SweepPoint, adversarial_examples, eps_sweep,
+    evaluate_robustness, example_faces, logits_on_faces, right_after_attack,
 };

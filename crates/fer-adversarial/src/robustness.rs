@@ -78,6 +78,37 @@ impl RobustnessConfig {
     }
 }
 
+/// Which inputs of the CNN + landmarks + HOG model an attack's gradient flows through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FeatureGradient {
+    /// The whole pipeline: the image branch and the HOG ([`fer_models::CnnHog::logits_from_pixels`]).
+    #[default]
+    Pipeline,
+    /// The image branch only, the features held at the clean face's: an attacker who ignores
+    /// the HOG (an ablation; what the pipeline's gradient adds is the difference).
+    ImageBranch,
+}
+
+impl FeatureGradient {
+    /// The CLI name.
+    pub fn name(self) -> &'static str {
+        match self {
+            FeatureGradient::Pipeline => "pipeline",
+            FeatureGradient::ImageBranch => "image-branch",
+        }
+    }
+}
+
+impl std::str::FromStr for FeatureGradient {
+    type Err = AttackError;
+    fn from_str(s: &str) -> Result<FeatureGradient, AttackError> {
+        [FeatureGradient::Pipeline, FeatureGradient::ImageBranch].into_iter().find(|g| g.name() == s).ok_or_else(|| {
+            AttackError::Config(format!("unknown feature gradient `{s}` (expected pipeline or image-branch)"))
+        })
+    }
+}
+
 /// The outcome of [`evaluate_robustness`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Robustness {
