@@ -224,7 +224,8 @@ impl<B: Backend> CnnHog<B> {
             scale_feature_row(&mut row);
             points.extend(row);
         }
-        let points = Tensor::from_data(TensorData::new(points, [faces.len(), LANDMARKS_LEN]), &device);
+        let shape = [faces.len(), LANDMARKS_LEN];
+        let points = Tensor::from_data(TensorData::new(points, shape), (&device, images.dtype()));
         let features = match set {
             fer_features::FeatureSet::Landmarks => points,
             _ => Tensor::cat(vec![points, crate::face_hog_tensor(images.clone(), &faces, set)], 1),

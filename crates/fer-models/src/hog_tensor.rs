@@ -11,8 +11,8 @@
 //! rounding, and its gradient is the HOG's own wherever no pixel sits on a bin boundary.
 
 use burn::prelude::*;
-use burn::tensor::TensorData;
 use burn::tensor::module::avg_pool2d;
+use burn::tensor::{DType, TensorData};
 use fer_dataset::{FACE_SIDE, FaceImage};
 use fer_features::{FeatureSet, HogWindow, sliding_windows, window_orientation_bins};
 
@@ -65,14 +65,14 @@ pub fn face_hog_tensor<B: Backend>(images: Tensor<B, 4>, faces: &[FaceImage], se
     assert!(!windows.is_empty(), "the {} feature set holds no HOG", set.name());
     let [n, _, _, _] = images.dims();
     assert_eq!(faces.len(), n, "one 8-bit face per image");
-    let device = images.device();
+    let (device, dtype) = (images.device(), images.dtype());
     let bins: Vec<Vec<Vec<Option<u8>>>> = faces.iter().map(|face| window_orientation_bins(face, &windows)).collect();
     let pixels = images.mul_scalar(255.0);
     let parts = windows
         .iter()
         .enumerate()
         .map(|(w, window)| {
-            let mask = orientation_mask::<B>(bins.iter().map(|face| face[w].as_slice()), window, &device);
+            let mask = orientation_mask::<B>(bins.iter().map(|face| face[w].as_slice()), window, &device, dtype);
             window_hog(pixels.clone(), window, mask)
         })
         .collect();
@@ -80,11 +80,12 @@ pub fn face_hog_tensor<B: Backend>(images: Tensor<B, 4>, faces: &[FaceImage], se
 }
 
 /// One-hot orientation masks `[N, orientations, used rows, used columns]` of one window (the
-/// pixels of its whole cells only), from each face's bins of that window.
+/// pixels of its whole cells only), from each face's bins of that window, as `dtype` (the faces').
 fn orientation_mask<'a, B: Backend>(
     bins: impl Iterator<Item = &'a [Option<u8>]>,
     window: &HogWindow,
     device: &B::Device,
+    dtype: DType,
 ) -> Tensor<B, 4> {
     let (cells_r, cells_c) = window.cells();
     let (used_r, used_c) = (cells_r * window.config.pixels_per_cell.0, cells_c * window.config.pixels_per_cell.1);
@@ -104,7 +105,7 @@ fn orientation_mask<'a, B: Backend>(
         }
         faces += 1;
     }
-    Tensor::from_data(TensorData::new(mask, [faces, orientations, used_r, used_c]), device)
+    Tensor::from_data(TensorData::new(mask, [faces, orientations, used_r, used_c]), (device, dtype))
 }
 
 /// The HOG of one window of `pixels` (`[N, 1, 48, 48]` in 8-bit units) with the bins `mask`,
@@ -114,12 +115,12 @@ fn window_hog<B: Backend>(pixels: Tensor<B, 4>, window: &HogWindow, mask: Tensor
     assert_eq!(window.config.cells_per_block, (1, 1), "only 1×1-cell blocks (the reference's settings)");
     let [n, orientations, used_r, used_c] = mask.dims();
     let (rows, columns) = (window.rows, window.columns);
-    let device = pixels.device();
+    let (device, dtype) = (pixels.device(), pixels.dtype());
     let region = pixels.slice([0..n, 0..1, window.top..window.top + rows, window.left..window.left + columns]);
     // Central differences inside the window; zero on its first/last row (row component) and
     // first/last column (column component), as scikit-image computes a window on its own.
-    let zero_row = || Tensor::<B, 4>::zeros([n, 1, 1, columns], &device);
-    let zero_column = || Tensor::<B, 4>::zeros([n, 1, rows, 1], &device);
+    let zero_row = || Tensor::<B, 4>::zeros([n, 1, 1, columns], (&device, dtype));
+    let zero_column = || Tensor::<B, 4>::zeros([n, 1, rows, 1], (&device, dtype));
     let g_row = Tensor::cat(
         vec![
             zero_row(),
@@ -186,16 +187,18 @@ mod tests {
         ]
     }
 
-    fn to_tensor<B: Backend>(faces: &[FaceImage], device: &B::Device) -> Tensor<B, 4> {
-        let values: Vec<f32> = faces.iter().flat_map(|f| f.pixels().iter().map(|&p| f32::from(p) / 255.0)).collect();
-        Tensor::from_data(TensorData::new(values, [faces.len(), 1, FACE_SIDE, FACE_SIDE]), device)
+    /// The faces in `[0, 1]` as `dtype`, whatever the device's default float type (tests of f32 and
+    /// f64 backends share the ndarray device, and its settings, in one process).
+    fn to_tensor<B: Backend>(faces: &[FaceImage], device: &B::Device, dtype: DType) -> Tensor<B, 4> {
+        let values: Vec<f64> = faces.iter().flat_map(|f| f.pixels().iter().map(|&p| f64::from(p) / 255.0)).collect();
+        Tensor::from_data(TensorData::new(values, [faces.len(), 1, FACE_SIDE, FACE_SIDE]), (device, dtype))
     }
 
     #[test]
     fn on_eight_bit_faces_it_equals_the_exact_hog() {
         let device = Default::default();
         let faces = faces();
-        let images = to_tensor::<NdArray>(&faces, &device);
+        let images = to_tensor::<NdArray>(&faces, &device, DType::F32);
         assert_eq!(nearest_faces(&images), faces);
         for (set, exact) in [
             (FeatureSet::LandmarksSlidingHog, sliding_hog as fn(&FaceImage) -> Vec<f64>),
@@ -221,16 +224,18 @@ mod tests {
         type B = Autodiff<NdArray<f64>>;
         let device = Default::default();
         let faces = faces();
-        let base = to_tensor::<B>(&faces, &device);
+        let f64 = (&device, DType::F64);
+        let base = to_tensor::<B>(&faces, &device, DType::F64);
         // A fixed sub-level offset pattern, so the point lies off the grid but rounds to `faces`.
         let offsets: Vec<f32> =
             (0..faces.len() * FACE_SIDE * FACE_SIDE).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.02 / 255.0).collect();
-        let x = (base + Tensor::from_data(TensorData::new(offsets, [faces.len(), 1, FACE_SIDE, FACE_SIDE]), &device))
+        let x = (base + Tensor::from_data(TensorData::new(offsets, [faces.len(), 1, FACE_SIDE, FACE_SIDE]), f64))
             .clamp(0.0, 1.0);
+        assert_eq!(x.dtype(), DType::F64);
         for set in [FeatureSet::LandmarksSlidingHog, FeatureSet::LandmarksWholeHog] {
             let len = set.len() - fer_features::LANDMARKS_LEN;
             let weights: Vec<f32> = (0..faces.len() * len).map(|i| ((i * 7919 % 13) as f32 - 6.0) / 6.0).collect();
-            let weights = Tensor::<B, 2>::from_data(TensorData::new(weights, [faces.len(), len]), &device);
+            let weights = Tensor::<B, 2>::from_data(TensorData::new(weights, [faces.len(), len]), f64);
             let objective = |images: Tensor<B, 4>| (face_hog_tensor(images, &faces, set) * weights.clone()).sum();
             let input = x.clone().detach().require_grad();
             let gradient = input.grad(&objective(input.clone()).backward()).expect("a gradient");
@@ -244,7 +249,7 @@ mod tests {
                 let mut bump = vec![0.0f32; faces.len() * FACE_SIDE * FACE_SIDE];
                 bump[index] = h;
                 let bump =
-                    Tensor::<B, 4>::from_data(TensorData::new(bump, [faces.len(), 1, FACE_SIDE, FACE_SIDE]), &device);
+                    Tensor::<B, 4>::from_data(TensorData::new(bump, [faces.len(), 1, FACE_SIDE, FACE_SIDE]), f64);
                 let at = |x: Tensor<B, 4>| -> f64 { objective(x.detach()).into_scalar().elem() };
                 let numeric = (at(x.clone() + bump.clone()) - at(x.clone() - bump)) / (2.0 * f64::from(h));
                 let analytic = gradient[index];
