@@ -200,13 +200,6 @@ fn run_feature_model(
             run.display()
         );
     }
-    if args.examples > 0 {
-        bail!(
-            "--examples: the example figure is drawn for VGG/ResNet checkpoints only, not yet for the CNN + landmarks \
-             + HOG model of {}",
-            run.display()
-        );
-    }
     with_backend!(args.device, |B, device| {
         type A = burn::backend::Autodiff<B>;
         let (model, trained, weights) = fer_train::load_feature_run::<A>(run, &device)?;
@@ -230,6 +223,14 @@ fn run_feature_model(
         };
         let label = format!("{name}, {}{gradient_words}", set.name());
         let report = write_report(args, &weights, label, config, &result)?;
+        if args.examples > 0 {
+            let picked = example_faces(&result.predictions, faces.labels(), args.examples);
+            let examples =
+                fer_adversarial::feature_model_adversarial_examples(&target, &faces, &picked, config, &device)?;
+            let path = args.out.join("examples.png");
+            fer_train::plot_adversarial_examples(&examples, config.attack.eps(), &path)?;
+            note(args.json, format!("wrote {}", path.display()));
+        }
         if let Some((budgets, methods)) = sweep {
             let bar = new_bar((budgets.len() * methods.len()) as u64, "ε sweep");
             let points = fer_adversarial::feature_model_eps_sweep(

@@ -5,15 +5,18 @@ use std::sync::Arc;
 
 use burn::module::Module;
 use burn::prelude::*;
+use burn::tensor::activation::softmax;
 use burn::tensor::backend::AutodiffBackend;
-use fer_dataset::{BatchStream, FACE_PIXELS, FaceBatcher, FaceImage, SplitData, View};
+use fer_dataset::{BatchStream, Emotion, FACE_PIXELS, FaceBatcher, FaceImage, SplitData, View};
 use fer_models::fer_features::{FeatureSet, LandmarkModel, feature_vector};
 use fer_models::{CnnHog, scale_feature_row};
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 
 use crate::robustness::{Tally, sweep_points};
-use crate::{Attack, AttackError, FeatureGradient, Labels, Robustness, RobustnessConfig, SweepPoint, perturb};
+use crate::{
+    AdversarialExample, Attack, AttackError, FeatureGradient, Labels, Robustness, RobustnessConfig, SweepPoint, perturb,
+};
 
 /// The CNN + landmarks + HOG model with what it needs to read a face, as an attack target.
 #[derive(Clone, Copy)]
@@ -85,17 +88,9 @@ pub fn evaluate_feature_model_robustness<B: AutodiffBackend>(
         let (images, features) = pipeline_inputs::<B>(&clean, set, landmarks, device);
         let clean_logits = frozen.forward_inference(images, features.clone()).detach();
         let labels = Labels::from_source(config.labels, batch.targets.clone());
-        let attacked = match target.gradient {
-            FeatureGradient::Pipeline => {
-                let forward = |x: Tensor<B, 4>| frozen.logits_from_pixels(x, set, landmarks);
-                perturb(&config.attack, forward, batch.images, labels, &mut rng)?
-            }
-            FeatureGradient::ImageBranch => {
-                let forward = |x: Tensor<B, 4>| frozen.forward_inference(x, features.clone());
-                perturb(&config.attack, forward, batch.images, labels, &mut rng)?
-            }
-        };
-        let adversarial = onto_eight_bit_grid(&clean, &attacked);
+        let frozen_target = FeatureModel { model: &frozen, ..*target };
+        let adversarial =
+            attack_faces(&frozen_target, &config.attack, &clean, batch.images, features, labels, &mut rng)?;
         let levels = clean
             .iter()
             .zip(&adversarial)
@@ -108,6 +103,79 @@ pub fn evaluate_feature_model_robustness<B: AutodiffBackend>(
         on_batch(tally.done);
     }
     Ok(tally.finish(config, split.labels()))
+}
+
+/// The attacked 8-bit faces of `clean` (`images` are the same faces in `[0, 1]`, `features`
+/// their features), `target.model` being a frozen copy.
+fn attack_faces<B: AutodiffBackend>(
+    target: &FeatureModel<'_, B>,
+    attack: &Attack,
+    clean: &[FaceImage],
+    images: Tensor<B, 4>,
+    features: Tensor<B, 2>,
+    labels: Labels<B>,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<FaceImage>, AttackError> {
+    let (model, set, landmarks) = (target.model, target.set, target.landmarks);
+    let attacked = match target.gradient {
+        FeatureGradient::Pipeline => {
+            perturb(attack, |x: Tensor<B, 4>| model.logits_from_pixels(x, set, landmarks), images, labels, rng)?
+        }
+        FeatureGradient::ImageBranch => {
+            perturb(attack, |x: Tensor<B, 4>| model.forward_inference(x, features.clone()), images, labels, rng)?
+        }
+    };
+    Ok(onto_eight_bit_grid(clean, &attacked))
+}
+
+/// [`crate::adversarial_examples`] for the CNN + landmarks + HOG model: the faces `indices` of
+/// `split` attacked as [`evaluate_feature_model_robustness`] attacks them, with the model's
+/// probabilities on the clean and on the attacked 8-bit face (features computed anew), for
+/// figures.
+pub fn feature_model_adversarial_examples<B: AutodiffBackend>(
+    target: &FeatureModel<'_, B>,
+    split: &SplitData,
+    indices: &[usize],
+    config: &RobustnessConfig,
+    device: &B::Device,
+) -> Result<Vec<AdversarialExample>, AttackError> {
+    target.check(config)?;
+    if let Some(&bad) = indices.iter().find(|&&i| i >= split.len()) {
+        return Err(AttackError::Config(format!("face {bad} is past the split's {} faces", split.len())));
+    }
+    if indices.is_empty() {
+        return Ok(Vec::new());
+    }
+    let frozen = target.model.clone().no_grad();
+    let frozen_target = FeatureModel { model: &frozen, ..*target };
+    let clean: Vec<FaceImage> = indices.iter().map(|&i| split.image(i).clone()).collect();
+    let (images, features) = pipeline_inputs::<B>(&clean, target.set, target.landmarks, device);
+    let truth: Vec<i64> = indices.iter().map(|&i| split.label(i).index() as i64).collect();
+    let truth = Tensor::<B, 1, Int>::from_data(TensorData::new(truth, [indices.len()]), device);
+    let labels = Labels::from_source(config.labels, truth);
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let adversarial =
+        attack_faces(&frozen_target, &config.attack, &clean, images.clone(), features.clone(), labels, &mut rng)?;
+    let probabilities = |faces: &[FaceImage]| -> Vec<Vec<f32>> {
+        let (images, features) = pipeline_inputs::<B>(faces, target.set, target.landmarks, device);
+        let p = softmax(frozen.forward_inference(images, features).detach(), 1);
+        let p: Vec<f32> = p.into_data().convert::<f32>().to_vec().unwrap_or_default();
+        p.chunks(Emotion::COUNT).map(<[f32]>::to_vec).collect()
+    };
+    let pixels = |face: &FaceImage| -> Vec<f32> { face.pixels().iter().map(|&p| f32::from(p) / 255.0).collect() };
+    Ok(indices
+        .iter()
+        .zip(clean.iter().zip(&adversarial))
+        .zip(probabilities(&clean).into_iter().zip(probabilities(&adversarial)))
+        .map(|((&index, (clean, adversarial)), (clean_probs, adversarial_probs))| AdversarialExample {
+            index,
+            label: split.label(index),
+            clean: pixels(clean),
+            adversarial: pixels(adversarial),
+            clean_probs,
+            adversarial_probs,
+        })
+        .collect())
 }
 
 /// [`crate::eps_sweep`] for the CNN + landmarks + HOG model: each attack of `attacks` at each
@@ -276,6 +344,33 @@ mod tests {
         assert_ne!(image_branch.adversarial, run(Attack::fgsm(8.0 / 255.0)).adversarial);
         assert_eq!("image-branch".parse::<FeatureGradient>().expect("a name"), FeatureGradient::ImageBranch);
         assert!("hog".parse::<FeatureGradient>().is_err());
+    }
+
+    #[test]
+    fn examples_hold_the_attacked_faces_and_the_pipelines_probabilities() {
+        let Some(landmarks) = landmarks() else { return };
+        let device = Default::default();
+        let set = FeatureSet::LandmarksWholeHog;
+        let model = CnnHogConfig::tiny(set.len()).init::<B>(&device);
+        let _ = model.num_params(); // one set of weights for every clone
+        let split = split(6);
+        let target = FeatureModel { model: &model, set, landmarks: &landmarks, gradient: FeatureGradient::Pipeline };
+        let config = RobustnessConfig::reference(Attack::fgsm(8.0 / 255.0));
+        let examples = feature_model_adversarial_examples(&target, &split, &[4, 1], &config, &device).expect("valid");
+        assert_eq!(examples.iter().map(|e| e.index).collect::<Vec<_>>(), [4, 1]);
+        let faces = [split.image(4).clone(), split.image(1).clone()];
+        let (images, features) = pipeline_inputs::<B>(&faces, set, &landmarks, &device);
+        let by_hand: Vec<f32> =
+            softmax(model.forward_inference(images, features), 1).into_data().to_vec().expect("f32");
+        for (k, example) in examples.iter().enumerate() {
+            assert_eq!(example.label, split.label(example.index));
+            assert_eq!(example.clean_probs, by_hand[k * 7..(k + 1) * 7], "the clean face's answer is the pipeline's");
+            let moved = example.clean.iter().zip(&example.adversarial).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            assert!(moved > 0.0 && moved <= 8.0 / 255.0 + 1e-6, "face {}: {moved}", example.index);
+            assert!((example.adversarial_probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+        let error = feature_model_adversarial_examples(&target, &split, &[6], &config, &device).expect_err("past");
+        assert!(error.to_string().contains("face 6 is past"), "{error}");
     }
 
     #[test]

@@ -59,7 +59,9 @@ pub use attack::{
     Attack, AttackError, LabelSource, Labels, input_gradient, kl_from_clean, parse_eps, parse_step_size, perturb,
 };
 #[cfg(feature = "dlib")]
-pub use feature_model::{FeatureModel, evaluate_feature_model_robustness, feature_model_eps_sweep};
+pub use feature_model::{
+    FeatureModel, evaluate_feature_model_robustness, feature_model_adversarial_examples, feature_model_eps_sweep,
+};
 pub use fer_models;
 pub use robustness::{
     AdversarialExample, FeatureGradient, Robustness, RobustnessConfig, SweepPoint, adversarial_examples, eps_sweep,
