@@ -7,9 +7,9 @@ use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::AutodiffBackend;
-use fer_dataset::{BatchStream, Emotion, FACE_PIXELS, FaceBatcher, FaceImage, SplitData, View};
-use fer_models::fer_features::{FeatureSet, LandmarkModel, feature_vector};
-use fer_models::{CnnHog, scale_feature_row};
+use fer_dataset::{Emotion, FACE_PIXELS, FaceImage, SplitData, View};
+use fer_models::fer_features::{FeatureSet, LandmarkModel};
+use fer_models::{CnnHog, feature_input};
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 
@@ -63,7 +63,7 @@ impl<B: Backend> FeatureModel<'_, B> {
 /// * **The score** runs the real pipeline on 8-bit faces: the adversarial faces are put back on
 ///   the 8-bit grid (each pixel moved to the 8-bit level next to its attacked value on the side of
 ///   the clean one, so `‖x' − x‖∞ ≤ ε` still holds: ε = 0.3 allows 76 levels, not 76.5), and their
-///   landmarks and HOG are computed anew by [`feature_vector`], exactly as for a photo in
+///   landmarks and HOG are computed anew by [`fer_models::fer_features::feature_vector`], exactly as for a photo in
 ///   `fer predict`. The clean faces are scored the same way.
 ///
 /// Only the full-face view exists for this model: TenCrop and the centre crop are refused, as is a
@@ -76,33 +76,43 @@ pub fn evaluate_feature_model_robustness<B: AutodiffBackend>(
     mut on_batch: impl FnMut(usize),
 ) -> Result<Robustness, AttackError> {
     target.check(config)?;
-    let (set, landmarks) = (target.set, target.landmarks);
     let frozen = target.model.clone().no_grad();
+    let frozen_target = FeatureModel { model: &frozen, ..*target };
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut tally = Tally::new(split.len());
     let order: Vec<usize> = (0..split.len()).collect();
-    let batcher = FaceBatcher::new(View::Full, 0, split.len());
-    for batch in BatchStream::<B>::new(split.clone(), order, config.batch_faces, batcher, 2, device.clone()) {
-        let faces = batch.targets.dims()[0];
-        let clean: Vec<FaceImage> = (tally.done..tally.done + faces).map(|i| split.image(i).clone()).collect();
-        let (images, features) = pipeline_inputs::<B>(&clean, set, landmarks, device);
-        let clean_logits = frozen.forward_inference(images, features.clone()).detach();
-        let labels = Labels::from_source(config.labels, batch.targets.clone());
-        let frozen_target = FeatureModel { model: &frozen, ..*target };
-        let adversarial =
-            attack_faces(&frozen_target, &config.attack, &clean, batch.images, features, labels, &mut rng)?;
+    for indices in order.chunks(config.batch_faces) {
+        let (clean, images, features, truth) = clean_batch(target, &split, indices, device);
+        let clean_logits = frozen.forward_inference(images.clone(), features.clone()).detach();
+        let labels = Labels::from_source(config.labels, truth.clone());
+        let adversarial = attack_faces(&frozen_target, &config.attack, &clean, images, features, labels, &mut rng)?;
         let levels = clean
             .iter()
             .zip(&adversarial)
             .flat_map(|(c, a)| c.pixels().iter().zip(a.pixels()).map(|(&c, &a)| c.abs_diff(a)))
             .max()
             .unwrap_or(0);
-        let (images, features) = pipeline_inputs::<B>(&adversarial, set, landmarks, device);
+        let (images, features) = pipeline_inputs::<B>(&adversarial, target.set, target.landmarks, device);
         let adversarial_logits = frozen.forward_inference(images, features).detach();
-        tally.record(clean_logits, adversarial_logits, batch.targets, f64::from(levels) / 255.0);
+        tally.record(clean_logits, adversarial_logits, truth, f64::from(levels) / 255.0);
         on_batch(tally.done);
     }
     Ok(tally.finish(config, split.labels()))
+}
+
+/// The faces `indices` of `split`: as 8-bit faces, as the model's inputs (faces in `[0, 1]` and
+/// features) and their true classes.
+fn clean_batch<B: Backend>(
+    target: &FeatureModel<'_, B>,
+    split: &SplitData,
+    indices: &[usize],
+    device: &B::Device,
+) -> (Vec<FaceImage>, Tensor<B, 4>, Tensor<B, 2>, Tensor<B, 1, Int>) {
+    let clean: Vec<FaceImage> = indices.iter().map(|&i| split.image(i).clone()).collect();
+    let (images, features) = pipeline_inputs::<B>(&clean, target.set, target.landmarks, device);
+    let truth: Vec<i64> = indices.iter().map(|&i| split.label(i).index() as i64).collect();
+    let truth = Tensor::from_data(TensorData::new(truth, [indices.len()]), device);
+    (clean, images, features, truth)
 }
 
 /// The attacked 8-bit faces of `clean` (`images` are the same faces in `[0, 1]`, `features`
@@ -148,14 +158,10 @@ pub fn feature_model_adversarial_examples<B: AutodiffBackend>(
     }
     let frozen = target.model.clone().no_grad();
     let frozen_target = FeatureModel { model: &frozen, ..*target };
-    let clean: Vec<FaceImage> = indices.iter().map(|&i| split.image(i).clone()).collect();
-    let (images, features) = pipeline_inputs::<B>(&clean, target.set, target.landmarks, device);
-    let truth: Vec<i64> = indices.iter().map(|&i| split.label(i).index() as i64).collect();
-    let truth = Tensor::<B, 1, Int>::from_data(TensorData::new(truth, [indices.len()]), device);
+    let (clean, images, features, truth) = clean_batch(target, split, indices, device);
     let labels = Labels::from_source(config.labels, truth);
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let adversarial =
-        attack_faces(&frozen_target, &config.attack, &clean, images.clone(), features.clone(), labels, &mut rng)?;
+    let adversarial = attack_faces(&frozen_target, &config.attack, &clean, images, features, labels, &mut rng)?;
     let probabilities = |faces: &[FaceImage]| -> Vec<Vec<f32>> {
         let (images, features) = pipeline_inputs::<B>(faces, target.set, target.landmarks, device);
         let p = softmax(frozen.forward_inference(images, features).detach(), 1);
@@ -198,27 +204,18 @@ pub fn feature_model_eps_sweep<B: AutodiffBackend>(
     )
 }
 
-/// The model's inputs for 8-bit faces: the faces in `[0, 1]` and their features as
-/// [`feature_vector`] computes them, scaled (the pipeline of `fer predict` and
-/// `fer eval-features`).
+/// The model's inputs for 8-bit faces: the faces in `[0, 1]` and their features
+/// ([`fer_models::feature_input`], the pipeline of `fer predict` and `fer eval-features`).
 fn pipeline_inputs<B: Backend>(
     faces: &[FaceImage],
     set: FeatureSet,
     landmarks: &LandmarkModel,
     device: &B::Device,
 ) -> (Tensor<B, 4>, Tensor<B, 2>) {
-    let mut pixels = Vec::with_capacity(faces.len() * FACE_PIXELS);
-    let mut rows = Vec::with_capacity(faces.len() * set.len());
-    for face in faces {
-        pixels.extend(face.pixels().iter().map(|&p| f32::from(p) / 255.0));
-        let mut row = feature_vector(face, landmarks, set);
-        scale_feature_row(&mut row);
-        rows.extend(row);
-    }
+    let pixels: Vec<f32> = faces.iter().flat_map(|face| face.pixels().iter().map(|&p| f32::from(p) / 255.0)).collect();
     let side = fer_dataset::FACE_SIDE;
     let images = Tensor::from_data(TensorData::new(pixels, [faces.len(), 1, side, side]), device);
-    let features = Tensor::from_data(TensorData::new(rows, [faces.len(), set.len()]), device);
-    (images, features)
+    (images, feature_input(faces, set, landmarks, device))
 }
 
 /// The attacked faces (`[N, 1, 48, 48]` in `[0, 1]`) as 8-bit faces no further from `clean` than

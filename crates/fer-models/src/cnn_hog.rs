@@ -23,6 +23,25 @@ pub fn scale_feature_row(row: &mut [f32]) {
     }
 }
 
+/// The feature input `[N, set.len()]` of a [`CnnHog`] model for 8-bit faces: each face's
+/// [`fer_features::feature_vector`], scaled by [`scale_feature_row`], the values a feature cache
+/// gives for the same face. What prediction and the attacks' scoring feed the model.
+#[cfg(feature = "dlib")]
+pub fn feature_input<B: Backend>(
+    faces: &[fer_dataset::FaceImage],
+    set: fer_features::FeatureSet,
+    landmarks: &fer_features::LandmarkModel,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let mut rows = Vec::with_capacity(faces.len() * set.len());
+    for face in faces {
+        let start = rows.len();
+        rows.extend(fer_features::feature_vector(face, landmarks, set));
+        scale_feature_row(&mut rows[start..]);
+    }
+    Tensor::from_data(TensorData::new(rows, [faces.len(), set.len()]), device)
+}
+
 /// One convolution of the image branch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConvSpec {

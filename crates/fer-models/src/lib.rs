@@ -70,6 +70,8 @@ pub use checkpoint::{
     CHECKPOINT_MAGIC, Checkpoint, ModelError, checkpoint_checksum, load_checkpoint, load_checkpoint_with_checksum,
     read_checkpoint_header, read_checkpoint_header_with_checksum, save_checkpoint,
 };
+#[cfg(feature = "dlib")]
+pub use cnn_hog::feature_input;
 pub use cnn_hog::{CnnHog, CnnHogConfig, ConvBlock, ConvSpec, scale_feature_row};
 pub use conv::conv2d;
 pub use evaluate::{Evaluation, evaluate};

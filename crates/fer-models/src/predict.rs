@@ -21,7 +21,7 @@ use burn::tensor::activation::softmax;
 use fer_dataset::{Emotion, FACE_SIDE, FaceImage, View};
 use fer_features::{CropSpec, FaceBox, Upsample, crop_face};
 #[cfg(feature = "dlib")]
-use fer_features::{FaceDetector, FeatureSet, LandmarkModel, feature_vector};
+use fer_features::{FaceDetector, FeatureSet, LandmarkModel};
 use image::{DynamicImage, Rgb, RgbImage};
 use imageproc::drawing::{draw_filled_rect_mut, draw_hollow_rect_mut, draw_text_mut, text_size};
 use imageproc::rect::Rect;
@@ -30,7 +30,7 @@ use rand::rngs::ChaCha8Rng;
 use serde::ser::{SerializeMap, SerializeStruct};
 
 #[cfg(feature = "dlib")]
-use crate::{CnnHog, CnnHogConfig, scale_feature_row};
+use crate::{CnnHog, CnnHogConfig};
 use crate::{Model, ModelError, average_crops, load_checkpoint};
 
 /// Where a text font is looked for (Debian's `fonts-dejavu-core`, which the README's commands
@@ -175,7 +175,7 @@ enum Network<B: Backend> {
     /// A [`Model`] (VGG, ResNet, …): the face's pixels alone, through the options' view.
     Images(Box<Model<B>>),
     /// The CNN + landmarks + HOG model: the whole 48×48 face and its feature vector, computed
-    /// from the face as a feature cache holds it ([`feature_vector`]).
+    /// from the face as a feature cache holds it ([`fer_features::feature_vector`]).
     #[cfg(feature = "dlib")]
     WithFeatures { model: Box<CnnHog<B>>, set: FeatureSet, landmarks: LandmarkModel },
 }
@@ -319,17 +319,7 @@ impl<B: Backend> Predictor<B> {
                 Network::Images(model) => average_crops(model.forward_inference(images), crops),
                 #[cfg(feature = "dlib")]
                 Network::WithFeatures { model, set, landmarks } => {
-                    let rows: Vec<f32> = chunk
-                        .iter()
-                        .flat_map(|face| {
-                            let mut row = feature_vector(face, landmarks, *set);
-                            scale_feature_row(&mut row);
-                            row
-                        })
-                        .collect();
-                    let features =
-                        Tensor::<B, 2>::from_data(TensorData::new(rows, [chunk.len(), set.len()]), &self.device);
-                    model.forward_inference(images, features)
+                    model.forward_inference(images, crate::feature_input(chunk, *set, landmarks, &self.device))
                 }
             };
             let probabilities = softmax(logits, 1).into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
@@ -477,7 +467,7 @@ mod tests {
         let mut rows = Vec::new();
         for (face, slot) in faces.iter().zip(pixels.chunks_exact_mut(48 * 48)) {
             fer_dataset::CropWindow { top: 0, left: 0, size: 48, mirrored: false }.write_scaled(face, slot);
-            let mut row = feature_vector(face, &landmarks, set);
+            let mut row = fer_features::feature_vector(face, &landmarks, set);
             crate::scale_feature_row(&mut row);
             rows.extend(row);
         }
