@@ -22,6 +22,7 @@ use fer_train::{FeatureTrainConfig, RunFiles, Schedule, SplitReport, TrainConfig
 use indicatif::{ProgressBar, ProgressStyle};
 
 use backend::{DeviceSpec, compiled_backends, with_backend};
+use checkpoint_arg::CheckpointArg;
 
 /// Facial expression recognition on FER2013 with Burn.
 #[derive(Parser)]
@@ -195,19 +196,22 @@ enum Command {
     },
     /// Write a checkpoint's weights as safetensors (for PyTorch, NumPy, Hugging Face tools).
     Export {
-        /// Checkpoint file (`.fer`).
+        /// A `.fer` checkpoint, a `fer train` run directory (its best.fer), or the CNN + landmarks +
+        /// HOG model of a `fer train-features` run (its directory: best.bin; or a `.bin` of it).
         #[arg(long)]
         checkpoint: PathBuf,
-        /// safetensors file to write (the model config goes in its metadata).
+        /// safetensors file to write (the model config, and for a feature run its recipe and
+        /// feature set, go in its metadata).
         #[arg(long)]
         out: PathBuf,
     },
-    /// Turn a safetensors file written by `fer export` back into a `.fer` checkpoint.
+    /// Turn a safetensors file written by `fer export` back into what it came from: a `.fer`
+    /// checkpoint (VGG/ResNet) or a `fer train-features` run directory (config.json + best.bin).
     Import {
         /// safetensors file from `fer export`.
         #[arg(long)]
         safetensors: PathBuf,
-        /// Checkpoint file to write.
+        /// Checkpoint file to write (VGG/ResNet), or a new run directory (CNN + landmarks + HOG).
         #[arg(long)]
         out: PathBuf,
     },
@@ -714,17 +718,39 @@ fn run(cli: Cli) -> Result<()> {
                 report.summary.selected_epoch + 1
             );
         }
-        Command::Export { checkpoint, out } => {
-            let (model, header) = fer_models::load_checkpoint::<CpuBackend>(&checkpoint, &Default::default())?;
-            fer_models::export_safetensors(&model, &header.model, &out)?;
-            let values = burn::module::Module::num_params(&model);
-            println!("wrote {} (model `{}`, {values} values)", out.display(), header.model.label());
-        }
+        Command::Export { checkpoint, out } => match checkpoint_arg::resolve(&checkpoint)? {
+            CheckpointArg::Classifier(path) => {
+                let (model, header) = fer_models::load_checkpoint::<CpuBackend>(&path, &Default::default())?;
+                fer_models::export_safetensors(&model, &header.model, &out)?;
+                let values = burn::module::Module::num_params(&model);
+                println!("wrote {} (model `{}`, {values} values)", out.display(), header.model.label());
+            }
+            CheckpointArg::FeatureRun(run) => {
+                let (config, weights) = fer_train::export_feature_run::<CpuBackend>(&run, &out, &Default::default())?;
+                println!(
+                    "wrote {} (CNN + features model of {}, reads {}: {} values per face)",
+                    out.display(),
+                    weights.display(),
+                    config.feature_set.name(),
+                    config.feature_set.len()
+                );
+            }
+        },
         Command::Import { safetensors, out } => {
-            let (model, config) = fer_models::import_safetensors::<CpuBackend>(&safetensors, &Default::default())?;
-            let meta = serde_json::json!({ "imported_from": safetensors });
-            fer_models::save_checkpoint(&out, &model, &config, meta)?;
-            println!("wrote {} (model `{}`)", out.display(), config.name());
+            let metadata = fer_models::safetensors_metadata(&safetensors)?;
+            if metadata.contains_key(fer_models::SAFETENSORS_FEATURE_MODEL_KEY) {
+                let config = fer_train::import_feature_run::<CpuBackend>(&safetensors, &out, &Default::default())?;
+                println!(
+                    "wrote run {} (config.json, best.bin: CNN + features model reading {})",
+                    out.display(),
+                    config.feature_set.name()
+                );
+            } else {
+                let (model, config) = fer_models::import_safetensors::<CpuBackend>(&safetensors, &Default::default())?;
+                let meta = serde_json::json!({ "imported_from": safetensors });
+                fer_models::save_checkpoint(&out, &model, &config, meta)?;
+                println!("wrote {} (model `{}`)", out.display(), config.name());
+            }
         }
         Command::Devices { device, data, batch } => {
             println!("compiled backends: {}", compiled_backends());

@@ -651,6 +651,22 @@ fn features_then_feature_model_training_and_search() {
         stderr(&out)
     );
 
+    // `fer export` of the run and `fer import` back: a new run directory whose evaluation is the
+    // same report; importing over it is refused.
+    let exported = dir.path().join("b.safetensors");
+    let imported = dir.path().join("imported");
+    let imported_s = imported.to_str().expect("utf-8");
+    let out = fer(&["export", "--checkpoint", run_s, "--out", exported.to_str().expect("utf-8")]);
+    assert!(out.status.success() && stdout(&out).contains("reads landmarks-sliding-hog"), "{}", stderr(&out));
+    let out = fer(&["import", "--safetensors", exported.to_str().expect("utf-8"), "--out", imported_s]);
+    assert!(out.status.success() && imported.join("best.bin").is_file(), "{}", stderr(&out));
+    let out = fer(&[&eval[..2], &[imported_s], &eval[3..], &["--json"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(again, report);
+    let out = fer(&["import", "--safetensors", exported.to_str().expect("utf-8"), "--out", imported_s]);
+    assert!(!out.status.success() && stderr(&out).contains("already exists"), "{}", stderr(&out));
+
     // `fer predict` with the run: the PrivateTest faces as PNG files get the answers the
     // evaluation counted (the same weights, whole faces and features computed from the files).
     let faces: Vec<String> = (60..70)

@@ -10,16 +10,35 @@
 //! linear weights `[in, out]`, the transpose of PyTorch's; BatchNorm `gamma`/`beta` are PyTorch's
 //! `weight`/`bias`). Checked readable by Python's `safetensors.numpy.load_file`. The model config travels in the
 //! header metadata under [`SAFETENSORS_CONFIG_KEY`], so [`import_safetensors`] needs only the path.
+//!
+//! The CNN + landmarks + HOG model ([`CnnHog`]) has its own pair,
+//! [`export_feature_model_safetensors`] / [`import_feature_model_safetensors`]: its config goes
+//! under [`SAFETENSORS_FEATURE_MODEL_KEY`] and the name of the feature vector it reads (which
+//! fixes the layout of its second input) under [`SAFETENSORS_FEATURE_SET_KEY`]. Its tensors:
+//! `convs.N.conv.weight` / `bias` and `convs.N.norm.*` (as above; each block is conv → ReLU →
+//! BatchNorm → optional 2×2 max-pool), `image_fc.N.weight` / `bias` (the image branch's dense
+//! layers on the flattened map, ReLU after each), `feature_fc.N.*` (the feature branch's, ReLU
+//! after each) and `classifier.*` on the two branches concatenated (image first); linear weights
+//! `[in, out]`. Callers may add their own metadata entries (fer-train adds the run's recipe).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use burn::prelude::*;
 use burn_store::{ModuleSnapshot, SafetensorsStore};
+use fer_features::FeatureSet;
 
-use crate::{Model, ModelConfig, ModelError};
+use crate::{CnnHog, CnnHogConfig, Model, ModelConfig, ModelError};
 
 /// Header metadata key holding the [`ModelConfig`] as JSON.
 pub const SAFETENSORS_CONFIG_KEY: &str = "fer_model_config";
+
+/// Header metadata key holding a [`CnnHogConfig`] as JSON.
+pub const SAFETENSORS_FEATURE_MODEL_KEY: &str = "fer_feature_model_config";
+
+/// Header metadata key holding the name of the [`FeatureSet`] a [`CnnHog`] model reads
+/// ([`FeatureSet::name`], e.g. `landmarks-sliding-hog`).
+pub const SAFETENSORS_FEATURE_SET_KEY: &str = "fer_feature_set";
 
 /// Writes `model`'s weights (with `config` in the metadata) to `path` as safetensors.
 pub fn export_safetensors<B: Backend>(
@@ -28,16 +47,12 @@ pub fn export_safetensors<B: Backend>(
     path: impl AsRef<Path>,
 ) -> Result<(), ModelError> {
     let path = path.as_ref();
-    let invalid = |problem: String| ModelError::Invalid { path: path.to_path_buf(), problem };
-    let json = serde_json::to_string(config).map_err(|e| invalid(e.to_string()))?;
-    let mut store = SafetensorsStore::from_bytes(None).metadata(SAFETENSORS_CONFIG_KEY, json);
-    let saved = match model {
-        Model::Vgg(m) => m.save_into(&mut store),
-        Model::ResNet(m) => m.save_into(&mut store),
-    };
-    saved.map_err(|e| invalid(format!("cannot encode weights: {e}")))?;
-    let bytes = store.get_bytes().map_err(|e| invalid(format!("cannot encode weights: {e}")))?;
-    fer_dataset::write_atomically(path, &bytes).map_err(|source| ModelError::Write { path: path.to_path_buf(), source })
+    let json = serde_json::to_string(config).map_err(|e| invalid(path, e.to_string()))?;
+    let store = SafetensorsStore::from_bytes(None).metadata(SAFETENSORS_CONFIG_KEY, json);
+    match model {
+        Model::Vgg(m) => write_module(m, store, path),
+        Model::ResNet(m) => write_module(m, store, path),
+    }
 }
 
 /// Reads a safetensors file written by [`export_safetensors`]: rebuilds the model from the config
@@ -48,33 +63,160 @@ pub fn import_safetensors<B: Backend>(
     device: &B::Device,
 ) -> Result<(Model<B>, ModelConfig), ModelError> {
     let path = path.as_ref();
-    let invalid = |problem: String| ModelError::Invalid { path: path.to_path_buf(), problem };
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Read { path: path.to_path_buf(), source })?;
-    let (_, header) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| invalid(format!("not a safetensors file: {e}")))?;
-    let json = header.metadata().as_ref().and_then(|m| m.get(SAFETENSORS_CONFIG_KEY)).ok_or_else(|| {
-        invalid(format!(
-            "no `{SAFETENSORS_CONFIG_KEY}` in the header metadata: not exported by fer-rs, so the architecture is unknown"
-        ))
-    })?;
-    let config: ModelConfig =
-        serde_json::from_str(json).map_err(|e| invalid(format!("{SAFETENSORS_CONFIG_KEY}: {e}")))?;
-    config.check().map_err(|e| invalid(format!("model config: {e}")))?;
+    let (bytes, metadata) = read_file(path)?;
+    let config: ModelConfig = config_entry(path, &metadata, SAFETENSORS_CONFIG_KEY)?;
+    config.check().map_err(|e| invalid(path, format!("model config: {e}")))?;
     let mut model = config.init::<B>(device);
-    let mut store = SafetensorsStore::from_bytes(Some(bytes));
-    let applied = match &mut model {
-        Model::Vgg(m) => m.load_from(&mut store),
-        Model::ResNet(m) => m.load_from(&mut store),
-    };
-    let result = applied.map_err(|e| invalid(format!("tensors do not fit model `{}`: {e}", config.name())))?;
-    if !result.unused.is_empty() {
-        return Err(invalid(format!(
-            "tensors {:?} are not part of model `{}`",
-            result.unused.iter().take(5).collect::<Vec<_>>(),
-            config.name()
-        )));
-    }
+    match &mut model {
+        Model::Vgg(m) => load_module(m, bytes, path, config.name()),
+        Model::ResNet(m) => load_module(m, bytes, path, config.name()),
+    }?;
     Ok((model, config))
+}
+
+/// Writes a CNN + features model's weights to `path` as safetensors, with `config` and the name
+/// of `set` (the feature vector it reads) in the header metadata, plus the `extra` entries.
+/// The model must read `set` (`config.feature_len == set.len()`).
+pub fn export_feature_model_safetensors<B: Backend>(
+    model: &CnnHog<B>,
+    config: &CnnHogConfig,
+    set: FeatureSet,
+    extra: &[(&str, String)],
+    path: impl AsRef<Path>,
+) -> Result<(), ModelError> {
+    let path = path.as_ref();
+    if config.feature_len != set.len() || model.feature_len() != set.len() {
+        return Err(invalid(
+            path,
+            format!(
+                "the model takes {} features (config: {}) but the set {} has {}",
+                model.feature_len(),
+                config.feature_len,
+                set.name(),
+                set.len()
+            ),
+        ));
+    }
+    let json = serde_json::to_string(config).map_err(|e| invalid(path, e.to_string()))?;
+    let mut store = SafetensorsStore::from_bytes(None)
+        .metadata(SAFETENSORS_FEATURE_MODEL_KEY, json)
+        .metadata(SAFETENSORS_FEATURE_SET_KEY, set.name());
+    for (key, value) in extra {
+        if [SAFETENSORS_CONFIG_KEY, SAFETENSORS_FEATURE_MODEL_KEY, SAFETENSORS_FEATURE_SET_KEY].contains(key) {
+            return Err(invalid(path, format!("metadata key `{key}` is fer-rs's own")));
+        }
+        store = store.metadata(*key, value.clone());
+    }
+    write_module(model, store, path)
+}
+
+/// A CNN + features model read back by [`import_feature_model_safetensors`].
+#[derive(Debug)]
+pub struct ImportedFeatureModel<B: Backend> {
+    /// The model, every tensor loaded.
+    pub model: CnnHog<B>,
+    /// Its config (from the header metadata).
+    pub config: CnnHogConfig,
+    /// The feature vector it reads.
+    pub set: FeatureSet,
+    /// Every header metadata entry, fer-rs's own and the exporter's `extra` ones.
+    pub metadata: HashMap<String, String>,
+}
+
+/// Reads a safetensors file written by [`export_feature_model_safetensors`]: rebuilds the model
+/// from the config in its metadata and loads every tensor. Refused, naming the file: a file
+/// without that metadata (a VGG/ResNet export says so), an unknown feature set or one of another
+/// length than the model's, and tensors that do not fit (missing, unexpected, other shapes).
+pub fn import_feature_model_safetensors<B: Backend>(
+    path: impl AsRef<Path>,
+    device: &B::Device,
+) -> Result<ImportedFeatureModel<B>, ModelError> {
+    let path = path.as_ref();
+    let (bytes, metadata) = read_file(path)?;
+    if !metadata.contains_key(SAFETENSORS_FEATURE_MODEL_KEY) && metadata.contains_key(SAFETENSORS_CONFIG_KEY) {
+        return Err(invalid(path, "holds a VGG/ResNet model (`fer_model_config`), not a CNN + features model".into()));
+    }
+    let config: CnnHogConfig = config_entry(path, &metadata, SAFETENSORS_FEATURE_MODEL_KEY)?;
+    config.check().map_err(|e| invalid(path, format!("model config: {e}")))?;
+    let set_name = metadata
+        .get(SAFETENSORS_FEATURE_SET_KEY)
+        .ok_or_else(|| invalid(path, format!("no `{SAFETENSORS_FEATURE_SET_KEY}` in the header metadata")))?;
+    let set: FeatureSet =
+        set_name.parse().map_err(|e| invalid(path, format!("{SAFETENSORS_FEATURE_SET_KEY} `{set_name}`: {e}")))?;
+    if set.len() != config.feature_len {
+        return Err(invalid(
+            path,
+            format!("the model takes {} features but the set {} has {}", config.feature_len, set.name(), set.len()),
+        ));
+    }
+    let mut model = config.init::<B>(device);
+    load_module(&mut model, bytes, path, "cnn-hog")?;
+    Ok(ImportedFeatureModel { model, config, set, metadata })
+}
+
+/// The header metadata of a safetensors file (empty when it has none): which fer-rs export it is
+/// ([`SAFETENSORS_CONFIG_KEY`] for VGG/ResNet, [`SAFETENSORS_FEATURE_MODEL_KEY`] for the CNN +
+/// features model) and any entries the exporter added.
+pub fn safetensors_metadata(path: impl AsRef<Path>) -> Result<HashMap<String, String>, ModelError> {
+    read_file(path.as_ref()).map(|(_, metadata)| metadata)
+}
+
+fn invalid(path: &Path, problem: String) -> ModelError {
+    ModelError::Invalid { path: path.to_path_buf(), problem }
+}
+
+/// Encodes every tensor of `module` into `store` and writes it atomically.
+fn write_module<B: Backend, M: Module<B>>(
+    module: &M,
+    mut store: SafetensorsStore,
+    path: &Path,
+) -> Result<(), ModelError> {
+    module.save_into(&mut store).map_err(|e| invalid(path, format!("cannot encode weights: {e}")))?;
+    let bytes = store.get_bytes().map_err(|e| invalid(path, format!("cannot encode weights: {e}")))?;
+    fer_dataset::write_atomically(path, &bytes).map_err(|source| ModelError::Write { path: path.to_path_buf(), source })
+}
+
+/// The file's bytes and header metadata.
+fn read_file(path: &Path) -> Result<(Vec<u8>, HashMap<String, String>), ModelError> {
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Read { path: path.to_path_buf(), source })?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| invalid(path, format!("not a safetensors file: {e}")))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    Ok((bytes, metadata))
+}
+
+/// The JSON config under `key`.
+fn config_entry<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    metadata: &HashMap<String, String>,
+    key: &str,
+) -> Result<T, ModelError> {
+    let json = metadata.get(key).ok_or_else(|| {
+        invalid(
+            path,
+            format!("no `{key}` in the header metadata: not exported by fer-rs, so the architecture is unknown"),
+        )
+    })?;
+    serde_json::from_str(json).map_err(|e| invalid(path, format!("{key}: {e}")))
+}
+
+/// Loads every tensor of `bytes` into `module`; refuses missing, unexpected or misshapen ones.
+fn load_module<B: Backend, M: Module<B>>(
+    module: &mut M,
+    bytes: Vec<u8>,
+    path: &Path,
+    name: &str,
+) -> Result<(), ModelError> {
+    let mut store = SafetensorsStore::from_bytes(Some(bytes));
+    let result =
+        module.load_from(&mut store).map_err(|e| invalid(path, format!("tensors do not fit model `{name}`: {e}")))?;
+    if !result.unused.is_empty() {
+        return Err(invalid(
+            path,
+            format!("tensors {:?} are not part of model `{name}`", result.unused.iter().take(5).collect::<Vec<_>>()),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -142,5 +284,109 @@ mod tests {
         std::fs::write(&forged_path, b"hello").expect("write");
         let e = import_safetensors::<B>(&forged_path, &device).expect_err("not safetensors").to_string();
         assert!(e.contains("not a safetensors file"), "{e}");
+    }
+
+    #[test]
+    fn feature_model_round_trip_gives_identical_logits_for_every_feature_set() {
+        let device = Default::default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        for set in [FeatureSet::LandmarksSlidingHog, FeatureSet::LandmarksWholeHog, FeatureSet::Landmarks] {
+            let config = CnnHogConfig::tiny(set.len());
+            let model = config.init::<B>(&device);
+            let values = model.num_params();
+            let path = dir.path().join(format!("{}.safetensors", set.name()));
+            let extra = [("recipe", "{\"epochs\":13}".to_string())];
+            export_feature_model_safetensors(&model, &config, set, &extra, &path).expect("export");
+
+            let bytes = std::fs::read(&path).expect("read");
+            let file = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
+            let stored: usize = file.tensors().iter().map(|(_, t)| t.shape().iter().product::<usize>()).sum();
+            assert_eq!(stored, values, "every tensor of the module is exported");
+            let names = file.names();
+            for prefix in ["convs.0.conv.weight", "convs.0.norm.running_var", "image_fc.0.weight", "feature_fc.0.bias"]
+            {
+                assert!(names.contains(&prefix), "{prefix} not in {names:?}");
+            }
+
+            let imported = import_feature_model_safetensors::<B>(&path, &device).expect("import");
+            assert_eq!(imported.config, config);
+            assert_eq!(imported.set, set);
+            assert_eq!(imported.metadata.get("recipe").map(String::as_str), Some("{\"epochs\":13}"));
+            assert_eq!(imported.metadata.get(SAFETENSORS_FEATURE_SET_KEY).map(String::as_str), Some(set.name()));
+            let images = Tensor::<B, 4>::random([3, 1, 48, 48], Distribution::Uniform(0.0, 1.0), &device);
+            let features = Tensor::<B, 2>::random([3, set.len()], Distribution::Uniform(0.0, 1.0), &device);
+            assert_eq!(
+                model.forward_inference(images.clone(), features.clone()).into_data(),
+                imported.model.forward_inference(images, features).into_data(),
+                "{}",
+                set.name()
+            );
+        }
+    }
+
+    #[test]
+    fn feature_model_files_are_checked_both_ways() {
+        let device = Default::default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let set = FeatureSet::Landmarks;
+        let config = CnnHogConfig::tiny(set.len());
+        let model = config.init::<B>(&device);
+        let path = dir.path().join("b.safetensors");
+
+        // A model that does not read the set it is exported with, and reserved metadata keys.
+        let e = export_feature_model_safetensors(&model, &config, FeatureSet::LandmarksWholeHog, &[], &path)
+            .expect_err("wrong set")
+            .to_string();
+        assert!(e.contains("b.safetensors") && e.contains("136") && e.contains("208"), "{e}");
+        let reserved = [(SAFETENSORS_FEATURE_SET_KEY, "landmarks".to_string())];
+        let e = export_feature_model_safetensors(&model, &config, set, &reserved, &path).expect_err("reserved");
+        assert!(e.to_string().contains("fer-rs's own"), "{e}");
+        assert!(!path.exists(), "nothing written on a refused export");
+
+        // Each import refuses the other family's file, by name.
+        export_feature_model_safetensors(&model, &config, set, &[], &path).expect("export");
+        let metadata = safetensors_metadata(&path).expect("metadata");
+        assert!(metadata.contains_key(SAFETENSORS_FEATURE_MODEL_KEY) && !metadata.contains_key(SAFETENSORS_CONFIG_KEY));
+        let e = import_safetensors::<B>(&path, &device).expect_err("not a VGG/ResNet file").to_string();
+        assert!(e.contains("b.safetensors") && e.contains(SAFETENSORS_CONFIG_KEY), "{e}");
+        let vgg = ModelConfig::from_name("vgg-small").expect("known");
+        let vgg_path = dir.path().join("vgg.safetensors");
+        export_safetensors(&vgg.init::<B>(&device), &vgg, &vgg_path).expect("export");
+        let e = import_feature_model_safetensors::<B>(&vgg_path, &device).expect_err("a VGG file").to_string();
+        assert!(e.contains("vgg.safetensors") && e.contains("VGG/ResNet"), "{e}");
+
+        // A set name that disagrees with the model's input, and an unknown one.
+        let bytes = std::fs::read(&path).expect("read");
+        let (header_len, _) = safetensors::SafeTensors::read_metadata(&bytes).expect("header");
+        let header = std::str::from_utf8(&bytes[8..8 + header_len]).expect("utf-8 header");
+        for (name, expected) in [("landmarks-whole-hog", "208"), ("landmarks-and-more", "unknown feature set")] {
+            let forged_header = header.replace("\"landmarks\"", &format!("\"{name}\""));
+            assert_ne!(forged_header, header, "the set name is in the header");
+            let mut forged = (forged_header.len() as u64).to_le_bytes().to_vec();
+            forged.extend_from_slice(forged_header.as_bytes());
+            forged.extend_from_slice(&bytes[8 + header_len..]);
+            let forged_path = dir.path().join("forged.safetensors");
+            std::fs::write(&forged_path, forged).expect("write");
+            let e = import_feature_model_safetensors::<B>(&forged_path, &device).expect_err(name).to_string();
+            assert!(e.contains("forged.safetensors") && e.contains(expected), "{e}");
+        }
+
+        // Tensors of another architecture under this config.
+        let wider = CnnHogConfig::model_a(set.len());
+        let other = dir.path().join("other.safetensors");
+        export_feature_model_safetensors(&wider.init::<B>(&device), &wider, set, &[], &other).expect("export");
+        let other_bytes = std::fs::read(&other).expect("read");
+        let (other_len, _) = safetensors::SafeTensors::read_metadata(&other_bytes).expect("header");
+        let other_header = std::str::from_utf8(&other_bytes[8..8 + other_len]).expect("utf-8 header");
+        let escaped = |c: &CnnHogConfig| serde_json::to_string(c).expect("json").replace('"', "\\\"");
+        let swapped = other_header.replace(&escaped(&wider), &escaped(&config));
+        assert_ne!(swapped, other_header, "the config is in the header");
+        let mut forged = (swapped.len() as u64).to_le_bytes().to_vec();
+        forged.extend_from_slice(swapped.as_bytes());
+        forged.extend_from_slice(&other_bytes[8 + other_len..]);
+        let forged_path = dir.path().join("mixed.safetensors");
+        std::fs::write(&forged_path, forged).expect("write");
+        let e = import_feature_model_safetensors::<B>(&forged_path, &device).expect_err("other tensors").to_string();
+        assert!(e.contains("mixed.safetensors") && e.contains("cnn-hog"), "{e}");
     }
 }

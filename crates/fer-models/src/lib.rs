@@ -75,7 +75,11 @@ pub use cnn_hog::feature_input;
 pub use cnn_hog::{CnnHog, CnnHogConfig, ConvBlock, ConvSpec, scale_feature_row};
 pub use conv::conv2d;
 pub use evaluate::{Evaluation, evaluate};
-pub use export::{SAFETENSORS_CONFIG_KEY, export_safetensors, import_safetensors};
+pub use export::{
+    ImportedFeatureModel, SAFETENSORS_CONFIG_KEY, SAFETENSORS_FEATURE_MODEL_KEY, SAFETENSORS_FEATURE_SET_KEY,
+    export_feature_model_safetensors, export_safetensors, import_feature_model_safetensors, import_safetensors,
+    safetensors_metadata,
+};
 pub use fer_features;
 pub use flops::conv2d_flops;
 pub use hog_tensor::{face_hog_tensor, hog_windows, nearest_faces};

@@ -258,6 +258,81 @@ pub fn load_feature_run<B: Backend>(
     Ok((model, config, weights))
 }
 
+/// Header metadata key under which [`export_feature_run`] stores the run's [`FeatureTrainConfig`]
+/// (its recipe, model and feature set) as JSON.
+pub const SAFETENSORS_FEATURE_RUN_KEY: &str = "fer_feature_run_config";
+
+/// Writes the weights of a `fer train-features` run as safetensors (see
+/// [`fer_models::export_feature_model_safetensors`] for the tensor names and layouts), with the
+/// run's [`FeatureTrainConfig`] in the header metadata under [`SAFETENSORS_FEATURE_RUN_KEY`].
+/// `run` is as for [`load_feature_run`] (the directory: its PublicTest-selected `best.bin`).
+/// Returns the configuration and the weights file read.
+pub fn export_feature_run<B: Backend>(
+    run: &Path,
+    out: &Path,
+    device: &B::Device,
+) -> Result<(FeatureTrainConfig, PathBuf), TrainError> {
+    let (model, config, weights) = load_feature_run::<B>(run, device)?;
+    let json = serde_json::to_string(&config).map_err(|source| TrainError::Json { path: out.to_path_buf(), source })?;
+    fer_models::export_feature_model_safetensors(
+        &model,
+        &config.model,
+        config.feature_set,
+        &[(SAFETENSORS_FEATURE_RUN_KEY, json)],
+        out,
+    )?;
+    Ok((config, weights))
+}
+
+/// Turns a file written by [`export_feature_run`] back into a run directory `out` holding the
+/// run's `config.json` and the weights as `best.bin`: what `fer predict`, `fer attack`,
+/// `fer eval-features` and [`load_feature_run`] read (it cannot be resumed: the optimiser state
+/// and metrics are not exported). Refused: a file without the run's configuration (one written
+/// by [`fer_models::export_feature_model_safetensors`] alone; read it with
+/// [`fer_models::import_feature_model_safetensors`]), a configuration that disagrees with the
+/// file's model or feature set, and an `out` that already holds `config.json` or `best.bin`.
+pub fn import_feature_run<B: Backend>(
+    safetensors: &Path,
+    out: &Path,
+    device: &B::Device,
+) -> Result<FeatureTrainConfig, TrainError> {
+    let imported = fer_models::import_feature_model_safetensors::<B>(safetensors, device)?;
+    let json = imported.metadata.get(SAFETENSORS_FEATURE_RUN_KEY).ok_or_else(|| {
+        TrainError::Data(format!(
+            "{}: no `{SAFETENSORS_FEATURE_RUN_KEY}` in the header metadata: the file holds a model but not the run's \
+             configuration (`fer export` of a `fer train-features` run writes it)",
+            safetensors.display()
+        ))
+    })?;
+    let config: FeatureTrainConfig = serde_json::from_str(json)
+        .map_err(|e| TrainError::Data(format!("{}: {SAFETENSORS_FEATURE_RUN_KEY}: {e}", safetensors.display())))?;
+    config
+        .check()
+        .map_err(|e| TrainError::Data(format!("{}: {SAFETENSORS_FEATURE_RUN_KEY}: {e}", safetensors.display())))?;
+    if config.model != imported.config || config.feature_set != imported.set {
+        return Err(TrainError::Data(format!(
+            "{}: the run's configuration ({} features, set {}) disagrees with the model's ({} features, set {})",
+            safetensors.display(),
+            config.model.feature_len,
+            config.feature_set.name(),
+            imported.config.feature_len,
+            imported.set.name()
+        )));
+    }
+    for name in ["config.json", "best.bin"] {
+        if out.join(name).exists() {
+            return Err(TrainError::Data(format!(
+                "{} already exists: import into a new directory",
+                out.join(name).display()
+            )));
+        }
+    }
+    std::fs::create_dir_all(out).map_err(|source| TrainError::Io { path: out.to_path_buf(), source })?;
+    save_feature_model(&imported.model, &out.join("best.bin"))?;
+    write_json(&out.join("config.json"), &config)?;
+    Ok(config)
+}
+
 /// Shapes of a module's float parameters in visiting order (without initialising lazy ones).
 fn param_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<Vec<usize>> {
     struct Shapes(Vec<Vec<usize>>);
@@ -551,5 +626,56 @@ mod tests {
         let wrong = FeatureTrainConfig { feature_set: FeatureSet::Landmarks, ..c.clone() };
         assert!(wrong.check().expect_err("mismatch").contains("2728 features"));
         assert!(FeatureTrainConfig { momentum: 1.0, ..c }.check().is_err());
+    }
+
+    #[test]
+    fn a_run_exported_as_safetensors_imports_as_the_same_run() {
+        use burn::backend::NdArray;
+        use burn::tensor::Distribution;
+        type B = NdArray;
+        let device = Default::default();
+        let set = FeatureSet::LandmarksWholeHog;
+        let config = FeatureTrainConfig {
+            epochs: 5,
+            seed: 11,
+            ..FeatureTrainConfig::reference(CnnHogConfig::tiny(set.len()), set)
+        };
+        let run = tempfile::tempdir().expect("tempdir");
+        let model = config.model.init::<B>(&device);
+        assert!(model.num_params() > 0, "parameters initialised before saving");
+        save_feature_model(&model, &run.path().join("best.bin")).expect("save");
+        write_json(&run.path().join("config.json"), &config).expect("config");
+
+        let out = tempfile::tempdir().expect("tempdir");
+        let file = out.path().join("b.safetensors");
+        let (exported, weights) = export_feature_run::<B>(run.path(), &file, &device).expect("export");
+        assert_eq!((exported, weights), (config.clone(), run.path().join("best.bin")));
+        let imported = fer_models::import_feature_model_safetensors::<B>(&file, &device).expect("a model file");
+        let recipe: FeatureTrainConfig =
+            serde_json::from_str(&imported.metadata[SAFETENSORS_FEATURE_RUN_KEY]).expect("recipe JSON");
+        assert_eq!(recipe, config);
+
+        let copy = out.path().join("run");
+        assert_eq!(import_feature_run::<B>(&file, &copy, &device).expect("import"), config);
+        let (loaded, loaded_config, _) = load_feature_run::<B>(&copy, &device).expect("the imported run loads");
+        assert_eq!(loaded_config, config);
+        let images = Tensor::<B, 4>::random([2, 1, 48, 48], Distribution::Uniform(0.0, 1.0), &device);
+        let features = Tensor::<B, 2>::random([2, set.len()], Distribution::Uniform(0.0, 1.0), &device);
+        assert_eq!(
+            model.forward_inference(images.clone(), features.clone()).into_data(),
+            loaded.forward_inference(images, features).into_data()
+        );
+
+        // No overwriting, no run without its recipe, no run without weights.
+        let e = import_feature_run::<B>(&file, &copy, &device).expect_err("exists").to_string();
+        assert!(e.contains("already exists"), "{e}");
+        let bare = out.path().join("bare.safetensors");
+        fer_models::export_feature_model_safetensors(&model, &config.model, set, &[], &bare).expect("export");
+        let e = import_feature_run::<B>(&bare, &out.path().join("r2"), &device).expect_err("no recipe").to_string();
+        assert!(e.contains("bare.safetensors") && e.contains(SAFETENSORS_FEATURE_RUN_KEY), "{e}");
+        assert!(!out.path().join("r2").exists(), "nothing written on a refused import");
+        let empty = tempfile::tempdir().expect("tempdir");
+        let e = export_feature_run::<B>(empty.path(), &file, &device).expect_err("no weights").to_string();
+        assert!(e.contains("best.bin"), "{e}");
     }
 }

@@ -46,8 +46,9 @@ mod train;
 pub use bench::{TrainBench, TrainStep, bench_feature_train_steps, bench_train_steps, median};
 pub use config::{AdvSource, AdversarialTraining, InitCheckpoint, Schedule, Selection, TrainConfig};
 pub use features_train::{
-    FeatureEpoch, FeatureRunOptions, FeatureRunSummary, FeatureTrainConfig, evaluate_feature_model, load_feature_model,
-    load_feature_run, save_feature_model, train_features,
+    FeatureEpoch, FeatureRunOptions, FeatureRunSummary, FeatureTrainConfig, SAFETENSORS_FEATURE_RUN_KEY,
+    evaluate_feature_model, export_feature_run, import_feature_run, load_feature_model, load_feature_run,
+    save_feature_model, train_features,
 };
 pub use fer_adversarial;
 pub use fer_dataset::BatchStream;
