@@ -4,7 +4,8 @@
 # result goes to $OUT/<part>/ (JSON, CSV, logs), with `nvidia-smi -L` naming the card.
 #
 #   scripts/gpu/checks.sh speed     Burn vs PyTorch training img/s, VGG19 and ResNet18, batch 128,
-#                                   side by side in one call; model B's img/s
+#                                   side by side in one call; model B's img/s; VGG19's step of
+#                                   FGSM adversarial training (adv-fgsm-vgg19.json)
 #   scripts/gpu/checks.sh kernels   the criterion kernel benches of the device's backend (carry
 #                                   .device-kernels)
 #   scripts/gpu/checks.sh train N   FER_MODEL (default VGG19) fast recipe for N epochs (resumable:
@@ -111,6 +112,13 @@ case "$part" in
     hog=cnn-hog-b; hog_args=(); [ "$small" = 1 ] && { hog=cnn-hog-tiny; hog_args=(--feature-set landmarks); }
     "$fer" bench-train --model "$hog" "${hog_args[@]}" --bs "$bs" --steps "$steps" --device "$device" --json > "$dir/burn-$hog.json" ||
       { echo "fer bench-train --model $hog: exit $?" >&2; failed=1; }
+    # Adversarial training's step (the reference's FGSM, ε = 0.3, from a frozen copy) beside the
+    # clean one above: the end-to-end cost of the defence. Skipped by a binary older than the flag.
+    if "$fer" bench-train --help | grep -q -- --adversarial; then
+      m=${models%% *}
+      "$fer" bench-train --model "$m" --bs "$bs" --steps "$steps" --device "$device" --json --adversarial fgsm --eps 0.3 > "$dir/adv-fgsm-$m.json" ||
+        { echo "fer bench-train --model $m --adversarial fgsm: exit $?" >&2; failed=1; }
+    fi
     mkdir -p "$stage"   # the figures, for `train budget` in a later call
     for json in "$dir"/burn-*.json; do
       if [ -s "$json" ]; then cp "$json" "$stage/"; fi

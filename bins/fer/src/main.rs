@@ -181,6 +181,10 @@ enum Command {
         /// Print JSON (the same keys as benches/reference/torch_train.py).
         #[arg(long)]
         json: bool,
+        /// Time steps of adversarial training (vgg*/resnet* models), as `fer train --adversarial`
+        /// runs them: the attack, then the clean and the attacked batch; img/s counts training faces.
+        #[command(flatten)]
+        attack: TrainingAttackArgs,
     },
     /// Rewrite report.json and the PNG plots of a run from its best.fer and metrics.csv.
     Report {
@@ -308,22 +312,8 @@ struct TrainArgs {
     /// evaluates and checkpoints. Replaces --device.
     #[arg(long, value_delimiter = ',', conflicts_with = "device", value_parser = backend::parse_replica)]
     devices: Vec<DeviceSpec>,
-    /// Adversarial training with this attack: fgsm (the reference), fgsm-rs or pgd.
-    #[arg(long)]
-    adversarial: Option<String>,
-    /// L∞ budget of adversarial training (pixels in [0, 1]): 0.3, 8/255, …
-    #[arg(long, default_value = "0.3", requires = "adversarial")]
-    eps: String,
-    /// PGD iterations of adversarial training.
-    #[arg(long, default_value_t = 10, requires = "adversarial")]
-    adv_steps: usize,
-    /// Step size of the training attack: 0.075, 2/255, … [default: 1.25ε for fgsm-rs, 2.5ε/steps
-    /// for pgd].
-    #[arg(long, requires = "adversarial", value_parser = fer_adversarial::parse_step_size)]
-    adv_alpha: Option<f64>,
-    /// Model that builds the training examples: frozen (inference-mode copy) or current.
-    #[arg(long, default_value = "frozen", requires = "adversarial")]
-    adv_source: fer_train::AdvSource,
+    #[command(flatten)]
+    attack: TrainingAttackArgs,
     /// Weight of the adversarial loss: (1 − w)·CE(clean) + w·CE(adversarial).
     #[arg(long, default_value_t = 0.5, requires = "adversarial")]
     adv_weight: f64,
@@ -368,6 +358,41 @@ struct TrainArgs {
     /// faces) or center (the centred crop of the training crops' side, the view they are centred on).
     #[arg(long, default_value = "full", value_parser = ["full", "center"], requires = "adversarial")]
     adv_eval_view: String,
+}
+
+/// The attack of adversarial training (`fer train`, `fer bench-train`).
+#[derive(clap::Args, Debug)]
+struct TrainingAttackArgs {
+    /// Adversarial training with this attack: fgsm (the reference), fgsm-rs or pgd.
+    #[arg(long)]
+    adversarial: Option<String>,
+    /// L∞ budget of adversarial training (pixels in [0, 1]): 0.3, 8/255, …
+    #[arg(long, default_value = "0.3", requires = "adversarial")]
+    eps: String,
+    /// PGD iterations of adversarial training.
+    #[arg(long, default_value_t = 10, requires = "adversarial")]
+    adv_steps: usize,
+    /// Step size of the training attack: 0.075, 2/255, … [default: 1.25ε for fgsm-rs, 2.5ε/steps
+    /// for pgd].
+    #[arg(long, requires = "adversarial", value_parser = fer_adversarial::parse_step_size)]
+    adv_alpha: Option<f64>,
+    /// Model that builds the training examples: frozen (inference-mode copy) or current.
+    #[arg(long, default_value = "frozen", requires = "adversarial")]
+    adv_source: fer_train::AdvSource,
+}
+
+impl TrainingAttackArgs {
+    /// Adversarial training with the attack and source asked for (the other settings at their
+    /// defaults), or `None` without --adversarial.
+    fn training(&self) -> Result<Option<fer_train::AdversarialTraining>> {
+        let Some(method) = &self.adversarial else { return Ok(None) };
+        let eps = fer_adversarial::parse_eps(&self.eps)?;
+        let attack = fer_adversarial::Attack::from_name(method, eps, self.adv_alpha, self.adv_steps)?;
+        Ok(Some(fer_train::AdversarialTraining {
+            source: self.adv_source,
+            ..fer_train::AdversarialTraining::new(attack)
+        }))
+    }
 }
 
 impl TrainArgs {
@@ -424,11 +449,8 @@ impl TrainArgs {
         c.train_limit = self.train_limit;
         c.eval_limit = self.eval_limit;
         c.init = init;
-        if let Some(method) = &self.adversarial {
-            let eps = fer_adversarial::parse_eps(&self.eps)?;
-            let attack = fer_adversarial::Attack::from_name(method, eps, self.adv_alpha, self.adv_steps)?;
+        if let Some(base) = self.attack.training()? {
             c.adversarial = Some(fer_train::AdversarialTraining {
-                source: self.adv_source,
                 weight: self.adv_weight,
                 norm_statistics: self.adv_bn,
                 clean_norm_statistics: self.adv_clean_bn,
@@ -441,7 +463,7 @@ impl TrainArgs {
                 selection: self.select,
                 check_faces: self.check_faces,
                 eval_center_crop: (self.adv_eval_view == "center").then_some(c.crop),
-                ..fer_train::AdversarialTraining::new(attack)
+                ..base
             });
         }
         c.check().map_err(anyhow::Error::msg)?;
@@ -627,9 +649,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Hyperopt { max_evals, startup_trials, args } => {
             features_cmd::hyperopt(*args, max_evals, startup_trials)?
         }
-        Command::BenchTrain { model, width, feature_set, bs, steps, warmup, device, json } => {
+        Command::BenchTrain { model, width, feature_set, bs, steps, warmup, device, json, attack } => {
             let bench = if model.starts_with("cnn-hog") {
                 anyhow::ensure!(width.is_none(), "--width applies to vgg*/resnet* models, not `{model}`");
+                anyhow::ensure!(
+                    attack.adversarial.is_none(),
+                    "--adversarial applies to vgg*/resnet* models, not `{model}`"
+                );
                 let net = features_cmd::feature_model(&model, feature_set)?;
                 let config = FeatureTrainConfig { batch_size: bs, ..FeatureTrainConfig::reference(net, feature_set) };
                 with_backend!(device, |B, device| {
@@ -640,7 +666,8 @@ fn run(cli: Cli) -> Result<()> {
                 })
             } else {
                 let model = with_width(ModelConfig::from_name(&model).map_err(anyhow::Error::msg)?, width)?;
-                let config = TrainConfig { batch_size: bs, ..TrainConfig::reference(model) };
+                let config =
+                    TrainConfig { batch_size: bs, adversarial: attack.training()?, ..TrainConfig::reference(model) };
                 with_backend!(device, |B, device| {
                     fer_train::bench_train_steps::<burn::backend::Autodiff<B>>(&config, warmup, steps, &device)
                         .map_err(anyhow::Error::msg)?
@@ -652,8 +679,10 @@ fn run(cli: Cli) -> Result<()> {
                 value["device"] = device.to_string().into();
                 println!("{value}");
             } else {
+                let attack =
+                    bench.adversarial.as_ref().map(|a| format!(" with {a} adversarial training")).unwrap_or_default();
                 println!(
-                    "{} on {device}, batch {}: {:.1} img/s (median of {} steps after {} warm-up taking {:.1} s; {:.4} s/step)",
+                    "{}{attack} on {device}, batch {}: {:.1} img/s (median of {} steps after {} warm-up taking {:.1} s; {:.4} s/step)",
                     bench.model,
                     bench.batch_size,
                     bench.median_img_per_s,

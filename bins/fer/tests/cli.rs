@@ -585,6 +585,18 @@ fn bench_train_reports_a_median() {
     assert_eq!(json["step_seconds"].as_array().map(Vec::len), Some(2));
     let out = fer(&["bench-train", "--model", "cnn-hog-c", "--device", "ndarray"]);
     assert!(stderr(&out).contains("unknown model `cnn-hog-c`"), "{}", stderr(&out));
+    // Steps of adversarial training: the attack is named in the JSON and the text.
+    let pgd = ["--adversarial", "pgd", "--eps", "8/255", "--adv-steps", "2", "--adv-source", "current"];
+    let out = fer(&[&half[..], &pgd[..], &["--device", "ndarray", "--json"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(json["adversarial"], "PGD-2 ε=0.031 (current)", "{json}");
+    let out = fer(&[&half[..], &["--adversarial", "fgsm", "--device", "ndarray"]].concat());
+    assert!(stdout(&out).contains("with FGSM ε=0.300 (frozen) adversarial training"), "{}", stdout(&out));
+    let out = fer(&[&tiny[..], &["--adversarial", "fgsm", "--device", "ndarray"]].concat());
+    assert!(stderr(&out).contains("--adversarial applies to vgg*/resnet* models"), "{}", stderr(&out));
+    let out = fer(&[&half[..], &["--adversarial", "cw", "--device", "ndarray"]].concat());
+    assert!(!out.status.success() && stderr(&out).contains("cw"), "{}", stderr(&out));
 }
 
 #[cfg(feature = "dlib")]

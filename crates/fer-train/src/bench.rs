@@ -1,4 +1,5 @@
-//! Training-step throughput: the reference step (forward, backward, clamp, SGD) timed alone.
+//! Training-step throughput: the reference step (forward, backward, clamp, SGD) timed alone, with
+//! or without adversarial training's attack.
 
 use std::time::Instant;
 
@@ -8,10 +9,12 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, TensorData};
 use fer_models::Model;
+use rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
 
 use crate::features_train::feature_optimizer;
-use crate::train::build_optimizer;
-use crate::{FeatureTrainConfig, TrainConfig};
+use crate::train::{adversarial_loss, build_optimizer};
+use crate::{AdversarialTraining, FeatureTrainConfig, TrainConfig};
 
 /// Timings of [`bench_train_steps`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -22,6 +25,12 @@ pub struct TrainBench {
     pub batch_size: usize,
     /// Side of the square input crops.
     pub crop: usize,
+    /// Adversarial training's attack in each step ([`fer_adversarial::Attack::label`], e.g.
+    /// `FGSM ε=0.3`, and the source of its examples), or `None` for clean steps. With an attack a
+    /// step crafts the batch's examples and trains on the clean and the attacked batch, so
+    /// [`TrainBench::median_img_per_s`] counts training faces, each used twice.
+    #[serde(default)]
+    pub adversarial: Option<String>,
     /// Warm-up steps, left out of the median (kernel compilation and autotuning on GPUs happen
     /// here).
     pub warmup_steps: usize,
@@ -40,8 +49,11 @@ pub struct TrainBench {
 
 /// Times `steps` training steps of `config.model` after `warmup` untimed ones: forward in
 /// training mode, cross-entropy, backward, the run's optimiser (clamp, weight decay, momentum)
-/// and its learning rate. Inputs are fixed random crops, so data loading (which [`crate::train`]
-/// overlaps with compute on a loader thread) is not part of the figure.
+/// and its learning rate; with `config.adversarial`, the step of adversarial training as
+/// [`crate::train`] runs it on one device (the attack on the batch from the configured source,
+/// then the weighted loss of the clean and the attacked batch; the attack's ε ramp is not applied).
+/// Inputs are fixed random crops, so data loading (which [`crate::train`] overlaps with compute on
+/// a loader thread) is not part of the figure.
 pub fn bench_train_steps<B: AutodiffBackend>(
     config: &TrainConfig,
     warmup: usize,
@@ -50,7 +62,10 @@ pub fn bench_train_steps<B: AutodiffBackend>(
 ) -> Result<TrainBench, String> {
     let mut step = TrainStep::<B>::new(config, device)?;
     let (warmup_seconds, step_seconds) = time_steps(warmup, steps, || step.run())?;
-    Ok(TrainBench::new(&config.model.label(), config.batch_size, config.crop, warmup_seconds, step_seconds))
+    let mut bench =
+        TrainBench::new(&config.model.label(), config.batch_size, config.crop, warmup_seconds, step_seconds);
+    bench.adversarial = config.adversarial.as_ref().map(adversarial_label);
+    Ok(bench)
 }
 
 /// Times `steps` training steps of the CNN + landmarks + HOG model `config.model` after `warmup`
@@ -119,6 +134,7 @@ impl TrainBench {
             model: model.to_string(),
             batch_size,
             crop,
+            adversarial: None,
             warmup_steps: warmup_seconds.len(),
             warmup_seconds,
             median_img_per_s: batch_size as f64 / median_step_seconds.max(1e-12),
@@ -128,10 +144,22 @@ impl TrainBench {
     }
 }
 
-/// One reference training step on fixed random crops, repeatable: what [`bench_train_steps`]
-/// times, for other harnesses (criterion benches) to time their own way.
+/// `FGSM ε=0.3 (frozen)`: the attack and the model that crafts the examples.
+fn adversarial_label(adv: &AdversarialTraining) -> String {
+    let source = match adv.source {
+        crate::AdvSource::Frozen => "frozen",
+        crate::AdvSource::Current => "current",
+    };
+    format!("{} ({source})", adv.attack.label())
+}
+
+/// One reference training step on fixed random crops (with `config.adversarial`, one step of
+/// adversarial training), repeatable: what [`bench_train_steps`] times, for other harnesses
+/// (criterion benches) to time their own way.
 pub struct TrainStep<B: AutodiffBackend> {
     model: Option<Model<B>>,
+    adversarial: Option<AdversarialTraining>,
+    rng: ChaCha8Rng,
     optim: crate::train::RunOptimizer<B>,
     loss_fn: burn::nn::loss::CrossEntropyLoss<B>,
     images: Tensor<B, 4>,
@@ -150,6 +178,8 @@ impl<B: AutodiffBackend> TrainStep<B> {
         let labels: Vec<i64> = (0..n as i64).map(|i| i % 7).collect();
         Ok(TrainStep {
             model: Some(config.model.init(device)),
+            adversarial: config.adversarial.clone(),
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
             optim: build_optimizer::<B>(config),
             loss_fn: CrossEntropyLossConfig::new().init(device),
             images: Tensor::random([n, 1, side, side], Distribution::Uniform(0.0, 1.0), device),
@@ -159,10 +189,19 @@ impl<B: AutodiffBackend> TrainStep<B> {
         })
     }
 
-    /// Forward in training mode, cross-entropy, backward, optimiser update; waits for the device.
+    /// Forward in training mode, cross-entropy (with an attack: the attack, then the loss of the
+    /// clean and the attacked batch), backward, optimiser update; waits for the device.
     pub fn run(&mut self) -> Result<(), String> {
         let model = self.model.take().ok_or("a previous step failed")?;
-        let loss = self.loss_fn.forward(model.forward(self.images.clone()), self.targets.clone());
+        let loss = match &self.adversarial {
+            None => self.loss_fn.forward(model.forward(self.images.clone()), self.targets.clone()),
+            Some(adv) => {
+                let (images, targets) = (self.images.clone(), self.targets.clone());
+                adversarial_loss(Some(adv), &model, images, targets, &self.loss_fn, &mut self.rng, false)
+                    .map_err(|e| e.to_string())?
+                    .loss
+            }
+        };
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         self.model = Some(self.optim.step(self.lr, model, grads));
         B::sync(&self.device).map_err(|e| format!("device sync failed: {e:?}"))
@@ -226,5 +265,42 @@ mod tests {
         assert!(err.expect_err("feature length mismatch").contains("136 features"));
         let none = bench_feature_train_steps::<Autodiff<NdArray>>("x", &config, 0, 0, &Default::default());
         assert!(none.expect_err("0 steps").contains("one timed step"));
+    }
+
+    #[test]
+    fn an_adversarial_step_trains_on_the_attacked_batch() {
+        use fer_adversarial::Attack;
+        use fer_models::{NormStatistics, VggConfig};
+        type A = Autodiff<NdArray>;
+        let device = Default::default();
+        // Dropout off and the same weights and batch in every step: the backend's generator is
+        // shared with tests running beside this one, so nothing here may draw from it.
+        let Ok(ModelConfig::Vgg(vgg)) = ModelConfig::from_name("vgg-small") else { panic!("a VGG") };
+        let net = ModelConfig::Vgg(VggConfig { dropout: 0.0, ..vgg });
+        let clean = TrainConfig { batch_size: 4, ..TrainConfig::reference(net.clone()) };
+        let initial: Model<A> = net.init(&device);
+        let pixels: Vec<f32> = (0..4 * 44 * 44).map(|i| ((i * 37) % 101) as f32 / 100.0).collect();
+        let images = Tensor::<A, 4>::from_data(TensorData::new(pixels, [4, 1, 44, 44]), &device);
+        let with_weight = |weight: f64| TrainConfig {
+            adversarial: Some(AdversarialTraining { weight, ..AdversarialTraining::new(Attack::fgsm(0.3)) }),
+            ..clean.clone()
+        };
+        // The weights after one step, seen through a batch-statistics forward (the running
+        // statistics also move with the attacked pass, so inference would differ anyway).
+        let after_one_step = |config: &TrainConfig| {
+            let mut step = TrainStep::<A>::new(config, &device).expect("config");
+            (step.model, step.images) = (Some(initial.clone()), images.clone());
+            step.run().expect("step");
+            let probe = Tensor::<A, 4>::ones([2, 1, 44, 44], &device).mul_scalar(0.5);
+            let model = step.model.take().expect("trained");
+            model.forward_training(probe, NormStatistics::Batch, None).into_data().to_vec::<f32>().expect("f32")
+        };
+        let reference = after_one_step(&clean);
+        assert_eq!(after_one_step(&with_weight(0.0)), reference, "weight 0: the attacked batch adds nothing");
+        assert_ne!(after_one_step(&with_weight(0.5)), reference, "the attacked batch is trained on");
+
+        let bench = bench_train_steps::<A>(&with_weight(0.5), 0, 1, &device).expect("runs");
+        assert_eq!(bench.adversarial.as_deref(), Some("FGSM ε=0.300 (frozen)"));
+        assert_eq!(bench_train_steps::<A>(&clean, 0, 1, &device).expect("runs").adversarial, None);
     }
 }

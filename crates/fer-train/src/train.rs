@@ -486,9 +486,9 @@ fn initial_weights<B: AutodiffBackend>(
 }
 
 /// One training batch's loss and what the epoch's figures need from it.
-struct BatchLoss<B: AutodiffBackend> {
+pub(crate) struct BatchLoss<B: AutodiffBackend> {
     /// The loss to differentiate.
-    loss: Tensor<B, 1>,
+    pub(crate) loss: Tensor<B, 1>,
     /// Logits of the clean crops.
     logits: Tensor<B, 2>,
     /// Adversarial training only: cross-entropy and logits of the attacked crops.
@@ -538,7 +538,7 @@ impl AttackedTally {
 /// with `seed_dropout`, a dropout seed for every pass (else the masks come from the backend's
 /// generator, as in runs on one device since the first version: their reruns and resumptions stay
 /// bit-identical).
-fn adversarial_loss<B: AutodiffBackend>(
+pub(crate) fn adversarial_loss<B: AutodiffBackend>(
     adversarial: Option<&AdversarialTraining>,
     model: &Model<B>,
     images: Tensor<B, 4>,
