@@ -16,7 +16,8 @@ FER2013 split the way fer does, printing the accuracy and confusion matrix as JS
         --data fer2013.csv.gz --features features.cache --split private \
         --compare <(fer eval-features --run runs/cnn-hog-b --features features.cache --split private --json)
 
-With --compare, exits 1 unless PyTorch's confusion matrix equals fer's. Needs only numpy and torch
+With --compare, exits 1 unless PyTorch's confusion matrix equals fer's and its mean cross-entropy
+(a check of the logits, not only of their argmax) is within --loss-tolerance of fer's. Needs only numpy and torch
 (safetensors and the feature cache are read by hand). Nothing in fer-rs depends on it.
 """
 import argparse
@@ -259,6 +260,7 @@ def main():
     ap.add_argument("--crop", type=int, default=44)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--compare", help="JSON of `fer eval --json` / `fer eval-features --json` to compare with")
+    ap.add_argument("--loss-tolerance", type=float, default=1e-5, help="largest relative gap of the mean loss")
     args = ap.parse_args()
 
     torch.backends.cudnn.allow_tf32 = False
@@ -276,27 +278,37 @@ def main():
         top = (48 - args.crop) // 2  # fer's centre crop
         images = images[:, :, top : top + args.crop, top : top + args.crop]
 
-    predictions = []
+    predictions, losses = [], []
+    targets = torch.from_numpy(labels)
     with torch.no_grad():
         for at in range(0, len(images), args.batch):
             x = images[at : at + args.batch]
             logits = model(x, features[at : at + args.batch]) if kind == "cnn-hog" else model(x)
             predictions.append(logits.argmax(1))
+            losses.append(F.cross_entropy(logits.double(), targets[at : at + args.batch], reduction="none"))
     predictions = torch.cat(predictions).numpy()
     confusion = np.zeros((7, 7), dtype=np.int64)
     np.add.at(confusion, (labels, predictions), 1)
-    report = {"faces": int(len(labels)), "accuracy": float((predictions == labels).mean()), "confusion": confusion.tolist()}
+    report = {
+        "faces": int(len(labels)),
+        "accuracy": float((predictions == labels).mean()),
+        "mean_loss": float(torch.cat(losses).mean()),
+        "confusion": confusion.tolist(),
+    }
     print(json.dumps(report))
     if args.compare:
         fer = json.load(open(args.compare))
         same = fer["confusion"] == report["confusion"]
         differing = int(np.abs(np.array(fer["confusion"]) - confusion).sum()) // 2
+        # The mean cross-entropy checks the logits themselves, not only their argmax.
+        loss_gap = abs(fer["mean_loss"] - report["mean_loss"]) / max(abs(fer["mean_loss"]), 1e-12)
         print(
-            f"fer: {100 * fer['accuracy']:.2f} %, PyTorch: {100 * report['accuracy']:.2f} %; confusion matrices "
-            + ("identical" if same else f"differ (at least {differing} faces)"),
+            f"fer: {100 * fer['accuracy']:.2f} %, mean loss {fer['mean_loss']:.6f}; PyTorch: "
+            f"{100 * report['accuracy']:.2f} %, mean loss {report['mean_loss']:.6f} (relative gap {loss_gap:.1e}); "
+            + ("confusion matrices identical" if same else f"confusion matrices differ (at least {differing} faces)"),
             file=sys.stderr,
         )
-        sys.exit(0 if same else 1)
+        sys.exit(0 if same and loss_gap < args.loss_tolerance else 1)
 
 
 if __name__ == "__main__":
