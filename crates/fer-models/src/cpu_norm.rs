@@ -123,13 +123,25 @@ impl Affine {
     }
 }
 
-/// Forward: `y`, each channel's [`Affine`] map and `1 / √(σ² + ε)`, and the statistics.
+/// ReLU as Burn computes it: 0 where `y ≤ 0`, `y` elsewhere (NaN stays NaN).
+fn relu(y: f32) -> f32 {
+    if y <= 0.0 { 0.0 } else { y }
+}
+
+/// ReLU's gradient gate: `g` where the output `y` is positive, 0 elsewhere (Burn's `relu_backward`).
+fn gate(g: f32, y: f32) -> f32 {
+    if y <= 0.0 { 0.0 } else { g }
+}
+
+/// Forward: `y` (through ReLU when `with_relu`), each channel's [`Affine`] map and
+/// `1 / √(σ² + ε)`, and the statistics.
 fn forward(
     l: &Layout,
     x: &[f32],
     gamma: &[f32],
     beta: &[f32],
     epsilon: f64,
+    with_relu: bool,
 ) -> (Vec<f32>, Vec<Affine>, Vec<f64>, BatchStatistics) {
     let m = l.count() as f64;
     let (mean, variance): (Vec<f64>, Vec<f64>) = (0..l.channels)
@@ -145,7 +157,11 @@ fn forward(
     let affine: Vec<Affine> = (0..l.channels)
         .map(|c| Affine { mean: mean[c] as f32, scale: (gamma[c] as f64 * inv_std[c]) as f32, shift: beta[c] })
         .collect();
-    let y = map_planes(l, x, x, &affine, |v, _, k| k.apply(v));
+    let y = if with_relu {
+        map_planes(l, x, x, &affine, |v, _, k| relu(k.apply(v)))
+    } else {
+        map_planes(l, x, x, &affine, |v, _, k| k.apply(v))
+    };
     let statistics = BatchStatistics {
         mean: affine.iter().map(|k| k.mean).collect(),
         variance: variance.iter().map(|&v| v as f32).collect(),
@@ -153,7 +169,10 @@ fn forward(
     (y, affine, inv_std, statistics)
 }
 
-/// Backward: `(dx, dγ, dβ)` from `dy`.
+/// Backward: `(dx, dγ, dβ)` from `dy`. With `with_relu`, `dy` is the gradient of the ReLU's
+/// output: it is gated by the sign of the normalised value, recomputed from `x` with the forward
+/// pass's own arithmetic, so the results are bit for bit those of a separate ReLU's backward step
+/// followed by the plain one.
 fn backward(
     l: &Layout,
     x: &[f32],
@@ -161,13 +180,19 @@ fn backward(
     gamma: &[f32],
     affine: &[Affine],
     inv_std: &[f64],
+    with_relu: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let m = l.count() as f64;
     let (dbeta, dgamma_raw): (Vec<f64>, Vec<f64>) = (0..l.channels)
         .into_par_iter()
         .map(|c| {
             let k = affine[c];
-            (channel_sums(l, dy, dy, c, |g, _| g), channel_sums(l, dy, x, c, |g, v| g * (v - k.mean)))
+            if with_relu {
+                let g = move |g: f32, v: f32| gate(g, k.apply(v));
+                (channel_sums(l, dy, x, c, g), channel_sums(l, dy, x, c, move |d, v| g(d, v) * (v - k.mean)))
+            } else {
+                (channel_sums(l, dy, dy, c, |g, _| g), channel_sums(l, dy, x, c, |g, v| g * (v - k.mean)))
+            }
         })
         .unzip();
     // dx = a·dy + b·(x − μ) + shift, with a = γ/σ, b = −a·dγ/(σ·M), shift = −a·dβ/M.
@@ -178,7 +203,11 @@ fn backward(
             (affine[c], a as f32, b as f32, (-a * dbeta[c] / m) as f32)
         })
         .collect();
-    let dx = map_planes(l, dy, x, &coefficients, |g, v, (k, a, b, shift)| a * g + b * (v - k.mean) + shift);
+    let dx = if with_relu {
+        map_planes(l, dy, x, &coefficients, |g, v, (k, a, b, shift)| a * gate(g, k.apply(v)) + b * (v - k.mean) + shift)
+    } else {
+        map_planes(l, dy, x, &coefficients, |g, v, (k, a, b, shift)| a * g + b * (v - k.mean) + shift)
+    };
     let dgamma = dgamma_raw.iter().zip(inv_std).map(|(s, i)| (s * i) as f32).collect();
     let dbeta = dbeta.iter().map(|&s| s as f32).collect();
     (dx, dgamma, dbeta)
@@ -188,7 +217,8 @@ fn backward(
 #[derive(Debug)]
 struct NormBackward;
 
-/// What the backward step keeps: the input (contiguous), γ, each channel's [`Affine`] map and `1/σ`.
+/// What the backward step keeps: the input (contiguous), γ, each channel's [`Affine`] map and
+/// `1/σ`, and whether a ReLU followed.
 #[derive(Clone, Debug)]
 struct NormState {
     layout: Layout,
@@ -197,6 +227,7 @@ struct NormState {
     gamma: Vec<f32>,
     affine: Vec<Affine>,
     inv_std: Vec<f64>,
+    with_relu: bool,
 }
 
 impl Backward<Flex, 3> for NormBackward {
@@ -205,8 +236,8 @@ impl Backward<Flex, 3> for NormBackward {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let dy = contiguous(grads.consume::<Flex>(&ops.node));
-        let NormState { layout: l, dims, x, gamma, affine, inv_std } = ops.state;
-        let (dx, dgamma, dbeta) = backward(&l, slice(&x), slice(&dy), &gamma, &affine, &inv_std);
+        let NormState { layout: l, dims, x, gamma, affine, inv_std, with_relu } = ops.state;
+        let (dx, dgamma, dbeta) = backward(&l, slice(&x), slice(&dy), &gamma, &affine, &inv_std, with_relu);
         if let Some(node) = node_x {
             grads.register::<Flex>(node.id, flex_tensor(dx, dims));
         }
@@ -219,13 +250,14 @@ impl Backward<Flex, 3> for NormBackward {
     }
 }
 
-/// BatchNorm with batch statistics on `Autodiff<Flex>` tensors, with [`NormBackward`] as its
-/// gradient.
+/// BatchNorm with batch statistics (then ReLU when `with_relu`) on `Autodiff<Flex>` tensors, with
+/// [`NormBackward`] as its gradient.
 fn batch_norm_autodiff(
     x: Tensor<FlexAd, 4>,
     gamma: Tensor<FlexAd, 1>,
     beta: Tensor<FlexAd, 1>,
     epsilon: f64,
+    with_relu: bool,
 ) -> (Tensor<FlexAd, 4>, BatchStatistics) {
     let dims = x.dims();
     let [batch, channels, height, width] = dims;
@@ -235,33 +267,36 @@ fn batch_norm_autodiff(
     let xs = contiguous(x.primitive.clone());
     let gs = slice(&contiguous(gamma.primitive.clone())).to_vec();
     let bs = contiguous(beta.primitive.clone());
-    let (y, affine, inv_std, statistics) = forward(&layout, slice(&xs), &gs, slice(&bs), epsilon);
+    let (y, affine, inv_std, statistics) = forward(&layout, slice(&xs), &gs, slice(&bs), epsilon, with_relu);
     let y = flex_tensor(y, dims);
     let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
     // `compute_bound`: what a checkpointing strategy would do; without one (`NoCheckpointing`) the
     // state is kept either way.
     let y = match NormBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish(NormState { layout, dims, x: xs, gamma: gs, affine, inv_std }, y),
+        OpsKind::Tracked(prep) => {
+            prep.finish(NormState { layout, dims, x: xs, gamma: gs, affine, inv_std, with_relu }, y)
+        }
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
     (Tensor::from_primitive(TensorPrimitive::Float(y)), statistics)
 }
 
 /// BatchNorm of `x` (`[N, C, H, W]`) with its batch's statistics, scaled by `gamma` and shifted by
-/// `beta`, through fer-models' kernel when the backend is `Autodiff<Flex>` and `x` is not empty;
-/// `x` back otherwise. The running statistics are the caller's to update, from the returned
-/// [`BatchStatistics`].
+/// `beta` (then ReLU when `with_relu`, in the same pass), through fer-models' kernel when the
+/// backend is `Autodiff<Flex>` and `x` is not empty; `x` back otherwise. The running statistics
+/// are the caller's to update, from the returned [`BatchStatistics`].
 pub(crate) fn try_batch_norm<B: Backend>(
     x: Tensor<B, 4>,
     gamma: Tensor<B, 1>,
     beta: Tensor<B, 1>,
     epsilon: f64,
+    with_relu: bool,
 ) -> Result<(Tensor<B, 4>, BatchStatistics), Tensor<B, 4>> {
     if x.dims().contains(&0) {
         return Err(x);
     }
     let x = same_type::<Tensor<B, 4>, Tensor<FlexAd, 4>>(x)?;
-    let (y, statistics) = batch_norm_autodiff(x, same_backend(gamma), same_backend(beta), epsilon);
+    let (y, statistics) = batch_norm_autodiff(x, same_backend(gamma), same_backend(beta), epsilon, with_relu);
     Ok((same_backend(y), statistics))
 }
 
@@ -286,14 +321,33 @@ mod tests {
         t.into_data().to_vec::<f32>().expect("f32").into_iter().map(f64::from).collect()
     }
 
+    /// What follows the normalisation in [`run_with`].
+    #[derive(Clone, Copy, PartialEq)]
+    enum Then {
+        Nothing,
+        FusedRelu,
+        BurnRelu,
+    }
+
     fn run(
         x: &Tensor<FlexAd, 4>,
         gamma: &Tensor<FlexAd, 1>,
         beta: &Tensor<FlexAd, 1>,
         upstream: &Tensor<FlexAd, 4>,
     ) -> (TensorData, BatchStatistics, [TensorData; 3]) {
-        let (y, statistics) = try_batch_norm(x.clone(), gamma.clone(), beta.clone(), 1e-5)
+        run_with(x, gamma, beta, upstream, Then::Nothing)
+    }
+
+    fn run_with(
+        x: &Tensor<FlexAd, 4>,
+        gamma: &Tensor<FlexAd, 1>,
+        beta: &Tensor<FlexAd, 1>,
+        upstream: &Tensor<FlexAd, 4>,
+        then: Then,
+    ) -> (TensorData, BatchStatistics, [TensorData; 3]) {
+        let (y, statistics) = try_batch_norm(x.clone(), gamma.clone(), beta.clone(), 1e-5, then == Then::FusedRelu)
             .unwrap_or_else(|_| panic!("Autodiff<Flex> takes fer-models' kernel"));
+        let y = if then == Then::BurnRelu { burn::tensor::activation::relu(y) } else { y };
         let grads = (y.clone() * upstream.clone()).sum().backward();
         let grad = |t: Option<Tensor<Flex, 4>>| t.expect("gradient").into_data();
         let grad1 = |t: Option<Tensor<Flex, 1>>| t.expect("gradient").into_data();
@@ -359,11 +413,29 @@ mod tests {
         }
     }
 
+    /// BatchNorm + ReLU in one operation gives bit for bit the values and gradients of the plain
+    /// operation followed by Burn's ReLU, with outputs clipped and gradients gated on both sides.
+    #[test]
+    fn the_fused_relu_equals_burns_relu_after_the_plain_operation() {
+        for dims in [[6, 3, 7, 7], [64, 40, 2, 2]] {
+            let (x, gamma, beta) = inputs(dims, 0.3, 2.0);
+            let upstream = Tensor::<FlexAd, 4>::random(dims, Distribution::Normal(0.0, 1.0), &Default::default());
+            let fused = run_with(&x, &gamma, &beta, &upstream, Then::FusedRelu);
+            assert_eq!(fused, run_with(&x, &gamma, &beta, &upstream, Then::BurnRelu), "{dims:?}");
+            let plain = run_with(&x, &gamma, &beta, &upstream, Then::Nothing);
+            let y: Vec<f32> = fused.0.to_vec().expect("y");
+            let zeros = y.iter().filter(|&&v| v == 0.0).count();
+            assert!(zeros > y.len() / 10 && zeros < y.len() * 9 / 10, "{dims:?}: {zeros} of {} clipped", y.len());
+            assert_ne!(fused.2[0], plain.2[0], "{dims:?}: the gate changes dx");
+            assert_eq!(fused.1, plain.1, "{dims:?}: the statistics are the input's");
+        }
+    }
+
     /// Untracked parents get no gradient, and other backends and empty inputs are handed back.
     #[test]
     fn untracked_parents_and_other_backends() {
         let (x, gamma, beta) = inputs([2, 3, 4, 4], 0.0, 1.0);
-        let (y, _) = try_batch_norm(x.clone().detach(), gamma.clone(), beta.clone().detach(), 1e-5)
+        let (y, _) = try_batch_norm(x.clone().detach(), gamma.clone(), beta.clone().detach(), 1e-5, false)
             .unwrap_or_else(|_| panic!("Autodiff<Flex> takes fer-models' kernel"));
         let grads = y.sum().backward();
         assert!(x.grad(&grads).is_none() && beta.grad(&grads).is_none());
@@ -371,12 +443,12 @@ mod tests {
         let device = Default::default();
         let x = Tensor::<Autodiff<NdArray>, 4>::zeros([1, 2, 3, 3], &device);
         let channel = || Tensor::<Autodiff<NdArray>, 1>::ones([2], &device);
-        assert!(try_batch_norm(x, channel(), channel(), 1e-5).is_err());
+        assert!(try_batch_norm(x, channel(), channel(), 1e-5, false).is_err());
         let x = Tensor::<Flex, 4>::zeros([1, 2, 3, 3], &Default::default());
         let channel = || Tensor::<Flex, 1>::ones([2], &Default::default());
-        assert!(try_batch_norm(x, channel(), channel(), 1e-5).is_err(), "no autodiff: running statistics apply");
+        assert!(try_batch_norm(x, channel(), channel(), 1e-5, false).is_err(), "no autodiff: running statistics apply");
         let empty = Tensor::<FlexAd, 4>::zeros([2, 3, 0, 4], &Default::default());
         let channel = || Tensor::<FlexAd, 1>::ones([3], &Default::default());
-        assert!(try_batch_norm(empty, channel(), channel(), 1e-5).is_err(), "an empty input is Burn's");
+        assert!(try_batch_norm(empty, channel(), channel(), 1e-5, false).is_err(), "an empty input is Burn's");
     }
 }

@@ -102,6 +102,17 @@ impl Mode {
 /// pass over each channel per statistic, one for the output, two for the gradients), tested
 /// against Burn's `BatchNorm` in the same way.
 pub(crate) fn batch_norm<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
+    batch_norm_then_relu(norm, x, mode, false)
+}
+
+/// `relu(batch_norm(norm, x, mode))`, in one pass on `Autodiff<Flex>` with batch statistics
+/// (fer-models' kernel gates the gradient by the output's sign itself, bit for bit what Burn's
+/// `relu` would do after it), and composed from the two elsewhere.
+pub(crate) fn batch_norm_relu<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
+    batch_norm_then_relu(norm, x, mode, true)
+}
+
+fn batch_norm_then_relu<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>, mode: Mode, with_relu: bool) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
     let statistics = match mode {
         Mode::Backend { statistics, .. } => Some(statistics),
@@ -123,7 +134,7 @@ pub(crate) fn batch_norm<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>, mode:
     };
     #[cfg(feature = "flex")]
     let x = if batch_statistics {
-        match crate::cpu_norm::try_batch_norm(x, norm.gamma.val(), norm.beta.val(), norm.epsilon) {
+        match crate::cpu_norm::try_batch_norm(x, norm.gamma.val(), norm.beta.val(), norm.epsilon, with_relu) {
             Ok((y, batch)) => {
                 let device = y.device();
                 let channel = |v: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(v, [c]), &device);
@@ -157,7 +168,8 @@ pub(crate) fn batch_norm<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>, mode:
         let std = channel(norm.running_var.value_sync().add_scalar(norm.epsilon).sqrt());
         (x - mean) / std * channel(norm.gamma.val()) + channel(norm.beta.val())
     };
-    y.reshape([n, c, h, w])
+    let y = y.reshape([n, c, h, w]);
+    if with_relu { burn::tensor::activation::relu(y) } else { y }
 }
 
 /// `norm` as fer-rs's models apply it in a training forward pass, for your own models and benches.

@@ -7,7 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::conv::conv2d;
-use crate::mode::{Mode, NormStatistics, batch_norm, dropout};
+use crate::mode::{Mode, NormStatistics, batch_norm, batch_norm_relu, dropout};
 use crate::model::scale_channels;
 
 /// Configuration of a [`ResNet`].
@@ -141,7 +141,7 @@ impl<B: Backend> BasicBlock<B> {
     }
 
     pub(crate) fn forward_in(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
-        let out = relu(batch_norm(&self.norm1, conv2d(&self.conv1, x.clone()), mode));
+        let out = batch_norm_relu(&self.norm1, conv2d(&self.conv1, x.clone()), mode);
         let out = batch_norm(&self.norm2, conv2d(&self.conv2, out), mode);
         let skip = match &self.shortcut {
             Some(p) => batch_norm(&p.norm, conv2d(&p.conv, x), mode),
@@ -192,7 +192,7 @@ impl<B: Backend> ResNet<B> {
     }
 
     fn forward_in(&self, images: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
-        let mut x = relu(batch_norm(&self.stem_norm, conv2d(&self.stem_conv, images), mode));
+        let mut x = batch_norm_relu(&self.stem_norm, conv2d(&self.stem_conv, images), mode);
         for block in &self.blocks {
             x = block.forward_in(x, mode);
         }

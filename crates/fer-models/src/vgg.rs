@@ -4,10 +4,9 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
 use crate::conv::conv2d;
-use crate::mode::{Mode, NormStatistics, batch_norm, dropout};
+use crate::mode::{Mode, NormStatistics, batch_norm_relu, dropout};
 use crate::model::scale_channels;
 
 /// One entry of a VGG layer list.
@@ -179,7 +178,7 @@ impl<B: Backend> Vgg<B> {
     fn forward_in(&self, images: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
         let mut x = images;
         for block in &self.blocks {
-            x = relu(batch_norm(&block.norm, conv2d(&block.conv, x), mode));
+            x = batch_norm_relu(&block.norm, conv2d(&block.conv, x), mode);
             if let Some(pool) = &block.pool {
                 x = pool.forward(x);
             }
