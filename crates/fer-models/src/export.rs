@@ -227,6 +227,20 @@ mod tests {
 
     type B = NdArray;
 
+    /// Writes `to`: the safetensors file `from` with its JSON header passed through `edit` (which
+    /// must change it) and its tensor bytes unchanged.
+    fn rewrite_header(from: &Path, to: &Path, edit: impl FnOnce(&str) -> String) {
+        let bytes = std::fs::read(from).expect("read");
+        let (header_len, _) = safetensors::SafeTensors::read_metadata(&bytes).expect("header");
+        let header = std::str::from_utf8(&bytes[8..8 + header_len]).expect("utf-8 header");
+        let edited = edit(header);
+        assert_ne!(edited, header, "the edit changes the header");
+        let mut forged = (edited.len() as u64).to_le_bytes().to_vec();
+        forged.extend_from_slice(edited.as_bytes());
+        forged.extend_from_slice(&bytes[8 + header_len..]);
+        std::fs::write(to, forged).expect("write");
+    }
+
     #[test]
     fn round_trip_gives_identical_logits_and_keeps_running_statistics() {
         let device = Default::default();
@@ -267,14 +281,10 @@ mod tests {
         let resnet_json = serde_json::to_string(&ModelConfig::from_name("resnet-small").expect("known")).expect("json");
         let text = String::from_utf8_lossy(&bytes).into_owned();
         assert!(text.contains(&vgg_json.replace('"', "\\\"")), "config stored as escaped JSON in the header");
-        let (header_len, _) = safetensors::SafeTensors::read_metadata(&bytes).expect("header");
-        let header = std::str::from_utf8(&bytes[8..8 + header_len]).expect("utf-8 header");
-        let swapped = header.replace(&vgg_json.replace('"', "\\\""), &resnet_json.replace('"', "\\\""));
-        let mut forged = (swapped.len() as u64).to_le_bytes().to_vec();
-        forged.extend_from_slice(swapped.as_bytes());
-        forged.extend_from_slice(&bytes[8 + header_len..]);
         let forged_path = dir.path().join("forged.safetensors");
-        std::fs::write(&forged_path, forged).expect("write");
+        rewrite_header(&path, &forged_path, |header| {
+            header.replace(&vgg_json.replace('"', "\\\""), &resnet_json.replace('"', "\\\""))
+        });
         let e = import_safetensors::<B>(&forged_path, &device).expect_err("mismatch").to_string();
         assert!(e.contains("forged.safetensors") && e.contains("resnet"), "{e}");
 
@@ -356,17 +366,9 @@ mod tests {
         assert!(e.contains("vgg.safetensors") && e.contains("VGG/ResNet"), "{e}");
 
         // A set name that disagrees with the model's input, and an unknown one.
-        let bytes = std::fs::read(&path).expect("read");
-        let (header_len, _) = safetensors::SafeTensors::read_metadata(&bytes).expect("header");
-        let header = std::str::from_utf8(&bytes[8..8 + header_len]).expect("utf-8 header");
         for (name, expected) in [("landmarks-whole-hog", "208"), ("landmarks-and-more", "unknown feature set")] {
-            let forged_header = header.replace("\"landmarks\"", &format!("\"{name}\""));
-            assert_ne!(forged_header, header, "the set name is in the header");
-            let mut forged = (forged_header.len() as u64).to_le_bytes().to_vec();
-            forged.extend_from_slice(forged_header.as_bytes());
-            forged.extend_from_slice(&bytes[8 + header_len..]);
             let forged_path = dir.path().join("forged.safetensors");
-            std::fs::write(&forged_path, forged).expect("write");
+            rewrite_header(&path, &forged_path, |header| header.replace("\"landmarks\"", &format!("\"{name}\"")));
             let e = import_feature_model_safetensors::<B>(&forged_path, &device).expect_err(name).to_string();
             assert!(e.contains("forged.safetensors") && e.contains(expected), "{e}");
         }
@@ -375,17 +377,9 @@ mod tests {
         let wider = CnnHogConfig::model_a(set.len());
         let other = dir.path().join("other.safetensors");
         export_feature_model_safetensors(&wider.init::<B>(&device), &wider, set, &[], &other).expect("export");
-        let other_bytes = std::fs::read(&other).expect("read");
-        let (other_len, _) = safetensors::SafeTensors::read_metadata(&other_bytes).expect("header");
-        let other_header = std::str::from_utf8(&other_bytes[8..8 + other_len]).expect("utf-8 header");
         let escaped = |c: &CnnHogConfig| serde_json::to_string(c).expect("json").replace('"', "\\\"");
-        let swapped = other_header.replace(&escaped(&wider), &escaped(&config));
-        assert_ne!(swapped, other_header, "the config is in the header");
-        let mut forged = (swapped.len() as u64).to_le_bytes().to_vec();
-        forged.extend_from_slice(swapped.as_bytes());
-        forged.extend_from_slice(&other_bytes[8 + other_len..]);
         let forged_path = dir.path().join("mixed.safetensors");
-        std::fs::write(&forged_path, forged).expect("write");
+        rewrite_header(&other, &forged_path, |header| header.replace(&escaped(&wider), &escaped(&config)));
         let e = import_feature_model_safetensors::<B>(&forged_path, &device).expect_err("other tensors").to_string();
         assert!(e.contains("mixed.safetensors") && e.contains("cnn-hog"), "{e}");
     }

@@ -146,11 +146,7 @@ impl TrainBench {
 
 /// `FGSM ε=0.3 (frozen)`: the attack and the model that crafts the examples.
 fn adversarial_label(adv: &AdversarialTraining) -> String {
-    let source = match adv.source {
-        crate::AdvSource::Frozen => "frozen",
-        crate::AdvSource::Current => "current",
-    };
-    format!("{} ({source})", adv.attack.label())
+    format!("{} ({})", adv.attack.label(), adv.source.name())
 }
 
 /// One reference training step on fixed random crops (with `config.adversarial`, one step of
@@ -193,15 +189,12 @@ impl<B: AutodiffBackend> TrainStep<B> {
     /// clean and the attacked batch), backward, optimiser update; waits for the device.
     pub fn run(&mut self) -> Result<(), String> {
         let model = self.model.take().ok_or("a previous step failed")?;
-        let loss = match &self.adversarial {
-            None => self.loss_fn.forward(model.forward(self.images.clone()), self.targets.clone()),
-            Some(adv) => {
-                let (images, targets) = (self.images.clone(), self.targets.clone());
-                adversarial_loss(Some(adv), &model, images, targets, &self.loss_fn, &mut self.rng, false)
-                    .map_err(|e| e.to_string())?
-                    .loss
-            }
-        };
+        // The training loop's own loss: cross-entropy, or with an attack the mixed loss.
+        let (images, targets) = (self.images.clone(), self.targets.clone());
+        let loss =
+            adversarial_loss(self.adversarial.as_ref(), &model, images, targets, &self.loss_fn, &mut self.rng, false)
+                .map_err(|e| e.to_string())?
+                .loss;
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         self.model = Some(self.optim.step(self.lr, model, grads));
         B::sync(&self.device).map_err(|e| format!("device sync failed: {e:?}"))

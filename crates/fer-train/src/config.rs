@@ -98,14 +98,24 @@ pub enum AdvSource {
     Current,
 }
 
+impl AdvSource {
+    /// The name `--adv-source` and `config.json` use: `frozen` or `current`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AdvSource::Frozen => "frozen",
+            AdvSource::Current => "current",
+        }
+    }
+}
+
 impl std::str::FromStr for AdvSource {
     type Err = String;
     fn from_str(s: &str) -> Result<AdvSource, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "frozen" => Ok(AdvSource::Frozen),
-            "current" => Ok(AdvSource::Current),
-            _ => Err(format!("unknown adversarial source `{s}` (expected frozen or current)")),
-        }
+        let wanted = s.to_ascii_lowercase();
+        [AdvSource::Frozen, AdvSource::Current]
+            .into_iter()
+            .find(|source| source.name() == wanted)
+            .ok_or_else(|| format!("unknown adversarial source `{s}` (expected frozen or current)"))
     }
 }
 
