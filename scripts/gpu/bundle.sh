@@ -13,6 +13,8 @@
 #   .device-vulkan/  fer-vulkan.xz (wgpu/Vulkan backend: with both GPU backends fer is 2.7 MB
 #                    larger) and Debian's Vulkan loader and GL libraries (*.deb)
 # Each folder's SHA256SUMS lists its files unpacked; scripts/gpu/unpack.sh checks them there.
+# Not built here: .device-tune/cubecl-cache.tar.gz, Burn's kernel caches that a call brought back
+# (scripts/gpu/call.sh), copied in by hand; the size check below counts it with call 1's folders.
 #   FER_GPU_FEATURES  GPU backends of fer and the benches, after a comma (default: ,cuda; empty:
 #                     flex only, for a dry run here)
 #   FER_GPU_VULKAN=0  skip the Vulkan binary
@@ -89,4 +91,11 @@ done
 size=$(($(du -cb .device-bin .device-pack | tail -n 1 | cut -f1) + tree))
 echo "a call carrying .device-bin and .device-pack: $size bytes with the tracked tree (limit $limit)"
 [ "$size" -le "$limit" ] || { echo "bundle: .device-bin and .device-pack do not fit one call" >&2; status=1; }
+# With Burn's kernel caches of an earlier session (.device-tune, from a call's
+# cubecl-cache.tar.gz): carried with them only if the three fit.
+if [ -d .device-tune ]; then
+  size=$(($(du -cb .device-bin .device-pack .device-tune | tail -n 1 | cut -f1) + tree))
+  echo "a call carrying .device-bin, .device-pack and .device-tune: $size bytes with the tracked tree (limit $limit)"
+  [ "$size" -le "$limit" ] || echo "bundle: .device-tune does not fit call 1 beside .device-bin and .device-pack: carry only .device-tune/cubecl-cache.tar.gz's autotune/ (tar xzf, then tar czf card.txt autotune)" >&2
+fi
 exit "$status"

@@ -8,6 +8,9 @@
 # FER_GPU_SNAPSHOT seconds (default 45) while the parts run, with the live files of the run
 # directories ($STAGE/runs/*/, less the checkpoints): a call the device tool stops at its limit
 # (which is shorter than asked when little device time is left) still brings back its last one.
+# Burn's kernel caches (autotune results, compiled kernels) go back as $OUT/cubecl-cache.tar.gz,
+# rewritten with the archive: carried as .device-tune/ in a later session, they spare a fresh
+# machine with the same card the autotuning (scripts/gpu/README.md).
 #
 #   bash scripts/gpu/call.sh [--limit SECONDS] PART...
 #
@@ -25,6 +28,7 @@ stage=${STAGE:-$HOME/stage}
 export FER_GPU_DEADLINE=$(($(date +%s) + limit))
 results="$out/results"
 mkdir -p "$results"
+. scripts/gpu/gpu-env.sh
 
 # results.tar.gz, or results-2.tar.gz, … when one command runs call.sh more than once.
 archive=$out/results.tar.gz
@@ -42,17 +46,38 @@ snapshot() {
   # Each writer its own temporary file: the final snapshot never shares one with the loop's.
   tar -C "$out" -czf "$archive.$BASHPID.part" results && mv "$archive.$BASHPID.part" "$archive"
 }
-(while sleep "${FER_GPU_SNAPSHOT:-45}"; do snapshot; done) 2>/dev/null &
-snapshots=$!
+# Burn's kernel caches: the repository's cubecl.toml keeps the compiled kernels in target/, beside
+# the autotune results (which kernel won for each shape), for every process of the call (each part
+# runs from here); a later call on this warm machine finds them there. They also go back in
+# $OUT/cubecl-cache.tar.gz, with card.txt naming the card that made them: carried in a later
+# session as .device-tune/cubecl-cache.tar.gz, unpack.sh puts them back on a fresh machine with the
+# same card, which then skips the minutes of autotuning. Over the tool's 16 MiB a file, only the
+# autotune results go back (kilobytes; the kernels compile again).
+cache=$PWD/target
+export FER_CUBECL_CACHE=$cache
+save_cache() {
+  [ -d "$cache/autotune" ] || return 0
+  local part="$out/cubecl-cache.tar.gz.$BASHPID.part" dirs=() d
+  for d in autotune cuda vulkan hip; do [ -d "$cache/$d" ] && dirs+=("$d"); done
+  fer_gpu_name > "$out/card.txt"
+  tar -czf "$part" -C "$out" card.txt -C "$cache" "${dirs[@]}" &&
+    if [ "$(stat -c %s "$part")" -gt $((15 * 1024 * 1024)) ]; then
+      tar -czf "$part" -C "$out" card.txt -C "$cache" autotune
+    fi &&
+    mv "$part" "$out/cubecl-cache.tar.gz"
+  rm -f "$out/card.txt"
+}
 pack() {
   pkill -P "$snapshots" 2>/dev/null; kill "$snapshots" 2>/dev/null; wait "$snapshots" 2>/dev/null
   snapshot && rm -rf "$results"
   rm -f "$archive".*.part
+  save_cache; rm -f "$out"/cubecl-cache.tar.gz.*.part
   ls -la "$out"
 }
+(while sleep "${FER_GPU_SNAPSHOT:-45}"; do snapshot; save_cache; done) 2>/dev/null &
+snapshots=$!
 trap pack EXIT
 
-. scripts/gpu/gpu-env.sh
 fer_gpu_env > "$results/gpu-env.txt" 2>&1
 { date -u; nvidia-smi 2>/dev/null || echo "no nvidia-smi (CPU dry run)"; cat "$results/gpu-env.txt"; } > "$results/machine.txt"
 bash scripts/gpu/unpack.sh 2>&1 | tee "$results/unpack.txt"

@@ -6,6 +6,10 @@
 #   scripts/gpu/checks.sh speed     Burn vs PyTorch training img/s, VGG19 and ResNet18, batch 128,
 #                                   side by side in one call; model B's img/s; VGG19's step of
 #                                   FGSM adversarial training (adv-fgsm-vgg19.json)
+#   scripts/gpu/checks.sh profile   where a training step's device time goes, kernel by kernel:
+#                                   CubeCL's profile of the last of 3 bench-train steps of FER_MODEL
+#                                   (PROFILE_MODELS="vgg19 resnet18" for both; profile-MODEL.txt, the
+#                                   raw log profile-MODEL.log.gz); after `train` its shapes are tuned
 #   scripts/gpu/checks.sh kernels   the criterion kernel benches of the device's backend (carry
 #                                   .device-kernels)
 #   scripts/gpu/checks.sh train N   FER_MODEL (default VGG19) fast recipe for N epochs (resumable:
@@ -48,6 +52,7 @@
 # (tiny sizes: how this script is tested on a CPU), OUT (the device tool sets it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. scripts/gpu/gpu-env.sh
 stage=${STAGE:-$HOME/stage}
 device=${FER_DEVICE:-cuda}
 fer=$stage/fer
@@ -81,7 +86,7 @@ eps_suffix=; [ "$eps" != 0.3 ] && eps_suffix="-eps${eps//\//_}"
 tag=$adv$eps_suffix
 [ -n "${TRADES_BETA:-}" ] && tag="$tag-trades$TRADES_BETA"
 
-part=${1:?usage: checks.sh speed | kernels | train N|budget | adv-train N BN | attack}
+part=${1:?usage: checks.sh speed | profile | kernels | train N|budget | adv-train N BN | attack}
 dir="$out/$part"
 if [ "$part" = adv-train ]; then
   bn=${3:?usage: checks.sh adv-train EPOCHS batch-update|batch|running}
@@ -124,6 +129,23 @@ case "$part" in
       if [ -s "$json" ]; then cp "$json" "$stage/"; fi
     done
     [ "$failed" = 0 ]
+    ;;
+  profile)
+    # Each bench runs in its own folder whose cubecl.toml turns CubeCL's profiling on (CubeCL reads
+    # the first cubecl.toml from the working directory up) and shares the kernel caches of the
+    # other parts (the repository's target/): after `speed` or `train`, the shapes are tuned.
+    # Absolute paths: the benches run elsewhere, and cubecl.toml's paths are read from there.
+    cache=$(realpath -m "${FER_CUBECL_CACHE:-target}"); dir=$(realpath "$dir"); fer=$(realpath "$fer")
+    case "$device" in cpu* | flex* | ndarray*) echo "profile: CubeCL profiles Burn's GPU backends only, not --device $device"; exit 0 ;; esac
+    profiled=${PROFILE_MODELS:-$model}; [ "$small" = 1 ] && profiled=$model
+    for m in $profiled; do
+      mkdir -p "$dir/cwd-$m"
+      fer_cubecl_toml "$dir/cwd-$m/cubecl.toml" "$cache" "$dir/profile-$m.log"
+      (cd "$dir/cwd-$m" && "$fer" bench-train --model "$m" --bs "$bs" --steps 3 --warmup 2 --device "$device" --json) > "$dir/profile-$m.json"
+      python3 scripts/gpu/profile-summary.py "$dir/profile-$m.log" | tee "$dir/profile-$m.txt"
+      gzip -f "$dir/profile-$m.log"
+      rm -rf "$dir/cwd-$m"
+    done
     ;;
   kernels)
     [ -f "$kernels" ] || { echo "no $kernels: carry .device-kernels (scripts/gpu/bundle.sh)" >&2; exit 2; }
@@ -212,6 +234,6 @@ PY
       "$fer" attack "${args[@]}" --center-crop --out "$dir/$method-center" --json > "$dir/$method-center.json"
     done
     ;;
-  *) echo "unknown part $part: speed | train N | adv-train N BN | attack" >&2; exit 2 ;;
+  *) echo "unknown part $part: speed | profile | kernels | train N | adv-train N BN | attack" >&2; exit 2 ;;
 esac
 ls -la "$dir"

@@ -40,3 +40,33 @@ for name in sys.argv[1:]:
   if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ]; then export VK_DRIVER_FILES=$icd; fi
   echo "Vulkan driver file: ${VK_DRIVER_FILES:-none named, the Vulkan loader searches its default folders}"
 }
+
+# Burn's GPU backends (CubeCL) read their settings from the first cubecl.toml found in the working
+# directory or one of its parents (the repository's keeps compiled kernels in target/).
+# fer_cubecl_toml FILE CACHE [PROFILE_LOG] writes one for a process run elsewhere that keeps the
+# autotune results (which kernel won for each shape) and the compiled kernels (PTX, SPIR-V) under
+# CACHE: pass the repository's target/ to share theirs. With PROFILE_LOG, CubeCL also times every
+# kernel it runs into that file, one line per launch and a table per device synchronisation (fer
+# bench-train synchronises after each step): where a step's time goes, kernel by kernel.
+fer_cubecl_toml() {
+  local file=${1:?fer_cubecl_toml FILE CACHE [PROFILE_LOG]} cache=${2:?fer_cubecl_toml FILE CACHE [PROFILE_LOG]}
+  mkdir -p "$cache"
+  {
+    echo '[compilation]'
+    echo "cache = { file = \"$cache\" }"
+    echo '[autotune]'
+    echo "cache = { file = \"$cache\" }"
+    if [ -n "${3:-}" ]; then
+      echo '[profiling.logger]'
+      echo 'level = "basic"'
+      echo "file = \"$3\""
+      echo 'append = false'
+    fi
+  } > "$file"
+}
+
+# The GPU's name as the kernel cache records it (card.txt): autotune results are filed by device
+# index, not by card, so a cache is only used on the card that made it.
+fer_gpu_name() {
+  nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 || true
+}

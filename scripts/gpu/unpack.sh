@@ -6,6 +6,8 @@
 #   .device-kernels  the criterion kernel benches
 #   .device-vulkan   fer-vulkan, and Debian's Vulkan loader and GL libraries (*.deb, unpacked into
 #                    / where the machine lacks them)
+#   .device-tune     cubecl-cache.tar.gz: Burn's autotune results and compiled kernels from an
+#                    earlier session's call on the same card (call.sh writes it to $OUT)
 # Each folder's SHA256SUMS is checked against what was unpacked. What a previous call on the same
 # warm machine unpacked is kept (and not unpacked again), so a call can use it without carrying
 # it. Exits 3 when the stage holds no program to run: a fresh machine, and the call carried none.
@@ -49,6 +51,27 @@ if ls .device-vulkan/*.deb >/dev/null 2>&1 && { [[ $loaders != *libvulkan.so.1* 
   for deb in .device-vulkan/*.deb; do dpkg -x "$deb" /; done
   ldconfig
   echo "installed the Vulkan loader and GL libraries from $(ls .device-vulkan/*.deb | xargs -n 1 basename | tr '\n' ' ')"
+fi
+# Burn's kernel caches from an earlier session's call ($OUT/cubecl-cache.tar.gz there, carried as
+# .device-tune/cubecl-cache.tar.gz) into target/, where the repository's cubecl.toml has CubeCL
+# look: used only on the card that made them (card.txt; autotune results are filed by device
+# index, not by card), and only where this machine has none yet.
+if [ -f .device-tune/cubecl-cache.tar.gz ]; then
+  . scripts/gpu/gpu-env.sh
+  if [ -d target/autotune ]; then
+    echo "target/ holds kernel caches already: .device-tune not unpacked"
+  else
+    tmp=$(mktemp -d "$stage/tune.XXXXXX")
+    tar -C "$tmp" -xzf .device-tune/cubecl-cache.tar.gz
+    made=$(cat "$tmp/card.txt" 2>/dev/null || true); here=$(fer_gpu_name)
+    if [ "$made" = "$here" ]; then
+      rm "$tmp/card.txt"; mkdir -p target; cp -r "$tmp"/* target/
+      echo "unpacked .device-tune/cubecl-cache.tar.gz -> target/ ($(ls "$tmp" | tr '\n' ' '), made on ${made:-no GPU})"
+    else
+      echo "unpack: .device-tune's kernel caches were made on '${made}', this card is '${here}': not used" >&2
+    fi
+    rm -rf "$tmp"
+  fi
 fi
 # A program whose libraries do not resolve fails at its start: say so now.
 for exe in fer kernels fer-vulkan; do
