@@ -18,6 +18,10 @@
 //!   ([`batch_norm_training`]). A process that trains calls
 //!   [`keep_freed_memory`] once at its start, as the `fer` binary does: glibc then reuses freed
 //!   tensors' memory instead of unmapping and faulting it in again.
+//! * **Data-parallel replicas**: [`collect_running_updates`] keeps a thread's BatchNorm
+//!   running-statistic updates aside and [`RunningUpdates::apply_mean`] averages the replicas'
+//!   values in a fixed order, so a step on several devices is reproducible (fer-train's
+//!   `data_parallel_step` does this).
 //!
 //! | model | config | parameters (1 input channel, 7 classes) |
 //! | --- | --- | --- |
@@ -63,6 +67,7 @@ mod mode;
 mod model;
 mod predict;
 mod resnet;
+mod running;
 mod vgg;
 
 pub use allocator::keep_freed_memory;
@@ -90,4 +95,5 @@ pub use predict::{
     font_bytes, label_font, load_image,
 };
 pub use resnet::{BasicBlock, ResNet, ResNetConfig};
+pub use running::{RunningUpdates, collect_running_updates};
 pub use vgg::{Vgg, VggConfig, VggItem};

@@ -7,6 +7,8 @@
 //! functions here give that on every backend.
 
 use burn::nn::{BatchNorm, Dropout};
+
+use crate::running::{running_value, update_running};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use rand::rngs::ChaCha8Rng;
@@ -125,11 +127,19 @@ fn batch_norm_then_relu<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>, mode: 
     // Moves the running statistics towards the batch's `[C]` mean and biased variance.
     let update_running = |mean: Tensor<B, 1>, var: Tensor<B, 1>| {
         if statistics == Some(NormStatistics::BatchUpdate) {
+            // Through `running`: Burn's RunningState, or kept aside on this thread inside
+            // `collect_running_updates` (data-parallel replicas).
             let momentum = norm.momentum;
-            let running_mean = norm.running_mean.value_sync().to_device(&mean.device());
-            let running_var = norm.running_var.value_sync().to_device(&var.device());
-            norm.running_mean.update(running_mean.mul_scalar(1.0 - momentum).add(mean.mul_scalar(momentum)).detach());
-            norm.running_var.update(running_var.mul_scalar(1.0 - momentum).add(var.mul_scalar(momentum)).detach());
+            let running_mean = running_value(&norm.running_mean).to_device(&mean.device());
+            let running_var = running_value(&norm.running_var).to_device(&var.device());
+            update_running(
+                &norm.running_mean,
+                running_mean.mul_scalar(1.0 - momentum).add(mean.mul_scalar(momentum)).detach(),
+            );
+            update_running(
+                &norm.running_var,
+                running_var.mul_scalar(1.0 - momentum).add(var.mul_scalar(momentum)).detach(),
+            );
         }
     };
     #[cfg(feature = "flex")]
@@ -164,8 +174,8 @@ fn batch_norm_then_relu<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>, mode: 
         // update that `value` leaves out (Burn folds it in on the next update, `valid` or sync),
         // so an attack or evaluation right after a training step would otherwise use statistics
         // one step old.
-        let mean = channel(norm.running_mean.value_sync());
-        let std = channel(norm.running_var.value_sync().add_scalar(norm.epsilon).sqrt());
+        let mean = channel(running_value(&norm.running_mean));
+        let std = channel(running_value(&norm.running_var).add_scalar(norm.epsilon).sqrt());
         (x - mean) / std * channel(norm.gamma.val()) + channel(norm.beta.val())
     };
     let y = y.reshape([n, c, h, w]);

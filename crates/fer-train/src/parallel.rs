@@ -14,25 +14,27 @@
 //!   Each shard's mean loss is weighted by its share of the batch, so the summed gradient is the
 //!   gradient of the global batch's mean loss: the learning rate needs no scaling.
 //! * **BatchNorm** normalises each shard by its own statistics (as PyTorch DDP without SyncBN);
-//!   the running statistics are the mean of the replicas' updates (Burn's `RunningState`).
+//!   the running statistics become the mean of the replicas' values, summed in shard order.
 //! * **The main device** (the first) holds the model and the optimiser state, evaluates and writes
 //!   every checkpoint; checkpoints do not depend on the device count, so a run resumes on any
 //!   number of devices.
 //! * **Seeds**: shard order and crops are the single-device run's; fer-train seeds each shard's
 //!   dropout masks and attack starts by (seed, epoch, step, shard), independent of thread timing.
-//! * **Before forking**, the replicas' BatchNorm updates of the previous step are folded into the
-//!   running statistics (Burn's `RunningState` keeps one pending update per thread and averages
-//!   them when a thread next updates, or when the module is recorded): every replica starts from
-//!   the current statistics, and with one BatchNorm update per layer and step no thread folds in
-//!   another's mid-step, so plain training on two replicas is bit-for-bit reproducible. Not so
-//!   adversarial training whose clean and attacked passes both update the statistics (a thread's
-//!   second update folds in whatever the others have written by then), nor three or more
-//!   replicas (Burn sums the pending updates in hash-map order, which floating point notices).
+//! * **Before forking**, pending BatchNorm updates (Burn's `RunningState` keeps one per thread
+//!   that updated, e.g. an evaluation's) are folded into the running statistics, so every replica
+//!   starts from the current ones. Each replica's updates are then kept on its own thread
+//!   (`fer_models::collect_running_updates`: a second update in the step, as adversarial
+//!   training's attacked pass makes, builds on the replica's first, as on one device) and applied
+//!   after the replicas finish (`RunningUpdates::apply_mean`). Burn's own `RunningState` would
+//!   average the threads' updates in a hash map's order and let a replica's second update fold in
+//!   whichever of the others' had arrived: with this, every step is bit-for-bit reproducible for
+//!   any number of replicas and with adversarial training.
 
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use fer_models::{RunningUpdates, collect_running_updates};
 
 /// What one data-parallel step produced, for the epoch's running figures.
 #[derive(Debug)]
@@ -77,13 +79,16 @@ where
     // the main device.
     let run_shard = |i: usize, replica: M, x: Tensor<B, 4>, y: Tensor<B, 1, Int>| {
         let len = x.dims()[0];
-        let (loss, logits) = forward_loss(i, &replica, x, y.clone())?;
+        // The replica's BatchNorm updates are kept on its thread, not written to the shared
+        // running statistics (see below).
+        let (out, running) = collect_running_updates(|| forward_loss(i, &replica, x, y.clone()));
+        let (loss, logits) = out?;
         let value: f32 = loss.clone().into_scalar().elem();
         let hits = crate::train::correct_predictions(logits, y);
         let weighted = loss.mul_scalar(len as f64 / n as f64);
         let grads = GradientsParams::from_grads(weighted.backward(), &replica);
         let grads = if i == 0 { grads } else { grads.to_device(main, &replica) };
-        Ok((grads, value * len as f32 / n as f32, hits))
+        Ok((grads, value * len as f32 / n as f32, hits, running))
     };
     let shard = |i: usize| {
         let (start, len) = shard_range(n, parts, i);
@@ -97,7 +102,7 @@ where
     // statistics before the replicas read them; without this the spawned threads, which have no
     // pending update of their own, would start from statistics one step old.
     drop(model.clone().into_record());
-    let shards: Vec<Result<(GradientsParams, f32, i64), String>> = std::thread::scope(|scope| {
+    let shards: Vec<Result<(GradientsParams, f32, i64, RunningUpdates), String>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (1..parts)
             .map(|i| {
                 let (replica, x, y) = shard(i);
@@ -114,12 +119,16 @@ where
     });
     let mut accumulator = GradientsAccumulator::<M>::new();
     let (mut loss, mut hits) = (0.0f32, 0i64);
+    let mut running = Vec::with_capacity(parts);
     for shard in shards {
-        let (grads, shard_loss, shard_hits) = shard?;
+        let (grads, shard_loss, shard_hits, shard_running) = shard?;
         accumulator.accumulate(model, grads);
         loss += shard_loss;
         hits += shard_hits;
+        running.push(shard_running);
     }
+    // Each running statistic becomes the mean of the replicas' values, in shard order.
+    RunningUpdates::apply_mean(running, model);
     Ok(ParallelStep { grads: accumulator.grads(), loss, hits })
 }
 

@@ -1,7 +1,7 @@
-//! Data-parallel training over two CPU "devices" (the same CPU twice: two replica threads) on the
-//! synthetic texture task (ndarray): same accuracy as one device at the same global batch, the same
-//! seed gives the same run, a run moves between device counts through its checkpoints, and
-//! adversarial training works sharded.
+//! Data-parallel training over two or three CPU "devices" (the same CPU: one replica thread each)
+//! on the synthetic texture task (ndarray): same accuracy as one device at the same global batch,
+//! the same seed gives the same run (also with three replicas and adversarial training), a run
+//! moves between device counts through its checkpoints, and adversarial training works sharded.
 
 use std::sync::{Arc, Mutex};
 
@@ -71,21 +71,24 @@ fn a_run_resumes_on_another_number_of_devices() {
     assert!(done.selected_public_acc > 0.9, "{done:?}");
 }
 
-#[test]
-fn plain_training_on_two_replicas_is_reproducible() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+/// Trains `config` twice from its seed on `replicas` replica threads for two epochs; asserts that
+/// both runs give the same per-epoch figures and the same logits from `latest.fer` (the weights
+/// and the BatchNorm statistics) on fixed faces.
+fn assert_reproducible(config: &TrainConfig, replicas: usize) {
     let data = texture_data(49, 21, 5);
     let device = burn::backend::ndarray::NdArrayDevice::default();
+    let devices = vec![device; replicas];
     let options = TrainOptions { progress: false, stop_after: Some(2), ..TrainOptions::default() };
-    // Two runs with dropout (VGG's 0.5) and BatchNorm: the threads interleave differently each time.
     let probe: Vec<f32> = (0..4 * 44 * 44).map(|i| ((i * 37) % 256) as f32 / 255.0).collect();
     let run = || {
         let dir = tempfile::tempdir().expect("tempdir");
-        train_on_devices::<B>(&config(), &data, dir.path(), &options, &[device, device]).expect("two replicas");
+        train_on_devices::<B>(config, &data, dir.path(), &options, &devices).expect("replicas");
         let files = RunFiles::new(dir.path());
         let rows = read_metrics(&files.metrics()).expect("metrics");
-        let figures: Vec<_> =
-            rows.iter().map(|r| (r.train_loss, r.train_acc, r.public_loss, r.public_acc, r.private_loss)).collect();
+        let figures: Vec<_> = rows
+            .iter()
+            .map(|r| (r.train_loss, r.train_acc, r.public_loss, r.public_acc, r.private_loss, r.public_adv_acc))
+            .collect();
         // Logits of the last weights and BatchNorm statistics on fixed faces (the `.fer` bytes hold
         // Burn's parameter ids, which differ between two models of one process).
         let (model, _) = load_checkpoint::<B>(files.latest(), &device).expect("latest.fer");
@@ -100,12 +103,33 @@ fn plain_training_on_two_replicas_is_reproducible() {
     assert_eq!(first_logits, second_logits, "the weights or statistics differ between two runs from one seed");
 }
 
+#[test]
+fn plain_training_on_two_replicas_is_reproducible() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // With dropout (VGG's 0.5) and BatchNorm: the threads interleave differently each time.
+    assert_reproducible(&config(), 2);
+}
+
+/// Three replicas (Burn's `RunningState` would sum their BatchNorm updates in a hash map's order)
+/// and adversarial training whose clean and attacked passes both update the statistics (a
+/// replica's second update would fold in whichever of the others' had arrived). Both made two runs
+/// from one seed differ before each replica's updates were kept on its thread (2 runs out of 2).
+#[test]
+fn adversarial_training_on_three_replicas_is_reproducible() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let config = TrainConfig {
+        adversarial: Some(AdversarialTraining { check_faces: 0, ..AdversarialTraining::new(Attack::fgsm(0.3)) }),
+        ..config()
+    };
+    assert_eq!(config.adversarial.as_ref().map(|a| a.norm_statistics), Some(fer_models::NormStatistics::BatchUpdate));
+    assert_reproducible(&config, 3);
+}
+
 /// [`config`] without dropout. This test's FGSM gain once varied from run to run (a CI run saw
 /// 0.19 of the 0.2 asked) while the replica threads drew their dropout masks from Burn's one
 /// global RNG in whichever order they ran; without dropout two runs gained 0.57 and 0.48. The masks
-/// are now seeded per shard, but the figures still vary a little: the clean and attacked passes
-/// both update BatchNorm's running statistics, and a replica's second update folds in the other
-/// replica's first one or not, as the threads interleave (see fer-train's `parallel` module).
+/// are now seeded per shard, and each replica's BatchNorm updates are kept on its thread (see
+/// fer-train's `parallel` module): the run no longer depends on thread timing.
 fn config_without_dropout() -> TrainConfig {
     TrainConfig { model: ModelConfig::Vgg(VggConfig::small().with_dropout(0.0)), ..config() }
 }
