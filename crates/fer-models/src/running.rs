@@ -150,7 +150,7 @@ fn running_id<B: Backend>(state: &RunningState<Tensor<B, 1>>) -> ParamId {
     }
     let mut id = Id(None);
     Module::<B>::visit(state, &mut id);
-    id.0.unwrap_or_default()
+    id.0.expect("a RunningState visits its value as one float parameter")
 }
 
 /// The newest value of `state` this thread sees: the one kept aside by an enclosing
