@@ -9,7 +9,8 @@
 #   scripts/gpu/checks.sh profile   where a training step's device time goes, kernel by kernel:
 #                                   CubeCL's profile of the last of 3 bench-train steps of FER_MODEL
 #                                   (PROFILE_MODELS="vgg19 resnet18" for both; profile-MODEL.txt, the
-#                                   raw log profile-MODEL.log.gz); after `train` its shapes are tuned
+#                                   raw log's end profile-MODEL.log-tail.gz); after `train` its
+#                                   shapes are tuned
 #   scripts/gpu/checks.sh kernels   the criterion kernel benches of the device's backend (carry
 #                                   .device-kernels)
 #   scripts/gpu/checks.sh train N   FER_MODEL (default VGG19) fast recipe for N epochs (resumable:
@@ -145,7 +146,9 @@ case "$part" in
       fer_cubecl_toml "$dir/cwd-$m/cubecl.toml" "$cache" "$dir/profile-$m.log"
       (cd "$dir/cwd-$m" && "$fer" bench-train --model "$m" --bs "$bs" --steps 3 --warmup 2 --device "$device" --json) > "$dir/profile-$m.json"
       python3 scripts/gpu/profile-summary.py "$dir/profile-$m.log" | tee "$dir/profile-$m.txt"
-      gzip -f "$dir/profile-$m.log"
+      # The log's last 4 MB (the last steps' launches and tables): the whole log, autotuning
+      # included, could pass the 16 MiB a returned file may have.
+      tail -c 4000000 "$dir/profile-$m.log" | gzip > "$dir/profile-$m.log-tail.gz" && rm "$dir/profile-$m.log"
       rm -rf "$dir/cwd-$m"
     done
     ;;
