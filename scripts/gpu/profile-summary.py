@@ -4,7 +4,7 @@
 With profiling on (scripts/gpu/gpu-env.sh: fer_cubecl_toml FILE CACHE LOG), CubeCL writes a line per
 kernel launch and, at each device synchronisation, a table of the launches since the previous one.
 `fer bench-train` synchronises after every step, so the last complete table is the last timed
-step. This prints it shortest-first-name, largest share first:
+step. This prints it with shortened kernel names, largest share first:
 
     python3 scripts/gpu/profile-summary.py profile-vgg19.log [--top 25]
 

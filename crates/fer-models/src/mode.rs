@@ -7,12 +7,12 @@
 //! functions here give that on every backend.
 
 use burn::nn::{BatchNorm, Dropout};
-
-use crate::running::{running_value, update_running};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
+
+use crate::running::{running_value, update_running};
 
 /// What BatchNorm does in a *training* forward pass (an autodiff backend; dropout stays on).
 ///
@@ -125,7 +125,7 @@ fn batch_norm_then_relu<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>, mode: 
         Some(NormStatistics::Running) | None => false,
     };
     // Moves the running statistics towards the batch's `[C]` mean and biased variance.
-    let update_running = |mean: Tensor<B, 1>, var: Tensor<B, 1>| {
+    let move_running = |mean: Tensor<B, 1>, var: Tensor<B, 1>| {
         if statistics == Some(NormStatistics::BatchUpdate) {
             // Through `running`: Burn's RunningState, or kept aside on this thread inside
             // `collect_running_updates` (data-parallel replicas).
@@ -148,7 +148,7 @@ fn batch_norm_then_relu<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>, mode: 
             Ok((y, batch)) => {
                 let device = y.device();
                 let channel = |v: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(v, [c]), &device);
-                update_running(channel(batch.mean), channel(batch.variance));
+                move_running(channel(batch.mean), channel(batch.variance));
                 return y;
             }
             Err(x) => x,
@@ -164,16 +164,16 @@ fn batch_norm_then_relu<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>, mode: 
         let mean = x.clone().sum_dim(2).sum_dim(0).div_scalar(count);
         let centered = x - per_row(mean.clone());
         let var = centered.clone().square().sum_dim(2).sum_dim(0).div_scalar(count);
-        update_running(mean.detach().reshape([c]), var.clone().detach().reshape([c]));
+        move_running(mean.detach().reshape([c]), var.clone().detach().reshape([c]));
         let std = var.add_scalar(norm.epsilon).sqrt();
         let scale = norm.gamma.val().reshape([1, c, 1]) / std;
         centered * per_row(scale) + per_row(norm.beta.val().reshape([1, c, 1]))
     } else {
         let channel = |v: Tensor<B, 1>| per_row(v.reshape([1, c, 1]));
-        // `value_sync`, not `value`: after a training pass the running statistics hold a pending
-        // update that `value` leaves out (Burn folds it in on the next update, `valid` or sync),
-        // so an attack or evaluation right after a training step would otherwise use statistics
-        // one step old.
+        // `running_value` (Burn's `value_sync` outside a collection), not `value`: after a training
+        // pass the running statistics hold a pending update that `value` leaves out (Burn folds it
+        // in on the next update, `valid` or sync), so an attack or evaluation right after a
+        // training step would otherwise use statistics one step old.
         let mean = channel(running_value(&norm.running_mean));
         let std = channel(running_value(&norm.running_var).add_scalar(norm.epsilon).sqrt());
         (x - mean) / std * channel(norm.gamma.val()) + channel(norm.beta.val())

@@ -21,8 +21,8 @@
 //! * **Seeds**: shard order and crops are the single-device run's; fer-train seeds each shard's
 //!   dropout masks and attack starts by (seed, epoch, step, shard), independent of thread timing.
 //! * **Before forking**, pending BatchNorm updates (Burn's `RunningState` keeps one per thread
-//!   that updated, e.g. an evaluation's) are folded into the running statistics, so every replica
-//!   starts from the current ones. Each replica's updates are then kept on its own thread
+//!   that updated, e.g. a training pass the caller ran on its own thread) are folded into the
+//!   running statistics, so every replica starts from the current ones. Each replica's updates are then kept on its own thread
 //!   (`fer_models::collect_running_updates`: a second update in the step, as adversarial
 //!   training's attacked pass makes, builds on the replica's first, as on one device) and applied
 //!   after the replicas finish (`RunningUpdates::apply_mean`). Burn's own `RunningState` would
@@ -98,9 +98,10 @@ where
         let replica = if i == 0 { model.clone() } else { model.clone().fork(device) };
         (replica, x, y)
     };
-    // Fold last step's pending BatchNorm updates (one per replica thread) into the running
-    // statistics before the replicas read them; without this the spawned threads, which have no
-    // pending update of their own, would start from statistics one step old.
+    // Fold pending BatchNorm updates (the replicas leave none: theirs are collected; a training
+    // pass the caller ran on this thread does) into the running statistics before the replicas
+    // read them; without this the spawned threads, which see only their own pending updates, would
+    // start from statistics one update old.
     drop(model.clone().into_record());
     let shards: Vec<Result<(GradientsParams, f32, i64, RunningUpdates), String>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (1..parts)
