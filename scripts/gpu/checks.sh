@@ -11,6 +11,11 @@
 #                                   (PROFILE_MODELS="vgg19 resnet18" for both; profile-MODEL.txt, the
 #                                   raw log's end profile-MODEL.log-tail.gz); after `train` its
 #                                   shapes are tuned
+#   scripts/gpu/checks.sh wgrad     the convolution weight gradients as Burn computes them against
+#                                   fer-models' batched GEMMs (`--weight-gradient gemm`), side by
+#                                   side: bench-train of each model in WGRAD_MODELS (default
+#                                   FER_MODEL), backend then gemm (wgrad-MODEL-{backend,gemm}.json),
+#                                   WGRAD_STEPS timed steps (default 10) after 3 warm-up steps
 #   scripts/gpu/checks.sh kernels   the criterion kernel benches of the device's backend (carry
 #                                   .device-kernels)
 #   scripts/gpu/checks.sh train N   FER_MODEL (default VGG19) fast recipe for N epochs (resumable:
@@ -51,7 +56,8 @@
 # without PyTorch), KERNELS (default $STAGE/kernels), FER2013_CSV (default $STAGE/fer2013.cache, else
 # $STAGE/fer2013.csv.gz), FER_DEVICE (default cuda), FER_MODEL (vgg19 or resnet18, the model
 # `train` and `adv-train` start; default vgg19), RUN (default $STAGE/runs/FER_MODEL-fast),
-# FER_GPU_STEPS (timed steps, default 20), FER_GPU_DEADLINE (for `train budget`), FER_GPU_SMALL=1
+# FER_GPU_STEPS (timed steps, default 20), WEIGHT_GRADIENT (`train`, `adv-train`: fer's
+# --weight-gradient, e.g. gemm; default Burn's), FER_GPU_DEADLINE (for `train budget`), FER_GPU_SMALL=1
 # (tiny sizes: how this script is tested on a CPU), OUT (the device tool sets it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -89,7 +95,7 @@ eps_suffix=; [ "$eps" != 0.3 ] && eps_suffix="-eps${eps//\//_}"
 tag=$adv$eps_suffix
 [ -n "${TRADES_BETA:-}" ] && tag="$tag-trades$TRADES_BETA"
 
-part=${1:?usage: checks.sh speed | profile | kernels | train N|budget | adv-train N BN | attack}
+part=${1:?usage: checks.sh speed | profile | wgrad | kernels | train N|budget | adv-train N BN | attack}
 dir="$out/$part"
 if [ "$part" = adv-train ]; then
   bn=${3:?usage: checks.sh adv-train EPOCHS batch-update|batch|running}
@@ -152,6 +158,29 @@ case "$part" in
       rm -rf "$dir/cwd-$m"
     done
     ;;
+  wgrad)
+    # Both ways in one call on one machine, alternated per model: the ratio is what counts. A
+    # binary older than the flag has nothing to compare.
+    "$fer" --help | grep -q -- --weight-gradient || { echo "wgrad: $fer has no --weight-gradient (rebuild the bundle)"; exit 2; }
+    compared=${WGRAD_MODELS:-$model}; [ "$small" = 1 ] && compared=$model
+    for m in $compared; do
+      for way in backend gemm; do
+        "$fer" bench-train --weight-gradient "$way" --model "$m" --bs "$bs" --steps "${WGRAD_STEPS:-10}" --warmup 3 --device "$device" --json > "$dir/wgrad-$m-$way.json" ||
+          echo "fer bench-train --weight-gradient $way --model $m: exit $?" >&2
+      done
+      python3 - "$dir/wgrad-$m-backend.json" "$dir/wgrad-$m-gemm.json" <<'PY' | tee -a "$dir/wgrad.txt"
+import json, sys
+try:
+    a, b = (json.load(open(p)) for p in sys.argv[1:3])
+except (OSError, ValueError) as e:
+    print(f"wgrad: no comparison ({e})")
+    sys.exit(0)
+print(f"{a['model']}: backend {a['median_img_per_s']:.1f} img/s ({a['median_step_seconds'] * 1e3:.1f} ms), "
+      f"gemm {b['median_img_per_s']:.1f} img/s ({b['median_step_seconds'] * 1e3:.1f} ms): "
+      f"{b['median_img_per_s'] / a['median_img_per_s']:.2f}x; warm-up {sum(a['warmup_seconds']):.0f} s and {sum(b['warmup_seconds']):.0f} s")
+PY
+    done
+    ;;
   kernels)
     [ -f "$kernels" ] || { echo "no $kernels: carry .device-kernels (scripts/gpu/bundle.sh)" >&2; exit 2; }
     chmod +x "$kernels"
@@ -159,7 +188,13 @@ case "$part" in
     ;;
   train | adv-train)
     epochs=${2:?usage: checks.sh $part EPOCHS}
+    # One batch shape in training and evaluation: each new batch size is autotuned anew on a GPU
+    # (minutes; the partial last batch and 64-face evaluation batches took the whole call of
+    # 2026-12-04's second lease). --eval-batch $bs also lets the centre-crop evaluation reuse the
+    # training's tuned convolutions. A binary older than the flags runs without them.
     args=(--model "$model" --recipe fast --bs "$bs" --device "$device" --data "$data" --out "$run")
+    "$fer" train --help | grep -q -- --drop-last && args+=(--drop-last --eval-batch "$bs")
+    wg=(); [ -n "${WEIGHT_GRADIENT:-}" ] && wg=(--weight-gradient "$WEIGHT_GRADIENT")
     train_time=()
     if [ "$epochs" = budget ]; then
       [ "$part" = train ] || { echo "budget: train only" >&2; exit 2; }
@@ -211,9 +246,9 @@ PY
     [ "$small" = 1 ] && [ "$part" = adv-train ] && args+=(--check-faces 8)
     status=0
     if [ -f "$run/state.json" ]; then
-      "${train_time[@]}" "$fer" train --resume --device "$device" --data "$data" --out "$run" > "$dir/train.txt" 2>&1 || status=$?
+      "${train_time[@]}" "$fer" "${wg[@]}" train --resume --device "$device" --data "$data" --out "$run" > "$dir/train.txt" 2>&1 || status=$?
     else
-      "${train_time[@]}" "$fer" train "${args[@]}" > "$dir/train.txt" 2>&1 || status=$?
+      "${train_time[@]}" "$fer" "${wg[@]}" train "${args[@]}" > "$dir/train.txt" 2>&1 || status=$?
     fi
     case "$status" in
       0) ;;
@@ -241,6 +276,6 @@ PY
       "$fer" attack "${args[@]}" --center-crop --out "$dir/$method-center" --json > "$dir/$method-center.json"
     done
     ;;
-  *) echo "unknown part $part: speed | profile | kernels | train N | adv-train N BN | attack" >&2; exit 2 ;;
+  *) echo "unknown part $part: speed | profile | wgrad | kernels | train N | adv-train N BN | attack" >&2; exit 2 ;;
 esac
 ls -la "$dir"

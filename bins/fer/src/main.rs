@@ -30,6 +30,25 @@ use checkpoint_arg::CheckpointArg;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How convolution weight gradients are computed off burn-flex (CUDA, Vulkan, ndarray):
+    /// `backend` (Burn's own) or `gemm[:MIN_SIDE]` (batched GEMMs, one per image, for output maps
+    /// of at least MIN_SIDE pixels a side [default: 16]); burn-flex always runs fer-models' own
+    /// kernels. The same values and gradients up to float rounding.
+    #[arg(long, global = true, default_value = "backend", value_parser = parse_weight_gradient)]
+    weight_gradient: fer_models::WeightGradient,
+}
+
+/// `--weight-gradient`: `backend`, `gemm` or `gemm:MIN_SIDE`.
+fn parse_weight_gradient(text: &str) -> std::result::Result<fer_models::WeightGradient, String> {
+    match text.split_once(':') {
+        None if text == "backend" => Ok(fer_models::WeightGradient::Backend),
+        None if text == "gemm" => Ok(fer_models::WeightGradient::Gemm { min_side: 16 }),
+        Some(("gemm", side)) => side
+            .parse()
+            .map(|min_side| fer_models::WeightGradient::Gemm { min_side })
+            .map_err(|_| format!("`{side}` in `{text}` is not a map side in pixels")),
+        _ => Err(format!("`{text}`: expected backend, gemm or gemm:MIN_SIDE")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -256,6 +275,14 @@ struct TrainArgs {
     /// Faces per step.
     #[arg(long)]
     bs: Option<usize>,
+    /// Leave out each epoch's last, smaller batch (other faces each epoch): every step has one
+    /// shape, so a GPU backend autotunes one batch size, not two.
+    #[arg(long)]
+    drop_last: bool,
+    /// Faces per evaluation batch (×10 crops with TenCrop) [default: 64]. On a GPU, the batch
+    /// size of training (--bs) makes the centre-crop evaluation reuse the training's tuned kernels.
+    #[arg(long)]
+    eval_batch: Option<usize>,
     /// Base learning rate.
     #[arg(long)]
     lr: Option<f64>,
@@ -446,6 +473,8 @@ impl TrainArgs {
         }
         c.seed = self.seed.unwrap_or(c.seed);
         c.eval_tencrop = !self.no_tencrop;
+        c.drop_last = self.drop_last;
+        c.eval_batch_faces = self.eval_batch.unwrap_or(c.eval_batch_faces);
         c.train_limit = self.train_limit;
         c.eval_limit = self.eval_limit;
         c.init = init;
@@ -524,6 +553,10 @@ type CpuBackend = burn::backend::NdArray;
 type CpuBackend = burn::backend::Flex;
 
 fn run(cli: Cli) -> Result<()> {
+    fer_models::set_weight_gradient(cli.weight_gradient);
+    if cli.weight_gradient != fer_models::WeightGradient::Backend {
+        tracing::info!("convolution weight gradients: {:?}", cli.weight_gradient);
+    }
     match cli.command {
         Command::Stats { data, json } => {
             let data = load_with_progress(data.as_deref())?;
@@ -677,6 +710,7 @@ fn run(cli: Cli) -> Result<()> {
                 let mut value = serde_json::to_value(&bench)?;
                 value["framework"] = "burn".into();
                 value["device"] = device.to_string().into();
+                value["weight_gradient"] = format!("{:?}", fer_models::weight_gradient()).into();
                 println!("{value}");
             } else {
                 let attack =

@@ -156,6 +156,9 @@ fn train_eval_report_round_trip_on_ndarray() {
         "--bs",
         "16",
         "--no-tencrop",
+        "--drop-last",
+        "--eval-batch",
+        "4",
         "--device",
         "ndarray",
         "--data",
@@ -165,6 +168,9 @@ fn train_eval_report_round_trip_on_ndarray() {
     ];
     let out = fer_logged(&train_args);
     assert!(out.status.success(), "{}", stderr(&out));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).expect("config")).expect("JSON");
+    assert_eq!((config["drop_last"].as_bool(), config["eval_batch_faces"].as_u64()), (Some(true), Some(4)));
     let text = stdout(&out);
     assert!(
         text.contains("1 epochs done. Selected epoch 1 (the best clean PublicTest accuracy): clean PublicTest "),
@@ -568,6 +574,15 @@ fn bench_train_reports_a_median() {
     assert_eq!(json["step_seconds"].as_array().map(Vec::len), Some(3));
     assert_eq!(json["warmup_seconds"].as_array().map(Vec::len), Some(1));
     assert!(json["median_img_per_s"].as_f64().expect("number") > 0.0);
+    assert_eq!(json["weight_gradient"], "Backend");
+    // Weight gradients as batched GEMMs (what the GPU runs compare): the same step on ndarray.
+    let gemm = ["bench-train", "--model", "vgg-small", "--bs", "4", "--steps", "1", "--warmup", "0"];
+    let out = fer(&[&gemm[..], &["--weight-gradient", "gemm:4", "--device", "ndarray", "--json"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(json["weight_gradient"], "Gemm { min_side: 4 }");
+    let out = fer(&[&gemm[..], &["--weight-gradient", "gemm:x", "--device", "ndarray"]].concat());
+    assert!(stderr(&out).contains("`x` in `gemm:x` is not a map side"), "{}", stderr(&out));
     let half = ["bench-train", "--model", "vgg-small", "--width", "0.5", "--bs", "4", "--steps", "1", "--warmup", "0"];
     let out = fer(&[&half[..], &["--device", "ndarray", "--json"]].concat());
     assert!(out.status.success(), "{}", stderr(&out));

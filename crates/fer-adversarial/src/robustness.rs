@@ -154,6 +154,10 @@ pub fn logits_on_faces<B: Backend, M: Classifier<B>>(model: &M, faces: Tensor<B,
 
 /// Attacks every face of `split` and scores the model before and after.
 ///
+/// Faces go in batches of `config.batch_faces`; the last, smaller one runs padded with blank
+/// faces to the others' shape (their logits dropped; no figure changes, since the faces of a
+/// batch do not interact in inference mode).
+///
 /// The model is used as a frozen copy (`no_grad`) in inference mode (BatchNorm running
 /// statistics, no dropout), as the reference did with `net.eval()`. `on_batch` is called with the
 /// number of faces done after each batch (drive a progress bar with it).
@@ -170,7 +174,20 @@ where
 {
     config.check()?;
     let frozen = model.clone().no_grad();
-    let forward = |x: Tensor<B, 4>| logits_on_faces(&frozen, x, config.view());
+    // Every forward has one batch shape: the last, smaller batch is padded with blank faces inside
+    // the forward (the attack, its random starts and its loss see the real faces only), which
+    // spares a GPU backend's autotuning a new batch size (see `fer_models::evaluate`).
+    let rows = (split.len() > config.batch_faces).then_some(config.batch_faces);
+    let forward = |x: Tensor<B, 4>| {
+        let [n, channels, height, width] = x.dims();
+        match rows {
+            Some(rows) if n < rows => {
+                let blank = Tensor::zeros([rows - n, channels, height, width], &x.device());
+                logits_on_faces(&frozen, Tensor::cat(vec![x, blank], 0), config.view()).slice(0..n)
+            }
+            _ => logits_on_faces(&frozen, x, config.view()),
+        }
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut tally = Tally::new(split.len());
     let order: Vec<usize> = (0..split.len()).collect();

@@ -75,6 +75,14 @@ fn attacks_hurt_a_trained_model_and_pgd_hurts_at_least_as_much() {
     let flipped = result.predictions.iter().filter(|(a, b)| a != b).count() as u64;
     assert_eq!(flipped, result.flipped);
 
+    // Batches of 12: 12, 12, and 4 faces padded with blank ones to 12 inside the forward; the
+    // same attack on the same faces, so the same answers before and after.
+    let in_twelves = RobustnessConfig { batch_faces: 12, ..fgsm.clone() };
+    let padded = evaluate_robustness(&model, test.clone(), &in_twelves, &device, |_| {}).expect("runs");
+    assert_eq!(padded.predictions, result.predictions, "the padded last batch changes no answer");
+    assert!((padded.clean.loss_sum - result.clean.loss_sum).abs() < 1e-4);
+    assert!(padded.max_perturbation <= EPS + 1e-6);
+
     // With predicted labels the attack never reads the true ones. Label each face as the class the
     // attack sent it to: the same attack now "gets right" every face it flipped (wrong before,
     // right after) and every face it did not flip stays right; the robust accuracy counts only

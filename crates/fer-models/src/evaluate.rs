@@ -94,7 +94,15 @@ impl Evaluation {
 
 /// Evaluates `model` on every face of `split` seen through `view` (TenCrop: logits averaged over
 /// the 10 crops, as the reference). Use an inference backend (or `model.valid()`): BatchNorm
-/// then uses its running statistics and dropout is off.
+/// then uses its running statistics and dropout is off, so each face's logits do not depend on
+/// the others in its batch.
+///
+/// Every batch has one shape: when the split holds more than `batch_faces` faces, the last,
+/// smaller batch is padded with blank images to the size of the others and their logits are
+/// dropped. The figures are those of the unpadded batch (to the rounding of a kernel chosen for
+/// the batch size); what it spares is a GPU backend's autotuning, which tunes and compiles the
+/// kernels of every new batch size anew (minutes on Burn's CUDA backend: docs/RESULTS.md, "Second
+/// GPU lease").
 pub fn evaluate<B: Backend, M: Classifier<B>>(
     model: &M,
     split: Arc<SplitData>,
@@ -102,13 +110,34 @@ pub fn evaluate<B: Backend, M: Classifier<B>>(
     batch_faces: usize,
     device: &B::Device,
 ) -> Evaluation {
-    let order: Vec<usize> = (0..split.len()).collect();
-    let batcher = FaceBatcher::new(view, 0, split.len());
+    let faces = split.len();
+    let order: Vec<usize> = (0..faces).collect();
+    let batcher = FaceBatcher::new(view, 0, faces);
+    let full_batch = (faces > batch_faces).then_some(batch_faces * view.crops_per_face());
     let mut evaluation = Evaluation::default();
     for batch in BatchStream::<B>::new(split, order, batch_faces, batcher, 2, device.clone()) {
-        evaluation.record(average_crops(model.logits(batch.images), batch.crops_per_face), batch.targets);
+        let logits = logits_padded_to(model, batch.images, full_batch);
+        evaluation.record(average_crops(logits, batch.crops_per_face), batch.targets);
     }
     evaluation
+}
+
+/// `model`'s logits of `images`; with `Some(rows)` and fewer images than that, the batch is padded
+/// with blank images to `rows` and their logits are dropped. For inference-mode models only, where
+/// each image's logits do not depend on the rest of the batch.
+pub(crate) fn logits_padded_to<B: Backend, M: Classifier<B>>(
+    model: &M,
+    images: Tensor<B, 4>,
+    rows: Option<usize>,
+) -> Tensor<B, 2> {
+    let [n, channels, height, width] = images.dims();
+    match rows {
+        Some(rows) if n < rows => {
+            let blank = Tensor::zeros([rows - n, channels, height, width], &images.device());
+            model.logits(Tensor::cat(vec![images, blank], 0)).slice(0..n)
+        }
+        _ => model.logits(images),
+    }
 }
 
 #[cfg(test)]
@@ -133,5 +162,30 @@ mod tests {
         assert_eq!(e.answers(), [3, 0, 0, 5, 0, 0, 0]);
         assert_eq!(e.top_answer(), Some((Emotion::Happy, 5.0 / 8.0)));
         assert_eq!(Evaluation::default().top_answer(), None);
+    }
+
+    /// The last batch padded to the others' shape gives the figures of unpadded batches: the same
+    /// answers, the same loss to rounding.
+    #[test]
+    fn padded_last_batch_changes_no_figure() {
+        use burn::backend::NdArray;
+        let device = Default::default();
+        let model = crate::ModelConfig::from_name("vgg-small").expect("known").init::<NdArray>(&device);
+        let split = Arc::new(fer_dataset::synthetic::texture_split(11, 3));
+        for view in [View::CenterCrop(44), View::TenCrop(44)] {
+            // 11 faces in batches of 4: 4, 4 and 3 padded to 4; against one batch of all 11.
+            let padded = evaluate(&model, split.clone(), view, 4, &device);
+            let whole = evaluate(&model, split.clone(), view, 11, &device);
+            assert_eq!(padded.faces(), 11);
+            assert_eq!(padded.confusion, whole.confusion, "{view:?}");
+            assert!((padded.loss_sum - whole.loss_sum).abs() < 1e-4, "{view:?}: {padded:?} vs {whole:?}");
+        }
+        // The padding itself: the real rows' logits are those of the batch alone.
+        let images = Tensor::<NdArray, 4>::random([3, 1, 44, 44], burn::tensor::Distribution::Default, &device);
+        let alone = model.logits(images.clone());
+        let padded = logits_padded_to(&model, images.clone(), Some(8));
+        assert_eq!(padded.dims(), [3, 7]);
+        assert!((alone - padded).abs().max().into_scalar() < 1e-5);
+        assert_eq!(logits_padded_to(&model, images, Some(2)).dims(), [3, 7], "never cut");
     }
 }

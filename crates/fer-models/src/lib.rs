@@ -78,7 +78,7 @@ pub use checkpoint::{
 #[cfg(feature = "dlib")]
 pub use cnn_hog::feature_input;
 pub use cnn_hog::{CnnHog, CnnHogConfig, ConvBlock, ConvSpec, scale_feature_row};
-pub use conv::conv2d;
+pub use conv::{WeightGradient, conv2d, conv2d_with_weight_gradient, set_weight_gradient, weight_gradient};
 pub use evaluate::{Evaluation, evaluate};
 pub use export::{
     ImportedFeatureModel, SAFETENSORS_CONFIG_KEY, SAFETENSORS_FEATURE_MODEL_KEY, SAFETENSORS_FEATURE_SET_KEY,

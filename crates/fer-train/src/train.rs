@@ -258,7 +258,7 @@ pub fn train_on_devices<B: AutodiffBackend>(
 
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let faces = train_split.len();
-    let steps_per_epoch = faces.div_ceil(config.batch_size);
+    let steps_per_epoch = steps_per_epoch(faces, config)?;
     let batcher = FaceBatcher::new(View::RandomCropFlip(config.crop), config.seed, faces);
     let view = evaluation_view(config);
     let last_epoch = options.stop_after.map_or(config.epochs, |n| (state.completed_epochs + n).min(config.epochs));
@@ -269,6 +269,7 @@ pub fn train_on_devices<B: AutodiffBackend>(
         B::seed(device, mix(config.seed, 1 + epoch as u64));
         let mut order: Vec<usize> = (0..faces).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(config.seed, 0xDA7A_0000 + epoch as u64)));
+        order.truncate(steps_per_epoch * config.batch_size);
         batcher.set_epoch(epoch as u32);
         let mut rng = ChaCha8Rng::seed_from_u64(mix(config.seed, 0xAD00_0000 + epoch as u64));
         let stream = BatchStream::<B>::new(
@@ -683,6 +684,17 @@ pub(crate) fn progress_bar(visible: bool, steps: u64, epoch: usize, epochs: usiz
     }
     bar.set_prefix(format!("epoch {}/{epochs}", epoch + 1));
     bar
+}
+
+/// Optimiser steps per epoch over `faces` training faces: one per batch, the last smaller one
+/// included unless `config.drop_last`; an error when that leaves none.
+fn steps_per_epoch(faces: usize, config: &TrainConfig) -> Result<usize, TrainError> {
+    let steps = if config.drop_last { faces / config.batch_size } else { faces.div_ceil(config.batch_size) };
+    if steps == 0 {
+        let why = if config.drop_last { " (drop_last leaves out a smaller one)" } else { "" };
+        return Err(TrainError::Config(format!("{faces} training faces make no batch of {}{why}", config.batch_size)));
+    }
+    Ok(steps)
 }
 
 /// Progress of an epoch's training steps: a bar on a terminal; where stderr is not a terminal

@@ -181,6 +181,41 @@ fn exploding_loss_stops_with_epoch_and_step() {
     }
 }
 
+#[test]
+fn drop_last_leaves_out_the_smaller_batch() {
+    let _guard = serial();
+    // 20 faces in batches of 8: two full steps and one of 4 faces, or the two full ones only.
+    let data = synthetic_data(20, 7, 5);
+    let run = |config: &TrainConfig| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        train::<B>(config, &data, dir.path(), &quiet(), &Default::default()).expect("trains");
+        let rows = read_metrics(&RunFiles::new(dir.path()).metrics()).expect("metrics");
+        let (m, _) = load_checkpoint::<NdArray>(RunFiles::new(dir.path()).latest(), &Default::default()).expect("load");
+        let x = burn::tensor::Tensor::<NdArray, 4>::ones([1, 1, 44, 44], &Default::default());
+        (rows, m.forward(x).into_data().to_vec::<f32>().expect("floats"))
+    };
+    let config = small_config(2);
+    let dropping = TrainConfig { drop_last: true, ..config.clone() };
+    let (all_rows, all_logits) = run(&config);
+    let (rows, logits) = run(&dropping);
+    assert_ne!(logits, all_logits, "a different last step");
+    for r in &rows {
+        // The training accuracy counts the 16 faces trained on.
+        let hits = r.train_acc * 16.0;
+        assert!((hits - hits.round()).abs() < 1e-9, "epoch {}: {} is not a count of 16", r.epoch, r.train_acc);
+    }
+    assert_eq!(rows.len(), all_rows.len());
+    // Fewer faces than a batch leave no step: refused, naming the counts.
+    let few = synthetic_data(7, 7, 5);
+    let dir = tempfile::tempdir().expect("tempdir");
+    match train::<B>(&dropping, &few, dir.path(), &quiet(), &Default::default()) {
+        Err(TrainError::Config(message)) => {
+            assert!(message.contains("7 training faces make no batch of 8"), "{message}")
+        }
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+}
+
 fn real_data() -> Option<PathBuf> {
     match std::env::var_os("FER2013_CSV").filter(|v| !v.is_empty()) {
         Some(p) => Some(PathBuf::from(p)),
