@@ -55,22 +55,30 @@ fi
 # Burn's kernel caches from an earlier session's call ($OUT/cubecl-cache.tar.gz there, carried as
 # .device-tune/cubecl-cache.tar.gz) into target/, where the repository's cubecl.toml has CubeCL
 # look: used only on the card that made them (card.txt; autotune results are filed by device
-# index, not by card), and only where this machine has none yet.
-if [ -f .device-tune/cubecl-cache.tar.gz ]; then
+# index, not by card), and only where this machine has none yet. Without a carried one, the
+# autotune results kept in the repository (scripts/gpu/autotune/CARD.tar.gz: small, and they
+# outlive the ignored .device-* folders of a machine) are tried.
+tune_archives=(.device-tune/cubecl-cache.tar.gz)
+[ -f .device-tune/cubecl-cache.tar.gz ] || tune_archives=(scripts/gpu/autotune/*.tar.gz)
+if [ -f "${tune_archives[0]}" ]; then
   . scripts/gpu/gpu-env.sh
+  here=$(fer_gpu_name)
   if [ -d target/autotune ]; then
-    echo "target/ holds kernel caches already: .device-tune not unpacked"
+    echo "target/ holds kernel caches already: ${tune_archives[*]} not unpacked"
   else
-    tmp=$(mktemp -d "$stage/tune.XXXXXX")
-    tar -C "$tmp" -xzf .device-tune/cubecl-cache.tar.gz
-    made=$(cat "$tmp/card.txt" 2>/dev/null || true); here=$(fer_gpu_name)
-    if [ "$made" = "$here" ]; then
-      rm "$tmp/card.txt"; mkdir -p target; cp -r "$tmp"/* target/
-      echo "unpacked .device-tune/cubecl-cache.tar.gz -> target/ ($(ls "$tmp" | tr '\n' ' '), made on ${made:-no GPU})"
-    else
-      echo "unpack: .device-tune's kernel caches were made on '${made}', this card is '${here}': not used" >&2
-    fi
-    rm -rf "$tmp"
+    for archive in "${tune_archives[@]}"; do
+      tmp=$(mktemp -d "$stage/tune.XXXXXX")
+      tar -C "$tmp" -xzf "$archive"
+      made=$(cat "$tmp/card.txt" 2>/dev/null || true)
+      if [ "$made" = "$here" ]; then
+        rm "$tmp/card.txt"; mkdir -p target; cp -r "$tmp"/* target/
+        echo "unpacked $archive -> target/ ($(ls "$tmp" | tr '\n' ' '), made on ${made:-no GPU})"
+        rm -rf "$tmp"
+        break
+      fi
+      echo "unpack: $archive's kernel caches were made on '${made}', this card is '${here}': not used" >&2
+      rm -rf "$tmp"
+    done
   fi
 fi
 # A program whose libraries do not resolve fails at its start: say so now.
