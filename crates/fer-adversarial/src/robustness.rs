@@ -8,7 +8,7 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::AutodiffBackend;
 use fer_dataset::{BatchStream, Emotion, FACE_SIDE, FaceBatcher, SplitData, View};
-use fer_models::{Classifier, Evaluation, average_crops, center_crops, ten_crops};
+use fer_models::{Classifier, Evaluation, average_crops, center_crops, padded_logits, ten_crops};
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 
@@ -176,18 +176,9 @@ where
     let frozen = model.clone().no_grad();
     // Every forward has one batch shape: the last, smaller batch is padded with blank faces inside
     // the forward (the attack, its random starts and its loss see the real faces only), which
-    // spares a GPU backend's autotuning a new batch size (see `fer_models::evaluate`).
+    // spares a GPU backend's autotuning a new batch size (`fer_models::padded_logits`).
     let rows = (split.len() > config.batch_faces).then_some(config.batch_faces);
-    let forward = |x: Tensor<B, 4>| {
-        let [n, channels, height, width] = x.dims();
-        match rows {
-            Some(rows) if n < rows => {
-                let blank = Tensor::zeros([rows - n, channels, height, width], &x.device());
-                logits_on_faces(&frozen, Tensor::cat(vec![x, blank], 0), config.view()).slice(0..n)
-            }
-            _ => logits_on_faces(&frozen, x, config.view()),
-        }
-    };
+    let forward = |x: Tensor<B, 4>| padded_logits(x, rows, |x| logits_on_faces(&frozen, x, config.view()));
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut tally = Tally::new(split.len());
     let order: Vec<usize> = (0..split.len()).collect();

@@ -116,27 +116,29 @@ pub fn evaluate<B: Backend, M: Classifier<B>>(
     let full_batch = (faces > batch_faces).then_some(batch_faces * view.crops_per_face());
     let mut evaluation = Evaluation::default();
     for batch in BatchStream::<B>::new(split, order, batch_faces, batcher, 2, device.clone()) {
-        let logits = logits_padded_to(model, batch.images, full_batch);
+        let logits = padded_logits(batch.images, full_batch, |x| model.logits(x));
         evaluation.record(average_crops(logits, batch.crops_per_face), batch.targets);
     }
     evaluation
 }
 
-/// `model`'s logits of `images`; with `Some(rows)` and fewer images than that, the batch is padded
-/// with blank images to `rows` and their logits are dropped. For inference-mode models only, where
-/// each image's logits do not depend on the rest of the batch.
-pub(crate) fn logits_padded_to<B: Backend, M: Classifier<B>>(
-    model: &M,
+/// `logits(images)`, with a batch of fewer than `rows` images (when `rows` is `Some`) padded with
+/// blank images to `rows` first and their logits dropped, so that every batch a GPU backend sees
+/// has one shape (each new batch size is autotuned anew). For inference-mode models only, where
+/// each image's logits do not depend on the rest of the batch; gradients flow to `images` alone.
+/// [`evaluate`] and fer-adversarial's attacks pad their last batch with it.
+pub fn padded_logits<B: Backend>(
     images: Tensor<B, 4>,
     rows: Option<usize>,
+    logits: impl FnOnce(Tensor<B, 4>) -> Tensor<B, 2>,
 ) -> Tensor<B, 2> {
     let [n, channels, height, width] = images.dims();
     match rows {
         Some(rows) if n < rows => {
             let blank = Tensor::zeros([rows - n, channels, height, width], &images.device());
-            model.logits(Tensor::cat(vec![images, blank], 0)).slice(0..n)
+            logits(Tensor::cat(vec![images, blank], 0)).slice(0..n)
         }
-        _ => model.logits(images),
+        _ => logits(images),
     }
 }
 
@@ -183,9 +185,9 @@ mod tests {
         // The padding itself: the real rows' logits are those of the batch alone.
         let images = Tensor::<NdArray, 4>::random([3, 1, 44, 44], burn::tensor::Distribution::Default, &device);
         let alone = model.logits(images.clone());
-        let padded = logits_padded_to(&model, images.clone(), Some(8));
+        let padded = padded_logits(images.clone(), Some(8), |x| model.logits(x));
         assert_eq!(padded.dims(), [3, 7]);
         assert!((alone - padded).abs().max().into_scalar() < 1e-5);
-        assert_eq!(logits_padded_to(&model, images, Some(2)).dims(), [3, 7], "never cut");
+        assert_eq!(padded_logits(images, Some(2), |x| model.logits(x)).dims(), [3, 7], "never cut");
     }
 }

@@ -79,7 +79,7 @@ pub use checkpoint::{
 pub use cnn_hog::feature_input;
 pub use cnn_hog::{CnnHog, CnnHogConfig, ConvBlock, ConvSpec, scale_feature_row};
 pub use conv::{WeightGradient, conv2d, conv2d_with_weight_gradient, set_weight_gradient, weight_gradient};
-pub use evaluate::{Evaluation, evaluate};
+pub use evaluate::{Evaluation, evaluate, padded_logits};
 pub use export::{
     ImportedFeatureModel, SAFETENSORS_CONFIG_KEY, SAFETENSORS_FEATURE_MODEL_KEY, SAFETENSORS_FEATURE_SET_KEY,
     export_feature_model_safetensors, export_safetensors, import_feature_model_safetensors, import_safetensors,

@@ -22,13 +22,13 @@
 //!   dropout masks and attack starts by (seed, epoch, step, shard), independent of thread timing.
 //! * **Before forking**, pending BatchNorm updates (Burn's `RunningState` keeps one per thread
 //!   that updated, e.g. a training pass the caller ran on its own thread) are folded into the
-//!   running statistics, so every replica starts from the current ones. Each replica's updates are then kept on its own thread
-//!   (`fer_models::collect_running_updates`: a second update in the step, as adversarial
-//!   training's attacked pass makes, builds on the replica's first, as on one device) and applied
-//!   after the replicas finish (`RunningUpdates::apply_mean`). Burn's own `RunningState` would
-//!   average the threads' updates in a hash map's order and let a replica's second update fold in
-//!   whichever of the others' had arrived: with this, every step is bit-for-bit reproducible for
-//!   any number of replicas and with adversarial training.
+//!   running statistics, so every replica starts from the current ones. Each replica's updates
+//!   are then kept on its own thread (`fer_models::collect_running_updates`: a second update in
+//!   the step, as adversarial training's attacked pass makes, builds on the replica's first, as
+//!   on one device) and applied after the replicas finish (`RunningUpdates::apply_mean`). Burn's
+//!   own `RunningState` would average the threads' updates in a hash map's order and let a
+//!   replica's second update fold in whichever of the others' had arrived: with this, every step
+//!   is bit-for-bit reproducible for any number of replicas and with adversarial training.
 
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
