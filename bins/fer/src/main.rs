@@ -210,6 +210,10 @@ enum Command {
         /// Run directory.
         #[arg(long)]
         run: PathBuf,
+        /// Only redraw the PNG plots, from metrics.csv and report.json (no checkpoint, no data):
+        /// for a run trained where no font was installed, or whose checkpoints stayed there.
+        #[arg(long)]
+        plots_only: bool,
         /// FER2013 CSV, .csv.gz or cache [default: $FER2013_CSV, else data/fer2013.csv(.gz)]
         #[arg(long)]
         data: Option<PathBuf>,
@@ -768,7 +772,18 @@ fn run(cli: Cli) -> Result<()> {
                 out.display()
             );
         }
-        Command::Report { run, data, device } => {
+        Command::Report { run, plots_only: true, .. } => {
+            let files = RunFiles::new(&run);
+            let report = fer_train::write_plots(&files)?;
+            println!(
+                "wrote {} and {} (PrivateTest {:.2} % at the PublicTest-selected epoch {})",
+                files.curves_png().display(),
+                files.confusion_png().display(),
+                100.0 * report.private_test.accuracy,
+                report.summary.selected_epoch + 1
+            );
+        }
+        Command::Report { run, data, device, plots_only: false } => {
             let data = load_with_progress(data.as_deref())?;
             let files = RunFiles::new(&run);
             let report = with_backend!(device, |B, device| {

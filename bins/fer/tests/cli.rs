@@ -213,6 +213,17 @@ fn train_eval_report_round_trip_on_ndarray() {
     let out = fer(&["report", "--run", run_s, "--device", "ndarray", "--data", csv]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(run.join("curves.png").is_file() && run.join("confusion_private.png").is_file());
+    // --plots-only: from metrics.csv and report.json alone, without a checkpoint or the data.
+    let bare = dir.path().join("bare");
+    std::fs::create_dir(&bare).expect("mkdir");
+    for f in ["metrics.csv", "report.json"] {
+        std::fs::copy(run.join(f), bare.join(f)).expect("copy");
+    }
+    let out = fer(&["report", "--run", bare.to_str().expect("utf-8"), "--plots-only"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for png in ["curves.png", "confusion_private.png"] {
+        assert_eq!(std::fs::read(bare.join(png)).expect("plot"), std::fs::read(run.join(png)).expect("plot"), "{png}");
+    }
 
     // Fine-tuning from best.fer: the model comes from the checkpoint; config.json names the file.
     let tuned = dir.path().join("tuned");

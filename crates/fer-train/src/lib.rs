@@ -6,7 +6,9 @@
 //!   a recipe ([`TrainConfig`]; [`TrainConfig::reference`] is the reference project's).
 //! * **Out**: a run directory (see [`RunFiles`]) with `config.json`, per-epoch `metrics.csv`,
 //!   `latest.fer` / `best.fer` checkpoints written atomically, resumable state, `report.json` and
-//!   PNG plots; [`evaluate`] for any classifier on any split and view.
+//!   PNG plots ([`write_report`] rewrites them from `best.fer`, [`write_plots`] redraws the plots
+//!   from `metrics.csv` and `report.json` alone); [`evaluate`] for any classifier on any split and
+//!   view.
 //!
 //! **Honest selection.** The checkpoint is chosen on PublicTest accuracy only; the headline figure
 //! is PrivateTest accuracy of that checkpoint. The reference project's figure (the best PrivateTest
@@ -60,8 +62,8 @@ pub use plots::{
 };
 pub use recalibrate::recalibrate_batch_norm;
 pub use report::{
-    AdversarialReport, DOMINANT_ANSWER_SHARE, DominantAnswer, Report, SplitReport, is_dominant_share, write_report,
-    write_sweep_csv,
+    AdversarialReport, DOMINANT_ANSWER_SHARE, DominantAnswer, Report, SplitReport, is_dominant_share, write_plots,
+    write_report, write_sweep_csv,
 };
 pub use run::{EpochMetrics, RunFiles, RunState, TrainError, read_metrics};
 pub use train::{RunSummary, TrainOptions, train, train_on_devices};

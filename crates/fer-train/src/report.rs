@@ -198,11 +198,27 @@ pub fn write_report<B: AutodiffBackend>(
     if let Err(e) = plot_curves(&rows, &files.curves_png()) {
         tracing::warn!("{e}");
     }
-    let title = format!("{} PrivateTest (epoch {})", report.model, report.summary.selected_epoch + 1);
-    if let Err(e) = plot_confusion(&report.private_test.confusion, &title, &files.confusion_png()) {
+    if let Err(e) = plot_confusion(&report.private_test.confusion, &confusion_title(&report), &files.confusion_png()) {
         tracing::warn!("{e}");
     }
     Ok(report)
+}
+
+/// Redraws a run's `curves.png` and `confusion_private.png` from its `metrics.csv` and
+/// `report.json` alone, without its checkpoints or the data: for a run whose plots could not be
+/// drawn where it trained (a machine without the DejaVu font) or whose checkpoints stayed there.
+/// Returns the report read. Unlike [`write_report`], a plot that cannot be drawn is an error.
+pub fn write_plots(files: &RunFiles) -> Result<Report, TrainError> {
+    let report: Report = read_json(&files.report())?;
+    let rows = read_metrics(&files.metrics())?;
+    plot_curves(&rows, &files.curves_png())?;
+    plot_confusion(&report.private_test.confusion, &confusion_title(&report), &files.confusion_png())?;
+    Ok(report)
+}
+
+/// The confusion plot's title: the model and the selected epoch (1-based).
+fn confusion_title(report: &Report) -> String {
+    format!("{} PrivateTest (epoch {})", report.model, report.summary.selected_epoch + 1)
 }
 
 /// Writes an ε sweep as CSV (`method,attack,eps,clean_acc,adversarial_acc,seconds`), atomically.

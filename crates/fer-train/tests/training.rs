@@ -8,7 +8,7 @@ use fer_dataset::{Emotion, Fer2013, Split, View};
 use fer_models::{ModelConfig, load_checkpoint};
 use fer_train::{
     EpochMetrics, InitCheckpoint, Report, RunFiles, Schedule, TrainConfig, TrainError, TrainOptions, evaluate,
-    read_metrics, train,
+    read_metrics, train, write_plots,
 };
 
 type B = Autodiff<NdArray>;
@@ -60,6 +60,20 @@ fn tiny_model_overfits_64_faces_and_reports() {
     let rows = read_metrics(&files.metrics()).expect("metrics");
     assert_eq!(rows.len(), 8);
     assert!(rows.last().expect("rows").public_acc > 0.9, "generalises to held-out synthetic faces: {rows:?}");
+
+    // The plots again from metrics.csv and report.json alone (no checkpoint, no data): the same PNGs.
+    let drawn: Vec<Vec<u8>> =
+        [files.curves_png(), files.confusion_png()].iter().map(|p| std::fs::read(p).expect("plot")).collect();
+    for gone in [files.curves_png(), files.confusion_png(), files.best(), files.latest()] {
+        std::fs::remove_file(&gone).expect("remove");
+    }
+    assert_eq!(write_plots(&files).expect("redraws"), report);
+    for (png, before) in [files.curves_png(), files.confusion_png()].iter().zip(&drawn) {
+        assert_eq!(&std::fs::read(png).expect("plot redrawn"), before, "{}", png.display());
+    }
+    std::fs::remove_file(files.report()).expect("remove");
+    let missing = write_plots(&files).expect_err("no report.json").to_string();
+    assert!(missing.contains("report.json"), "{missing}");
 }
 
 #[test]
