@@ -33,7 +33,8 @@ struct Cli {
     /// How convolution weight gradients are computed off burn-flex (CUDA, Vulkan, ndarray):
     /// `backend` (Burn's own) or `gemm[:MIN_SIDE]` (batched GEMMs, one per image, for output maps
     /// of at least MIN_SIDE pixels a side [default: 16]); burn-flex always runs fer-models' own
-    /// kernels. The same values and gradients up to float rounding.
+    /// kernels. The same values and gradients up to float rounding. On an H200 (CUDA) `gemm` made
+    /// VGG19's step 4.7× slower (docs/RESULTS.md): measure before choosing it.
     #[arg(long, global = true, default_value = "backend", value_parser = parse_weight_gradient)]
     weight_gradient: fer_models::WeightGradient,
 }
