@@ -57,9 +57,10 @@
 # $STAGE/fer2013.csv.gz), FER_DEVICE (default cuda), FER_MODEL (vgg19 or resnet18, the model
 # `train` and `adv-train` start; default vgg19), RUN (default $STAGE/runs/FER_MODEL-fast),
 # FER_GPU_STEPS (timed steps, default 20), LR and WARMUP_EPOCHS (`train`, `adv-train`: the fast
-# recipe's peak learning rate and warm-up epochs, e.g. LR=0.001 WARMUP_EPOCHS=0 to fine-tune), WEIGHT_GRADIENT (`train`, `adv-train`: fer's
-# --weight-gradient, e.g. gemm; default Burn's), FER_GPU_DEADLINE (for `train budget`), FER_GPU_SMALL=1
-# (tiny sizes: how this script is tested on a CPU), OUT (the device tool sets it).
+# recipe's peak learning rate and warm-up epochs, e.g. LR=0.001 WARMUP_EPOCHS=0 to fine-tune),
+# WEIGHT_GRADIENT (`train`, `adv-train`: fer's --weight-gradient, e.g. gemm; default Burn's),
+# FER_GPU_DEADLINE (for `train budget`), FER_GPU_SMALL=1 (tiny sizes: how this script is tested on
+# a CPU), OUT (the device tool sets it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/gpu/gpu-env.sh
@@ -231,14 +232,13 @@ PY
 )
       echo "budget: $epochs epochs (warm-up $warmup) from $speed_json, $reserve s kept for evaluation and attack; autotuning one training step's shapes took $tuning s" | tee "$dir/budget.txt"
       [ "$epochs" -gt 0 ] || { echo "budget: no time for one epoch" | tee -a "$dir/budget.txt"; exit 1; }
-      args+=(--warmup-epochs "${WARMUP_EPOCHS:-$warmup}")
       train_time=(timeout $((deadline - $(date +%s) - reserve)))
-    elif [ -n "${WARMUP_EPOCHS:-}" ]; then
-      args+=(--warmup-epochs "$WARMUP_EPOCHS")
     fi
     args+=(--epochs "$epochs")
-    # The fast recipe's peak learning rate (0.01) suits training from scratch; a fine-tuning
-    # (INIT) may want less: LR=0.001 WARMUP_EPOCHS=0.
+    # The fast recipe's peak learning rate (0.01) and warm-up suit training from scratch; a
+    # fine-tuning (INIT) may want less: LR=0.001 WARMUP_EPOCHS=0. Else `budget` sets the warm-up.
+    warmup=${WARMUP_EPOCHS:-${warmup:-}}
+    [ -n "$warmup" ] && args+=(--warmup-epochs "$warmup")
     [ -n "${LR:-}" ] && args+=(--lr "$LR")
     if [ "$part" = adv-train ]; then
       args+=(--adversarial "$adv" --eps "$eps" --adv-bn "$bn" --adv-eval-view "${ADV_EVAL_VIEW:-full}" --select "${SELECT:-mean}" --adv-clean-bn "${ADV_CLEAN_BN:-batch-update}" --adv-eps-ramp "${ADV_EPS_RAMP:-0}")
