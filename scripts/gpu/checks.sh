@@ -58,6 +58,8 @@
 # `train` and `adv-train` start; default vgg19), RUN (default $STAGE/runs/FER_MODEL-fast),
 # FER_GPU_STEPS (timed steps, default 20), LR and WARMUP_EPOCHS (`train`, `adv-train`: the fast
 # recipe's peak learning rate and warm-up epochs, e.g. LR=0.001 WARMUP_EPOCHS=0 to fine-tune),
+# AUGMENT (`train`, `adv-train`: none or strong, fer's --augment; strong runs are named
+# $RUN-augment-strong by default),
 # WEIGHT_GRADIENT (`train`, `adv-train`: fer's --weight-gradient, e.g. gemm; default Burn's),
 # FER_GPU_DEADLINE (for `train budget`), FER_GPU_SMALL=1 (tiny sizes: how this script is tested on
 # a CPU), OUT (the device tool sets it).
@@ -80,7 +82,12 @@ case "$model" in
   resnet18) small_model=resnet-small ;;
   *) echo "FER_MODEL=$model: expected vgg19 or resnet18" >&2; exit 2 ;;
 esac
-run=${RUN:-$stage/runs/$model-fast}
+# AUGMENT=strong (`train`, `adv-train`: fer's --augment) names the default run after it, so the
+# `attack` of the same call finds it.
+augment=${AUGMENT:-none}
+case "$augment" in none | strong) ;; *) echo "AUGMENT=$augment: expected none or strong" >&2; exit 2 ;; esac
+aug_suffix=; [ "$augment" != none ] && aug_suffix="-augment-$augment"
+run=${RUN:-$stage/runs/$model-fast$aug_suffix}
 steps=${FER_GPU_STEPS:-20}
 pgd_faces=${ATTACK_PGD_FACES:-1000}
 out=${OUT:?set OUT to the folder results go to}
@@ -194,7 +201,7 @@ PY
     # (minutes; the partial last batch and 64-face evaluation batches took the whole call of
     # 2026-12-04's second lease). --eval-batch $bs also lets the centre-crop evaluation reuse the
     # training's tuned convolutions. A binary older than the flags runs without them.
-    args=(--model "$model" --recipe fast --bs "$bs" --device "$device" --data "$data" --out "$run")
+    args=(--model "$model" --recipe fast --bs "$bs" --device "$device" --data "$data" --out "$run" --augment "$augment")
     "$fer" train --help | grep -q -- --drop-last && args+=(--drop-last --eval-batch "$bs")
     wg=(); [ -n "${WEIGHT_GRADIENT:-}" ] && wg=(--weight-gradient "$WEIGHT_GRADIENT")
     train_time=()

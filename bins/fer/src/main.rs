@@ -284,6 +284,20 @@ struct TrainArgs {
     /// shape, so a GPU backend autotunes one batch size, not two.
     #[arg(long)]
     drop_last: bool,
+    /// Training augmentation besides the random crop and mirror: none (the reference) or strong
+    /// (±10° rotation, ±10 % zoom, a random black rectangle on half the crops); the three flags
+    /// below change one part of it.
+    #[arg(long, conflicts_with = "resume", default_value = "none")]
+    augment: String,
+    /// Rotation of the training crops, uniformly within ±this many degrees.
+    #[arg(long, conflicts_with = "resume")]
+    augment_rotation: Option<u32>,
+    /// Zoom of the training crops, uniformly within ±this many percent.
+    #[arg(long, conflicts_with = "resume")]
+    augment_zoom: Option<u32>,
+    /// Chance, in percent, of erasing a random rectangle (2–33 % of the crop) to black.
+    #[arg(long, conflicts_with = "resume")]
+    augment_erase: Option<u32>,
     /// Faces per evaluation batch (×10 crops with TenCrop) [default: 64]. On a GPU, the batch
     /// size of training (--bs) makes the centre-crop evaluation reuse the training's tuned kernels.
     #[arg(long)]
@@ -479,6 +493,11 @@ impl TrainArgs {
         c.seed = self.seed.unwrap_or(c.seed);
         c.eval_tencrop = !self.no_tencrop;
         c.drop_last = self.drop_last;
+        let mut augmentation = fer_dataset::Augmentation::from_name(&self.augment).map_err(anyhow::Error::msg)?;
+        augmentation.max_rotation_deg = self.augment_rotation.unwrap_or(augmentation.max_rotation_deg);
+        augmentation.max_zoom_pct = self.augment_zoom.unwrap_or(augmentation.max_zoom_pct);
+        augmentation.erase_pct = self.augment_erase.unwrap_or(augmentation.erase_pct);
+        c.augmentation = augmentation;
         c.eval_batch_faces = self.eval_batch.unwrap_or(c.eval_batch_faces);
         c.train_limit = self.train_limit;
         c.eval_limit = self.eval_limit;

@@ -159,6 +159,10 @@ fn train_eval_report_round_trip_on_ndarray() {
         "--drop-last",
         "--eval-batch",
         "4",
+        "--augment",
+        "strong",
+        "--augment-erase",
+        "20",
         "--device",
         "ndarray",
         "--data",
@@ -171,6 +175,12 @@ fn train_eval_report_round_trip_on_ndarray() {
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).expect("config")).expect("JSON");
     assert_eq!((config["drop_last"].as_bool(), config["eval_batch_faces"].as_u64()), (Some(true), Some(4)));
+    let augmentation = &config["augmentation"];
+    assert_eq!(
+        [&augmentation["max_rotation_deg"], &augmentation["max_zoom_pct"], &augmentation["erase_pct"]],
+        [10, 10, 20],
+        "strong, erasing changed to 20 %: {augmentation}"
+    );
     let text = stdout(&out);
     assert!(
         text.contains("1 epochs done. Selected epoch 1 (the best clean PublicTest accuracy): clean PublicTest "),
@@ -182,6 +192,22 @@ fn train_eval_report_round_trip_on_ndarray() {
     for file in ["config.json", "metrics.csv", "state.json", "latest.fer", "best.fer", "latest.optim", "report.json"] {
         assert!(run.join(file).is_file(), "{file} written");
     }
+
+    // An unknown augmentation is named; a resumed run keeps its own (the flags conflict).
+    let other = dir.path().join("other-run");
+    let bad: Vec<&str> = train_args
+        .iter()
+        .map(|&a| match a {
+            "strong" => "heavy",
+            a if a == run_s => other.to_str().expect("utf-8"),
+            a => a,
+        })
+        .collect();
+    let out = fer(&bad);
+    assert!(!other.join("config.json").exists());
+    assert!(stderr(&out).contains("unknown augmentation `heavy` (expected none or strong)"), "{}", stderr(&out));
+    let out = fer(&["train", "--resume", "--augment", "strong", "--out", run_s, "--data", csv]);
+    assert!(!out.status.success() && stderr(&out).contains("--augment"), "{}", stderr(&out));
 
     // A second run into the same directory is refused; --resume of a finished run only reports.
     let out = fer(&train_args);

@@ -10,7 +10,7 @@ use burn::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 
-use crate::{Emotion, FaceImage, SplitData, View};
+use crate::{Augmentation, Emotion, FaceImage, SplitData, View};
 
 /// One labelled face and its position in its split (the position seeds its augmentation).
 #[derive(Debug, Clone)]
@@ -67,12 +67,14 @@ pub struct FaceBatch<B: Backend> {
 /// Random views are reproducible whatever the number of loader threads: the crop of face `i`
 /// on its `k`-th visit is drawn from a generator seeded by `(seed, i, k)`. Visits are counted
 /// per face, so the k-th epoch sees the same crops in every run; [`FaceBatcher::set_epoch`]
-/// restores the count when a run is resumed.
+/// restores the count when a run is resumed. [`FaceBatcher::with_augmentation`] adds rotation,
+/// zoom and erasing to a random view's crops, drawn from the same generator.
 #[derive(Debug, Clone)]
 pub struct FaceBatcher {
     view: View,
     seed: u64,
     visits: Arc<Vec<AtomicU32>>,
+    augmentation: Augmentation,
 }
 
 impl FaceBatcher {
@@ -82,7 +84,27 @@ impl FaceBatcher {
             panic!("invalid view {view:?}: {e}");
         }
         let visits = if view.is_random() { (0..faces).map(|_| AtomicU32::new(0)).collect() } else { Vec::new() };
-        FaceBatcher { view, seed, visits: Arc::new(visits) }
+        FaceBatcher { view, seed, visits: Arc::new(visits), augmentation: Augmentation::NONE }
+    }
+
+    /// The same batcher with `augmentation` applied to each crop after its random placement and
+    /// mirroring. Panics when [`Augmentation::check`] fails, or when the augmentation does
+    /// something and the view is not random (evaluation views stay fixed functions of the face).
+    pub fn with_augmentation(self, augmentation: Augmentation) -> FaceBatcher {
+        if let Err(e) = augmentation.check() {
+            panic!("invalid augmentation {augmentation:?}: {e}");
+        }
+        assert!(
+            augmentation.is_none() || self.view.is_random(),
+            "augmentation {augmentation:?} on the fixed view {:?}",
+            self.view
+        );
+        FaceBatcher { augmentation, ..self }
+    }
+
+    /// The augmentation added to the random crops ([`Augmentation::NONE`] unless set).
+    pub fn augmentation(&self) -> Augmentation {
+        self.augmentation
     }
 
     /// The view this batcher produces.
@@ -108,7 +130,7 @@ impl FaceBatcher {
             let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, item.index as u64, u64::from(visit)));
             for window in self.view.windows(&mut rng) {
                 let chunk = chunks.next().expect("buffer sized for every crop");
-                window.write_scaled(&item.image, chunk);
+                self.augmentation.write_scaled(&item.image, &window, &mut rng, chunk);
             }
         }
         out
@@ -219,6 +241,37 @@ mod tests {
 
         let other_seed = FaceBatcher::new(View::RandomCropFlip(44), 43, s.len());
         assert_ne!(other_seed.crops(&all), epoch0);
+    }
+
+    #[test]
+    fn strong_augmentation_is_seeded_resumable_and_keeps_the_crop_placement() {
+        let s = split(12);
+        let all = items(&s);
+        let strong = || FaceBatcher::new(View::RandomCropFlip(44), 42, s.len()).with_augmentation(Augmentation::STRONG);
+        let a = strong();
+        assert_eq!(a.augmentation(), Augmentation::STRONG);
+        let (epoch0, epoch1) = (a.crops(&all), a.crops(&all));
+        assert_ne!(epoch0, epoch1);
+        let resumed = strong();
+        resumed.set_epoch(1);
+        assert_eq!(resumed.crops(&all), epoch1, "resuming at epoch 1 reproduces it");
+        let plain = FaceBatcher::new(View::RandomCropFlip(44), 42, s.len()).crops(&all);
+        assert_ne!(plain, epoch0, "strong changes the crops");
+        assert!(epoch0.iter().all(|v| (0.0..=1.0).contains(v)));
+        // Nothing added: the plain batcher's crops, bit for bit (placement drawn first, the same).
+        let none = FaceBatcher::new(View::RandomCropFlip(44), 42, s.len()).with_augmentation(Augmentation::NONE);
+        assert_eq!(none.crops(&all), plain);
+        // Only erasing: every crop is the plain one or the plain one with a black rectangle.
+        let erase = Augmentation { erase_pct: 100, ..Augmentation::NONE };
+        let erased = FaceBatcher::new(View::RandomCropFlip(44), 42, s.len()).with_augmentation(erase).crops(&all);
+        assert!(erased.iter().zip(&plain).all(|(&e, &p)| e == p || e == 0.0));
+        assert!(erased.iter().zip(&plain).filter(|(e, p)| e != p).count() > 12 * 30);
+    }
+
+    #[test]
+    #[should_panic(expected = "on the fixed view")]
+    fn augmentation_of_an_evaluation_view_is_refused() {
+        let _ = FaceBatcher::new(View::TenCrop(44), 0, 4).with_augmentation(Augmentation::STRONG);
     }
 
     #[test]

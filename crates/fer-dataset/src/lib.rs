@@ -24,6 +24,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod augment;
 mod batch;
 mod cache;
 mod csv_reader;
@@ -35,6 +36,7 @@ mod stream;
 pub mod synthetic;
 mod view;
 
+pub use augment::{Augmentation, ERASE_AREA, ERASE_RATIO};
 pub use batch::{FaceBatch, FaceBatcher, FaceDataset, FaceItem, face_loader};
 pub use cache::{CACHE_MAGIC, CACHE_VERSION, read_cache, write_atomically, write_cache};
 pub use csv_reader::{read_csv, read_csv_from};

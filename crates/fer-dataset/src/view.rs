@@ -137,20 +137,24 @@ fn round_half_even_half(n: usize) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand::rngs::ChaCha8Rng;
 
-    /// Pixel (x, y) = x + 2y (at most 141, so it fits a u8).
-    fn ramp() -> FaceImage {
+    /// Pixel (x, y) = first + x + 2y (at most first + 141, so first ≤ 114 fits a u8).
+    pub(crate) fn ramp_from(first: u8) -> FaceImage {
         let mut img = FaceImage::filled(0);
         for y in 0..FACE_SIDE {
             for x in 0..FACE_SIDE {
-                img.0[y * FACE_SIDE + x] = (x + 2 * y) as u8;
+                img.0[y * FACE_SIDE + x] = first + (x + 2 * y) as u8;
             }
         }
         img
+    }
+
+    fn ramp() -> FaceImage {
+        ramp_from(0)
     }
 
     fn crop(w: CropWindow) -> Vec<f32> {

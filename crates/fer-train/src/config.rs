@@ -1,6 +1,7 @@
 //! The training recipe: every knob of the reference, as plain data saved with each run.
 
 use fer_adversarial::{Attack, LabelSource, RobustnessConfig};
+use fer_dataset::Augmentation;
 use fer_models::{ModelConfig, NormStatistics};
 
 /// How the learning rate moves over training.
@@ -479,6 +480,11 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     /// Side of the random training crops and the TenCrop evaluation crops.
     pub crop: usize,
+    /// What the random training crops go through besides placement and mirroring: rotation,
+    /// zoom, random erasing ([`Augmentation::STRONG`]); [`Augmentation::NONE`] in both recipes
+    /// (the reference's RandomCrop + flip). Runs written before it existed read as `NONE`.
+    #[serde(default)]
+    pub augmentation: Augmentation,
     /// Evaluate with TenCrop (logits averaged over 10 crops) rather than the centre crop.
     pub eval_tencrop: bool,
     /// Faces per evaluation batch (×10 crops with TenCrop).
@@ -518,6 +524,7 @@ impl TrainConfig {
             grad_clip: Some(0.1),
             schedule: Schedule::REFERENCE,
             crop: 44,
+            augmentation: Augmentation::NONE,
             eval_tencrop: true,
             eval_batch_faces: 64,
             seed: 0,
@@ -572,6 +579,7 @@ impl TrainConfig {
         if let Some(c) = self.grad_clip.filter(|c| !(c.is_finite() && *c > 0.0)) {
             return Err(format!("gradient clamp {c} must be positive"));
         }
+        self.augmentation.check().map_err(|e| format!("augmentation: {e}"))?;
         if self.train_limit == Some(0) || self.eval_limit == Some(0) {
             return Err("subset limits must be positive".into());
         }
@@ -607,6 +615,23 @@ mod tests {
         json.as_object_mut().expect("an object").remove("drop_last");
         let read: TrainConfig = serde_json::from_value(json).expect("reads");
         assert_eq!(read, config);
+    }
+
+    /// Runs written before `augmentation` existed still load, as the plain crop and mirror; a
+    /// strong one round-trips and a bad one is named.
+    #[test]
+    fn augmentation_defaults_round_trips_and_is_checked() {
+        let config = TrainConfig::fast(ModelConfig::from_name("vgg-small").expect("known"));
+        let mut json: serde_json::Value = serde_json::to_value(&config).expect("serialises");
+        json.as_object_mut().expect("an object").remove("augmentation");
+        let read: TrainConfig = serde_json::from_value(json).expect("reads");
+        assert_eq!(read.augmentation, Augmentation::NONE);
+        let strong = TrainConfig { augmentation: Augmentation::STRONG, ..config.clone() };
+        let text = serde_json::to_string(&strong).expect("serialises");
+        assert!(text.contains(r#""augmentation":{"max_rotation_deg":10,"max_zoom_pct":10,"erase_pct":50}"#), "{text}");
+        assert_eq!(serde_json::from_str::<TrainConfig>(&text).expect("reads"), strong);
+        let bad = TrainConfig { augmentation: Augmentation { max_zoom_pct: 120, ..Augmentation::NONE }, ..config };
+        assert!(bad.check().expect_err("zoom").contains("augmentation: zoom ±120 %"));
     }
 
     #[test]

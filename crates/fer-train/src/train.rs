@@ -259,7 +259,8 @@ pub fn train_on_devices<B: AutodiffBackend>(
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let faces = train_split.len();
     let steps_per_epoch = steps_per_epoch(faces, config)?;
-    let batcher = FaceBatcher::new(View::RandomCropFlip(config.crop), config.seed, faces);
+    let batcher =
+        FaceBatcher::new(View::RandomCropFlip(config.crop), config.seed, faces).with_augmentation(config.augmentation);
     let view = evaluation_view(config);
     let last_epoch = options.stop_after.map_or(config.epochs, |n| (state.completed_epochs + n).min(config.epochs));
 

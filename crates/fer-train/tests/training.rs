@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use burn::backend::{Autodiff, NdArray};
-use fer_dataset::{Emotion, Fer2013, Split, View};
+use fer_dataset::{Augmentation, Emotion, Fer2013, Split, View};
 use fer_models::{ModelConfig, load_checkpoint};
 use fer_train::{
     EpochMetrics, InitCheckpoint, Report, RunFiles, Schedule, TrainConfig, TrainError, TrainOptions, evaluate,
@@ -80,7 +80,9 @@ fn tiny_model_overfits_64_faces_and_reports() {
 fn resumed_run_equals_uninterrupted_run() {
     let _guard = serial();
     let data = synthetic_data(48, 14, 2);
-    let config = small_config(3);
+    // With the strong augmentation: its rotations, zooms and erasures are drawn per face and
+    // epoch from the run's seed, so a resumed run draws what the uninterrupted one drew.
+    let config = TrainConfig { augmentation: Augmentation::STRONG, ..small_config(3) };
     let straight = tempfile::tempdir().expect("tempdir");
     train::<B>(&config, &data, straight.path(), &quiet(), &Default::default()).expect("straight");
 
@@ -98,6 +100,12 @@ fn resumed_run_equals_uninterrupted_run() {
     let a = read_metrics(&RunFiles::new(straight.path()).metrics()).expect("a");
     let b = read_metrics(&RunFiles::new(resumed.path()).metrics()).expect("b");
     assert_eq!(deterministic(&a), deterministic(&b));
+    // The augmentation reached the training crops: without it the first epoch's loss differs.
+    let plain = tempfile::tempdir().expect("tempdir");
+    let one_plain = TrainOptions { stop_after: Some(1), ..quiet() };
+    train::<B>(&small_config(3), &data, plain.path(), &one_plain, &Default::default()).expect("plain");
+    let p = read_metrics(&RunFiles::new(plain.path()).metrics()).expect("plain metrics");
+    assert_ne!(p[0].train_loss, a[0].train_loss, "strong augmentation changes what the model sees");
     let logits = |dir: &Path| {
         let (m, _) = load_checkpoint::<NdArray>(RunFiles::new(dir).latest(), &Default::default()).expect("load");
         let x = burn::tensor::Tensor::<NdArray, 4>::ones([2, 1, 44, 44], &Default::default());
