@@ -5,7 +5,8 @@
 //! * **In**: the original `fer2013.csv` (or `.csv.gz`) with header `emotion,pixels,Usage`, or the
 //!   binary cache written by [`write_cache`] (`fer preprocess`).
 //! * **Out**: a [`Fer2013`] value holding labels and 48×48 gray faces per [`Split`], per-class
-//!   [`ClassCounts`], crops ([`View`]: RandomCrop+flip, CenterCrop, TenCrop) and a Burn
+//!   [`ClassCounts`], crops ([`View`]: RandomCrop+flip, CenterCrop, TenCrop; [`Augmentation`]:
+//!   rotation, zoom and random erasing on top of the random crops) and a Burn
 //!   [`Batcher`](burn::data::dataloader::batcher::Batcher) ([`FaceBatcher`]) producing
 //!   `[N, 1, S, S]` images scaled to `[0, 1]` and `Int` labels.
 //!
