@@ -1,6 +1,12 @@
 //! Stronger training augmentation on top of the random crop and mirror: a random rotation and
 //! zoom about the crop's centre (bilinear, edges replicated) and random erasing (torchvision's
 //! `RandomErasing`), as FER2013 models that reach the mid-70s train with.
+//!
+//! The sampling is written here rather than taken from imageproc's `warp` (a workspace
+//! dependency of fer-models): `warp` fills what falls outside the image with one constant, where
+//! these crops replicate the face's edges (no black corners to mistake for erasing), it works on
+//! whole images (a 48×48 warp, then the crop, per face), and fer-dataset stays free of image
+//! libraries. No crate in the workspace does random erasing.
 
 use rand::{Rng, RngExt};
 
