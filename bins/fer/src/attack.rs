@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use fer_adversarial::{
-    Attack, FeatureGradient, LabelSource, Robustness, RobustnessConfig, adversarial_examples, eps_sweep,
+    Attack, FeatureGradient, LabelSource, RobustCeiling, Robustness, RobustnessConfig, adversarial_examples, eps_sweep,
     evaluate_robustness, example_faces, parse_eps,
 };
 use fer_dataset::{Split, SplitData, View};
@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::{DeviceSpec, with_backend};
 use crate::checkpoint_arg::{CheckpointArg, resolve};
+use crate::faces_arg::FacesArgs;
 
 /// `fer attack` flags. Defaults are the reference's protocol: FGSM, ε = 0.3, labels = the model's
 /// predictions, full 48×48 PrivateTest faces, inference mode.
@@ -46,22 +47,8 @@ pub struct AttackArgs {
     /// fgsm-rs or pgd).
     #[arg(long, default_value = "predicted")]
     labels: LabelSource,
-    /// Let the model see the TenCrop (logits averaged); the attack perturbs the full face.
-    #[arg(long)]
-    tencrop: bool,
-    /// Let the model see the centred crop (the view its training crops are centred on); the
-    /// attack perturbs the full face through it.
-    #[arg(long, conflicts_with = "tencrop")]
-    center_crop: bool,
-    /// Side of the TenCrop or centre crop.
-    #[arg(long, default_value_t = 44)]
-    crop: usize,
-    /// Split: public, private or training.
-    #[arg(long, default_value = "private")]
-    split: Split,
-    /// Attack only the first this-many faces of the split.
-    #[arg(long)]
-    limit: Option<usize>,
+    #[command(flatten)]
+    faces: FacesArgs,
     /// Faces per batch.
     #[arg(long, default_value_t = 64)]
     batch: usize,
@@ -75,6 +62,13 @@ pub struct AttackArgs {
     /// Methods of the sweep, comma-separated.
     #[arg(long, default_value = "fgsm,pgd")]
     sweep_methods: String,
+    /// Also bound what any classifier could do on the attacked faces: the robustness ceiling, the
+    /// best accuracy under an L∞ attack of budget ε that a classifier of the same view can keep
+    /// (pairs of differently labelled faces within 2ε of each other cannot both stay right). In
+    /// attack.json and the printout; with --eps-sweep, at each budget, in ceiling.csv and drawn in
+    /// robustness.png. See `fer ceiling`.
+    #[arg(long)]
+    ceiling: bool,
     /// Draw this many faces (clean, perturbation, adversarial) into examples.png in --out.
     #[arg(long, default_value_t = 0)]
     examples: usize,
@@ -84,9 +78,6 @@ pub struct AttackArgs {
     /// Print the JSON report on stdout.
     #[arg(long)]
     json: bool,
-    /// FER2013 CSV, .csv.gz or cache [default: $FER2013_CSV, else data/fer2013.csv(.gz)]
-    #[arg(long)]
-    data: Option<PathBuf>,
     /// Device: cpu, ndarray, wgpu[:N], vulkan[:N], cuda[:N].
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
@@ -118,6 +109,9 @@ struct AttackReport {
     max_perturbation: f64,
     seconds: f64,
     faces_per_second: f64,
+    /// `--ceiling`: the robustness ceiling of the attacked faces at the attack's ε.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ceiling: Option<RobustCeiling>,
 }
 
 pub fn run(args: AttackArgs) -> Result<()> {
@@ -126,8 +120,8 @@ pub fn run(args: AttackArgs) -> Result<()> {
     let config = RobustnessConfig {
         attack,
         labels: args.labels,
-        tencrop: args.tencrop.then_some(args.crop),
-        center_crop: args.center_crop.then_some(args.crop),
+        tencrop: args.faces.tencrop.then_some(args.faces.crop),
+        center_crop: args.faces.center_crop.then_some(args.faces.crop),
         batch_faces: args.batch,
         seed: args.seed,
     };
@@ -166,7 +160,8 @@ pub fn run(args: AttackArgs) -> Result<()> {
         let result: Robustness =
             evaluate_robustness(&model, faces.clone(), &config, &device, |done| bar.set_position(done as u64))?;
         bar.finish_and_clear();
-        let report = write_report(&args, &checkpoint, saved.model.label(), &config, &result)?;
+        let ceiling = attacked_ceiling(&args, &faces, &config, &[config.attack.eps()])?.pop();
+        let report = write_report(&args, &checkpoint, saved.model.label(), &config, &result, ceiling)?;
 
         if args.examples > 0 {
             let picked = example_faces(&result.predictions, faces.labels(), args.examples);
@@ -180,7 +175,8 @@ pub fn run(args: AttackArgs) -> Result<()> {
             let bar = new_bar((budgets.len() * methods.len()) as u64, "ε sweep");
             let points = eps_sweep(&model, faces.clone(), methods, budgets, &config, &device, |p| sweep_line(&bar, p))?;
             bar.finish_and_clear();
-            write_sweep(&args, &points, &report, &config)?;
+            let ceiling = attacked_ceiling(&args, &faces, &config, budgets)?;
+            write_sweep(&args, &points, &ceiling, &report, &config)?;
         }
         Ok::<(), anyhow::Error>(())
     })
@@ -194,7 +190,7 @@ fn run_feature_model(
     config: &RobustnessConfig,
     sweep: Option<&(Vec<f64>, Vec<Attack>)>,
 ) -> Result<()> {
-    if args.tencrop || args.center_crop {
+    if args.faces.tencrop || args.faces.center_crop {
         bail!(
             "--tencrop/--center-crop: the CNN + landmarks + HOG model of {} reads the whole 48×48 face",
             run.display()
@@ -222,7 +218,8 @@ fn run_feature_model(
             FeatureGradient::ImageBranch => ", gradient through the image branch only".to_string(),
         };
         let label = format!("{name}, {}{gradient_words}", set.name());
-        let report = write_report(args, &weights, label, config, &result)?;
+        let ceiling = attacked_ceiling(args, &faces, config, &[config.attack.eps()])?.pop();
+        let report = write_report(args, &weights, label, config, &result, ceiling)?;
         if args.examples > 0 {
             let picked = example_faces(&result.predictions, faces.labels(), args.examples);
             let examples =
@@ -243,7 +240,8 @@ fn run_feature_model(
                 |p| sweep_line(&bar, p),
             )?;
             bar.finish_and_clear();
-            write_sweep(args, &points, &report, config)?;
+            let ceiling = attacked_ceiling(args, &faces, config, budgets)?;
+            write_sweep(args, &points, &ceiling, &report, config)?;
         }
         Ok::<(), anyhow::Error>(())
     })
@@ -261,14 +259,23 @@ fn run_feature_model(
 
 /// The faces to attack: the split, cut to `--limit`; and `--out` made.
 fn attacked_faces(args: &AttackArgs) -> Result<Arc<SplitData>> {
-    let data = crate::load_with_progress(args.data.as_deref())?;
-    let mut faces = data.split(args.split).clone();
-    if let Some(limit) = args.limit.filter(|&l| l < faces.len()) {
-        faces = faces.select(&(0..limit).collect::<Vec<_>>());
-    }
-    anyhow::ensure!(!faces.is_empty(), "the {} split has no faces", args.split);
+    let faces = args.faces.load()?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     Ok(Arc::new(faces))
+}
+
+/// `--ceiling`: the robustness ceiling of the attacked faces through the model's view at each of
+/// `budgets` (nothing without the flag).
+fn attacked_ceiling(
+    args: &AttackArgs,
+    faces: &SplitData,
+    config: &RobustnessConfig,
+    budgets: &[f64],
+) -> Result<Vec<RobustCeiling>> {
+    if !args.ceiling {
+        return Ok(Vec::new());
+    }
+    crate::ceiling_cmd::ceilings(faces, config.view(), budgets)
 }
 
 /// Writes `attack.json` and prints the report (or the JSON with `--json`).
@@ -278,15 +285,16 @@ fn write_report(
     model: String,
     config: &RobustnessConfig,
     result: &Robustness,
+    ceiling: Option<RobustCeiling>,
 ) -> Result<AttackReport> {
     let faces = result.clean.faces();
     let report = AttackReport {
         checkpoint: checkpoint.to_path_buf(),
         model,
-        split: args.split,
+        split: args.faces.split,
         config: config.clone(),
-        clean: SplitReport::new(args.split, &result.clean),
-        adversarial: SplitReport::new(args.split, &result.adversarial),
+        clean: SplitReport::new(args.faces.split, &result.clean),
+        adversarial: SplitReport::new(args.faces.split, &result.adversarial),
         flipped: result.flipped,
         kept_right: result.kept_right,
         robust_accuracy: result.robust_accuracy(),
@@ -294,6 +302,7 @@ fn write_report(
         max_perturbation: result.max_perturbation,
         seconds: result.seconds,
         faces_per_second: faces as f64 / result.seconds.max(1e-9),
+        ceiling,
     };
     let json_path = args.out.join("attack.json");
     std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)
@@ -313,18 +322,26 @@ fn sweep_line(bar: &ProgressBar, point: &fer_adversarial::SweepPoint) {
     bar.println(format!("  {:<22} {:>7.2} %", point.attack, 100.0 * point.adversarial_acc));
 }
 
-/// `sweep.csv` and `robustness.png` in `--out`.
+/// `sweep.csv` and `robustness.png` in `--out` (with `--ceiling`, `ceiling.csv` too, and the
+/// ceiling drawn).
 fn write_sweep(
     args: &AttackArgs,
     points: &[fer_adversarial::SweepPoint],
+    ceiling: &[RobustCeiling],
     report: &AttackReport,
     config: &RobustnessConfig,
 ) -> Result<()> {
     let csv = args.out.join("sweep.csv");
     fer_train::write_sweep_csv(points, &csv)?;
+    if !ceiling.is_empty() {
+        let path = args.out.join("ceiling.csv");
+        fer_train::write_ceiling_csv(ceiling, &path)?;
+        note(args.json, format!("wrote {}", path.display()));
+    }
     let png = args.out.join("robustness.png");
-    let title = format!("{} on {} ({} faces{})", report.model, args.split, report.clean.faces, view_words(config));
-    fer_train::plot_robustness(points, &title, &png)?;
+    let title =
+        format!("{} on {} ({} faces{})", report.model, args.faces.split, report.clean.faces, view_words(config));
+    fer_train::plot_robustness(points, ceiling, &title, &png)?;
     note(args.json, format!("wrote {} and {}", csv.display(), png.display()));
     Ok(())
 }
@@ -367,6 +384,16 @@ fn print_report(report: &AttackReport) {
         100.0 * report.robust_accuracy,
         report.made_right
     );
+    if let Some(c) = &report.ceiling {
+        println!(
+            "  ceiling of these faces at ε = {:.4} (any classifier of this view, right clean and under the strongest \
+             attack): at most {:.2} %, one classifier keeps {:.2} % ({} faces conflict)",
+            c.eps,
+            100.0 * c.at_most,
+            100.0 * c.at_least,
+            c.conflicted_faces
+        );
+    }
     println!("  {:<9} {:>8} {:>12} {:>15} {:>12}", "class", "clean", "adversarial", "answers: clean", "adversarial");
     for (((emotion, clean), (_, adversarial)), ((_, answers_clean), (_, answers_adversarial))) in report
         .clean

@@ -5,7 +5,9 @@
 
 mod attack;
 mod backend;
+mod ceiling_cmd;
 mod checkpoint_arg;
+mod faces_arg;
 mod features_cmd;
 mod predict_cmd;
 
@@ -172,6 +174,10 @@ enum Command {
     Predict(Box<predict_cmd::PredictArgs>),
     /// Attack a checkpoint (FGSM, FGSM-RS, PGD): clean vs adversarial accuracy, ε sweeps, figures.
     Attack(Box<attack::AttackArgs>),
+    /// The robustness ceiling of a split: the best accuracy under an L∞ attack of budget ε that
+    /// any classifier can keep on its faces (no model needed; a test split takes about a second,
+    /// Training minutes: the work grows with the square of the faces).
+    Ceiling(Box<ceiling_cmd::CeilingArgs>),
     /// Time training steps (forward, backward, SGD) of a model: median img/s after warm-up.
     BenchTrain {
         /// Model: vgg19, resnet18, vgg-small, resnet-small (44×44 crops, the reference recipe's
@@ -700,6 +706,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Attack(args) => attack::run(*args)?,
+        Command::Ceiling(args) => ceiling_cmd::run(*args)?,
         Command::Predict(args) => predict_cmd::run(*args)?,
         Command::TrainFeatures(args) => features_cmd::train(*args)?,
         Command::EvalFeatures(args) => features_cmd::eval(*args)?,

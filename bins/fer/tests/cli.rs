@@ -429,6 +429,7 @@ fn adversarial_training_then_attacks_on_ndarray() {
         "0,8/255",
         "--sweep-methods",
         "fgsm,pgd",
+        "--ceiling",
         "--out",
         attack_dir_s,
         "--json",
@@ -463,6 +464,20 @@ fn adversarial_training_then_attacks_on_ndarray() {
          robust_acc"
     );
     assert_eq!(lines.len(), 5, "{sweep}");
+    // --ceiling: the attacked faces' ceiling at the attack's ε in attack.json, and at each budget
+    // of the sweep in ceiling.csv. The synthetic faces differ by up to 255 levels somewhere (their
+    // pixels wrap around), so no two conflict at these budgets.
+    assert_eq!(json["ceiling"]["eps"].as_f64(), Some(8.0 / 255.0), "{json}");
+    assert_eq!(json["ceiling"]["conflict_levels"], 16);
+    assert_eq!((json["ceiling"]["at_most"].as_f64(), json["ceiling"]["at_least"].as_f64()), (Some(1.0), Some(1.0)));
+    let ceiling = std::fs::read_to_string(attack_dir.join("ceiling.csv")).expect("ceiling.csv");
+    let rows: Vec<&str> = ceiling.lines().collect();
+    assert_eq!(
+        rows[0],
+        "eps,conflict_levels,faces,conflicts,conflicted_faces,matched_pairs,at_most,kept_faces,at_least"
+    );
+    assert_eq!(rows.len(), 3, "{ceiling}");
+    assert!(rows[2].starts_with("0.03137254901960784,16,10,0,0,0,1.0,10,1.0"), "{ceiling}");
     for png in ["robustness.png", "examples.png"] {
         let bytes = std::fs::read(attack_dir.join(png)).expect(png);
         assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 3_000, "{png}");
@@ -834,6 +849,57 @@ fn features_then_feature_model_training_and_search() {
     assert!(stderr(&out).contains("does not belong to this data set"), "{}", stderr(&out));
     let out = fer(&["features", "--data", csv, "--landmark-model", "/no/model.dat"]);
     assert!(stderr(&out).contains("libdlib-data"), "{}", stderr(&out));
+}
+
+/// `fer ceiling` on three uniform PrivateTest faces: angry at level 100, happy at 50, sad at 150.
+#[test]
+fn ceiling_brackets_the_best_robust_accuracy_of_a_split() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut text = String::from("emotion,pixels,Usage\n");
+    for (emotion, level, usage) in [
+        (0, 10, "Training"),
+        (1, 20, "PublicTest"),
+        (3, 50, "PrivateTest"),
+        (4, 150, "PrivateTest"),
+        (0, 100, "PrivateTest"),
+    ] {
+        text.push_str(&format!("{emotion},{},{usage}\n", vec![level.to_string(); 2304].join(" ")));
+    }
+    let csv = dir.path().join("uniform.csv");
+    std::fs::write(&csv, text).expect("write csv");
+    let (csv, out_dir) = (csv.to_str().expect("utf-8"), dir.path().join("ceiling"));
+    let args = ["ceiling", "--data", csv, "--eps-sweep", "0,0.1,0.3", "--out", out_dir.to_str().expect("utf-8")];
+    let out = fer(&[&args[..], &["--json", "--examples", "4"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("(1 pairs)"), "one pair of unused faces conflicts: {}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON on stdout");
+    assert_eq!(
+        (json["split"].as_str(), json["view"].as_str(), json["faces"].as_u64()),
+        (Some("PrivateTest"), Some("full"), Some(3))
+    );
+    let bracket = |i: usize| {
+        let p = &json["points"][i];
+        (
+            p["conflicts"].as_u64().expect("conflicts"),
+            p["at_most"].as_f64().expect("at_most"),
+            p["at_least"].as_f64().expect("at_least"),
+        )
+    };
+    // ε = 0: no conflict. ε = 0.1 (51 levels): 50–100 and 100–150 conflict, 50–150 do not, so
+    // angry is lost and the other two kept. ε = 0.3 (153 levels): all three meet, one is kept.
+    assert_eq!(bracket(0), (0, 1.0, 1.0));
+    assert_eq!(bracket(1), (2, 2.0 / 3.0, 2.0 / 3.0));
+    assert_eq!(bracket(2), (3, 2.0 / 3.0, 1.0 / 3.0));
+    for file in ["ceiling.json", "ceiling.csv", "ceiling.png", "conflicts.png"] {
+        assert!(out_dir.join(file).is_file(), "{file}");
+    }
+    // The table, and clear errors on bad budgets and crops.
+    let out = fer(&args);
+    assert!(out.status.success() && stdout(&out).contains("66.67 %    33.33 %"), "{}", stdout(&out));
+    let out = fer(&["ceiling", "--data", csv, "--eps-sweep", "0,1.5", "--out", out_dir.to_str().expect("utf-8")]);
+    assert!(!out.status.success() && stderr(&out).contains("1.5"), "{}", stderr(&out));
+    let out = fer(&["ceiling", "--data", csv, "--center-crop", "--crop", "50"]);
+    assert!(!out.status.success() && stderr(&out).contains("50"), "{}", stderr(&out));
 }
 
 type Untrained = (std::path::PathBuf, fer_models::Model<burn::backend::NdArray>, fer_models::ModelConfig);

@@ -58,12 +58,13 @@ pub use fer_models::{Evaluation, NormStatistics, evaluate};
 pub use hyperopt::{ParamSpec, Trial, best_trial_path, hyperopt, read_best_trial, reference_space};
 pub use parallel::{ParallelStep, data_parallel_step, shard_range};
 pub use plots::{
-    plot_adversarial_examples, plot_confusion, plot_curves, plot_feature_curves, plot_robustness, plot_trials,
+    plot_adversarial_examples, plot_conflicts, plot_confusion, plot_curves, plot_feature_curves, plot_robustness,
+    plot_trials,
 };
 pub use recalibrate::recalibrate_batch_norm;
 pub use report::{
-    AdversarialReport, DOMINANT_ANSWER_SHARE, DominantAnswer, Report, SplitReport, is_dominant_share, write_plots,
-    write_report, write_sweep_csv,
+    AdversarialReport, DOMINANT_ANSWER_SHARE, DominantAnswer, Report, SplitReport, is_dominant_share,
+    write_ceiling_csv, write_plots, write_report, write_sweep_csv,
 };
 pub use run::{EpochMetrics, RunFiles, RunState, TrainError, read_metrics};
 pub use train::{RunSummary, TrainOptions, train, train_on_devices};

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use fer_adversarial::{AdversarialExample, SweepPoint};
+use fer_adversarial::{AdversarialExample, RobustCeiling, SweepPoint};
 use fer_dataset::{Emotion, FACE_SIDE};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -276,15 +276,24 @@ pub fn plot_confusion(
     root.present().map_err(|e| plot_error(path, e))
 }
 
-/// Draws accuracy (%) against ε, one line per attack method (an ε sweep's robustness curve).
-pub fn plot_robustness(points: &[SweepPoint], title: &str, path: &Path) -> Result<(), TrainError> {
+/// Draws accuracy (%) against ε, one line per attack method (an ε sweep's robustness curve), and
+/// the robustness ceiling of the attacked faces when `ceiling` is not empty (black: no classifier
+/// can keep more faces right under attack than the solid line; the dashed line is what one
+/// classifier can keep, so the ceiling lies between them; see
+/// [`fer_adversarial::robust_ceiling`]). Either list may be empty, not both.
+pub fn plot_robustness(
+    points: &[SweepPoint],
+    ceiling: &[RobustCeiling],
+    title: &str,
+    path: &Path,
+) -> Result<(), TrainError> {
     ensure_font().map_err(|e| plot_error(path, e))?;
-    if points.is_empty() {
-        return Err(plot_error(path, "no sweep points to plot"));
+    if points.is_empty() && ceiling.is_empty() {
+        return Err(plot_error(path, "no sweep points or ceiling to plot"));
     }
     let root = BitMapBackend::new(path, (800, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
-    let max_eps = points.iter().map(|p| p.eps).fold(0.0f64, f64::max).max(1e-3);
+    let max_eps = points.iter().map(|p| p.eps).chain(ceiling.iter().map(|c| c.eps)).fold(0.0f64, f64::max).max(1e-3);
     let mut chart = ChartBuilder::on(&root)
         .caption(title, caption_font(&root, title))
         .margin(16)
@@ -322,16 +331,38 @@ pub fn plot_robustness(points: &[SweepPoint], title: &str, path: &Path) -> Resul
             .draw_series(line.into_iter().map(|(x, y)| Circle::new((x, y), 4, color.filled())))
             .map_err(|e| plot_error(path, e))?;
     }
-    let clean = 100.0 * points[0].clean_acc;
-    let grey = RGBColor(120, 120, 120);
-    chart
-        .draw_series(LineSeries::new(vec![(0.0, clean), (max_eps * 1.02, clean)], grey.stroke_width(1)))
-        .map_err(|e| plot_error(path, e))?
-        .label("clean")
-        .legend(move |(lx, ly)| PathElement::new(vec![(lx, ly), (lx + 20, ly)], grey.stroke_width(1)));
+    if let Some(first) = points.first() {
+        let clean = 100.0 * first.clean_acc;
+        let grey = RGBColor(120, 120, 120);
+        chart
+            .draw_series(LineSeries::new(vec![(0.0, clean), (max_eps * 1.02, clean)], grey.stroke_width(1)))
+            .map_err(|e| plot_error(path, e))?
+            .label("clean")
+            .legend(move |(lx, ly)| PathElement::new(vec![(lx, ly), (lx + 20, ly)], grey.stroke_width(1)));
+    }
+    if !ceiling.is_empty() {
+        let mut sorted: Vec<&RobustCeiling> = ceiling.iter().collect();
+        sorted.sort_by(|a, b| a.eps.total_cmp(&b.eps));
+        let at_most: Vec<(f64, f64)> = sorted.iter().map(|c| (c.eps, 100.0 * c.at_most)).collect();
+        let at_least: Vec<(f64, f64)> = sorted.iter().map(|c| (c.eps, 100.0 * c.at_least)).collect();
+        chart
+            .draw_series(LineSeries::new(at_most, BLACK.stroke_width(2)))
+            .map_err(|e| plot_error(path, e))?
+            .label("ceiling: no classifier above")
+            .legend(|(lx, ly)| PathElement::new(vec![(lx, ly), (lx + 20, ly)], BLACK.stroke_width(2)));
+        chart
+            .draw_series(DashedLineSeries::new(at_least, 6, 4, BLACK.stroke_width(1)))
+            .map_err(|e| plot_error(path, e))?
+            .label("ceiling: one classifier reaches")
+            .legend(|(lx, ly)| PathElement::new(vec![(lx, ly), (lx + 20, ly)], BLACK.stroke_width(1)));
+    }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(
+            // The ceiling runs along the top (above 60 % on FER2013 up to ε = 0.3), and attacked
+            // accuracy falls below the middle within the first budgets.
+            if ceiling.is_empty() { SeriesLabelPosition::UpperRight } else { SeriesLabelPosition::MiddleRight },
+        )
         .border_style(BLACK)
         .background_style(WHITE)
         .draw()
@@ -343,20 +374,93 @@ pub fn plot_robustness(points: &[SweepPoint], title: &str, path: &Path) -> Resul
 /// perturbation (mid-grey is 0, black −ε, white +ε) and the adversarial face (prediction and
 /// confidence), as the reference project's figure.
 pub fn plot_adversarial_examples(examples: &[AdversarialExample], eps: f64, path: &Path) -> Result<(), TrainError> {
-    ensure_font().map_err(|e| plot_error(path, e))?;
     if examples.is_empty() {
         return Err(plot_error(path, "no examples to draw"));
     }
+    let headings = ["clean".to_string(), format!("δ (±ε = {eps:.3})"), "adversarial".to_string()];
+    let rows: Vec<FaceRow> = examples
+        .iter()
+        .map(|example| {
+            let delta: Vec<f32> = example
+                .clean
+                .iter()
+                .zip(&example.adversarial)
+                .map(|(c, a)| if eps > 0.0 { 0.5 + (a - c) / (2.0 * eps as f32) } else { 0.5 })
+                .collect();
+            let (clean_class, clean_p) = example.clean_top();
+            let (adv_class, adv_p) = example.adversarial_top();
+            FaceRow {
+                images: [example.clean.clone(), delta, example.adversarial.clone()],
+                captions: vec![
+                    (
+                        0,
+                        format!("true: {}", example.label.name()),
+                        format!("pred: {} {:.0}%", clean_class.name(), 100.0 * clean_p),
+                    ),
+                    (
+                        2,
+                        format!("face #{}", example.index),
+                        format!("pred: {} {:.0}%", adv_class.name(), 100.0 * adv_p),
+                    ),
+                ],
+            }
+        })
+        .collect();
+    draw_face_rows(&headings, &rows, path)
+}
+
+/// Draws one row per conflicting pair `(i, j, largest difference in levels)` of `faces` at budget
+/// `eps` (see [`fer_adversarial::conflict_examples`]): face `i` with its label, the image halfway
+/// between the two (within ε of each: no classifier can answer it both ways), face `j`.
+pub fn plot_conflicts(
+    faces: &fer_dataset::SplitData,
+    pairs: &[(usize, usize, u8)],
+    eps: f64,
+    path: &Path,
+) -> Result<(), TrainError> {
+    if pairs.is_empty() {
+        return Err(plot_error(path, format!("no conflicting faces at ε = {eps:.3} to draw")));
+    }
+    let headings = ["face a".to_string(), format!("halfway, ε = {eps:.3}"), "face b".to_string()];
+    let scaled = |i: usize| -> Vec<f32> { faces.image(i).pixels().iter().map(|&p| p as f32 / 255.0).collect() };
+    let rows: Vec<FaceRow> = pairs
+        .iter()
+        .map(|&(i, j, levels)| {
+            let (a, b) = (scaled(i), scaled(j));
+            let halfway = a.iter().zip(&b).map(|(x, y)| (x + y) / 2.0).collect();
+            FaceRow {
+                images: [a, halfway, b],
+                captions: vec![
+                    (0, faces.label(i).name().to_string(), format!("face #{i}")),
+                    (1, format!("‖a − b‖∞ = {levels}/255"), format!("{:.3} from each ≤ ε", levels as f64 / 510.0)),
+                    (2, faces.label(j).name().to_string(), format!("face #{j}")),
+                ],
+            }
+        })
+        .collect();
+    draw_face_rows(&headings, &rows, path)
+}
+
+/// One row of a three-column figure of 48×48 faces.
+struct FaceRow {
+    /// The three images, values in `[0, 1]`, row-major.
+    images: [Vec<f32>; 3],
+    /// `(column, first line, second line)` written under the images.
+    captions: Vec<(usize, String, String)>,
+}
+
+/// Draws `rows` of three faces each, enlarged three times, under three column headings.
+fn draw_face_rows(headings: &[String; 3], rows: &[FaceRow], path: &Path) -> Result<(), TrainError> {
+    ensure_font().map_err(|e| plot_error(path, e))?;
     const SCALE: usize = 3;
     const CELL: usize = FACE_SIDE * SCALE;
     const PAD: usize = 16;
     const TEXT: usize = 44;
     let (width, row_height) = (3 * (CELL + PAD) + PAD, CELL + TEXT + PAD);
-    let height = 40 + examples.len() * row_height;
+    let height = 40 + rows.len() * row_height;
     let root = BitMapBackend::new(path, (width as u32, height as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
     let heading = ("sans-serif", 17).into_font().color(&BLACK);
-    let headings = ["clean".to_string(), format!("δ (±ε = {eps:.3})"), "adversarial".to_string()];
     for (col, text) in headings.iter().enumerate() {
         root.draw_text(text, &heading, ((PAD + col * (CELL + PAD)) as i32, 12)).map_err(|e| plot_error(path, e))?;
     }
@@ -365,15 +469,9 @@ pub fn plot_adversarial_examples(examples: &[AdversarialExample], eps: f64, path
         let g = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
         RGBColor(g, g, g)
     };
-    for (row, example) in examples.iter().enumerate() {
+    for (row, face_row) in rows.iter().enumerate() {
         let top = 40 + row * row_height;
-        let delta: Vec<f32> = example
-            .clean
-            .iter()
-            .zip(&example.adversarial)
-            .map(|(c, a)| if eps > 0.0 { 0.5 + (a - c) / (2.0 * eps as f32) } else { 0.5 })
-            .collect();
-        for (col, pixels) in [&example.clean, &delta, &example.adversarial].into_iter().enumerate() {
+        for (col, pixels) in face_row.images.iter().enumerate() {
             let left = PAD + col * (CELL + PAD);
             for (i, &v) in pixels.iter().enumerate() {
                 let (y, x) = (i / FACE_SIDE, i % FACE_SIDE);
@@ -385,21 +483,11 @@ pub fn plot_adversarial_examples(examples: &[AdversarialExample], eps: f64, path
                 }
             }
         }
-        let (clean_class, clean_p) = example.clean_top();
-        let (adv_class, adv_p) = example.adversarial_top();
-        let lines = [
-            (
-                0,
-                format!("true: {}", example.label.name()),
-                format!("pred: {} {:.0}%", clean_class.name(), 100.0 * clean_p),
-            ),
-            (2, format!("face #{}", example.index), format!("pred: {} {:.0}%", adv_class.name(), 100.0 * adv_p)),
-        ];
-        for (col, first, second) in lines {
+        for (col, first, second) in &face_row.captions {
             let x = (PAD + col * (CELL + PAD)) as i32;
             let y = (top + CELL + 4) as i32;
-            root.draw_text(&first, &small, (x, y)).map_err(|e| plot_error(path, e))?;
-            root.draw_text(&second, &small, (x, y + 18)).map_err(|e| plot_error(path, e))?;
+            root.draw_text(first, &small, (x, y)).map_err(|e| plot_error(path, e))?;
+            root.draw_text(second, &small, (x, y + 18)).map_err(|e| plot_error(path, e))?;
         }
     }
     root.present().map_err(|e| plot_error(path, e))
@@ -454,6 +542,34 @@ mod tests {
         assert_eq!(pixels_of(&clean, TRAIN_ATTACKED), 0, "a clean run has no attacked training crops");
         assert!(pixels_of(&adversarial, TRAIN_ATTACKED) > 100, "two lines and two legend marks");
         assert!(pixels_of(&clean, TRAIN) > 100);
+    }
+
+    #[test]
+    fn robustness_plots_take_a_ceiling_alone_and_conflicts_draw_three_faces_a_row() {
+        use fer_dataset::{FaceImage, SplitData, View};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut faces = SplitData::new();
+        for (label, level) in [(Emotion::Angry, 100), (Emotion::Happy, 150), (Emotion::Sad, 20)] {
+            faces.push(label, FaceImage::filled(level));
+        }
+        let ceiling = fer_adversarial::ceiling_sweep(&faces, View::Full, &[0.0, 0.1, 0.3], |_| {}).expect("ceiling");
+        let png = dir.path().join("ceiling.png");
+        plot_robustness(&[], &ceiling, "ceiling", &png).expect("a ceiling alone is drawn");
+        let size = |path: &Path| std::fs::metadata(path).expect("written").len();
+        assert!(size(&png) > 3_000);
+        assert!(plot_robustness(&[], &[], "nothing", &dir.path().join("none.png")).is_err());
+        let graph = fer_adversarial::conflict_graph(&faces, View::Full, 0.3, |_| {}).expect("graph");
+        let pairs = fer_adversarial::conflict_examples(&graph, &faces, 0.3, 2).expect("pairs");
+        assert_eq!(pairs, vec![(0, 1, 50)]);
+        let conflicts = dir.path().join("conflicts.png");
+        plot_conflicts(&faces, &pairs, 0.3, &conflicts).expect("drawn");
+        let image = image::open(&conflicts).expect("a PNG").to_luma8();
+        // One row: three 144-pixel faces; the halfway face is level 125 in the middle column.
+        assert_eq!((image.width(), image.height()), (3 * (144 + 16) + 16, 40 + 144 + 44 + 16));
+        let (left, middle) = (16 + 72, 16 + 160 + 72);
+        assert_eq!(image.get_pixel(left, 40 + 72).0[0], 100);
+        assert_eq!(image.get_pixel(middle, 40 + 72).0[0], 125);
+        assert!(plot_conflicts(&faces, &[], 0.3, &conflicts).is_err());
     }
 
     #[test]

@@ -226,6 +226,12 @@ pub fn write_sweep_csv(points: &[SweepPoint], path: &std::path::Path) -> Result<
     write_csv(path, points)
 }
 
+/// Writes robustness ceilings as CSV (the fields of
+/// [`RobustCeiling`](fer_adversarial::RobustCeiling), one row per ε), atomically.
+pub fn write_ceiling_csv(points: &[fer_adversarial::RobustCeiling], path: &std::path::Path) -> Result<(), TrainError> {
+    write_csv(path, points)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
