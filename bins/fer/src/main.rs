@@ -64,6 +64,14 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also count the test faces that have a copy in Training (FER2013 holds some photos more
+        /// than once): a model can get those right from memory.
+        #[arg(long)]
+        copies: bool,
+        /// Largest difference in grey levels on any pixel at which a Training face counts as a
+        /// copy (0: exact copies).
+        #[arg(long, default_value_t = 0)]
+        copy_levels: u8,
     },
     /// Decode FER2013 once into a checksummed binary cache that loads in milliseconds.
     Preprocess {
@@ -132,6 +140,14 @@ enum Command {
         /// Faces per batch.
         #[arg(long, default_value_t = 64)]
         batch: usize,
+        /// Which faces of a test split: all, unseen (those without a copy in Training: about 8 %
+        /// of each test split has one, see `fer stats --copies`) or copied (only those).
+        #[arg(long, default_value = "all")]
+        faces: FaceSubset,
+        /// Largest difference in grey levels on any pixel at which a Training face counts as a
+        /// copy, for --faces (0: exact copies).
+        #[arg(long, default_value_t = 0)]
+        copy_levels: u8,
         /// FER2013 CSV, .csv.gz or cache [default: $FER2013_CSV, else data/fer2013.csv(.gz)]
         #[arg(long)]
         data: Option<PathBuf>,
@@ -588,13 +604,38 @@ fn run(cli: Cli) -> Result<()> {
         tracing::info!("convolution weight gradients: {:?}", cli.weight_gradient);
     }
     match cli.command {
-        Command::Stats { data, json } => {
+        Command::Stats { data, json, copies, copy_levels } => {
             let data = load_with_progress(data.as_deref())?;
             let counts = data.counts();
-            if json {
+            let copy_counts: Vec<(Split, fer_dataset::CopyCounts)> = if copies {
+                let training = data.split(Split::Training);
+                [Split::PublicTest, Split::PrivateTest]
+                    .into_iter()
+                    .map(|split| {
+                        let faces = data.split(split);
+                        let found = fer_dataset::copies_in(faces, training, copy_levels);
+                        (split, fer_dataset::CopyCounts::new(faces, training, &found, copy_levels))
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if json && copies {
+                let copies: serde_json::Map<String, serde_json::Value> = copy_counts
+                    .iter()
+                    .map(|(split, c)| Ok((split.to_string(), serde_json::to_value(c)?)))
+                    .collect::<Result<_, serde_json::Error>>()?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"counts": counts, "copies_in_training": copies}))?
+                );
+            } else if json {
                 println!("{}", serde_json::to_string_pretty(&counts)?);
             } else {
                 print!("{counts}");
+                for (split, c) in &copy_counts {
+                    println!("{split} faces with a copy in Training: {c}");
+                }
             }
         }
         Command::Preprocess { data, out } => {
@@ -693,6 +734,16 @@ fn run(cli: Cli) -> Result<()> {
             if summary.completed_epochs == config.epochs && report_path.is_file() {
                 let report: fer_train::Report = serde_json::from_slice(&std::fs::read(&report_path)?)
                     .with_context(|| format!("cannot read {}", report_path.display()))?;
+                if let Some(unseen) = &report.private_test_unseen {
+                    println!(
+                        "best.fer on PrivateTest ({:?}, report.json): {:.2} %; on the {} of {} faces without an exact copy in Training: {:.2} %.",
+                        report.view,
+                        100.0 * report.private_test.accuracy,
+                        unseen.faces,
+                        report.private_test.faces,
+                        100.0 * unseen.accuracy
+                    );
+                }
                 let attacked = report.adversarial.as_ref().map(|a| &a.private_test);
                 for note in [
                     dominant_answer_note("on PrivateTest ", &report.private_test),
@@ -702,6 +753,18 @@ fn run(cli: Cli) -> Result<()> {
                 .flatten()
                 {
                     println!("{note}");
+                }
+                if let Some(adv) = &report.adversarial
+                    && let Some(ceiling) = &adv.private_test_ceiling
+                {
+                    let kept = adv.private_test_check_robust_accuracy.unwrap_or(0.0);
+                    println!(
+                        "Robustness ceiling of PrivateTest at ε = {:.4}: no classifier keeps more than {:.2} % of its faces right under every attack (`fer ceiling`); this model keeps {:.2} % right both clean and under {}.",
+                        ceiling.eps,
+                        100.0 * ceiling.at_most,
+                        100.0 * kept,
+                        adv.check_attack.label()
+                    );
                 }
             }
         }
@@ -758,7 +821,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Command::Eval { checkpoint, split, tencrop, full, crop, batch, data, device, json } => {
+        Command::Eval { checkpoint, split, tencrop, full, crop, batch, faces, copy_levels, data, device, json } => {
             let view = if full {
                 View::Full
             } else if tencrop {
@@ -768,14 +831,23 @@ fn run(cli: Cli) -> Result<()> {
             };
             view.check().map_err(anyhow::Error::msg)?;
             anyhow::ensure!(batch > 0, "--batch must be positive");
+            anyhow::ensure!(
+                faces == FaceSubset::All || split != Split::Training,
+                "--faces {faces:?} compares a test split with Training: choose --split public or private"
+            );
+            let mut inputs = format!("{view:?}");
             let evaluation = with_backend!(device, |B, device| {
                 // The checkpoint first: a bad path fails before the data is read.
                 let (model, _) = fer_models::load_checkpoint::<B>(&checkpoint, &device)?;
                 let data = load_with_progress(data.as_deref())?;
-                let faces = std::sync::Arc::new(data.split(split).clone());
-                fer_train::evaluate(&model, faces, view, batch, &device)
+                let (chosen, words) = face_subset(&data, split, faces, copy_levels);
+                if let Some(words) = words {
+                    inputs = format!("{inputs}, {words}");
+                }
+                anyhow::ensure!(!chosen.is_empty(), "no faces of {split} are {faces:?}");
+                fer_train::evaluate(&model, std::sync::Arc::new(chosen), view, batch, &device)
             });
-            print_split_report(&checkpoint.display().to_string(), split, &format!("{view:?}"), &evaluation, json)?;
+            print_split_report(&checkpoint.display().to_string(), split, &inputs, &evaluation, json)?;
         }
         Command::RecalibrateBn { checkpoint, out, batches, bs, crop, seed, data, device } => {
             let faces = with_backend!(device, |B, device| {
@@ -998,6 +1070,38 @@ fn synthetic_split(faces: usize) -> fer_dataset::SplitData {
 }
 
 /// Prints an evaluation of `what` on `split` as `fer eval` does: a line and per-class recalls, or JSON.
+/// `fer eval --faces`: which faces of a test split to score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FaceSubset {
+    /// Every face of the split.
+    All,
+    /// The faces without a copy in Training.
+    Unseen,
+    /// The faces with a copy in Training.
+    Copied,
+}
+
+/// The faces of `split` that `subset` names, and words saying which (none for all of them).
+fn face_subset(
+    data: &Fer2013,
+    split: Split,
+    subset: FaceSubset,
+    copy_levels: u8,
+) -> (fer_dataset::SplitData, Option<String>) {
+    let faces = data.split(split);
+    if subset == FaceSubset::All {
+        return (faces.clone(), None);
+    }
+    let copies = fer_dataset::copies_in(faces, data.split(Split::Training), copy_levels);
+    let keep: Vec<usize> =
+        (0..faces.len()).filter(|&i| copies[i].is_empty() == (subset == FaceSubset::Unseen)).collect();
+    let within =
+        if copy_levels == 0 { "an exact copy".to_string() } else { format!("a copy within {copy_levels} levels") };
+    let which = if subset == FaceSubset::Unseen { "without" } else { "with" };
+    let words = format!("the {} of {} faces {which} {within} in Training", keep.len(), faces.len());
+    (faces.select(&keep), Some(words))
+}
+
 fn print_split_report(
     what: &str,
     split: Split,

@@ -398,6 +398,15 @@ fn adversarial_training_then_attacks_on_ndarray() {
     }
     let protocol = report["adversarial"]["protocol"].as_str().expect("protocol");
     assert!(protocol.starts_with("the centred 44×44 crop"), "{protocol}");
+    // The ceiling of the attacked PrivateTest faces at the evaluation attack's ε, in report.json
+    // and the closing lines.
+    let ceiling = &report["adversarial"]["private_test_ceiling"];
+    assert_eq!(ceiling["eps"], report["adversarial"]["attack"]["eps"], "{ceiling}");
+    assert_eq!(ceiling["faces"], 10);
+    let (at_most, at_least) =
+        (ceiling["at_most"].as_f64().expect("at_most"), ceiling["at_least"].as_f64().expect("at_least"));
+    assert!(0.0 < at_least && at_least <= at_most && at_most <= 1.0, "{ceiling}");
+    assert!(stdout(&out).contains("Robustness ceiling of PrivateTest at ε = "), "{}", stdout(&out));
     // The closing lines warn exactly when one class has most of the selected model's answers.
     let (clean, attacked) =
         (answer_counts(&report["private_test"]), answer_counts(&report["adversarial"]["private_test"]));
@@ -849,6 +858,64 @@ fn features_then_feature_model_training_and_search() {
     assert!(stderr(&out).contains("does not belong to this data set"), "{}", stderr(&out));
     let out = fer(&["features", "--data", csv, "--landmark-model", "/no/model.dat"]);
     assert!(stderr(&out).contains("libdlib-data"), "{}", stderr(&out));
+}
+
+/// Test faces that are copies of Training faces: counted by `fer stats --copies`, left out or kept
+/// alone by `fer eval --faces`.
+#[test]
+fn copies_of_training_faces_are_counted_and_can_be_left_out() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut text = String::from("emotion,pixels,Usage\n");
+    // Training faces 0 and 1; PublicTest: a copy of 0 (same label); PrivateTest: a copy of 1 with
+    // another label, and a face of its own.
+    for (emotion, r, usage) in
+        [(0, 0, "Training"), (1, 1, "Training"), (0, 0, "PublicTest"), (3, 1, "PrivateTest"), (4, 5, "PrivateTest")]
+    {
+        let pixels: Vec<String> = synthetic_pixels(r).iter().map(u8::to_string).collect();
+        text.push_str(&format!("{emotion},{},{usage}\n", pixels.join(" ")));
+    }
+    let csv = dir.path().join("copies.csv");
+    std::fs::write(&csv, text).expect("write csv");
+    let csv = csv.to_str().expect("utf-8");
+    let out = fer(&["stats", "--copies", "--data", csv]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("PublicTest faces with a copy in Training: 1 of 1 faces (100.00 %) have an exact copy: 1 with the same label, 0 only with another"),
+        "{text}"
+    );
+    assert!(text.contains("PrivateTest faces with a copy in Training: 1 of 2 faces (50.00 %) have an exact copy: 0 with the same label, 1 only with another"), "{text}");
+    let out = fer(&["stats", "--copies", "--json", "--data", csv]);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(json["copies_in_training"]["PrivateTest"]["other_label_only"], 1, "{json}");
+    let faces_of = |split: usize| {
+        json["counts"]["counts"][split].as_array().map(|a| a.iter().filter_map(|v| v.as_u64()).sum::<u64>())
+    };
+    assert_eq!((faces_of(0), faces_of(1), faces_of(2)), (Some(2), Some(1), Some(2)), "{json}");
+
+    let (checkpoint, _, _) = untrained_checkpoint(dir.path(), "vgg-small");
+    let checkpoint = checkpoint.to_str().expect("utf-8");
+    for (subset, faces) in [("all", 2), ("unseen", 1), ("copied", 1)] {
+        let out = fer(&[
+            "eval",
+            "--checkpoint",
+            checkpoint,
+            "--faces",
+            subset,
+            "--device",
+            "ndarray",
+            "--data",
+            csv,
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+        assert_eq!(json["faces"], faces, "--faces {subset}");
+    }
+    let out = fer(&["eval", "--checkpoint", checkpoint, "--faces", "unseen", "--device", "ndarray", "--data", csv]);
+    assert!(stdout(&out).contains("the 1 of 2 faces without an exact copy in Training"), "{}", stdout(&out));
+    let out = fer(&["eval", "--checkpoint", checkpoint, "--split", "training", "--faces", "unseen", "--data", csv]);
+    assert!(!out.status.success() && stderr(&out).contains("choose --split public or private"), "{}", stderr(&out));
 }
 
 /// `fer ceiling` on three uniform PrivateTest faces: angry at level 100, happy at 50, sad at 150.

@@ -6,7 +6,9 @@
 //!   binary cache written by [`write_cache`] (`fer preprocess`).
 //! * **Out**: a [`Fer2013`] value holding labels and 48×48 gray faces per [`Split`], per-class
 //!   [`ClassCounts`], crops ([`View`]: RandomCrop+flip, CenterCrop, TenCrop; [`Augmentation`]:
-//!   rotation, zoom and random erasing on top of the random crops) and a Burn
+//!   rotation, zoom and random erasing on top of the random crops), the faces that are copies of
+//!   faces of another split ([`copies_in`], [`CopyCounts`]: 8 % of each test split has an exact
+//!   copy in Training) and a Burn
 //!   [`Batcher`](burn::data::dataloader::batcher::Batcher) ([`FaceBatcher`]) producing
 //!   `[N, 1, S, S]` images scaled to `[0, 1]` and `Int` labels.
 //!
@@ -28,6 +30,7 @@
 mod augment;
 mod batch;
 mod cache;
+mod copies;
 mod csv_reader;
 mod data;
 mod emotion;
@@ -40,6 +43,7 @@ mod view;
 pub use augment::{Augmentation, ERASE_AREA, ERASE_RATIO};
 pub use batch::{FaceBatch, FaceBatcher, FaceDataset, FaceItem, face_loader};
 pub use cache::{CACHE_MAGIC, CACHE_VERSION, read_cache, write_atomically, write_cache};
+pub use copies::{CopyCounts, copies_in};
 pub use csv_reader::{read_csv, read_csv_from};
 pub use data::{ClassCounts, FACE_PIXELS, FACE_SIDE, FaceImage, Fer2013, SplitData};
 pub use emotion::{Emotion, Split};

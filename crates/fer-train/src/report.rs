@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use fer_adversarial::{Attack, SweepPoint, evaluate_robustness};
-use fer_dataset::{Emotion, Fer2013, Split, View};
+use fer_adversarial::{Attack, RobustCeiling, SweepPoint, ceiling_sweep, evaluate_robustness};
+use fer_dataset::{Emotion, Fer2013, Split, View, copies_in};
 use fer_models::load_checkpoint;
 
 use crate::run::{read_json, write_csv, write_json};
@@ -102,6 +102,11 @@ pub struct Report {
     pub public_test: SplitReport,
     /// The selected checkpoint (`best.fer`) on PrivateTest: the headline.
     pub private_test: SplitReport,
+    /// The same on the PrivateTest faces without an exact copy in Training (FER2013 holds about
+    /// 8 % of PrivateTest in Training too, [`fer_dataset::copies_in`]; a model can answer those
+    /// from memory); `None` in reports written before it was added.
+    #[serde(default)]
+    pub private_test_unseen: Option<SplitReport>,
     /// Adversarial training runs: the selected checkpoint under attack.
     pub adversarial: Option<AdversarialReport>,
 }
@@ -132,6 +137,12 @@ pub struct AdversarialReport {
     /// The same under the check attack.
     #[serde(default)]
     pub private_test_check_robust_accuracy: Option<f64>,
+    /// The robustness ceiling of these PrivateTest faces at the evaluation attack's ε, over the
+    /// pixels the attacks' view shows: no classifier keeps more of them right under every attack
+    /// of that budget ([`fer_adversarial::robust_ceiling`]); `None` in reports written before it
+    /// was added.
+    #[serde(default)]
+    pub private_test_ceiling: Option<RobustCeiling>,
 }
 
 /// Evaluates `best.fer` of the run on PublicTest and PrivateTest (and, for adversarial training,
@@ -158,6 +169,13 @@ pub fn write_report<B: AutodiffBackend>(
     let evaluate_split = |split: Split| {
         SplitReport::new(split, &evaluate(&inference, faces(split), view, config.eval_batch_faces, device))
     };
+    let unseen = {
+        let private = faces(Split::PrivateTest);
+        let copies = copies_in(&private, data.split(Split::Training), 0);
+        let unseen: Vec<usize> = (0..private.len()).filter(|&i| copies[i].is_empty()).collect();
+        let faces = Arc::new(private.select(&unseen));
+        SplitReport::new(Split::PrivateTest, &evaluate(&inference, faces, view, config.eval_batch_faces, device))
+    };
     let adversarial = match &config.adversarial {
         None => None,
         Some(adv) => {
@@ -168,6 +186,8 @@ pub fn write_report<B: AutodiffBackend>(
             let public = attack_split(adv.eval_attack, Split::PublicTest)?;
             let private = attack_split(adv.eval_attack, Split::PrivateTest)?;
             let check = attack_split(adv.check_attack, Split::PrivateTest)?;
+            let view = adv.robustness(adv.eval_attack, 1, 0).view();
+            let ceiling = ceiling_sweep(&faces(Split::PrivateTest), view, &[adv.eval_attack.eps()], |_| {})?.pop();
             Some(AdversarialReport {
                 protocol: adv.protocol(),
                 attack: adv.eval_attack,
@@ -178,6 +198,7 @@ pub fn write_report<B: AutodiffBackend>(
                 private_test_check: SplitReport::new(Split::PrivateTest, &check.adversarial),
                 private_test_robust_accuracy: Some(private.robust_accuracy()),
                 private_test_check_robust_accuracy: Some(check.robust_accuracy()),
+                private_test_ceiling: ceiling,
             })
         }
     };
@@ -192,6 +213,7 @@ pub fn write_report<B: AutodiffBackend>(
         summary,
         public_test: evaluate_split(Split::PublicTest),
         private_test: evaluate_split(Split::PrivateTest),
+        private_test_unseen: Some(unseen),
         adversarial,
     };
     write_json(&files.report(), &report)?;

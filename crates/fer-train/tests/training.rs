@@ -32,7 +32,14 @@ fn deterministic(rows: &[EpochMetrics]) -> Vec<EpochMetrics> {
 #[test]
 fn tiny_model_overfits_64_faces_and_reports() {
     let _guard = serial();
-    let data = synthetic_data(64, 14, 1);
+    // PrivateTest's first three faces are copies of Training faces, as FER2013 has some.
+    let [training, public, mut private] = synthetic_data(64, 14, 1).into_splits();
+    let mut copied = training.select(&[0, 1, 2]);
+    for i in 3..private.len() {
+        copied.push(private.label(i), private.image(i).clone());
+    }
+    private = copied;
+    let data = Fer2013::from_splits(training, public, private);
     let dir = tempfile::tempdir().expect("tempdir");
     let summary = train::<B>(&small_config(8), &data, dir.path(), &quiet(), &Default::default()).expect("trains");
     assert_eq!(summary.completed_epochs, 8);
@@ -53,6 +60,16 @@ fn tiny_model_overfits_64_faces_and_reports() {
     assert_eq!(report.private_test.per_class_accuracy.len(), 7);
     assert_eq!(report.summary, summary);
     assert_eq!(report.private_test.accuracy, summary.selected_private_acc, "best.fer is the selected epoch");
+    // Without the copies: 11 faces; and the copies were right (the model knows every training
+    // face), so the two figures differ by exactly them.
+    let unseen = report.private_test_unseen.as_ref().expect("unseen PrivateTest");
+    assert_eq!(unseen.faces, 11);
+    let right = |r: &fer_train::SplitReport| (r.accuracy * r.faces as f64).round() as u64;
+    if report.summary.selected_epoch == 7 {
+        assert_eq!(right(&report.private_test), right(unseen) + 3, "{report:?}");
+    } else {
+        assert!(right(&report.private_test) <= right(unseen) + 3, "{report:?}");
+    }
     for png in [files.curves_png(), files.confusion_png()] {
         let bytes = std::fs::read(&png).expect("plot written");
         assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 5_000, "{}", png.display());
