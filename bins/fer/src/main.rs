@@ -756,8 +756,8 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 if let Some(adv) = &report.adversarial
                     && let Some(ceiling) = &adv.private_test_ceiling
+                    && let Some(kept) = adv.private_test_check_robust_accuracy
                 {
-                    let kept = adv.private_test_check_robust_accuracy.unwrap_or(0.0);
                     println!(
                         "Robustness ceiling of PrivateTest at ε = {:.4}: no classifier keeps more than {:.2} % of its faces right under every attack (`fer ceiling`); this model keeps {:.2} % right both clean and under {}.",
                         ceiling.eps,
@@ -1069,7 +1069,6 @@ fn synthetic_split(faces: usize) -> fer_dataset::SplitData {
     split
 }
 
-/// Prints an evaluation of `what` on `split` as `fer eval` does: a line and per-class recalls, or JSON.
 /// `fer eval --faces`: which faces of a test split to score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum FaceSubset {
@@ -1102,6 +1101,7 @@ fn face_subset(
     (faces.select(&keep), Some(words))
 }
 
+/// Prints an evaluation of `what` on `split` as `fer eval` does: a line and per-class recalls, or JSON.
 fn print_split_report(
     what: &str,
     split: Split,
