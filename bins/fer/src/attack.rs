@@ -160,7 +160,7 @@ pub fn run(args: AttackArgs) -> Result<()> {
         let result: Robustness =
             evaluate_robustness(&model, faces.clone(), &config, &device, |done| bar.set_position(done as u64))?;
         bar.finish_and_clear();
-        let ceiling = attacked_ceiling(&args, &faces, &config, &[config.attack.eps()])?.pop();
+        let (ceiling, sweep_ceiling) = attacked_ceilings(&args, &faces, &config, sweep_budgets(sweep.as_ref()))?;
         let report = write_report(&args, &checkpoint, saved.model.label(), &config, &result, ceiling)?;
 
         if args.examples > 0 {
@@ -175,8 +175,7 @@ pub fn run(args: AttackArgs) -> Result<()> {
             let bar = new_bar((budgets.len() * methods.len()) as u64, "ε sweep");
             let points = eps_sweep(&model, faces.clone(), methods, budgets, &config, &device, |p| sweep_line(&bar, p))?;
             bar.finish_and_clear();
-            let ceiling = attacked_ceiling(&args, &faces, &config, budgets)?;
-            write_sweep(&args, &points, &ceiling, &report, &config)?;
+            write_sweep(&args, &points, &sweep_ceiling, &report, &config)?;
         }
         Ok::<(), anyhow::Error>(())
     })
@@ -218,7 +217,7 @@ fn run_feature_model(
             FeatureGradient::ImageBranch => ", gradient through the image branch only".to_string(),
         };
         let label = format!("{name}, {}{gradient_words}", set.name());
-        let ceiling = attacked_ceiling(args, &faces, config, &[config.attack.eps()])?.pop();
+        let (ceiling, sweep_ceiling) = attacked_ceilings(args, &faces, config, sweep_budgets(sweep))?;
         let report = write_report(args, &weights, label, config, &result, ceiling)?;
         if args.examples > 0 {
             let picked = example_faces(&result.predictions, faces.labels(), args.examples);
@@ -240,8 +239,7 @@ fn run_feature_model(
                 |p| sweep_line(&bar, p),
             )?;
             bar.finish_and_clear();
-            let ceiling = attacked_ceiling(args, &faces, config, budgets)?;
-            write_sweep(args, &points, &ceiling, &report, config)?;
+            write_sweep(args, &points, &sweep_ceiling, &report, config)?;
         }
         Ok::<(), anyhow::Error>(())
     })
@@ -264,18 +262,27 @@ fn attacked_faces(args: &AttackArgs) -> Result<Arc<SplitData>> {
     Ok(Arc::new(faces))
 }
 
-/// `--ceiling`: the robustness ceiling of the attacked faces through the model's view at each of
-/// `budgets` (nothing without the flag).
-fn attacked_ceiling(
+/// The budgets of `--eps-sweep` (none without it).
+fn sweep_budgets(sweep: Option<&(Vec<f64>, Vec<Attack>)>) -> &[f64] {
+    sweep.map_or(&[], |(budgets, _)| budgets.as_slice())
+}
+
+/// `--ceiling`: the robustness ceiling of the attacked faces through the model's view at the
+/// attack's ε and at each of `sweep_budgets`, from one comparison of the pairs of faces (nothing
+/// without the flag).
+fn attacked_ceilings(
     args: &AttackArgs,
     faces: &SplitData,
     config: &RobustnessConfig,
-    budgets: &[f64],
-) -> Result<Vec<RobustCeiling>> {
+    sweep_budgets: &[f64],
+) -> Result<(Option<RobustCeiling>, Vec<RobustCeiling>)> {
     if !args.ceiling {
-        return Ok(Vec::new());
+        return Ok((None, Vec::new()));
     }
-    crate::ceiling_cmd::ceilings(faces, config.view(), budgets)
+    let budgets: Vec<f64> = std::iter::once(config.attack.eps()).chain(sweep_budgets.iter().copied()).collect();
+    let mut points = crate::ceiling_cmd::ceilings(faces, config.view(), &budgets)?.into_iter();
+    let at_eps = points.next();
+    Ok((at_eps, points.collect()))
 }
 
 /// Writes `attack.json` and prints the report (or the JSON with `--json`).

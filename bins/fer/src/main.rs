@@ -1091,9 +1091,8 @@ fn face_subset(
     if subset == FaceSubset::All {
         return (faces.clone(), None);
     }
-    let copies = fer_dataset::copies_in(faces, data.split(Split::Training), copy_levels);
-    let keep: Vec<usize> =
-        (0..faces.len()).filter(|&i| copies[i].is_empty() == (subset == FaceSubset::Unseen)).collect();
+    let parts = fer_dataset::CopyPartition::new(faces, data.split(Split::Training), copy_levels);
+    let keep = if subset == FaceSubset::Unseen { parts.unseen } else { parts.copied };
     let within =
         if copy_levels == 0 { "an exact copy".to_string() } else { format!("a copy within {copy_levels} levels") };
     let which = if subset == FaceSubset::Unseen { "without" } else { "with" };

@@ -51,6 +51,40 @@ pub fn copies_in(faces: &SplitData, reference: &SplitData, max_levels: u8) -> Ve
         .collect()
 }
 
+/// The positions of a split's faces without and with a copy in another split
+/// ([`CopyPartition::new`]), e.g. to evaluate a model on the test faces it cannot have seen.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CopyPartition {
+    /// Positions of the faces with no copy, in index order.
+    pub unseen: Vec<usize>,
+    /// Positions of the faces with at least one copy, in index order.
+    pub copied: Vec<usize>,
+}
+
+impl CopyPartition {
+    /// Splits the positions of `faces` by whether [`copies_in`]`(faces, reference, max_levels)`
+    /// finds a copy of each in `reference`.
+    ///
+    /// ```
+    /// use fer_dataset::{CopyPartition, Emotion, FaceImage, SplitData};
+    ///
+    /// let mut training = SplitData::new();
+    /// training.push(Emotion::Happy, FaceImage::filled(100));
+    /// let mut test = SplitData::new();
+    /// test.push(Emotion::Fear, FaceImage::filled(7));
+    /// test.push(Emotion::Happy, FaceImage::filled(100));
+    /// let parts = CopyPartition::new(&test, &training, 0);
+    /// assert_eq!((parts.unseen, parts.copied), (vec![0], vec![1]));
+    /// ```
+    pub fn new(faces: &SplitData, reference: &SplitData, max_levels: u8) -> CopyPartition {
+        let mut parts = CopyPartition::default();
+        for (i, found) in copies_in(faces, reference, max_levels).iter().enumerate() {
+            if found.is_empty() { parts.unseen.push(i) } else { parts.copied.push(i) }
+        }
+        parts
+    }
+}
+
 /// How many faces of a split have copies in another ([`CopyCounts::new`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CopyCounts {
@@ -175,6 +209,10 @@ mod tests {
                 })
                 .collect();
             assert_eq!(copies_in(&faces, &reference, max_levels), brute, "max_levels {max_levels}");
+            let parts = CopyPartition::new(&faces, &reference, max_levels);
+            let unseen: Vec<usize> = (0..faces.len()).filter(|&i| brute[i].is_empty()).collect();
+            let copied: Vec<usize> = (0..faces.len()).filter(|&i| !brute[i].is_empty()).collect();
+            assert_eq!((parts.unseen, parts.copied), (unseen, copied), "max_levels {max_levels}");
         }
     }
 }

@@ -7,7 +7,7 @@
 //! * **Out**: a [`Fer2013`] value holding labels and 48×48 gray faces per [`Split`], per-class
 //!   [`ClassCounts`], crops ([`View`]: RandomCrop+flip, CenterCrop, TenCrop; [`Augmentation`]:
 //!   rotation, zoom and random erasing on top of the random crops), the faces that are copies of
-//!   faces of another split ([`copies_in`], [`CopyCounts`]: 8 % of each test split has an exact
+//!   faces of another split ([`copies_in`], [`CopyCounts`], [`CopyPartition`]: 8 % of each test split has an exact
 //!   copy in Training) and a Burn
 //!   [`Batcher`](burn::data::dataloader::batcher::Batcher) ([`FaceBatcher`]) producing
 //!   `[N, 1, S, S]` images scaled to `[0, 1]` and `Int` labels.
@@ -43,7 +43,7 @@ mod view;
 pub use augment::{Augmentation, ERASE_AREA, ERASE_RATIO};
 pub use batch::{FaceBatch, FaceBatcher, FaceDataset, FaceItem, face_loader};
 pub use cache::{CACHE_MAGIC, CACHE_VERSION, read_cache, write_atomically, write_cache};
-pub use copies::{CopyCounts, copies_in};
+pub use copies::{CopyCounts, CopyPartition, copies_in};
 pub use csv_reader::{read_csv, read_csv_from};
 pub use data::{ClassCounts, FACE_PIXELS, FACE_SIDE, FaceImage, Fer2013, SplitData};
 pub use emotion::{Emotion, Split};

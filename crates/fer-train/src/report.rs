@@ -5,7 +5,7 @@ use std::sync::Arc;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use fer_adversarial::{Attack, RobustCeiling, SweepPoint, ceiling_sweep, evaluate_robustness};
-use fer_dataset::{Emotion, Fer2013, Split, View, copies_in};
+use fer_dataset::{CopyPartition, Emotion, Fer2013, Split, View};
 use fer_models::load_checkpoint;
 
 use crate::run::{read_json, write_csv, write_json};
@@ -165,15 +165,15 @@ pub fn write_report<B: AutodiffBackend>(
     let (model, _) = load_checkpoint::<B>(files.best(), device)?;
     let inference = model.valid();
     let view = evaluation_view(&config);
-    let faces = |split: Split| Arc::new(evaluation_faces(data, split, config.eval_limit));
+    let public_faces = Arc::new(evaluation_faces(data, Split::PublicTest, config.eval_limit));
+    let private_faces = Arc::new(evaluation_faces(data, Split::PrivateTest, config.eval_limit));
+    let faces = |split: Split| if split == Split::PublicTest { public_faces.clone() } else { private_faces.clone() };
     let evaluate_split = |split: Split| {
         SplitReport::new(split, &evaluate(&inference, faces(split), view, config.eval_batch_faces, device))
     };
     let unseen = {
-        let private = faces(Split::PrivateTest);
-        let copies = copies_in(&private, data.split(Split::Training), 0);
-        let unseen: Vec<usize> = (0..private.len()).filter(|&i| copies[i].is_empty()).collect();
-        let faces = Arc::new(private.select(&unseen));
+        let unseen = CopyPartition::new(&private_faces, data.split(Split::Training), 0).unseen;
+        let faces = Arc::new(private_faces.select(&unseen));
         SplitReport::new(Split::PrivateTest, &evaluate(&inference, faces, view, config.eval_batch_faces, device))
     };
     let adversarial = match &config.adversarial {
@@ -187,7 +187,7 @@ pub fn write_report<B: AutodiffBackend>(
             let private = attack_split(adv.eval_attack, Split::PrivateTest)?;
             let check = attack_split(adv.check_attack, Split::PrivateTest)?;
             let view = adv.robustness(adv.eval_attack, 1, 0).view();
-            let ceiling = ceiling_sweep(&faces(Split::PrivateTest), view, &[adv.eval_attack.eps()], |_| {})?.pop();
+            let ceiling = ceiling_sweep(&private_faces, view, &[adv.eval_attack.eps()], |_| {})?.pop();
             Some(AdversarialReport {
                 protocol: adv.protocol(),
                 attack: adv.eval_attack,
