@@ -320,6 +320,15 @@ struct TrainArgs {
     /// Chance, in percent, of erasing a random rectangle (2–33 % of the crop) to black.
     #[arg(long, conflicts_with = "resume")]
     augment_erase: Option<u32>,
+    /// Label smoothing of the training loss: cross-entropy against (1 − S)·one-hot + S/7
+    /// [default: 0, none]; the test splits' losses stay plain cross-entropy.
+    #[arg(long, conflicts_with = "resume", value_name = "S")]
+    label_smoothing: Option<f32>,
+    /// Mixup with this α: each training batch mixed with a shuffled copy of itself,
+    /// λ·x + (1 − λ)·x[π] with λ ~ Beta(α, α), and the loss weighed the same way (clean training
+    /// on one device) [default: off; 0.2–0.4 is usual].
+    #[arg(long, conflicts_with = "resume", value_name = "ALPHA")]
+    mixup: Option<f32>,
     /// Faces per evaluation batch (×10 crops with TenCrop) [default: 64]. On a GPU, the batch
     /// size of training (--bs) makes the centre-crop evaluation reuse the training's tuned kernels.
     #[arg(long)]
@@ -520,6 +529,8 @@ impl TrainArgs {
         augmentation.max_zoom_pct = self.augment_zoom.unwrap_or(augmentation.max_zoom_pct);
         augmentation.erase_pct = self.augment_erase.unwrap_or(augmentation.erase_pct);
         c.augmentation = augmentation;
+        c.label_smoothing = self.label_smoothing.unwrap_or(c.label_smoothing);
+        c.mixup_alpha = self.mixup;
         c.eval_batch_faces = self.eval_batch.unwrap_or(c.eval_batch_faces);
         c.train_limit = self.train_limit;
         c.eval_limit = self.eval_limit;

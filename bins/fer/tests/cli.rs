@@ -163,6 +163,10 @@ fn train_eval_report_round_trip_on_ndarray() {
         "strong",
         "--augment-erase",
         "20",
+        "--label-smoothing",
+        "0.1",
+        "--mixup",
+        "0.2",
         "--device",
         "ndarray",
         "--data",
@@ -181,6 +185,7 @@ fn train_eval_report_round_trip_on_ndarray() {
         [10, 10, 20],
         "strong, erasing changed to 20 %: {augmentation}"
     );
+    assert_eq!((config["label_smoothing"].as_f64(), config["mixup_alpha"].as_f64()), (Some(0.1), Some(0.2)));
     let text = stdout(&out);
     assert!(
         text.contains("1 epochs done. Selected epoch 1 (the best clean PublicTest accuracy): clean PublicTest "),
@@ -193,19 +198,25 @@ fn train_eval_report_round_trip_on_ndarray() {
         assert!(run.join(file).is_file(), "{file} written");
     }
 
-    // An unknown augmentation is named; a resumed run keeps its own (the flags conflict).
+    // An unknown augmentation and a bad mixup α are named, and no run is started; a resumed run
+    // keeps its own augmentation (the flags conflict).
     let other = dir.path().join("other-run");
-    let bad: Vec<&str> = train_args
-        .iter()
-        .map(|&a| match a {
-            "strong" => "heavy",
-            a if a == run_s => other.to_str().expect("utf-8"),
-            a => a,
-        })
-        .collect();
-    let out = fer(&bad);
-    assert!(!other.join("config.json").exists());
-    assert!(stderr(&out).contains("unknown augmentation `heavy` (expected none or strong)"), "{}", stderr(&out));
+    for (from, to, words) in [
+        ("strong", "heavy", "unknown augmentation `heavy` (expected none or strong)"),
+        ("0.2", "0", "mixup α 0 must be positive"),
+    ] {
+        let bad: Vec<&str> = train_args
+            .iter()
+            .map(|&a| match a {
+                a if a == from => to,
+                a if a == run_s => other.to_str().expect("utf-8"),
+                a => a,
+            })
+            .collect();
+        let out = fer(&bad);
+        assert!(!other.join("config.json").exists());
+        assert!(stderr(&out).contains(words), "{}", stderr(&out));
+    }
     let out = fer(&["train", "--resume", "--augment", "strong", "--out", run_s, "--data", csv]);
     assert!(!out.status.success() && stderr(&out).contains("--augment"), "{}", stderr(&out));
 

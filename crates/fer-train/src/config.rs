@@ -485,6 +485,19 @@ pub struct TrainConfig {
     /// (the reference's RandomCrop + flip). Runs written before it existed read as `NONE`.
     #[serde(default)]
     pub augmentation: Augmentation,
+    /// Label smoothing of the training loss: the cross-entropy against `(1 − s)·one-hot + s/7`
+    /// (PyTorch's `label_smoothing`), so `train_loss` in metrics.csv is the smoothed loss; the
+    /// test splits' losses stay plain cross-entropy. 0 (both recipes, and runs written before it
+    /// existed): none.
+    #[serde(default)]
+    pub label_smoothing: f32,
+    /// Mixup (Zhang et al., 2018) with this α: each training batch becomes `λ·x + (1 − λ)·x[π]`
+    /// for one `λ ~ Beta(α, α)` and a random pairing `π` of its faces, and the loss
+    /// `λ·CE(y) + (1 − λ)·CE(y[π])`; training accuracy counts the label of the larger share.
+    /// Seeded per epoch and step, so resumed runs stay identical. Clean training on one device
+    /// only. `None` (both recipes, and runs written before it existed): off.
+    #[serde(default)]
+    pub mixup_alpha: Option<f32>,
     /// Evaluate with TenCrop (logits averaged over 10 crops) rather than the centre crop.
     pub eval_tencrop: bool,
     /// Faces per evaluation batch (×10 crops with TenCrop).
@@ -525,6 +538,8 @@ impl TrainConfig {
             schedule: Schedule::REFERENCE,
             crop: 44,
             augmentation: Augmentation::NONE,
+            label_smoothing: 0.0,
+            mixup_alpha: None,
             eval_tencrop: true,
             eval_batch_faces: 64,
             seed: 0,
@@ -580,6 +595,17 @@ impl TrainConfig {
             return Err(format!("gradient clamp {c} must be positive"));
         }
         self.augmentation.check().map_err(|e| format!("augmentation: {e}"))?;
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(format!("label smoothing {} is not in [0, 1)", self.label_smoothing));
+        }
+        if let Some(alpha) = self.mixup_alpha {
+            if !(alpha.is_finite() && alpha > 0.0) {
+                return Err(format!("mixup α {alpha} must be positive"));
+            }
+            if self.adversarial.is_some() {
+                return Err("mixup is for clean training: it cannot be combined with adversarial training".into());
+            }
+        }
         if self.train_limit == Some(0) || self.eval_limit == Some(0) {
             return Err("subset limits must be positive".into());
         }

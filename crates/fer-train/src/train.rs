@@ -212,6 +212,12 @@ pub fn train_on_devices<B: AutodiffBackend>(
 ) -> Result<RunSummary, TrainError> {
     config.check().map_err(TrainError::Config)?;
     let device = devices.first().ok_or_else(|| TrainError::Config("no device given".into()))?;
+    if config.mixup_alpha.is_some() && devices.len() > 1 {
+        return Err(TrainError::Config(format!(
+            "mixup runs on one device, not on {} replicas: train on one device or without mixup",
+            devices.len()
+        )));
+    }
 
     let files = RunFiles::new(dir);
     std::fs::create_dir_all(dir).map_err(|source| TrainError::Io { path: dir.to_path_buf(), source })?;
@@ -256,7 +262,7 @@ pub fn train_on_devices<B: AutodiffBackend>(
         (RunState { completed_epochs: 0, best_epoch: None, best_score: -1.0 }, Vec::new())
     };
 
-    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let loss_fn = training_loss::<B>(config, device);
     let faces = train_split.len();
     let steps_per_epoch = steps_per_epoch(faces, config)?;
     let batcher =
@@ -273,6 +279,8 @@ pub fn train_on_devices<B: AutodiffBackend>(
         order.truncate(steps_per_epoch * config.batch_size);
         batcher.set_epoch(epoch as u32);
         let mut rng = ChaCha8Rng::seed_from_u64(mix(config.seed, 0xAD00_0000 + epoch as u64));
+        // Mixup's draws have their own stream, so runs without it draw as before.
+        let mut mixup_rng = ChaCha8Rng::seed_from_u64(mix(config.seed, 0x313C_0000 + epoch as u64));
         let stream = BatchStream::<B>::new(
             train_split.clone(),
             order,
@@ -310,6 +318,13 @@ pub fn train_on_devices<B: AutodiffBackend>(
                 let step_out = data_parallel_step(&model, devices, batch.images, batch.targets, &forward)
                     .map_err(TrainError::Data)?;
                 (step_out.loss, step_out.hits, step_out.grads)
+            } else if let Some(alpha) = config.mixup_alpha {
+                let mixed = mixup(batch.images, batch.targets, alpha, &mut mixup_rng)?;
+                let logits = model.forward_training(mixed.images.clone(), NormStatistics::BatchUpdate, None);
+                let loss = mixed.loss(&loss_fn, logits.clone());
+                let loss_value: f32 = loss.clone().into_scalar().elem();
+                let hits = correct_predictions(logits, mixed.larger_share_targets());
+                (loss_value, hits, GradientsParams::from_grads(loss.backward(), &model))
             } else {
                 let out = adversarial_loss(
                     step_adversarial.as_ref(),
@@ -580,6 +595,64 @@ pub(crate) fn adversarial_loss<B: AutodiffBackend>(
         Some(beta) => clean + kl_from_clean(logits.clone(), attacked_logits.clone()).mul_scalar(beta),
     };
     Ok(BatchLoss { loss, logits, attacked: Some((adversarial.detach(), attacked_logits.detach())) })
+}
+
+/// The training loss of `config`: cross-entropy, label-smoothed by `config.label_smoothing`.
+pub(crate) fn training_loss<B: Backend>(
+    config: &TrainConfig,
+    device: &B::Device,
+) -> burn::nn::loss::CrossEntropyLoss<B> {
+    let smoothing = (config.label_smoothing > 0.0).then_some(config.label_smoothing);
+    CrossEntropyLossConfig::new().with_smoothing(smoothing).init(device)
+}
+
+/// A mixup batch ([`mixup`]).
+pub(crate) struct Mixup<B: Backend> {
+    /// `λ·x + (1 − λ)·x[π]`.
+    pub(crate) images: Tensor<B, 4>,
+    /// The labels `y` of the faces.
+    pub(crate) targets: Tensor<B, 1, Int>,
+    /// The labels `y[π]` of their partners.
+    pub(crate) partner_targets: Tensor<B, 1, Int>,
+    /// The faces' share `λ`.
+    pub(crate) lambda: f32,
+}
+
+impl<B: Backend> Mixup<B> {
+    /// `λ·loss(logits, y) + (1 − λ)·loss(logits, y[π])`.
+    pub(crate) fn loss(&self, loss_fn: &burn::nn::loss::CrossEntropyLoss<B>, logits: Tensor<B, 2>) -> Tensor<B, 1> {
+        let own = loss_fn.forward(logits.clone(), self.targets.clone()).mul_scalar(self.lambda);
+        own + loss_fn.forward(logits, self.partner_targets.clone()).mul_scalar(1.0 - self.lambda)
+    }
+
+    /// The labels of the larger share of each mixed face (`y` when `λ ≥ 0.5`), for accuracy.
+    pub(crate) fn larger_share_targets(&self) -> Tensor<B, 1, Int> {
+        if self.lambda >= 0.5 { self.targets.clone() } else { self.partner_targets.clone() }
+    }
+}
+
+/// Mixup of a batch (Zhang et al., 2018): one `λ ~ Beta(α, α)` and a random pairing `π` of the
+/// faces drawn from `rng`, the images mixed as `λ·x + (1 − λ)·x[π]`.
+pub(crate) fn mixup<B: Backend>(
+    images: Tensor<B, 4>,
+    targets: Tensor<B, 1, Int>,
+    alpha: f32,
+    rng: &mut ChaCha8Rng,
+) -> Result<Mixup<B>, TrainError> {
+    use rand_distr::Distribution as _;
+    let beta = rand_distr::Beta::new(alpha, alpha).map_err(|e| TrainError::Config(format!("mixup α {alpha}: {e}")))?;
+    let lambda: f32 = beta.sample(rng);
+    let n = images.dims()[0];
+    let mut partners: Vec<usize> = (0..n).collect();
+    partners.shuffle(rng);
+    let device = images.device();
+    let index = Tensor::<B, 1, Int>::from_data(
+        TensorData::new(partners.iter().map(|&j| j as i64).collect::<Vec<_>>(), [n]),
+        &device,
+    );
+    let mixed = images.clone().mul_scalar(lambda) + images.select(0, index.clone()).mul_scalar(1.0 - lambda);
+    let partner_targets = targets.clone().select(0, index);
+    Ok(Mixup { images: mixed, targets, partner_targets, lambda })
 }
 
 /// Correct top-1 predictions of a batch.
@@ -1124,5 +1197,89 @@ mod tests {
         assert!((loss - clean_loss).abs() < 1e-5, "loss {loss} vs clean {clean_loss}");
         let diff = max_abs_diff(&weights, &clean_weights);
         assert!(diff < 1e-5, "the step differs from the clean one by {diff}");
+    }
+
+    /// Label smoothing s: the loss is (1 − s)·CE(y) + s·mean over the classes of −log p, by hand.
+    #[test]
+    fn label_smoothing_mixes_the_label_with_the_uniform_distribution() {
+        let device = Default::default();
+        let logits = [[2.0f32, 0.5, -1.0, 0.0, 1.0, 0.25, -0.5], [0.0, 0.0, 3.0, 0.0, 0.0, 0.0, -2.0]];
+        let targets = [0usize, 6];
+        let log_p = |row: &[f32; 7]| {
+            let z = row.iter().map(|v| v.exp()).sum::<f32>().ln();
+            row.map(|v| v - z)
+        };
+        let config = TrainConfig::fast(fer_models::ModelConfig::from_name("vgg-small").expect("known"));
+        for s in [0.0f32, 0.1, 0.3] {
+            let smoothed = TrainConfig { label_smoothing: s, ..config.clone() };
+            let loss_fn = training_loss::<B>(&smoothed, &device);
+            let got: f32 = loss_fn
+                .forward(Tensor::from_data(logits, &device), Tensor::from_data(targets.map(|t| t as i64), &device))
+                .into_scalar()
+                .elem();
+            let want = logits
+                .iter()
+                .zip(targets)
+                .map(|(row, t)| {
+                    let lp = log_p(row);
+                    -(1.0 - s) * lp[t] - s * lp.iter().sum::<f32>() / 7.0
+                })
+                .sum::<f32>()
+                / 2.0;
+            assert!((got - want).abs() < 1e-5, "s = {s}: {got} vs {want}");
+        }
+    }
+
+    /// Mixup pairs every face with one other (a permutation), mixes the images with the drawn λ,
+    /// carries the partners' labels, and weighs the two losses by λ; the draws repeat with the
+    /// seed.
+    #[test]
+    fn mixup_mixes_each_face_with_its_partner_by_lambda() {
+        let device = Default::default();
+        let n = 16;
+        // Face i: every pixel 10·i, so a mixed value says which partner it was mixed with.
+        let images = Tensor::<B, 1>::from_data(
+            TensorData::new((0..n).flat_map(|i| vec![10.0 * i as f32; 4]).collect::<Vec<_>>(), [n * 4]),
+            &device,
+        )
+        .reshape([n, 1, 2, 2]);
+        let labels: Vec<i64> = (0..n as i64).map(|i| i % 7).collect();
+        let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(labels.clone(), [n]), &device);
+        let draw = |seed: u64| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            mixup(images.clone(), targets.clone(), 0.4, &mut rng).expect("mixup")
+        };
+        let mixed = draw(5);
+        let lambda = mixed.lambda;
+        assert!((0.0..=1.0).contains(&lambda) && lambda != 0.5, "λ {lambda}");
+        let values: Vec<f32> = mixed.images.clone().into_data().to_vec().expect("f32");
+        let partner_labels: Vec<i64> = mixed.partner_targets.clone().into_data().to_vec().expect("i64");
+        let mut seen = vec![false; n];
+        for i in 0..n {
+            let v = values[4 * i];
+            assert!(values[4 * i..4 * i + 4].iter().all(|&w| w == v), "face {i} is not uniform");
+            // v = λ·10i + (1 − λ)·10j  ⇒  j = (v − 10λi) / (10(1 − λ)).
+            let j = ((v - 10.0 * lambda * i as f32) / (10.0 * (1.0 - lambda))).round() as usize;
+            let back = lambda * 10.0 * i as f32 + (1.0 - lambda) * 10.0 * j as f32;
+            assert!(j < n && (back - v).abs() < 1e-3, "face {i}: {v} is no mix with a face of the batch");
+            assert!(!seen[j], "face {j} is the partner of two faces");
+            seen[j] = true;
+            assert_eq!(partner_labels[i], labels[j], "face {i}'s partner label");
+        }
+        assert!(seen.iter().all(|&s| s), "a permutation");
+        let again = draw(5);
+        assert_eq!(again.lambda, lambda);
+        assert_eq!(again.images.into_data().to_vec::<f32>().expect("f32"), values);
+        assert_ne!(draw(6).lambda, lambda, "another seed, another λ");
+
+        // The loss: λ·CE(y) + (1 − λ)·CE(y[π]); accuracy counts the larger share's labels.
+        let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&device);
+        let logits = Tensor::<B, 2>::random([n, 7], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let ce = |t: Tensor<B, 1, Int>| -> f32 { loss_fn.forward(logits.clone(), t).into_scalar().elem() };
+        let got: f32 = mixed.loss(&loss_fn, logits.clone()).into_scalar().elem();
+        let want = lambda * ce(targets.clone()) + (1.0 - lambda) * ce(mixed.partner_targets.clone());
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        let larger: Vec<i64> = mixed.larger_share_targets().into_data().to_vec().expect("i64");
+        assert_eq!(larger, if lambda >= 0.5 { labels } else { partner_labels });
     }
 }

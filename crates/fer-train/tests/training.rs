@@ -131,6 +131,54 @@ fn resumed_run_equals_uninterrupted_run() {
     assert_eq!(logits(straight.path()), logits(resumed.path()));
 }
 
+/// Mixup and label smoothing: seeded per epoch and step, so a resumed run equals the straight
+/// one; both change what the model learns from; mixup refuses several replicas and adversarial
+/// training.
+#[test]
+fn mixup_and_label_smoothing_resume_identically() {
+    let _guard = serial();
+    let data = synthetic_data(48, 14, 4);
+    let config = TrainConfig { mixup_alpha: Some(0.4), label_smoothing: 0.1, ..small_config(2) };
+    let straight = tempfile::tempdir().expect("tempdir");
+    train::<B>(&config, &data, straight.path(), &quiet(), &Default::default()).expect("straight");
+    let resumed = tempfile::tempdir().expect("tempdir");
+    let first = TrainOptions { stop_after: Some(1), ..quiet() };
+    train::<B>(&config, &data, resumed.path(), &first, &Default::default()).expect("first part");
+    train::<B>(&config, &data, resumed.path(), &TrainOptions { resume: true, ..quiet() }, &Default::default())
+        .expect("resumed");
+    let a = read_metrics(&RunFiles::new(straight.path()).metrics()).expect("a");
+    let b = read_metrics(&RunFiles::new(resumed.path()).metrics()).expect("b");
+    assert_eq!(a.len(), 2);
+    assert_eq!(deterministic(&a), deterministic(&b));
+
+    let first_loss = |config: &TrainConfig| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        train::<B>(config, &data, dir.path(), &first, &Default::default()).expect("one epoch");
+        read_metrics(&RunFiles::new(dir.path()).metrics()).expect("metrics")[0].train_loss
+    };
+    let plain = first_loss(&small_config(2));
+    let smoothed = first_loss(&TrainConfig { label_smoothing: 0.1, ..small_config(2) });
+    let mixed = first_loss(&TrainConfig { mixup_alpha: Some(0.4), ..small_config(2) });
+    assert!(plain != smoothed && plain != mixed && smoothed != mixed, "{plain} {smoothed} {mixed}");
+    assert!(smoothed != a[0].train_loss && mixed != a[0].train_loss);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let devices = [Default::default(), Default::default()];
+    let err = fer_train::train_on_devices::<B>(&config, &data, dir.path(), &quiet(), &devices).expect_err("2 replicas");
+    assert!(err.to_string().contains("mixup runs on one device, not on 2 replicas"), "{err}");
+    let adversarial = TrainConfig {
+        adversarial: Some(fer_train::AdversarialTraining::new(fer_adversarial::Attack::fgsm(0.1))),
+        ..config.clone()
+    };
+    assert!(adversarial.check().expect_err("adversarial").contains("mixup is for clean training"));
+    for (bad, words) in [
+        (TrainConfig { mixup_alpha: Some(0.0), ..config.clone() }, "mixup α 0 must be positive"),
+        (TrainConfig { label_smoothing: 1.0, ..config.clone() }, "label smoothing 1 is not in [0, 1)"),
+    ] {
+        assert!(bad.check().expect_err("bad").contains(words), "{words}");
+    }
+}
+
 #[test]
 fn resume_errors_are_clear() {
     let _guard = serial();
