@@ -59,7 +59,8 @@
 # FER_GPU_STEPS (timed steps, default 20), LR and WARMUP_EPOCHS (`train`, `adv-train`: the fast
 # recipe's peak learning rate and warm-up epochs, e.g. LR=0.001 WARMUP_EPOCHS=0 to fine-tune),
 # AUGMENT (`train`, `adv-train`: none or strong, fer's --augment; strong runs are named
-# $RUN-augment-strong by default),
+# $RUN-augment-strong by default), MIXUP=ALPHA and LABEL_SMOOTHING=S (`train`: fer's --mixup and
+# --label-smoothing; the default run name gains -mixupALPHA and -lsS),
 # WEIGHT_GRADIENT (`train`, `adv-train`: fer's --weight-gradient, e.g. gemm; default Burn's),
 # FER_GPU_DEADLINE (for `train budget`), FER_GPU_SMALL=1 (tiny sizes: how this script is tested on
 # a CPU), OUT (the device tool sets it).
@@ -87,6 +88,8 @@ esac
 augment=${AUGMENT:-none}
 case "$augment" in none | strong) ;; *) echo "AUGMENT=$augment: expected none or strong" >&2; exit 2 ;; esac
 aug_suffix=; [ "$augment" != none ] && aug_suffix="-augment-$augment"
+[ -n "${MIXUP:-}" ] && aug_suffix="$aug_suffix-mixup$MIXUP"
+[ -n "${LABEL_SMOOTHING:-}" ] && aug_suffix="$aug_suffix-ls$LABEL_SMOOTHING"
 run=${RUN:-$stage/runs/$model-fast$aug_suffix}
 steps=${FER_GPU_STEPS:-20}
 pgd_faces=${ATTACK_PGD_FACES:-1000}
@@ -247,6 +250,12 @@ PY
     warmup=${WARMUP_EPOCHS:-${warmup:-}}
     [ -n "$warmup" ] && args+=(--warmup-epochs "$warmup")
     [ -n "${LR:-}" ] && args+=(--lr "$LR")
+    if [ -n "${MIXUP:-}${LABEL_SMOOTHING:-}" ]; then
+      [ "$part" = train ] || { echo "MIXUP, LABEL_SMOOTHING: train only (mixup is for clean training)" >&2; exit 2; }
+      "$fer" train --help | grep -q -- --mixup || { echo "$fer has no --mixup (rebuild the bundle)" >&2; exit 2; }
+      [ -n "${MIXUP:-}" ] && args+=(--mixup "$MIXUP")
+      [ -n "${LABEL_SMOOTHING:-}" ] && args+=(--label-smoothing "$LABEL_SMOOTHING")
+    fi
     if [ "$part" = adv-train ]; then
       args+=(--adversarial "$adv" --eps "$eps" --adv-bn "$bn" --adv-eval-view "${ADV_EVAL_VIEW:-full}" --select "${SELECT:-mean}" --adv-clean-bn "${ADV_CLEAN_BN:-batch-update}" --adv-eps-ramp "${ADV_EPS_RAMP:-0}")
       if [ -n "${TRADES_BETA:-}" ]; then args+=(--trades-beta "$TRADES_BETA"); else args+=(--adv-weight "${ADV_WEIGHT:-0.5}"); fi
