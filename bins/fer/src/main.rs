@@ -342,6 +342,10 @@ struct TrainArgs {
     /// SGD momentum.
     #[arg(long)]
     momentum: Option<f64>,
+    /// Nesterov momentum (PyTorch's SGD `nesterov=True`): each step follows g + μ·v rather
+    /// than the velocity v [default: off, the reference's plain momentum].
+    #[arg(long, conflicts_with = "resume")]
+    nesterov: bool,
     /// Weight decay.
     #[arg(long)]
     weight_decay: Option<f64>,
@@ -500,6 +504,7 @@ impl TrainArgs {
         c.lr = self.lr.unwrap_or(c.lr);
         c.epochs = self.epochs.unwrap_or(c.epochs);
         c.momentum = self.momentum.unwrap_or(c.momentum);
+        c.nesterov = self.nesterov;
         c.weight_decay = self.weight_decay.unwrap_or(c.weight_decay);
         if let Some(clip) = self.grad_clip {
             c.grad_clip = (clip > 0.0).then_some(clip);

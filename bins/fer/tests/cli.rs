@@ -167,6 +167,7 @@ fn train_eval_report_round_trip_on_ndarray() {
         "0.1",
         "--mixup",
         "0.2",
+        "--nesterov",
         "--device",
         "ndarray",
         "--data",
@@ -186,6 +187,7 @@ fn train_eval_report_round_trip_on_ndarray() {
         "strong, erasing changed to 20 %: {augmentation}"
     );
     assert_eq!((config["label_smoothing"].as_f64(), config["mixup_alpha"].as_f64()), (Some(0.1), Some(0.2)));
+    assert_eq!((config["nesterov"].as_bool(), config["momentum"].as_f64()), (Some(true), Some(0.9)));
     let text = stdout(&out);
     assert!(
         text.contains("1 epochs done. Selected epoch 1 (the best clean PublicTest accuracy): clean PublicTest "),
@@ -217,6 +219,15 @@ fn train_eval_report_round_trip_on_ndarray() {
         assert!(!other.join("config.json").exists());
         assert!(stderr(&out).contains(words), "{}", stderr(&out));
     }
+    // Nesterov without momentum is refused by name.
+    let no_momentum: Vec<&str> = train_args
+        .iter()
+        .map(|&a| if a == run_s { other.to_str().expect("utf-8") } else { a })
+        .chain(["--momentum", "0"])
+        .collect();
+    let out = fer(&no_momentum);
+    assert!(!other.join("config.json").exists());
+    assert!(stderr(&out).contains("Nesterov momentum needs a momentum above 0"), "{}", stderr(&out));
     let out = fer(&["train", "--resume", "--augment", "strong", "--out", run_s, "--data", csv]);
     assert!(!out.status.success() && stderr(&out).contains("--augment"), "{}", stderr(&out));
 

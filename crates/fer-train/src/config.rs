@@ -472,6 +472,11 @@ pub struct TrainConfig {
     pub lr: f64,
     /// SGD momentum (PyTorch semantics: no dampening).
     pub momentum: f64,
+    /// Nesterov momentum (PyTorch's `nesterov=True`): each step follows `g + μ·v` instead of
+    /// the velocity `v` itself. Needs `momentum > 0`. Off in both recipes (the reference's SGD),
+    /// and in runs written before it existed.
+    #[serde(default)]
+    pub nesterov: bool,
     /// L2 weight decay added to the gradient.
     pub weight_decay: f64,
     /// Clamp every gradient element to `[-c, c]` before the step (the reference: 0.1).
@@ -533,6 +538,7 @@ impl TrainConfig {
             drop_last: false,
             lr: 0.01,
             momentum: 0.9,
+            nesterov: false,
             weight_decay: 5e-4,
             grad_clip: Some(0.1),
             schedule: Schedule::REFERENCE,
@@ -587,6 +593,9 @@ impl TrainConfig {
         self.schedule.check(self.lr)?;
         if !(0.0..1.0).contains(&self.momentum) {
             return Err(format!("momentum {} is not in [0, 1)", self.momentum));
+        }
+        if self.nesterov && self.momentum <= 0.0 {
+            return Err(format!("Nesterov momentum needs a momentum above 0 (momentum is {})", self.momentum));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return Err(format!("weight decay {} must be >= 0", self.weight_decay));
@@ -693,6 +702,9 @@ mod tests {
         assert!(TrainConfig { lr: -1.0, ..good.clone() }.check().expect_err("lr").contains("learning rate"));
         assert!(TrainConfig { crop: 50, ..good.clone() }.check().expect_err("crop").contains("crop 50"));
         assert!(TrainConfig { grad_clip: Some(0.0), ..good.clone() }.check().expect_err("clip").contains("clamp"));
+        assert!(TrainConfig { nesterov: true, ..good.clone() }.check().is_ok());
+        let err = TrainConfig { nesterov: true, momentum: 0.0, ..good.clone() }.check().expect_err("no momentum");
+        assert!(err.contains("Nesterov momentum needs a momentum above 0 (momentum is 0)"), "{err}");
         let schedule = |schedule| TrainConfig { schedule, ..good.clone() }.check();
         assert!(schedule(Schedule::Cosine { warmup_epochs: 0, min_lr: 0.0 }).is_ok());
         assert!(schedule(Schedule::Cosine { warmup_epochs: 5, min_lr: 0.01 }).is_ok(), "min_lr may equal the base");

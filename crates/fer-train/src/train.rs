@@ -162,19 +162,19 @@ pub(crate) fn evaluation_view(config: &TrainConfig) -> View {
     if config.eval_tencrop { View::TenCrop(config.crop) } else { View::CenterCrop(config.crop) }
 }
 
-/// The reference's optimiser: SGD with PyTorch-style momentum (no dampening), L2 weight decay
-/// added to the gradient, and each gradient element clamped to `±grad_clip` before both
-/// (the reference's `clip_gradient` runs before `optimizer.step()`).
 /// The optimiser of every run: SGD (momentum, weight decay, gradient clamp) adapted to the model.
 pub(crate) type RunOptimizer<B> =
     burn::optim::adaptor::OptimizerAdaptor<burn::optim::Sgd<<B as AutodiffBackend>::InnerBackend>, Model<B>, B>;
 
+/// The reference's optimiser: SGD with PyTorch-style momentum (no dampening; Nesterov's with
+/// `config.nesterov`), L2 weight decay added to the gradient, and each gradient element clamped
+/// to `±grad_clip` before both (the reference's `clip_gradient` runs before `optimizer.step()`).
 pub(crate) fn build_optimizer<B: AutodiffBackend>(config: &TrainConfig) -> RunOptimizer<B> {
     SgdConfig::new()
         .with_momentum((config.momentum > 0.0).then_some(MomentumConfig {
             momentum: config.momentum,
             dampening: 0.0, // PyTorch semantics; Burn's default is 0.1
-            nesterov: false,
+            nesterov: config.nesterov,
         }))
         .with_weight_decay((config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32)))
         .with_gradient_clipping(config.grad_clip.map(burn::optim::grad_clipping::GradientClippingConfig::Value))
@@ -978,6 +978,45 @@ mod tests {
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         let after = flat(&build_optimizer::<B>(&config).step(1.0, model, grads));
         before.iter().zip(&after).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+    }
+
+    /// Two SGD steps (lr 0.1, momentum 0.5, no decay or clamp) with the same gradient `g` both
+    /// times move each weight by `(2 + μ)·lr·g` with PyTorch's momentum and by
+    /// `(2 + 2μ + μ²)·lr·g` with Nesterov's (`v₁ = g`, step `g + μv₁`; `v₂ = (1 + μ)g`, step
+    /// `g + μv₂`).
+    #[test]
+    fn nesterov_momentum_steps_as_pytorch_does() {
+        let device = Default::default();
+        let (lr, mu) = (0.1f32, 0.5f32);
+        let mut config = TrainConfig::reference(ModelConfig::from_name("vgg-small").expect("known"));
+        (config.momentum, config.weight_decay, config.grad_clip) = (f64::from(mu), 0.0, None);
+        B::seed(&device, 11);
+        let model: Model<B> = config.model.init(&device);
+        let images = Tensor::<B, 4>::random([4, 1, 44, 44], burn::tensor::Distribution::Uniform(0.0, 1.0), &device);
+        // The gradient of the starting weights, once as a flat vector and once per step.
+        let grads = || {
+            let loss = model.forward_training(images.clone(), NormStatistics::BatchUpdate, Some(7)).sum();
+            GradientsParams::from_grads(loss.backward(), &model)
+        };
+        let g: Vec<f32> = {
+            let before = trainable(&model);
+            let stepped = build_optimizer::<B>(&TrainConfig { momentum: 0.0, ..config.clone() }).step(
+                1.0,
+                model.clone(),
+                grads(),
+            );
+            before.iter().zip(trainable(&stepped)).map(|(a, b)| a - b).collect()
+        };
+        assert!(g.iter().any(|v| v.abs() > 1e-3), "a gradient to follow");
+        for (nesterov, factor) in [(false, 2.0 + mu), (true, 2.0 + 2.0 * mu + mu * mu)] {
+            let config = TrainConfig { nesterov, ..config.clone() };
+            let mut optimizer = build_optimizer::<B>(&config);
+            let once = optimizer.step(f64::from(lr), model.clone(), grads());
+            let twice = optimizer.step(f64::from(lr), once, grads());
+            let moved: Vec<f32> = trainable(&model).iter().zip(trainable(&twice)).map(|(a, b)| a - b).collect();
+            let worst = moved.iter().zip(&g).map(|(m, g)| (m - factor * lr * g).abs()).fold(0.0, f32::max);
+            assert!(worst < 1e-5, "nesterov {nesterov}: off the hand formula by {worst}");
+        }
     }
 
     #[test]
