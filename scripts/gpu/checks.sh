@@ -60,7 +60,8 @@
 # recipe's peak learning rate and warm-up epochs, e.g. LR=0.001 WARMUP_EPOCHS=0 to fine-tune),
 # AUGMENT (`train`, `adv-train`: none or strong, fer's --augment; strong runs are named
 # $RUN-augment-strong by default), MIXUP=ALPHA and LABEL_SMOOTHING=S (`train`: fer's --mixup and
-# --label-smoothing; the default run name gains -mixupALPHA and -lsS),
+# --label-smoothing; the default run name gains -mixupALPHA and -lsS), NESTEROV=1 (`train`,
+# `adv-train`: fer's --nesterov; the run name gains -nesterov),
 # WEIGHT_GRADIENT (`train`, `adv-train`: fer's --weight-gradient, e.g. gemm; default Burn's),
 # FER_GPU_DEADLINE (for `train budget`), FER_GPU_SMALL=1 (tiny sizes: how this script is tested on
 # a CPU), OUT (the device tool sets it).
@@ -90,6 +91,7 @@ case "$augment" in none | strong) ;; *) echo "AUGMENT=$augment: expected none or
 aug_suffix=; [ "$augment" != none ] && aug_suffix="-augment-$augment"
 [ -n "${MIXUP:-}" ] && aug_suffix="$aug_suffix-mixup$MIXUP"
 [ -n "${LABEL_SMOOTHING:-}" ] && aug_suffix="$aug_suffix-ls$LABEL_SMOOTHING"
+case "${NESTEROV:-0}" in 0) ;; 1) aug_suffix="$aug_suffix-nesterov" ;; *) echo "NESTEROV=$NESTEROV: expected 0 or 1" >&2; exit 2 ;; esac
 run=${RUN:-$stage/runs/$model-fast$aug_suffix}
 steps=${FER_GPU_STEPS:-20}
 pgd_faces=${ATTACK_PGD_FACES:-1000}
@@ -250,6 +252,10 @@ PY
     warmup=${WARMUP_EPOCHS:-${warmup:-}}
     [ -n "$warmup" ] && args+=(--warmup-epochs "$warmup")
     [ -n "${LR:-}" ] && args+=(--lr "$LR")
+    if [ "${NESTEROV:-0}" = 1 ]; then
+      "$fer" train --help | grep -q -- --nesterov || { echo "$fer has no --nesterov (rebuild the bundle)" >&2; exit 2; }
+      args+=(--nesterov)
+    fi
     if [ -n "${MIXUP:-}${LABEL_SMOOTHING:-}" ]; then
       [ "$part" = train ] || { echo "MIXUP, LABEL_SMOOTHING: train only (mixup is for clean training)" >&2; exit 2; }
       "$fer" train --help | grep -q -- --mixup || { echo "$fer has no --mixup (rebuild the bundle)" >&2; exit 2; }
