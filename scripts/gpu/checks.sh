@@ -74,6 +74,11 @@ fer=$stage/fer
 # The Vulkan build travels on its own (.device-vulkan): .device-bin's fer has CUDA (and flex) only.
 case "$device" in vulkan* | wgpu*) [ -f "$stage/fer-vulkan" ] && fer=$stage/fer-vulkan ;; esac
 fer=${FER:-$fer}
+# need_flag PART FLAG [SUBCOMMAND]: stop PART, saying so, when the carried fer (SUBCOMMAND) lacks
+# FLAG, i.e. the bundle is older than the flag.
+need_flag() {
+  "$fer" ${3:+"$3"} --help | grep -q -- "$2" || { echo "$1: $fer has no $2 (rebuild the bundle)" >&2; exit 2; }
+}
 kernels=${KERNELS:-$stage/kernels}
 data=${FER2013_CSV:-$stage/fer2013.cache}
 [ -n "${FER2013_CSV:-}" ] || [ -f "$data" ] || data=$stage/fer2013.csv.gz
@@ -175,7 +180,7 @@ case "$part" in
   wgrad)
     # Both ways in one call on one machine, alternated per model: the ratio is what counts. A
     # binary older than the flag has nothing to compare.
-    "$fer" --help | grep -q -- --weight-gradient || { echo "wgrad: $fer has no --weight-gradient (rebuild the bundle)"; exit 2; }
+    need_flag wgrad --weight-gradient
     compared=${WGRAD_MODELS:-$model}; [ "$small" = 1 ] && compared=$model
     for m in $compared; do
       for way in backend gemm; do
@@ -253,12 +258,12 @@ PY
     [ -n "$warmup" ] && args+=(--warmup-epochs "$warmup")
     [ -n "${LR:-}" ] && args+=(--lr "$LR")
     if [ "${NESTEROV:-0}" = 1 ]; then
-      "$fer" train --help | grep -q -- --nesterov || { echo "$fer has no --nesterov (rebuild the bundle)" >&2; exit 2; }
+      need_flag "$part" --nesterov train
       args+=(--nesterov)
     fi
     if [ -n "${MIXUP:-}${LABEL_SMOOTHING:-}" ]; then
       [ "$part" = train ] || { echo "MIXUP, LABEL_SMOOTHING: train only (mixup is for clean training)" >&2; exit 2; }
-      "$fer" train --help | grep -q -- --mixup || { echo "$fer has no --mixup (rebuild the bundle)" >&2; exit 2; }
+      need_flag "$part" --mixup train
       [ -n "${MIXUP:-}" ] && args+=(--mixup "$MIXUP")
       [ -n "${LABEL_SMOOTHING:-}" ] && args+=(--label-smoothing "$LABEL_SMOOTHING")
     fi
