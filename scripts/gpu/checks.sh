@@ -61,7 +61,8 @@
 # AUGMENT (`train`, `adv-train`: none or strong, fer's --augment; strong runs are named
 # $RUN-augment-strong by default), MIXUP=ALPHA and LABEL_SMOOTHING=S (`train`: fer's --mixup and
 # --label-smoothing; the default run name gains -mixupALPHA and -lsS), NESTEROV=1 (`train`,
-# `adv-train`: fer's --nesterov; the run name gains -nesterov),
+# `adv-train`: fer's --nesterov; the run name gains -nesterov), EMA=DECAY (`train`, `adv-train`:
+# fer's --ema, a moving average of the weights as the run's model; the run name gains -emaDECAY),
 # WEIGHT_GRADIENT (`train`, `adv-train`: fer's --weight-gradient, e.g. gemm; default Burn's),
 # FER_GPU_DEADLINE (for `train budget`), FER_GPU_SMALL=1 (tiny sizes: how this script is tested on
 # a CPU), OUT (the device tool sets it).
@@ -97,6 +98,7 @@ aug_suffix=; [ "$augment" != none ] && aug_suffix="-augment-$augment"
 [ -n "${MIXUP:-}" ] && aug_suffix="$aug_suffix-mixup$MIXUP"
 [ -n "${LABEL_SMOOTHING:-}" ] && aug_suffix="$aug_suffix-ls$LABEL_SMOOTHING"
 case "${NESTEROV:-0}" in 0) ;; 1) aug_suffix="$aug_suffix-nesterov" ;; *) echo "NESTEROV=$NESTEROV: expected 0 or 1" >&2; exit 2 ;; esac
+[ -n "${EMA:-}" ] && aug_suffix="$aug_suffix-ema$EMA"
 run=${RUN:-$stage/runs/$model-fast$aug_suffix}
 steps=${FER_GPU_STEPS:-20}
 pgd_faces=${ATTACK_PGD_FACES:-1000}
@@ -225,7 +227,8 @@ PY
       fi
       faces=(28709 7178 3589); [ "$small" = 1 ] && faces=(64 32 16)
       # Seconds per epoch: one training pass, plus the two test splits' centre-crop forward passes
-      # (a forward costs about a third of a training step); 15 % for loading and the checkpoints.
+      # (a forward costs about a third of a training step; twice with EMA: the average and the raw
+      # weights); 15 % for loading and the checkpoints.
       # Reserved after training: TenCrop on both test splits, and `attack` (per face FGSM about
       # 5 forwards on every PrivateTest face, PGD-10 about 32 on the first $pgd_faces, full faces
       # and crops), plus 20 s for each process's start.
@@ -234,14 +237,14 @@ PY
       # shapes, but each new batch size (rounded to a power of two) or image side is tuned again:
       # once more allowed for training (the last, smaller batch; the evaluation batches), twice for
       # TenCrop and the attacks (48×48 faces, other batches).
-      read -r epochs warmup reserve tuning < <(python3 - "$speed_json" "$deadline" "${faces[@]}" "$pgd_faces" <<'PY'
+      read -r epochs warmup reserve tuning < <(python3 - "$speed_json" "$deadline" "${faces[@]}" "$pgd_faces" "$([ -n "${EMA:-}" ] && echo 2 || echo 1)" <<'PY'
 import json, sys, time
 bench = json.load(open(sys.argv[1]))
 ips = bench["median_img_per_s"]
 warmups = bench.get("warmup_seconds", [])
 tuning = max(0.0, sum(warmups) - len(warmups) * bench["median_step_seconds"])
-deadline, train, test, private, pgd = float(sys.argv[2]), *map(int, sys.argv[3:])
-epoch_s = 1.15 * (train + test / 3) / ips + 3
+deadline, train, test, private, pgd, evals = float(sys.argv[2]), *map(int, sys.argv[3:])
+epoch_s = 1.15 * (train + evals * test / 3) / ips + 3
 reserve = 1.15 * (test * 10 + 2 * (private * 5 + min(pgd, private) * 32)) / 3 / ips + 6 * 20 + 2 * tuning
 epochs = max(0, int((deadline - time.time() - reserve - tuning - 30) // epoch_s))
 print(epochs, min(2, epochs // 5), int(reserve), int(tuning))
@@ -260,6 +263,10 @@ PY
     if [ "${NESTEROV:-0}" = 1 ]; then
       need_flag "$part" --nesterov train
       args+=(--nesterov)
+    fi
+    if [ -n "${EMA:-}" ]; then
+      need_flag "$part" --ema train
+      args+=(--ema "$EMA")
     fi
     if [ -n "${MIXUP:-}${LABEL_SMOOTHING:-}" ]; then
       [ "$part" = train ] || { echo "MIXUP, LABEL_SMOOTHING: train only (mixup is for clean training)" >&2; exit 2; }

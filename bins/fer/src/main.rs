@@ -329,6 +329,12 @@ struct TrainArgs {
     /// on one device) [default: off; 0.2–0.4 is usual].
     #[arg(long, conflicts_with = "resume", value_name = "ALPHA")]
     mixup: Option<f32>,
+    /// Keep an exponential moving average of the weights with this per-step decay (0.999 is
+    /// usual; early steps use min(DECAY, (1 + t)/(10 + t))), BatchNorm statistics included. The
+    /// average is then the run's model: evaluated each epoch, selected on PublicTest and saved as
+    /// best.fer; metrics.csv adds the raw weights' accuracies [default: off].
+    #[arg(long, conflicts_with = "resume", value_name = "DECAY")]
+    ema: Option<f64>,
     /// Faces per evaluation batch (×10 crops with TenCrop) [default: 64]. On a GPU, the batch
     /// size of training (--bs) makes the centre-crop evaluation reuse the training's tuned kernels.
     #[arg(long)]
@@ -536,6 +542,7 @@ impl TrainArgs {
         c.augmentation = augmentation;
         c.label_smoothing = self.label_smoothing.unwrap_or(c.label_smoothing);
         c.mixup_alpha = self.mixup;
+        c.ema_decay = self.ema;
         c.eval_batch_faces = self.eval_batch.unwrap_or(c.eval_batch_faces);
         c.train_limit = self.train_limit;
         c.eval_limit = self.eval_limit;

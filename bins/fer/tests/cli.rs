@@ -168,6 +168,8 @@ fn train_eval_report_round_trip_on_ndarray() {
         "--mixup",
         "0.2",
         "--nesterov",
+        "--ema",
+        "0.99",
         "--device",
         "ndarray",
         "--data",
@@ -188,6 +190,9 @@ fn train_eval_report_round_trip_on_ndarray() {
     );
     assert_eq!((config["label_smoothing"].as_f64(), config["mixup_alpha"].as_f64()), (Some(0.1), Some(0.2)));
     assert_eq!((config["nesterov"].as_bool(), config["momentum"].as_f64()), (Some(true), Some(0.9)));
+    assert_eq!(config["ema_decay"].as_f64(), Some(0.99));
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).expect("metrics");
+    assert!(metrics.lines().next().is_some_and(|h| h.ends_with(",raw_public_acc,raw_private_acc")), "{metrics}");
     let text = stdout(&out);
     assert!(
         text.contains("1 epochs done. Selected epoch 1 (the best clean PublicTest accuracy): clean PublicTest "),
@@ -196,7 +201,9 @@ fn train_eval_report_round_trip_on_ndarray() {
     assert!(text.contains("Reference-style figure"), "{text}");
     // Without a terminal the progress bar draws nothing: the log says how far the epoch is.
     assert!(stderr(&out).contains("epoch 1/1 step 1/"), "{}", stderr(&out));
-    for file in ["config.json", "metrics.csv", "state.json", "latest.fer", "best.fer", "latest.optim", "report.json"] {
+    for file in
+        ["config.json", "metrics.csv", "state.json", "latest.fer", "best.fer", "ema.fer", "latest.optim", "report.json"]
+    {
         assert!(run.join(file).is_file(), "{file} written");
     }
 
@@ -206,6 +213,7 @@ fn train_eval_report_round_trip_on_ndarray() {
     for (from, to, words) in [
         ("strong", "heavy", "unknown augmentation `heavy` (expected none or strong)"),
         ("0.2", "0", "mixup α 0 must be positive"),
+        ("0.99", "1", "EMA decay 1 is not in (0, 1)"),
     ] {
         let bad: Vec<&str> = train_args
             .iter()

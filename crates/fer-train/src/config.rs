@@ -503,6 +503,16 @@ pub struct TrainConfig {
     /// only. `None` (both recipes, and runs written before it existed): off.
     #[serde(default)]
     pub mixup_alpha: Option<f32>,
+    /// An exponential moving average of the weights with this per-step decay (e.g. 0.999; see
+    /// [`crate::ema_update`] and [`crate::ema_decay_at`] for the formula and its warm-up): after
+    /// each step the average moves towards the model, BatchNorm statistics included. When set,
+    /// the *average* is the run's model: it is what each epoch evaluates (`public_acc`,
+    /// `private_acc`, the attacks of adversarial training), what selection picks and what
+    /// `best.fer` holds, while the raw weights' clean accuracies go to `raw_public_acc` and
+    /// `raw_private_acc` and on training from `latest.fer`; the average itself is kept in
+    /// `ema.fer` for resuming. `None` (both recipes, and runs written before it existed): off.
+    #[serde(default)]
+    pub ema_decay: Option<f64>,
     /// Evaluate with TenCrop (logits averaged over 10 crops) rather than the centre crop.
     pub eval_tencrop: bool,
     /// Faces per evaluation batch (×10 crops with TenCrop).
@@ -546,6 +556,7 @@ impl TrainConfig {
             augmentation: Augmentation::NONE,
             label_smoothing: 0.0,
             mixup_alpha: None,
+            ema_decay: None,
             eval_tencrop: true,
             eval_batch_faces: 64,
             seed: 0,
@@ -614,6 +625,9 @@ impl TrainConfig {
             if self.adversarial.is_some() {
                 return Err("mixup is for clean training: it cannot be combined with adversarial training".into());
             }
+        }
+        if let Some(d) = self.ema_decay.filter(|d| !(*d > 0.0 && *d < 1.0)) {
+            return Err(format!("EMA decay {d} is not in (0, 1)"));
         }
         if self.train_limit == Some(0) || self.eval_limit == Some(0) {
             return Err("subset limits must be positive".into());
@@ -703,6 +717,11 @@ mod tests {
         assert!(TrainConfig { crop: 50, ..good.clone() }.check().expect_err("crop").contains("crop 50"));
         assert!(TrainConfig { grad_clip: Some(0.0), ..good.clone() }.check().expect_err("clip").contains("clamp"));
         assert!(TrainConfig { nesterov: true, ..good.clone() }.check().is_ok());
+        assert!(TrainConfig { ema_decay: Some(0.999), ..good.clone() }.check().is_ok());
+        for d in [0.0, 1.0, -0.5, f64::NAN] {
+            let err = TrainConfig { ema_decay: Some(d), ..good.clone() }.check().expect_err("EMA decay");
+            assert!(err.contains(&format!("EMA decay {d} is not in (0, 1)")), "{err}");
+        }
         let err = TrainConfig { nesterov: true, momentum: 0.0, ..good.clone() }.check().expect_err("no momentum");
         assert!(err.contains("Nesterov momentum needs a momentum above 0 (momentum is 0)"), "{err}");
         let schedule = |schedule| TrainConfig { schedule, ..good.clone() }.check();

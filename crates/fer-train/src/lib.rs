@@ -34,6 +34,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod average;
 mod bench;
 mod config;
 mod features_train;
@@ -45,6 +46,7 @@ mod report;
 mod run;
 mod train;
 
+pub use average::{ema_decay_at, ema_update};
 pub use bench::{TrainBench, TrainStep, bench_feature_train_steps, bench_train_steps, median};
 pub use config::{AdvSource, AdversarialTraining, InitCheckpoint, Schedule, Selection, TrainConfig};
 pub use features_train::{

@@ -54,9 +54,13 @@ const TRAIN: RGBColor = RGBColor(31, 119, 180);
 const PUBLIC: RGBColor = RGBColor(255, 127, 14);
 const PRIVATE: RGBColor = RGBColor(44, 160, 44);
 const TRAIN_ATTACKED: RGBColor = RGBColor(140, 86, 75);
+/// PublicTest / PrivateTest of the raw weights, in runs whose model is their moving average.
+const PUBLIC_RAW: RGBColor = RGBColor(255, 187, 120);
+const PRIVATE_RAW: RGBColor = RGBColor(152, 223, 138);
 
 /// Draws loss (left) and accuracy (right) per epoch: train, PublicTest, PrivateTest, and for
-/// adversarial runs the attacked training crops and both test splits under attack.
+/// adversarial runs the attacked training crops and both test splits under attack; for runs whose
+/// model is a weight average, the raw weights' PublicTest and PrivateTest accuracy too.
 pub fn plot_curves(rows: &[EpochMetrics], path: &Path) -> Result<(), TrainError> {
     let line = |name, color, value: fn(&EpochMetrics) -> Option<f64>| Series {
         name,
@@ -76,6 +80,8 @@ pub fn plot_curves(rows: &[EpochMetrics], path: &Path) -> Result<(), TrainError>
         line("PrivateTest", PRIVATE, |r| Some(100.0 * r.private_acc)),
         line("PublicTest attacked", RGBColor(214, 39, 40), |r| r.public_adv_acc.map(|v| 100.0 * v)),
         line("PrivateTest attacked", RGBColor(148, 103, 189), |r| r.private_adv_acc.map(|v| 100.0 * v)),
+        line("PublicTest, raw weights", PUBLIC_RAW, |r| r.raw_public_acc.map(|v| 100.0 * v)),
+        line("PrivateTest, raw weights", PRIVATE_RAW, |r| r.raw_private_acc.map(|v| 100.0 * v)),
     ];
     draw_curves(path, "loss", &losses, &accuracies)
 }
@@ -523,6 +529,8 @@ mod tests {
             public_adv_robust_acc: adv(0.15),
             check_eval_robust_acc: adv(0.15),
             check_pgd_robust_acc: adv(0.05),
+            raw_public_acc: None,
+            raw_private_acc: None,
         }
     }
 
@@ -542,6 +550,14 @@ mod tests {
         assert_eq!(pixels_of(&clean, TRAIN_ATTACKED), 0, "a clean run has no attacked training crops");
         assert!(pixels_of(&adversarial, TRAIN_ATTACKED) > 100, "two lines and two legend marks");
         assert!(pixels_of(&clean, TRAIN) > 100);
+        // The raw weights' lines appear in runs with a weight average only.
+        let averaged: Vec<_> = (0..4)
+            .map(|e| EpochMetrics { raw_public_acc: Some(0.36), raw_private_acc: Some(0.37), ..row(e, false) })
+            .collect();
+        for color in [PUBLIC_RAW, PRIVATE_RAW] {
+            assert_eq!(pixels_of(&clean, color), 0);
+            assert!(pixels_of(&averaged, color) > 100, "a line and a legend mark");
+        }
     }
 
     #[test]

@@ -110,6 +110,11 @@ impl RunFiles {
     pub fn best(&self) -> PathBuf {
         self.dir.join("best.fer")
     }
+    /// `ema.fer`: the weights' moving average after the last completed epoch (runs with
+    /// [`crate::TrainConfig::ema_decay`]; `best.fer` is then the average of the selected epoch).
+    pub fn ema(&self) -> PathBuf {
+        self.dir.join("ema.fer")
+    }
     /// `latest.optim`: optimiser state (momentum) after the last completed epoch.
     pub fn optimizer(&self) -> PathBuf {
         self.dir.join("latest.optim")
@@ -216,6 +221,13 @@ pub struct EpochMetrics {
     /// check attack (PGD).
     #[serde(default)]
     pub check_pgd_robust_acc: Option<f64>,
+    /// With a weight average ([`crate::TrainConfig::ema_decay`]) only: PublicTest accuracy of the
+    /// raw weights (`public_acc` is the average's).
+    #[serde(default)]
+    pub raw_public_acc: Option<f64>,
+    /// With a weight average only: PrivateTest accuracy of the raw weights.
+    #[serde(default)]
+    pub raw_private_acc: Option<f64>,
 }
 
 impl EpochMetrics {
@@ -349,15 +361,17 @@ mod tests {
             check_pgd_robust_acc: Some(0.0),
             ..row.clone()
         };
-        write_metrics(&path, &[row.clone(), adversarial.clone()]).expect("write");
+        let averaged =
+            EpochMetrics { epoch: 5, raw_public_acc: Some(0.375), raw_private_acc: Some(0.25), ..row.clone() };
+        write_metrics(&path, &[row.clone(), adversarial.clone(), averaged.clone()]).expect("write");
         let back = read_metrics(&path).expect("read");
-        assert_eq!(back, vec![row.clone(), adversarial.clone()]);
+        assert_eq!(back, vec![row.clone(), adversarial.clone(), averaged]);
         let text = std::fs::read_to_string(&path).expect("text");
         assert!(text.starts_with(
             "epoch,lr,train_loss,train_acc,public_loss,public_acc,private_loss,private_acc,img_per_s,seconds,\
              public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic,train_adv_loss,train_adv_acc,\
              public_adv_balanced_acc,public_adv_top_answer_share,public_balanced_acc,public_adv_robust_acc,\
-             check_eval_robust_acc,check_pgd_robust_acc\n"
+             check_eval_robust_acc,check_pgd_robust_acc,raw_public_acc,raw_private_acc\n"
         ));
         // metrics.csv files written before the adversarial columns existed still read.
         let old = "epoch,lr,train_loss,train_acc,public_loss,public_acc,private_loss,private_acc,img_per_s,seconds\n\

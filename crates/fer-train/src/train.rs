@@ -22,7 +22,7 @@ use rand::{RngExt, SeedableRng};
 use crate::run::{read_json, read_optimizer, write_json, write_metrics, write_optimizer};
 use crate::{
     AdvSource, AdversarialTraining, BatchStream, EpochMetrics, RunFiles, RunState, Selection, TrainConfig, TrainError,
-    data_parallel_step, evaluate, read_metrics,
+    data_parallel_step, ema_decay_at, ema_update, evaluate, read_metrics,
 };
 
 /// How to run [`train`] (as opposed to what to train, which is the [`TrainConfig`]).
@@ -237,6 +237,8 @@ pub fn train_on_devices<B: AutodiffBackend>(
         _ => config.model.init(device),
     };
     let mut optim = build_optimizer::<B>(config);
+    // The weights' moving average (`config.ema_decay`), from the starting weights.
+    let mut average = config.ema_decay.map(|_| model.valid());
 
     let (mut state, mut rows) = if options.resume {
         if !files.state().exists() {
@@ -249,6 +251,9 @@ pub fn train_on_devices<B: AutodiffBackend>(
         let state: RunState = read_json(&files.state())?;
         let (loaded, _) = load_checkpoint::<B>(files.latest(), device)?;
         model = loaded;
+        if config.ema_decay.is_some() {
+            average = Some(load_checkpoint::<B::InnerBackend>(files.ema(), device)?.0);
+        }
         optim = read_optimizer(&files.optimizer(), optim, device)?;
         let mut rows = read_metrics(&files.metrics())?;
         rows.retain(|r| r.epoch < state.completed_epochs);
@@ -347,6 +352,10 @@ pub fn train_on_devices<B: AutodiffBackend>(
                 return Err(TrainError::NonFinite { epoch, step, loss: loss_value });
             }
             model = optim.step(lr, model, grads);
+            if let (Some(decay), Some(avg)) = (config.ema_decay, average.take()) {
+                let update = (epoch * steps_per_epoch + step) as u64;
+                average = Some(ema_update(avg, &model.valid(), ema_decay_at(decay, update)).map_err(TrainError::Data)?);
+            }
 
             loss_sum += f64::from(loss_value) * n as f64;
             correct += hits;
@@ -370,12 +379,26 @@ pub fn train_on_devices<B: AutodiffBackend>(
         progress.bar().finish_and_clear();
         let attacked = attacked.into_inner().map_err(tally_poisoned)?;
 
-        let inference = model.valid();
+        // The run's model: the moving average when there is one, else the weights themselves.
+        let inference = average.clone().unwrap_or_else(|| model.valid());
         let public_eval = evaluate(&inference, public.clone(), view, config.eval_batch_faces, device);
         let private_eval = evaluate(&inference, private.clone(), view, config.eval_batch_faces, device);
+        let raw = match average {
+            Some(_) => {
+                let weights = model.valid();
+                let public_raw = evaluate(&weights, public.clone(), view, config.eval_batch_faces, device);
+                let private_raw = evaluate(&weights, private.clone(), view, config.eval_batch_faces, device);
+                Some((public_raw.accuracy(), private_raw.accuracy()))
+            }
+            None => None,
+        };
         let robust = match &config.adversarial {
             Some(adv) => {
-                Some(epoch_robustness(&model, adv, config, epoch, [&public, &private], options.progress, device)?)
+                let attacked = match &average {
+                    Some(avg) => &Model::<B>::from_inner(avg.clone()),
+                    None => &model,
+                };
+                Some(epoch_robustness(attacked, adv, config, epoch, [&public, &private], options.progress, device)?)
             }
             None => None,
         };
@@ -403,6 +426,8 @@ pub fn train_on_devices<B: AutodiffBackend>(
             public_adv_robust_acc: robust.map(|r| r.public_robust),
             check_eval_robust_acc: robust.and_then(|r| r.check.map(|c| c.eval_robust)),
             check_pgd_robust_acc: robust.and_then(|r| r.check.map(|c| c.check_robust)),
+            raw_public_acc: raw.map(|r| r.0),
+            raw_private_acc: raw.map(|r| r.1),
         };
         if let (Some(adv), Some(r)) = (&config.adversarial, robust) {
             tracing::info!(
@@ -440,8 +465,14 @@ pub fn train_on_devices<B: AutodiffBackend>(
                 );
             }
         }
+        let raw_figures = match raw {
+            Some((public, private)) => {
+                format!(" (weight average; the weights: {:.2}% | {:.2}%)", 100.0 * public, 100.0 * private)
+            }
+            None => String::new(),
+        };
         tracing::info!(
-            "epoch {}/{}: lr {:.5} train loss {:.4} acc {:.2}% | PublicTest {:.2}% | PrivateTest {:.2}% | {:.1} img/s, {:.1}s",
+            "epoch {}/{}: lr {:.5} train loss {:.4} acc {:.2}% | PublicTest {:.2}% | PrivateTest {:.2}%{raw_figures} | {:.1} img/s, {:.1}s",
             epoch + 1,
             config.epochs,
             row.lr,
@@ -465,9 +496,15 @@ pub fn train_on_devices<B: AutodiffBackend>(
         });
         save_checkpoint(files.latest(), &model, &config.model, meta.clone())?;
         write_optimizer(&files.optimizer(), &optim)?;
+        if let Some(avg) = &average {
+            save_checkpoint(files.ema(), avg, &config.model, meta.clone())?;
+        }
         let score = row.score(config.selection());
         if score > state.best_score {
-            save_checkpoint(files.best(), &model, &config.model, meta)?;
+            match &average {
+                Some(avg) => save_checkpoint(files.best(), avg, &config.model, meta)?,
+                None => save_checkpoint(files.best(), &model, &config.model, meta)?,
+            }
             state.best_score = score;
             state.best_epoch = Some(epoch);
         }

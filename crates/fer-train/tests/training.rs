@@ -29,6 +29,16 @@ fn deterministic(rows: &[EpochMetrics]) -> Vec<EpochMetrics> {
     rows.iter().map(|r| EpochMetrics { img_per_s: 0.0, seconds: 0.0, ..r.clone() }).collect()
 }
 
+/// A run of `config` stopped after its first epoch and resumed to the end.
+fn train_in_two_parts(config: &TrainConfig, data: &Fer2013) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = TrainOptions { stop_after: Some(1), ..quiet() };
+    train::<B>(config, data, dir.path(), &first, &Default::default()).expect("first part");
+    train::<B>(config, data, dir.path(), &TrainOptions { resume: true, ..quiet() }, &Default::default())
+        .expect("resumed");
+    dir
+}
+
 #[test]
 fn tiny_model_overfits_64_faces_and_reports() {
     let _guard = serial();
@@ -141,11 +151,8 @@ fn mixup_and_label_smoothing_resume_identically() {
     let config = TrainConfig { mixup_alpha: Some(0.4), label_smoothing: 0.1, ..small_config(2) };
     let straight = tempfile::tempdir().expect("tempdir");
     train::<B>(&config, &data, straight.path(), &quiet(), &Default::default()).expect("straight");
-    let resumed = tempfile::tempdir().expect("tempdir");
+    let resumed = train_in_two_parts(&config, &data);
     let first = TrainOptions { stop_after: Some(1), ..quiet() };
-    train::<B>(&config, &data, resumed.path(), &first, &Default::default()).expect("first part");
-    train::<B>(&config, &data, resumed.path(), &TrainOptions { resume: true, ..quiet() }, &Default::default())
-        .expect("resumed");
     let a = read_metrics(&RunFiles::new(straight.path()).metrics()).expect("a");
     let b = read_metrics(&RunFiles::new(resumed.path()).metrics()).expect("b");
     assert_eq!(a.len(), 2);
@@ -177,6 +184,53 @@ fn mixup_and_label_smoothing_resume_identically() {
     ] {
         assert!(bad.check().expect_err("bad").contains(words), "{words}");
     }
+}
+
+/// A weight average (`ema_decay`): training itself is the same run as without it (the raw
+/// weights' figures and `latest.fer` equal a plain run's), each epoch's `public_acc` /
+/// `private_acc` are the average's (`ema.fer`), `best.fer` is the average of the selected epoch,
+/// and a resumed run equals the straight one.
+#[test]
+fn weight_average_is_the_runs_model_and_resumes_identically() {
+    let _guard = serial();
+    let data = synthetic_data(48, 14, 5);
+    let config = TrainConfig { ema_decay: Some(0.9), ..small_config(3) };
+    let straight = tempfile::tempdir().expect("tempdir");
+    let summary = train::<B>(&config, &data, straight.path(), &quiet(), &Default::default()).expect("straight");
+    let plain = tempfile::tempdir().expect("tempdir");
+    train::<B>(&small_config(3), &data, plain.path(), &quiet(), &Default::default()).expect("plain");
+
+    let files = RunFiles::new(straight.path());
+    let rows = read_metrics(&files.metrics()).expect("metrics");
+    let plain_rows = read_metrics(&RunFiles::new(plain.path()).metrics()).expect("plain metrics");
+    for (r, p) in rows.iter().zip(&plain_rows) {
+        assert_eq!((r.train_loss, r.train_acc), (p.train_loss, p.train_acc), "epoch {}", r.epoch);
+        assert_eq!((r.raw_public_acc, r.raw_private_acc), (Some(p.public_acc), Some(p.private_acc)));
+        assert_eq!((p.raw_public_acc, p.raw_private_acc), (None, None), "no average, no raw columns");
+    }
+    let forward = |path: PathBuf| {
+        let (m, _) = load_checkpoint::<NdArray>(path, &Default::default()).expect("load");
+        let x = burn::tensor::Tensor::<NdArray, 4>::ones([2, 1, 44, 44], &Default::default());
+        (m.forward(x).into_data().to_vec::<f32>().expect("floats"), m)
+    };
+    let (raw_logits, _) = forward(files.latest());
+    assert_eq!(raw_logits, forward(RunFiles::new(plain.path()).latest()).0, "the average leaves training alone");
+    let (average_logits, average) = forward(files.ema());
+    assert_ne!(average_logits, raw_logits, "the average is not the last weights");
+    let last = rows.last().expect("rows");
+    let public = Arc::new(data.split(Split::PublicTest).clone());
+    let on_public = |m: &fer_models::Model<NdArray>| {
+        evaluate(m, public.clone(), View::CenterCrop(44), 16, &Default::default()).accuracy()
+    };
+    assert_eq!(on_public(&average), last.public_acc, "public_acc is the average's");
+    let selected = &rows[summary.selected_epoch];
+    let (_, best) = forward(files.best());
+    assert_eq!(on_public(&best), selected.public_acc, "best.fer is the selected epoch's average");
+
+    let resumed = train_in_two_parts(&config, &data);
+    let again = read_metrics(&RunFiles::new(resumed.path()).metrics()).expect("resumed metrics");
+    assert_eq!(deterministic(&rows), deterministic(&again));
+    assert_eq!(forward(RunFiles::new(resumed.path()).ema()).0, average_logits);
 }
 
 #[test]
