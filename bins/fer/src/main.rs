@@ -330,7 +330,7 @@ struct TrainArgs {
     #[arg(long, conflicts_with = "resume", value_name = "ALPHA")]
     mixup: Option<f32>,
     /// Keep an exponential moving average of the weights with this per-step decay (0.999 is
-    /// usual; step t uses min(DECAY, (1 + t)/(10 + t)), so 0.999 holds from step 8,991 on),
+    /// usual; step t uses min(DECAY, (1 + t)/(10 + t)), so 0.999 holds from step 8,990 on),
     /// BatchNorm statistics included. The
     /// average is then the run's model: evaluated each epoch, selected on PublicTest and saved as
     /// best.fer; metrics.csv adds the raw weights' accuracies [default: off].

@@ -8,7 +8,7 @@
 //! early updates follow the model closely, so the average of a short run or a fresh start is not
 //! dominated by the initial weights. `t` is the run's global step, so a resumed run averages
 //! exactly as an uninterrupted one. The warm-up's decay reaches the configured `d` only at
-//! `t = (10·d − 1) / (1 − d)`: 891 steps for 0.99, 1,791 for 0.995, 8,991 for 0.999 (40 epochs of
+//! `t = (10·d − 1) / (1 − d)`: 890 steps for 0.99, 1,790 for 0.995, 8,990 for 0.999 (40 epochs of
 //! FER2013's Training at batch 128); until then the average spans about the last tenth of the
 //! steps so far, whatever `d` is, so in shorter runs two decays above that point give the same
 //! average.
@@ -230,7 +230,7 @@ mod tests {
         assert_eq!(ema_decay_at(0.999, 8_991), 0.999);
         assert!(ema_decay_at(0.999, 8_989) < 0.999);
         // The step from which the configured decay holds, as the module's documentation says.
-        for (d, from) in [(0.99, 891), (0.995, 1_791), (0.999, 8_991)] {
+        for (d, from) in [(0.99, 890), (0.995, 1_790), (0.999, 8_990)] {
             assert!(ema_decay_at(d, from - 1) < d && ema_decay_at(d, from + 1) == d, "{d}");
         }
     }

@@ -511,7 +511,7 @@ pub struct TrainConfig {
     /// `best.fer` holds, while the raw weights' clean accuracies go to `raw_public_acc` and
     /// `raw_private_acc` and on training from `latest.fer`; the average itself is kept in
     /// `ema.fer` for resuming. The warm-up keeps the decay below this value for the first
-    /// `(10·d − 1) / (1 − d)` steps (8,991 for 0.999). `None` (both recipes, and runs written
+    /// `(10·d − 1) / (1 − d)` steps (8,990 for 0.999). `None` (both recipes, and runs written
     /// before it existed): off.
     #[serde(default)]
     pub ema_decay: Option<f64>,
