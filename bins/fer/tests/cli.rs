@@ -405,7 +405,7 @@ fn adversarial_training_then_attacks_on_ndarray() {
     assert!(header.join(",").ends_with(
         "public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic,train_adv_loss,train_adv_acc,\
          public_adv_balanced_acc,public_adv_top_answer_share,public_balanced_acc,public_adv_robust_acc,\
-         check_eval_robust_acc,check_pgd_robust_acc"
+         check_eval_robust_acc,check_pgd_robust_acc,raw_public_acc,raw_private_acc"
     ));
     let share_column = header.iter().position(|&c| c == "public_adv_top_answer_share").expect("share column");
     // The closing lines name the epochs whose attacked answers were mostly one class.

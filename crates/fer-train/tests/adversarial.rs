@@ -145,6 +145,40 @@ fn the_robustness_figures_can_use_the_centre_crop() {
     );
 }
 
+/// With a weight average the epoch's attacks measure the average: the selected epoch's attacked
+/// PublicTest figures are those of `best.fer` (the average), not of the raw weights.
+#[test]
+fn with_a_weight_average_the_attacks_measure_the_average() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let data = fer_dataset::synthetic::texture_data(24, 14, 7);
+    let options = TrainOptions { progress: false, ..TrainOptions::default() };
+    let device = Default::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let defence = AdversarialTraining { check_faces: 4, ..AdversarialTraining::new(Attack::fgsm(EPS)) };
+    let config = TrainConfig { epochs: 2, ema_decay: Some(0.9), ..config(Some(defence)) };
+    let run = train::<B>(&config, &data, dir.path(), &options, &device).expect("run");
+    let files = RunFiles::new(dir.path());
+    let rows = read_metrics(&files.metrics()).expect("metrics.csv");
+    let attack = |path| {
+        let (model, _) = load_checkpoint::<B>(path, &device).expect("checkpoint");
+        let config = RobustnessConfig::reference(Attack::fgsm(EPS));
+        let public = Arc::new(data.split(Split::PublicTest).clone());
+        evaluate_robustness(&model, public, &config, &device, |_| {}).expect("attack")
+    };
+    let selected = &rows[run.selected_epoch];
+    let average = attack(files.best());
+    assert_eq!(selected.public_adv_acc, Some(average.adversarial.accuracy()));
+    assert_eq!(selected.public_adv_robust_acc, Some(average.robust_accuracy()));
+    assert!(rows.iter().all(|r| r.raw_public_acc.is_some() && r.raw_private_acc.is_some()), "{rows:?}");
+    // The last epoch's average (ema.fer) and raw weights (latest.fer) are different models.
+    let (last_average, raw) = (attack(files.ema()), attack(files.latest()));
+    assert_eq!(rows[1].public_adv_acc, Some(last_average.adversarial.accuracy()));
+    assert_ne!(
+        (last_average.clean.loss_sum, last_average.adversarial.loss_sum),
+        (raw.clean.loss_sum, raw.adversarial.loss_sum)
+    );
+}
+
 #[test]
 fn trades_training_beats_clean_training_under_pgd() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
