@@ -6,6 +6,7 @@
 //! ```sh
 //! cargo run --release --example vgg19_pipeline -- --data ../shared/data/fer2013.csv.gz
 //! cargo run --release --example vgg19_pipeline -- --data fer2013.cache --model vgg19 --epochs 250 --train-limit 0 --eval-limit 0 --out runs/vgg19
+//! cargo run --release --example vgg19_pipeline -- --data fer2013.cache --ema 0.999 --out runs/example-vgg-ema   # best.fer: the weights' average
 //! ```
 
 use std::path::PathBuf;
@@ -36,6 +37,9 @@ struct Args {
     eval_limit: usize,
     #[arg(long, default_value_t = 32)]
     bs: usize,
+    /// Make a moving average of the weights (this per-step decay, e.g. 0.999) the run's model.
+    #[arg(long)]
+    ema: Option<f64>,
     #[arg(long, default_value = "runs/example-vgg")]
     out: PathBuf,
 }
@@ -50,6 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = TrainConfig::reference(ModelConfig::from_name(&args.model)?);
     config.epochs = args.epochs;
     config.batch_size = args.bs;
+    config.ema_decay = args.ema;
     config.train_limit = (args.train_limit > 0).then_some(args.train_limit);
     config.eval_limit = (args.eval_limit > 0).then_some(args.eval_limit);
     let options = TrainOptions { resume: RunFiles::new(&args.out).state().exists(), ..TrainOptions::default() };
