@@ -381,17 +381,16 @@ pub fn train_on_devices<B: AutodiffBackend>(
 
         // The run's model: the moving average when there is one, else the weights themselves.
         let inference = average.clone().unwrap_or_else(|| model.valid());
-        let public_eval = evaluate(&inference, public.clone(), view, config.eval_batch_faces, device);
-        let private_eval = evaluate(&inference, private.clone(), view, config.eval_batch_faces, device);
-        let raw = match average {
-            Some(_) => {
-                let weights = model.valid();
-                let public_raw = evaluate(&weights, public.clone(), view, config.eval_batch_faces, device);
-                let private_raw = evaluate(&weights, private.clone(), view, config.eval_batch_faces, device);
-                Some((public_raw.accuracy(), private_raw.accuracy()))
-            }
-            None => None,
+        let both_splits = |m: &Model<B::InnerBackend>| {
+            let on = |split: &Arc<SplitData>| evaluate(m, split.clone(), view, config.eval_batch_faces, device);
+            (on(&public), on(&private))
         };
+        let (public_eval, private_eval) = both_splits(&inference);
+        // With an average, the raw weights' clean accuracies beside it.
+        let raw = average.as_ref().map(|_| {
+            let (public_raw, private_raw) = both_splits(&model.valid());
+            (public_raw.accuracy(), private_raw.accuracy())
+        });
         let robust = match &config.adversarial {
             Some(adv) => {
                 let attacked = match &average {
