@@ -165,12 +165,15 @@ impl FeatureRunOptions {
     }
 }
 
-/// Progress of a feature-model run (`state.json`, written last after each epoch).
+/// Progress of a feature-model run (`state.json`, which commits each epoch's files).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct FeatureRunState {
     completed_epochs: usize,
     /// Selected epoch, its PublicTest accuracy and PrivateTest evaluation.
     best: Option<(usize, f64, Evaluation)>,
+    /// The staged files of an epoch interrupted after it committed (see `crate::commit`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pending: Vec<String>,
 }
 
 /// Saves CNN+features weights (Burn's binary record, full precision) atomically, as the
@@ -379,8 +382,10 @@ pub(crate) fn feature_optimizer<B: AutodiffBackend>(config: &FeatureTrainConfig)
 /// With `out`, the run directory holds `config.json`, `metrics.csv`, `latest.bin` +
 /// `latest.optim` (weights and momentum after the last completed epoch), `best.bin` (the selected
 /// epoch's weights, see [`load_feature_model`]), `summary.json`, `curves.png` (loss and accuracy per
-/// epoch), `confusion.png` (the selected epoch's PrivateTest confusion matrix), and `state.json`
-/// written last after each epoch; all atomically but the plots. Data order and dropout are seeded
+/// epoch), `confusion.png` (the selected epoch's PrivateTest confusion matrix), and `state.json`;
+/// all atomically but the plots. An epoch's weights, momentum and summary are staged and committed
+/// by `state.json` together, so a run killed while saving resumes from its last whole epoch (as
+/// [`crate::RunState::pending`] explains). Data order and dropout are seeded
 /// from `(seed, epoch)`, so a run resumed with `options.resume` repeats exactly what the
 /// uninterrupted run would have done.
 pub fn train_features<B: AutodiffBackend>(
@@ -410,7 +415,7 @@ pub fn train_features<B: AutodiffBackend>(
     let mut model: CnnHog<B> = config.model.init(device);
     let mut optim = feature_optimizer::<B>(config);
     let mut rows: Vec<FeatureEpoch> = Vec::new();
-    let mut state = FeatureRunState { completed_epochs: 0, best: None };
+    let mut state = FeatureRunState { completed_epochs: 0, best: None, pending: Vec::new() };
     if let Some(dir) = out {
         let state_path = dir.join("state.json");
         if options.resume {
@@ -425,6 +430,10 @@ pub fn train_features<B: AutodiffBackend>(
                 )));
             }
             state = read_json(&state_path)?;
+            if crate::commit::recover(dir, &state.pending)? {
+                state.pending.clear();
+                write_json(&state_path, &state)?;
+            }
             model = load_feature_model(&config.model, &dir.join("latest.bin"), device)?;
             optim = read_optimizer(&dir.join("latest.optim"), optim, device)?;
             rows = read_csv(&dir.join("metrics.csv"))?;
@@ -517,15 +526,17 @@ pub fn train_features<B: AutodiffBackend>(
         state.completed_epochs = epoch + 1;
         if let Some(dir) = out {
             write_csv(&dir.join("metrics.csv"), &rows)?;
-            save_feature_model(&model, &dir.join("latest.bin"))?;
-            write_optimizer(&dir.join("latest.optim"), &optim)?;
+            // The epoch's files are staged, then committed by state.json (crate::commit).
+            let mut staged = crate::commit::EpochFiles::new(dir, epoch);
+            save_feature_model(&model, &staged.stage("latest.bin")?)?;
+            write_optimizer(&staged.stage("latest.optim")?, &optim)?;
             if improved {
-                save_feature_model(&model, &dir.join("best.bin"))?;
+                save_feature_model(&model, &staged.stage("best.bin")?)?;
             }
             let summary = summarise(&rows, &state)?;
-            write_json(&dir.join("summary.json"), &summary)?;
+            write_json(&staged.stage("summary.json")?, &summary)?;
+            staged.commit(&dir.join("state.json"), &mut state, |s| &mut s.pending)?;
             write_feature_plots(dir, config, &summary);
-            write_json(&dir.join("state.json"), &state)?;
         }
     }
     summarise(&rows, &state)

@@ -5,7 +5,8 @@
 //! * **In**: FER2013 ([`fer_dataset::Fer2013`]), a model config ([`fer_models::ModelConfig`]) and
 //!   a recipe ([`TrainConfig`]; [`TrainConfig::reference`] is the reference project's).
 //! * **Out**: a run directory (see [`RunFiles`]) with `config.json`, per-epoch `metrics.csv`,
-//!   `latest.fer` / `best.fer` checkpoints written atomically, resumable state, `report.json` and
+//!   `latest.fer` / `best.fer` checkpoints written atomically and committed together with the
+//!   resumable state (a run killed while saving resumes from its last whole epoch), `report.json` and
 //!   PNG plots ([`write_report`] rewrites them from `best.fer`, [`write_plots`] redraws the plots
 //!   from `metrics.csv` and `report.json` alone); [`evaluate`] for any classifier on any split and
 //!   view.
@@ -36,6 +37,7 @@
 
 mod average;
 mod bench;
+mod commit;
 mod config;
 mod features_train;
 mod hyperopt;
@@ -48,6 +50,8 @@ mod train;
 
 pub use average::{ema_decay_at, ema_update};
 pub use bench::{TrainBench, TrainStep, bench_feature_train_steps, bench_train_steps, median};
+#[doc(hidden)]
+pub use commit::fail_saving_at;
 pub use config::{AdvSource, AdversarialTraining, InitCheckpoint, Schedule, Selection, TrainConfig};
 pub use features_train::{
     FeatureEpoch, FeatureRunOptions, FeatureRunSummary, FeatureTrainConfig, SAFETENSORS_FEATURE_RUN_KEY,

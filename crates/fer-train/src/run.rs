@@ -77,6 +77,12 @@ pub enum TrainError {
     },
 }
 
+/// File names of the run files an epoch saves (see [`RunFiles`]).
+pub(crate) const LATEST: &str = "latest.fer";
+pub(crate) const BEST: &str = "best.fer";
+pub(crate) const EMA: &str = "ema.fer";
+pub(crate) const OPTIMIZER: &str = "latest.optim";
+
 /// The files of a run directory.
 #[derive(Debug, Clone)]
 pub struct RunFiles {
@@ -97,27 +103,28 @@ impl RunFiles {
     pub fn metrics(&self) -> PathBuf {
         self.dir.join("metrics.csv")
     }
-    /// `state.json`: the [`RunState`], written last after each epoch.
+    /// `state.json`: the [`RunState`]; writing it commits an epoch's files (see
+    /// [`RunState::pending`]).
     pub fn state(&self) -> PathBuf {
         self.dir.join("state.json")
     }
     /// `latest.fer`: the model after the last completed epoch.
     pub fn latest(&self) -> PathBuf {
-        self.dir.join("latest.fer")
+        self.dir.join(LATEST)
     }
     /// `best.fer`: the model of the epoch with the best PublicTest selection score (clean
     /// accuracy; with adversarial training, see [`crate::Selection`]).
     pub fn best(&self) -> PathBuf {
-        self.dir.join("best.fer")
+        self.dir.join(BEST)
     }
     /// `ema.fer`: the weights' moving average after the last completed epoch (runs with
     /// [`crate::TrainConfig::ema_decay`]; `best.fer` is then the average of the selected epoch).
     pub fn ema(&self) -> PathBuf {
-        self.dir.join("ema.fer")
+        self.dir.join(EMA)
     }
     /// `latest.optim`: optimiser state (momentum) after the last completed epoch.
     pub fn optimizer(&self) -> PathBuf {
-        self.dir.join("latest.optim")
+        self.dir.join(OPTIMIZER)
     }
     /// `report.json`.
     pub fn report(&self) -> PathBuf {
@@ -143,6 +150,12 @@ pub struct RunState {
     /// PublicTest selection score of `best.fer` (see [`crate::Selection`]).
     #[serde(alias = "best_public_acc")]
     pub best_score: f64,
+    /// The run files of the last epoch that were staged (`NAME.pending`) but not yet renamed into
+    /// place when the run stopped; empty once an epoch is fully saved. Writing `state.json` with
+    /// this list is what commits an epoch, so a run killed while saving resumes from one
+    /// consistent epoch (`--resume` finishes the renames).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
 }
 
 /// One row of `metrics.csv` (`Default`: every figure 0, every optional column empty).

@@ -19,7 +19,7 @@ use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 
-use crate::run::{read_json, read_optimizer, write_json, write_metrics, write_optimizer};
+use crate::run::{BEST, EMA, LATEST, OPTIMIZER, read_json, read_optimizer, write_json, write_metrics, write_optimizer};
 use crate::{
     AdvSource, AdversarialTraining, BatchStream, EpochMetrics, RunFiles, RunState, Selection, TrainConfig, TrainError,
     data_parallel_step, ema_decay_at, ema_update, evaluate, read_metrics,
@@ -248,7 +248,11 @@ pub fn train_on_devices<B: AutodiffBackend>(
         if &stored != config {
             return Err(TrainError::Config(format!("the configuration differs from {}", files.config().display())));
         }
-        let state: RunState = read_json(&files.state())?;
+        let mut state: RunState = read_json(&files.state())?;
+        if crate::commit::recover(dir, &state.pending)? {
+            state.pending.clear();
+            write_json(&files.state(), &state)?;
+        }
         let (loaded, _) = load_checkpoint::<B>(files.latest(), device)?;
         model = loaded;
         if config.ema_decay.is_some() {
@@ -264,7 +268,7 @@ pub fn train_on_devices<B: AutodiffBackend>(
             return Err(TrainError::RunExists { dir: dir.to_path_buf() });
         }
         write_json(&files.config(), config)?;
-        (RunState { completed_epochs: 0, best_epoch: None, best_score: -1.0 }, Vec::new())
+        (RunState { completed_epochs: 0, best_epoch: None, best_score: -1.0, pending: Vec::new() }, Vec::new())
     };
 
     let loss_fn = training_loss::<B>(config, device);
@@ -493,22 +497,24 @@ pub fn train_on_devices<B: AutodiffBackend>(
             "private_adv_acc": row.private_adv_acc,
             "train_config": config,
         });
-        save_checkpoint(files.latest(), &model, &config.model, meta.clone())?;
-        write_optimizer(&files.optimizer(), &optim)?;
+        // The epoch's files are staged, then committed by state.json (crate::commit).
+        let mut staged = crate::commit::EpochFiles::new(dir, epoch);
+        save_checkpoint(staged.stage(LATEST)?, &model, &config.model, meta.clone())?;
+        write_optimizer(&staged.stage(OPTIMIZER)?, &optim)?;
         if let Some(avg) = &average {
-            save_checkpoint(files.ema(), avg, &config.model, meta.clone())?;
+            save_checkpoint(staged.stage(EMA)?, avg, &config.model, meta.clone())?;
         }
         let score = row.score(config.selection());
         if score > state.best_score {
             match &average {
-                Some(avg) => save_checkpoint(files.best(), avg, &config.model, meta)?,
-                None => save_checkpoint(files.best(), &model, &config.model, meta)?,
+                Some(avg) => save_checkpoint(staged.stage(BEST)?, avg, &config.model, meta)?,
+                None => save_checkpoint(staged.stage(BEST)?, &model, &config.model, meta)?,
             }
             state.best_score = score;
             state.best_epoch = Some(epoch);
         }
         state.completed_epochs = epoch + 1;
-        write_json(&files.state(), &state)?;
+        staged.commit(&files.state(), &mut state, |s| &mut s.pending)?;
     }
 
     if state.completed_epochs == config.epochs && options.write_report {

@@ -172,4 +172,34 @@ fn a_resumed_feature_run_equals_the_uninterrupted_run() {
     let err = train_features::<B>(&config, &data, &features, Some(resume_nothing.path()), &resume, &device)
         .expect_err("nothing to resume");
     assert!(err.to_string().contains("no run to resume"), "{err}");
+
+    // Killed while saving epoch 1, before and after state.json committed it: the resumed run is
+    // the uninterrupted one and leaves no staged file.
+    for point in ["stage latest.optim", "commit", "publish latest.bin", "publish summary.json"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fer_train::fail_saving_at(1, point);
+        let err = train_features::<B>(&config, &data, &features, Some(dir.path()), &quiet, &device).expect_err(point);
+        assert!(err.to_string().contains(point), "{err}");
+        let c = train_features::<B>(&config, &data, &features, Some(dir.path()), &resume, &device).expect(point);
+        assert_eq!(deterministic(&a), deterministic(&c), "{point}");
+        assert_eq!((a.selected_epoch, &a.private_test), (c.selected_epoch, &c.private_test), "{point}");
+        for file in ["latest.bin", "best.bin"] {
+            assert!(logits(straight.path().join(file)) == logits(dir.path().join(file)), "{point}: {file}");
+        }
+        let summary = |d: &std::path::Path| std::fs::read(d.join("summary.json")).expect("summary.json");
+        let staged = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter(|e| e.as_ref().expect("entry").file_name().to_string_lossy().ends_with(".pending"))
+            .count();
+        assert_eq!(staged, 0, "{point}");
+        let (x, y) = (summary(straight.path()), summary(dir.path()));
+        let strip = |bytes: &[u8]| {
+            let mut v: serde_json::Value = serde_json::from_slice(bytes).expect("json");
+            for e in v["epochs"].as_array_mut().expect("epochs") {
+                e["img_per_s"] = serde_json::Value::Null;
+            }
+            v
+        };
+        assert_eq!(strip(&x), strip(&y), "{point}: summary.json");
+    }
 }

@@ -233,6 +233,67 @@ fn weight_average_is_the_runs_model_and_resumes_identically() {
     assert_eq!(forward(RunFiles::new(resumed.path()).ema()).0, average_logits);
 }
 
+/// A run killed while it saves an epoch (between any two of its file writes and renames) resumes
+/// from one whole epoch: the last one `state.json` committed. The resumed run then equals the
+/// uninterrupted one: metrics, state, `latest.fer`, `ema.fer` and `best.fer`, with no staged file
+/// left. (Before the commit, a kill after `latest.fer` was renamed resumed the epoch from its own
+/// end weights.)
+#[test]
+fn a_run_killed_while_saving_resumes_as_if_uninterrupted() {
+    let _guard = serial();
+    let data = synthetic_data(24, 14, 1);
+    let config = TrainConfig { ema_decay: Some(0.9), ..small_config(2) };
+    let straight = tempfile::tempdir().expect("tempdir");
+    train::<B>(&config, &data, straight.path(), &quiet(), &Default::default()).expect("straight");
+    let rows = read_metrics(&RunFiles::new(straight.path()).metrics()).expect("metrics");
+    // Kill the second epoch, which saves a new best.fer, so every file is in play.
+    let epoch = 1;
+    assert!(rows[1].public_acc > rows[0].public_acc, "the second epoch improves: {rows:?}");
+    let state_of = |dir: &Path| -> fer_train::RunState {
+        serde_json::from_slice(&std::fs::read(RunFiles::new(dir).state()).expect("state.json")).expect("parses")
+    };
+    let logits = |path: PathBuf| {
+        let (m, _) = load_checkpoint::<NdArray>(path, &Default::default()).expect("load");
+        let x = burn::tensor::Tensor::<NdArray, 4>::ones([2, 1, 44, 44], &Default::default());
+        m.forward(x).into_data().to_vec::<f32>().expect("floats")
+    };
+    let names = ["latest.fer", "latest.optim", "ema.fer", "best.fer"];
+    let mut points: Vec<String> = names.iter().map(|n| format!("stage {n}")).collect();
+    points.push("commit".into());
+    points.extend(names.iter().map(|n| format!("publish {n}")));
+    points.push("clear".into());
+    for point in &points {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fer_train::fail_saving_at(epoch, point);
+        let err = train::<B>(&config, &data, dir.path(), &quiet(), &Default::default()).expect_err("killed");
+        assert!(err.to_string().contains(&format!("killed at \"{point}\"")), "{err}");
+        let committed = state_of(dir.path()).completed_epochs;
+        let after_commit = point.starts_with("publish") || point == "clear";
+        assert_eq!(committed, if after_commit { epoch + 1 } else { epoch }, "{point}");
+        let staged = |dir: &Path| -> Vec<String> {
+            std::fs::read_dir(dir)
+                .expect("dir")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".pending"))
+                .collect()
+        };
+        if point != "stage latest.fer" && point != "clear" {
+            assert!(!staged(dir.path()).is_empty(), "{point}: the kill left staged files");
+        }
+
+        train::<B>(&config, &data, dir.path(), &TrainOptions { resume: true, ..quiet() }, &Default::default())
+            .unwrap_or_else(|e| panic!("{point}: resume: {e}"));
+        let again = read_metrics(&RunFiles::new(dir.path()).metrics()).expect("metrics");
+        assert_eq!(deterministic(&rows), deterministic(&again), "{point}");
+        assert_eq!(state_of(dir.path()), state_of(straight.path()), "{point}");
+        assert!(staged(dir.path()).is_empty(), "{point}: {:?}", staged(dir.path()));
+        let (a, b) = (RunFiles::new(straight.path()), RunFiles::new(dir.path()));
+        for (x, y) in [(a.latest(), b.latest()), (a.ema(), b.ema()), (a.best(), b.best())] {
+            assert_eq!(logits(x), logits(y.clone()), "{point}: {}", y.display());
+        }
+    }
+}
+
 #[test]
 fn resume_errors_are_clear() {
     let _guard = serial();
