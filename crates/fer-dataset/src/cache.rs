@@ -47,6 +47,9 @@ pub fn write_cache(data: &Fer2013, path: impl AsRef<Path>) -> Result<(), Dataset
 
 /// Writes `bytes` to a temporary sibling of `path`, syncs it and renames it over `path`, so a
 /// reader never sees a half-written file (caches, checkpoints, run state all go through here).
+/// On Unix the directory is synced after the rename too, so that renames reach the disk in the
+/// order they were made (a run's epoch commit relies on that order across a power cut; a
+/// filesystem that cannot sync a directory is left to its own order).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(format!(".tmp{}", std::process::id()));
@@ -57,7 +60,17 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     drop(file);
     fs::rename(&tmp, path).inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
-    })
+    })?;
+    #[cfg(unix)]
+    {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        // Best effort: some filesystems refuse to sync a directory (EINVAL); the file itself is
+        // complete and in place either way.
+        if let Ok(dir) = fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+    }
+    Ok(())
 }
 
 /// Reads a cache written by [`write_cache`], checking magic, version, sizes and checksum.
