@@ -506,10 +506,8 @@ pub fn train_on_devices<B: AutodiffBackend>(
         }
         let score = row.score(config.selection());
         if score > state.best_score {
-            match &average {
-                Some(avg) => save_checkpoint(staged.stage(BEST)?, avg, &config.model, meta)?,
-                None => save_checkpoint(staged.stage(BEST)?, &model, &config.model, meta)?,
-            }
+            // The model this epoch evaluated: the average with one, else the weights' inference copy.
+            save_checkpoint(staged.stage(BEST)?, &inference, &config.model, meta)?;
             state.best_score = score;
             state.best_epoch = Some(epoch);
         }

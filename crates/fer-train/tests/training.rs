@@ -310,6 +310,11 @@ fn resume_errors_are_clear() {
         &Default::default(),
     )
     .expect("one epoch");
+    // The first epoch is always selected: best.fer, saved from the inference copy the epoch
+    // evaluated, is byte for byte latest.fer, saved from the trained weights.
+    let bytes = |p: PathBuf| std::fs::read(p).expect("checkpoint");
+    let files = RunFiles::new(dir.path());
+    assert!(bytes(files.best()) == bytes(files.latest()), "best.fer and latest.fer of epoch 0 differ");
     let other = TrainConfig { lr: 0.2, ..small_config(2) };
     let err = train::<B>(&other, &data, dir.path(), &resume, &Default::default()).expect_err("different config");
     assert!(err.to_string().contains("differs"), "{err}");
