@@ -80,10 +80,20 @@ fn publish(dir: &Path, names: &[String], epoch: usize) -> Result<(), TrainError>
 }
 
 /// Brings the run in `dir` to its last committed epoch before it resumes: finishes the renames of
-/// `pending` (the staged files its `state.json` lists) and removes staged files no commit lists.
-/// Returns whether `pending` had to be finished (the caller then clears it in `state.json`).
-pub(crate) fn recover(dir: &Path, pending: &[String]) -> Result<bool, TrainError> {
-    publish(dir, pending, usize::MAX)?;
+/// the staged files its `state` (read from `state_path`) lists in `pending`, then clears that list
+/// in `state` and `state_path`, and removes staged files no commit lists.
+pub(crate) fn recover<S: serde::Serialize>(
+    dir: &Path,
+    state_path: &Path,
+    state: &mut S,
+    pending: fn(&mut S) -> &mut Vec<String>,
+) -> Result<(), TrainError> {
+    let names = std::mem::take(pending(state));
+    publish(dir, &names, usize::MAX)?;
+    if !names.is_empty() {
+        write_json(state_path, state)?;
+        tracing::info!("{}: finished saving an epoch that was interrupted after it committed", dir.display());
+    }
     let entries = std::fs::read_dir(dir).map_err(|source| TrainError::Io { path: dir.to_path_buf(), source })?;
     for entry in entries {
         let path = entry.map_err(|source| TrainError::Io { path: dir.to_path_buf(), source })?.path();
@@ -93,10 +103,7 @@ pub(crate) fn recover(dir: &Path, pending: &[String]) -> Result<bool, TrainError
             std::fs::remove_file(&path).map_err(|source| TrainError::Io { path: path.clone(), source })?;
         }
     }
-    if !pending.is_empty() {
-        tracing::info!("{}: finished saving an epoch that was interrupted after it committed", dir.display());
-    }
-    Ok(!pending.is_empty())
+    Ok(())
 }
 
 thread_local! {
@@ -162,10 +169,11 @@ mod tests {
         fail_saving_at(1, point);
         let err = save(dir.path(), 1, &mut state).expect_err("killed").to_string();
         assert!(err.contains(point), "{err}");
-        let mut state: State = crate::run::read_json(&dir.path().join("state.json")).expect("state");
-        if recover(dir.path(), &state.pending).expect("recover") {
-            state.pending.clear();
-        }
+        let state_path = dir.path().join("state.json");
+        let mut state: State = crate::run::read_json(&state_path).expect("state");
+        recover(dir.path(), &state_path, &mut state, |s| &mut s.pending).expect("recover");
+        let stored: State = crate::run::read_json(&state_path).expect("state");
+        assert!(stored.pending.is_empty(), "{point}: the list is cleared in state.json");
         let left: Vec<PathBuf> = std::fs::read_dir(dir.path())
             .expect("dir")
             .map(|e| e.expect("entry").path())

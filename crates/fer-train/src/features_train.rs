@@ -430,10 +430,7 @@ pub fn train_features<B: AutodiffBackend>(
                 )));
             }
             state = read_json(&state_path)?;
-            if crate::commit::recover(dir, &state.pending)? {
-                state.pending.clear();
-                write_json(&state_path, &state)?;
-            }
+            crate::commit::recover(dir, &state_path, &mut state, |s| &mut s.pending)?;
             model = load_feature_model(&config.model, &dir.join("latest.bin"), device)?;
             optim = read_optimizer(&dir.join("latest.optim"), optim, device)?;
             rows = read_csv(&dir.join("metrics.csv"))?;

@@ -249,10 +249,7 @@ pub fn train_on_devices<B: AutodiffBackend>(
             return Err(TrainError::Config(format!("the configuration differs from {}", files.config().display())));
         }
         let mut state: RunState = read_json(&files.state())?;
-        if crate::commit::recover(dir, &state.pending)? {
-            state.pending.clear();
-            write_json(&files.state(), &state)?;
-        }
+        crate::commit::recover(dir, &files.state(), &mut state, |s| &mut s.pending)?;
         let (loaded, _) = load_checkpoint::<B>(files.latest(), device)?;
         model = loaded;
         if config.ema_decay.is_some() {

@@ -187,11 +187,7 @@ fn a_resumed_feature_run_equals_the_uninterrupted_run() {
             assert!(logits(straight.path().join(file)) == logits(dir.path().join(file)), "{point}: {file}");
         }
         let summary = |d: &std::path::Path| std::fs::read(d.join("summary.json")).expect("summary.json");
-        let staged = std::fs::read_dir(dir.path())
-            .expect("dir")
-            .filter(|e| e.as_ref().expect("entry").file_name().to_string_lossy().ends_with(".pending"))
-            .count();
-        assert_eq!(staged, 0, "{point}");
+        assert_eq!(common::staged_files(dir.path()), Vec::<String>::new(), "{point}");
         let (x, y) = (summary(straight.path()), summary(dir.path()));
         let strip = |bytes: &[u8]| {
             let mut v: serde_json::Value = serde_json::from_slice(bytes).expect("json");

@@ -18,7 +18,7 @@ fn synthetic_data(train: usize, test: usize, seed: u64) -> Fer2013 {
 }
 
 mod common;
-use common::{serial, small_config};
+use common::{serial, small_config, staged_files};
 
 fn quiet() -> TrainOptions {
     TrainOptions { progress: false, ..TrainOptions::default() }
@@ -270,15 +270,8 @@ fn a_run_killed_while_saving_resumes_as_if_uninterrupted() {
         let committed = state_of(dir.path()).completed_epochs;
         let after_commit = point.starts_with("publish") || point == "clear";
         assert_eq!(committed, if after_commit { epoch + 1 } else { epoch }, "{point}");
-        let staged = |dir: &Path| -> Vec<String> {
-            std::fs::read_dir(dir)
-                .expect("dir")
-                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".pending"))
-                .collect()
-        };
         if point != "stage latest.fer" && point != "clear" {
-            assert!(!staged(dir.path()).is_empty(), "{point}: the kill left staged files");
+            assert!(!staged_files(dir.path()).is_empty(), "{point}: the kill left staged files");
         }
 
         train::<B>(&config, &data, dir.path(), &TrainOptions { resume: true, ..quiet() }, &Default::default())
@@ -286,7 +279,7 @@ fn a_run_killed_while_saving_resumes_as_if_uninterrupted() {
         let again = read_metrics(&RunFiles::new(dir.path()).metrics()).expect("metrics");
         assert_eq!(deterministic(&rows), deterministic(&again), "{point}");
         assert_eq!(state_of(dir.path()), state_of(straight.path()), "{point}");
-        assert!(staged(dir.path()).is_empty(), "{point}: {:?}", staged(dir.path()));
+        assert!(staged_files(dir.path()).is_empty(), "{point}: {:?}", staged_files(dir.path()));
         let (a, b) = (RunFiles::new(straight.path()), RunFiles::new(dir.path()));
         for (x, y) in [(a.latest(), b.latest()), (a.ema(), b.ema()), (a.best(), b.best())] {
             assert_eq!(logits(x), logits(y.clone()), "{point}: {}", y.display());

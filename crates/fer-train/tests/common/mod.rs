@@ -51,3 +51,13 @@ pub fn assert_attacked_training_figures(rows: &[fer_train::EpochMetrics]) {
         last.train_adv_acc
     );
 }
+
+/// The names of the staged files (`*.pending`) in a run directory: none once a save has finished
+/// or a resume has recovered it.
+pub fn staged_files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("run directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".pending"))
+        .collect()
+}
