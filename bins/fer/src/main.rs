@@ -407,7 +407,7 @@ struct TrainArgs {
     adv_weight: f64,
     /// TRADES (Zhang et al. 2019) instead of the weighted mix: loss = CE(clean) +
     /// β·KL(p(clean) ‖ p(attacked)), and the training attack maximises that KL (labels
-    /// distribution unless --adv-labels says otherwise; use pgd or fgsm-rs). TRADES's code: 6 on
+    /// distribution unless --adv-labels says otherwise; use pgd, fgsm-rs or n-fgsm). TRADES's code: 6 on
     /// CIFAR-10.
     #[arg(long, requires = "adversarial", conflicts_with = "adv_weight")]
     trades_beta: Option<f64>,
@@ -428,7 +428,7 @@ struct TrainArgs {
     #[arg(long, default_value_t = 0.0, requires = "adversarial")]
     adv_eps_ramp: f64,
     /// Labels of the training attack: true, predicted or distribution (the clean softmax, the
-    /// attack maximising KL; needs pgd or fgsm-rs) [default: true; distribution with
+    /// attack maximising KL; needs pgd, fgsm-rs or n-fgsm) [default: true; distribution with
     /// --trades-beta].
     #[arg(long, requires = "adversarial")]
     adv_labels: Option<fer_adversarial::LabelSource>,
@@ -451,7 +451,8 @@ struct TrainArgs {
 /// The attack of adversarial training (`fer train`, `fer bench-train`).
 #[derive(clap::Args, Debug)]
 struct TrainingAttackArgs {
-    /// Adversarial training with this attack: fgsm (the reference), fgsm-rs or pgd.
+    /// Adversarial training with this attack: fgsm (the reference), fgsm-rs, n-fgsm (de Jorge et
+    /// al. 2022: noise 2ε, step ε, no projection to the ε-ball) or pgd.
     #[arg(long)]
     adversarial: Option<String>,
     /// L∞ budget of adversarial training (pixels in [0, 1]): 0.3, 8/255, …
@@ -460,10 +461,13 @@ struct TrainingAttackArgs {
     /// PGD iterations of adversarial training.
     #[arg(long, default_value_t = 10, requires = "adversarial")]
     adv_steps: usize,
-    /// Step size of the training attack: 0.075, 2/255, … [default: 1.25ε for fgsm-rs, 2.5ε/steps
-    /// for pgd].
+    /// Step size of the training attack: 0.075, 2/255, … [default: 1.25ε for fgsm-rs, ε for
+    /// n-fgsm, 2.5ε/steps for pgd].
     #[arg(long, requires = "adversarial", value_parser = fer_adversarial::parse_step_size)]
     adv_alpha: Option<f64>,
+    /// Half-width of n-fgsm's uniform noise: 0.6, 16/255, … [default: 2ε].
+    #[arg(long, requires = "adversarial", value_parser = fer_adversarial::parse_step_size)]
+    adv_noise: Option<f64>,
     /// Model that builds the training examples: frozen (inference-mode copy) or current.
     #[arg(long, default_value = "frozen", requires = "adversarial")]
     adv_source: fer_train::AdvSource,
@@ -475,7 +479,10 @@ impl TrainingAttackArgs {
     fn training(&self) -> Result<Option<fer_train::AdversarialTraining>> {
         let Some(method) = &self.adversarial else { return Ok(None) };
         let eps = fer_adversarial::parse_eps(&self.eps)?;
-        let attack = fer_adversarial::Attack::from_name(method, eps, self.adv_alpha, self.adv_steps)?;
+        let mut attack = fer_adversarial::Attack::from_name(method, eps, self.adv_alpha, self.adv_steps)?;
+        if let Some(noise) = self.adv_noise {
+            attack = attack.with_noise(noise)?;
+        }
         Ok(Some(fer_train::AdversarialTraining {
             source: self.adv_source,
             ..fer_train::AdversarialTraining::new(attack)

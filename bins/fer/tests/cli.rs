@@ -615,6 +615,26 @@ fn adversarial_training_then_attacks_on_ndarray() {
     rejected(&["--adversarial", "pgd", "--trades-beta", "6", "--adv-weight", "0.3"], "cannot be used with");
     rejected(&["--adversarial", "pgd", "--trades-beta=-1"], "TRADES β = -1 must be a finite number ≥ 0");
     rejected(&["--adv-labels", "distribution", "--adversarial", "fgsm"], "use an attack with a random start");
+    rejected(&["--adversarial", "fgsm", "--adv-noise", "0.1"], "a noise magnitude is a setting of n-fgsm only");
+    rejected(&["--adversarial", "n-fgsm", "--adv-noise=-0.1"], "must be a finite number >= 0");
+
+    // N-FGSM: noise 2ε (or --adv-noise) and one unprojected step of ε; evaluated with FGSM and PGD.
+    let n_fgsm = dir.path().join("n-fgsm");
+    let n_fgsm_args = [&trades_args[..trades_args.len() - 1], &[n_fgsm.to_str().expect("utf-8")]].concat();
+    let out = fer(&[&n_fgsm_args[..], &["--adversarial", "n-fgsm", "--adv-noise", "12/255"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(n_fgsm.join("config.json")).expect("config.json")).expect("JSON");
+    let attack = &config["adversarial"]["attack"];
+    assert_eq!(attack["method"], "n-fgsm", "{attack}");
+    assert_eq!(
+        (attack["eps"].as_f64(), attack["noise"].as_f64(), attack["alpha"].as_f64()),
+        (Some(8.0 / 255.0), Some(12.0 / 255.0), Some(8.0 / 255.0)),
+        "{attack}"
+    );
+    assert_eq!(config["adversarial"]["eval_attack"]["method"], "fgsm");
+    let metrics = std::fs::read_to_string(n_fgsm.join("metrics.csv")).expect("metrics.csv");
+    assert_eq!(metrics.lines().count(), 2, "{metrics}");
 
     // Bad arguments name what is wrong.
     let bad = |extra: &[&str], expected: &str| {
@@ -632,8 +652,9 @@ fn adversarial_training_then_attacks_on_ndarray() {
     bad(&["--method", "pgd", "--alpha", "two"], "cannot read step size α `two`");
     bad(&["--method", "pgd", "--alpha=-1/255"], "must be a finite number >= 0");
     bad(&["--method", "deepfool"], "unknown attack `deepfool`");
-    bad(&["--labels", "distribution"], "use an attack with a random start (fgsm-rs or pgd)");
+    bad(&["--labels", "distribution"], "use an attack with a random start (fgsm-rs, n-fgsm or pgd)");
     bad(&["--labels", "gold"], "expected predicted, true or distribution");
+    bad(&["--method", "n-fgsm"], "`n-fgsm` is a training attack");
     bad(&["--model", "resnet18"], "resnet18");
     bad(&["--center-crop", "--tencrop"], "cannot be used with");
     bad(&["--center-crop", "--crop", "50"], "centre crop side 50 is not in 1..=48");
@@ -699,6 +720,8 @@ fn bench_train_reports_a_median() {
     assert_eq!(json["adversarial"], "PGD-2 ε=0.031 (current)", "{json}");
     let out = fer(&[&half[..], &["--adversarial", "fgsm", "--device", "ndarray"]].concat());
     assert!(stdout(&out).contains("with FGSM ε=0.300 (frozen) adversarial training"), "{}", stdout(&out));
+    let out = fer(&[&half[..], &["--adversarial", "n-fgsm", "--eps", "8/255", "--device", "ndarray"]].concat());
+    assert!(stdout(&out).contains("with N-FGSM ε=0.031 noise=0.063 (frozen) adversarial training"), "{}", stdout(&out));
     let out = fer(&[&tiny[..], &["--adversarial", "fgsm", "--device", "ndarray"]].concat());
     assert!(stderr(&out).contains("--adversarial applies to vgg*/resnet* models"), "{}", stderr(&out));
     let out = fer(&[&half[..], &["--adversarial", "cw", "--device", "ndarray"]].concat());

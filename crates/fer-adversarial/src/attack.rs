@@ -1,4 +1,5 @@
-//! FGSM, FGSM-RS and PGD-k under an L∞ budget, on pixels in `[0, 1]`.
+//! FGSM, FGSM-RS and PGD-k under an L∞ budget, on pixels in `[0, 1]`, and N-FGSM, a training
+//! attack whose examples leave that budget on purpose.
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
@@ -25,16 +26,28 @@ pub enum AttackError {
     /// PGD with zero iterations.
     #[error("PGD needs at least 1 step (got 0)")]
     Steps,
-    /// An attack name that is not `fgsm`, `fgsm-rs` or `pgd`.
-    #[error("unknown attack `{0}` (expected fgsm, fgsm-rs or pgd)")]
+    /// An attack name that is not `fgsm`, `fgsm-rs`, `n-fgsm` or `pgd`.
+    #[error("unknown attack `{0}` (expected fgsm, fgsm-rs, n-fgsm or pgd)")]
     UnknownMethod(String),
+    /// N-FGSM's noise magnitude negative or not a number.
+    #[error("N-FGSM noise magnitude {noise} must be a finite number >= 0")]
+    Noise {
+        /// The value given.
+        noise: f64,
+    },
+    /// A training-only attack ([`Attack::is_bounded`] false) asked to measure robustness.
+    #[error(
+        "`{0}` is a training attack: its examples leave the ε-ball (up to noise + α from the clean face), so its \
+         accuracy measures no ε-robustness; evaluate with fgsm, fgsm-rs or pgd"
+    )]
+    TrainingOnly(&'static str),
     /// A label source that is not `predicted`, `true` or `distribution`.
     #[error("unknown label source `{0}` (expected predicted, true or distribution)")]
     UnknownLabels(String),
     /// The clean answer distribution as labels of an attack without a random start.
     #[error(
         "labels `distribution` (TRADES's KL objective) have a zero gradient at the clean image, so `{0}` would not \
-         move it: use an attack with a random start (fgsm-rs or pgd)"
+         move it: use an attack with a random start (fgsm-rs, n-fgsm or pgd)"
     )]
     NeedsRandomStart(&'static str),
     /// Another setting is not allowed (batch size, crop side, face index, …).
@@ -104,6 +117,21 @@ pub enum Attack {
         /// Iterations.
         steps: usize,
     },
+    /// de Jorge et al. 2022 ("Make some noise: reliable and efficient single-step adversarial
+    /// training", NeurIPS): start at `x + η`, `η ~ U(−noise, noise)` (the paper: noise = 2ε), one
+    /// signed-gradient step of `alpha` (the paper: α = ε), clipped to `[0, 1]` only, **not** to the
+    /// ε-ball: the example lies up to `noise + alpha` (3ε) from the clean face. The stronger noise
+    /// and the missing projection are what keep single-step training from catastrophic
+    /// overfitting at the cost of one gradient pass. A training attack: robustness evaluation
+    /// refuses it ([`AttackError::TrainingOnly`]).
+    NFgsm {
+        /// The budget the training aims at (the evaluation attacks' ε).
+        eps: f64,
+        /// Half-width of the uniform noise.
+        noise: f64,
+        /// Step size.
+        alpha: f64,
+    },
 }
 
 impl Attack {
@@ -117,18 +145,25 @@ impl Attack {
         Attack::FgsmRs { eps, alpha: 1.25 * eps }
     }
 
+    /// N-FGSM aimed at budget `eps` with de Jorge et al.'s defaults: noise 2ε, step ε.
+    pub fn n_fgsm(eps: f64) -> Attack {
+        Attack::NFgsm { eps, noise: 2.0 * eps, alpha: eps }
+    }
+
     /// PGD-`steps` with budget `eps` and step `2.5ε / steps` (Madry et al.'s rule: the walk
     /// can cross the ball 2.5 times).
     pub fn pgd(eps: f64, steps: usize) -> Attack {
         Attack::Pgd { eps, alpha: 2.5 * eps / steps.max(1) as f64, steps }
     }
 
-    /// Builds an attack from its CLI name (`fgsm`, `fgsm-rs`, `pgd`), budget, optional step
-    /// size (default as the constructors) and PGD steps. Checks the result.
+    /// Builds an attack from its CLI name (`fgsm`, `fgsm-rs`, `n-fgsm`, `pgd`), budget, optional
+    /// step size (default as the constructors) and PGD steps; N-FGSM's noise is 2ε (set another
+    /// with [`Attack::with_noise`]). Checks the result.
     pub fn from_name(name: &str, eps: f64, alpha: Option<f64>, steps: usize) -> Result<Attack, AttackError> {
         let attack = match name.to_ascii_lowercase().as_str() {
             "fgsm" => Attack::fgsm(eps),
             "fgsm-rs" => Attack::FgsmRs { eps, alpha: alpha.unwrap_or(1.25 * eps) },
+            "n-fgsm" | "nfgsm" => Attack::NFgsm { eps, noise: 2.0 * eps, alpha: alpha.unwrap_or(eps) },
             "pgd" => match alpha {
                 Some(alpha) => Attack::Pgd { eps, alpha, steps },
                 None => Attack::pgd(eps, steps),
@@ -139,13 +174,34 @@ impl Attack {
         Ok(attack)
     }
 
-    /// `fgsm`, `fgsm-rs` or `pgd`.
+    /// N-FGSM with noise half-width `noise` in place of its default 2ε; any other attack has no
+    /// noise to set: [`AttackError::Config`] names it. Checks the result.
+    pub fn with_noise(&self, noise: f64) -> Result<Attack, AttackError> {
+        let Attack::NFgsm { eps, alpha, .. } = *self else {
+            return Err(AttackError::Config(format!(
+                "a noise magnitude is a setting of n-fgsm only, not of {}",
+                self.method()
+            )));
+        };
+        let attack = Attack::NFgsm { eps, noise, alpha };
+        attack.check()?;
+        Ok(attack)
+    }
+
+    /// `fgsm`, `fgsm-rs`, `n-fgsm` or `pgd`.
     pub fn method(&self) -> &'static str {
         match self {
             Attack::Fgsm { .. } => "fgsm",
             Attack::FgsmRs { .. } => "fgsm-rs",
+            Attack::NFgsm { .. } => "n-fgsm",
             Attack::Pgd { .. } => "pgd",
         }
+    }
+
+    /// Whether every example lies within ε of its clean face (all but N-FGSM), which an attack
+    /// must for its accuracy to measure ε-robustness.
+    pub fn is_bounded(&self) -> bool {
+        !matches!(self, Attack::NFgsm { .. })
     }
 
     /// A short label such as `PGD-10 ε=0.300`.
@@ -153,6 +209,7 @@ impl Attack {
         match self {
             Attack::Fgsm { eps } => format!("FGSM ε={eps:.3}"),
             Attack::FgsmRs { eps, .. } => format!("FGSM-RS ε={eps:.3}"),
+            Attack::NFgsm { eps, noise, .. } => format!("N-FGSM ε={eps:.3} noise={noise:.3}"),
             Attack::Pgd { eps, steps, .. } => format!("PGD-{steps} ε={eps:.3}"),
         }
     }
@@ -160,16 +217,20 @@ impl Attack {
     /// The L∞ budget.
     pub fn eps(&self) -> f64 {
         match *self {
-            Attack::Fgsm { eps } | Attack::FgsmRs { eps, .. } | Attack::Pgd { eps, .. } => eps,
+            Attack::Fgsm { eps } | Attack::FgsmRs { eps, .. } | Attack::NFgsm { eps, .. } | Attack::Pgd { eps, .. } => {
+                eps
+            }
         }
     }
 
-    /// The same attack with budget `eps`, the step size scaled in proportion (for ε sweeps).
+    /// The same attack with budget `eps`, the step size (and N-FGSM's noise) scaled in proportion
+    /// (for ε sweeps and the training ε ramp).
     pub fn with_eps(&self, eps: f64) -> Attack {
         let scale = |alpha: f64| if self.eps() > 0.0 { alpha * eps / self.eps() } else { alpha };
         match *self {
             Attack::Fgsm { .. } => Attack::Fgsm { eps },
             Attack::FgsmRs { alpha, .. } => Attack::FgsmRs { eps, alpha: scale(alpha) },
+            Attack::NFgsm { noise, alpha, .. } => Attack::NFgsm { eps, noise: scale(noise), alpha: scale(alpha) },
             Attack::Pgd { alpha, steps, .. } => Attack::Pgd { eps, alpha: scale(alpha), steps },
         }
     }
@@ -177,7 +238,7 @@ impl Attack {
     /// Gradient evaluations (forward + backward passes) per image.
     pub fn gradient_passes(&self) -> usize {
         match *self {
-            Attack::Fgsm { .. } | Attack::FgsmRs { .. } => 1,
+            Attack::Fgsm { .. } | Attack::FgsmRs { .. } | Attack::NFgsm { .. } => 1,
             Attack::Pgd { steps, .. } => steps,
         }
     }
@@ -191,7 +252,7 @@ impl Attack {
         }
     }
 
-    /// Checks ε ∈ [0, 1], α ≥ 0 and steps ≥ 1.
+    /// Checks ε ∈ [0, 1], α ≥ 0, N-FGSM's noise ≥ 0 and steps ≥ 1.
     pub fn check(&self) -> Result<(), AttackError> {
         let eps = self.eps();
         if !(eps.is_finite() && (0.0..=1.0).contains(&eps)) {
@@ -199,9 +260,12 @@ impl Attack {
         }
         match *self {
             Attack::Fgsm { .. } => Ok(()),
-            Attack::FgsmRs { alpha, .. } | Attack::Pgd { alpha, .. } if !(alpha.is_finite() && alpha >= 0.0) => {
+            Attack::FgsmRs { alpha, .. } | Attack::NFgsm { alpha, .. } | Attack::Pgd { alpha, .. }
+                if !(alpha.is_finite() && alpha >= 0.0) =>
+            {
                 Err(AttackError::StepSize { alpha })
             }
+            Attack::NFgsm { noise, .. } if !(noise.is_finite() && noise >= 0.0) => Err(AttackError::Noise { noise }),
             Attack::Pgd { steps: 0, .. } => Err(AttackError::Steps),
             _ => Ok(()),
         }
@@ -297,7 +361,8 @@ where
 }
 
 /// Runs `attack` on `images` (`[N, C, H, W]` in `[0, 1]`) against the classifier `forward`
-/// and returns the adversarial images, detached, with `‖x' − x‖∞ ≤ ε` and `x' ∈ [0, 1]`.
+/// and returns the adversarial images, detached, with `‖x' − x‖∞ ≤ ε` and `x' ∈ [0, 1]`
+/// ([`Attack::NFgsm`], a training attack: `‖x' − x‖∞ ≤ noise + α`).
 ///
 /// `forward` is any differentiable map to logits; for a fer-rs model in the reference's setting
 /// use a frozen copy in inference mode: `|x| frozen.logits_inference(x)`. Random starts draw
@@ -336,6 +401,11 @@ where
             let mut x = project(random_start(&clean, eps, rng), &clean, eps);
             x = step(&forward, x, &clean, &targets, eps, alpha);
             x
+        }
+        Attack::NFgsm { noise, alpha, .. } => {
+            let x = random_start(&clean, noise, rng).clamp(0.0, 1.0);
+            let gradient = targets.gradient(&forward, Tensor::from_inner(x.clone()));
+            (x + gradient.sign().mul_scalar(alpha)).clamp(0.0, 1.0)
         }
         Attack::Pgd { eps, alpha, steps } => {
             let mut x = project(random_start(&clean, eps, rng), &clean, eps);
@@ -598,7 +668,7 @@ mod tests {
         let model = ModelConfig::from_name("vgg-small").expect("known").init::<B>(&device).no_grad();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let faces = random_faces(&mut rng, 2, 48);
-        for attack in [Attack::fgsm(0.0), Attack::fgsm_rs(0.0), Attack::pgd(0.0, 3)] {
+        for attack in [Attack::fgsm(0.0), Attack::fgsm_rs(0.0), Attack::n_fgsm(0.0), Attack::pgd(0.0, 3)] {
             let adv = perturb(&attack, |x| model.logits_inference(x), faces.clone(), Labels::Predicted, &mut rng)
                 .expect("ok");
             assert_eq!(floats(adv), floats(faces.clone()), "{}", attack.label());
@@ -638,6 +708,61 @@ mod tests {
             }
             assert_eq!(params(&model), before, "case {case}: parameters changed");
         }
+    }
+
+    #[test]
+    fn n_fgsm_is_noise_then_one_unprojected_signed_step_on_a_linear_model() {
+        let device = Default::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        let (n, side, k) = (3usize, 6usize, 7usize);
+        let d = side * side;
+        let w: Vec<f32> = (0..d * k).map(|_| rng.random_range(-1.0f32..=1.0)).collect();
+        let wt = Tensor::<B, 2>::from_data(TensorData::new(w.clone(), [d, k]), &device);
+        let forward = |x: Tensor<B, 4>| x.reshape([n, d]).matmul(wt.clone());
+        let faces = random_faces(&mut rng, n, side);
+        let clean = floats(faces.clone());
+        let labels = [4i64, 0, 6];
+        let given = || Labels::Given(Tensor::from_data(TensorData::new(labels.to_vec(), [n]), &device));
+        let (eps, noise, alpha) = (0.1, 0.2, 0.1);
+        let attack = Attack::n_fgsm(eps);
+        assert_eq!(attack, Attack::NFgsm { eps, noise, alpha });
+
+        // By hand: the start clean + U(−noise, noise) from the same generator state, clipped to
+        // [0, 1]; then one step of α along sign(W (softmax(x₀ W) − onehot(y))), clipped to [0, 1].
+        let mut start_rng = ChaCha8Rng::seed_from_u64(5);
+        let start = floats(Tensor::<B, 4>::from_inner(random_start(&faces.clone().inner(), noise, &mut start_rng)));
+        let x0: Vec<f64> = start.iter().map(|v| f64::from(*v).clamp(0.0, 1.0)).collect();
+        let mut want = Vec::new();
+        for s in 0..n {
+            let z: Vec<f64> =
+                (0..k).map(|c| (0..d).map(|j| x0[s * d + j] * f64::from(w[j * k + c])).sum::<f64>()).collect();
+            let m = z.iter().cloned().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = z.iter().map(|v| (v - m).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            for j in 0..d {
+                let g: f64 = (0..k)
+                    .map(|c| f64::from(w[j * k + c]) * (e[c] / sum - if c == labels[s] as usize { 1.0 } else { 0.0 }))
+                    .sum();
+                assert!(g.abs() > 1e-7, "test data must not sit on a zero gradient");
+                want.push((x0[s * d + j] + alpha * g.signum()).clamp(0.0, 1.0));
+            }
+        }
+        let got =
+            floats(perturb(&attack, forward, faces.clone(), given(), &mut ChaCha8Rng::seed_from_u64(5)).expect("ok"));
+        for (i, (a, e)) in got.iter().zip(&want).enumerate() {
+            assert!((f64::from(*a) - e).abs() < 1e-6, "pixel {i}: {a} vs {e}");
+        }
+        // Not projected: some pixels end farther than ε from the clean face, none beyond noise + α.
+        let offsets: Vec<f64> = got.iter().zip(&clean).map(|(a, c)| f64::from((a - c).abs())).collect();
+        let beyond = offsets.iter().filter(|o| **o > eps + 1e-6).count();
+        assert!(beyond > d / 4, "only {beyond} of {} pixels beyond ε", n * d);
+        assert!(offsets.iter().all(|o| *o <= noise + alpha + 1e-6));
+        assert!(got.iter().all(|v| (0.0..=1.0).contains(v)));
+        // The same generator state gives the same examples; TRADES's labels are allowed (random start).
+        let again =
+            floats(perturb(&attack, forward, faces.clone(), given(), &mut ChaCha8Rng::seed_from_u64(5)).expect("ok"));
+        assert_eq!(again, got);
+        assert!(perturb(&attack, forward, faces, Labels::Distribution, &mut rng).is_ok());
     }
 
     #[test]
@@ -701,6 +826,28 @@ mod tests {
             Err(AttackError::NeedsRandomStart("fgsm"))
         );
         assert!(AttackError::NeedsRandomStart("fgsm").to_string().contains("`fgsm`"));
+        assert_eq!(Attack::n_fgsm(0.1).check_labels(LabelSource::Distribution), Ok(()));
+        assert_eq!(Attack::from_name("n-fgsm", 0.3, None, 10), Ok(Attack::NFgsm { eps: 0.3, noise: 0.6, alpha: 0.3 }));
+        assert_eq!(
+            Attack::from_name("N-FGSM", 0.1, Some(0.05), 1),
+            Ok(Attack::NFgsm { eps: 0.1, noise: 0.2, alpha: 0.05 })
+        );
+        assert_eq!(Attack::n_fgsm(0.1).with_noise(0.3), Ok(Attack::NFgsm { eps: 0.1, noise: 0.3, alpha: 0.1 }));
+        assert_eq!(Attack::n_fgsm(0.1).with_noise(-0.3), Err(AttackError::Noise { noise: -0.3 }));
+        assert_eq!(
+            Attack::NFgsm { eps: 0.1, noise: f64::INFINITY, alpha: 0.1 }.check(),
+            Err(AttackError::Noise { noise: f64::INFINITY })
+        );
+        assert_eq!(
+            Attack::NFgsm { eps: 0.1, noise: 0.2, alpha: -0.1 }.check(),
+            Err(AttackError::StepSize { alpha: -0.1 })
+        );
+        let err = Attack::pgd(0.1, 3).with_noise(0.2).expect_err("PGD has no noise setting");
+        assert!(err.to_string().contains("n-fgsm only") && err.to_string().contains("pgd"), "{err}");
+        assert!(
+            Attack::fgsm(0.1).is_bounded() && Attack::pgd(0.1, 2).is_bounded() && !Attack::n_fgsm(0.1).is_bounded()
+        );
+        assert!(AttackError::TrainingOnly("n-fgsm").to_string().contains("evaluate with fgsm, fgsm-rs or pgd"));
         assert_eq!(Attack::fgsm_rs(0.1).check_labels(LabelSource::Distribution), Ok(()));
         assert_eq!(Attack::fgsm(0.1).check_labels(LabelSource::True), Ok(()));
         assert!("gold".parse::<LabelSource>().is_err());
@@ -720,6 +867,8 @@ mod tests {
         let pgd = Attack::pgd(0.3, 10);
         assert_eq!(pgd.with_eps(0.03), Attack::Pgd { eps: 0.03, alpha: 2.5 * 0.3 / 10.0 * 0.1, steps: 10 });
         assert_eq!(Attack::fgsm_rs(0.2).with_eps(0.1), Attack::FgsmRs { eps: 0.1, alpha: 0.125 });
+        assert_eq!(Attack::n_fgsm(0.25).with_eps(0.125), Attack::n_fgsm(0.125));
+        assert_eq!(Attack::n_fgsm(0.2).label(), "N-FGSM ε=0.200 noise=0.400");
         assert_eq!(Attack::fgsm(0.2).with_eps(0.0), Attack::fgsm(0.0));
     }
 }

@@ -6,7 +6,8 @@
 //!   backend; for fer-rs models a frozen copy in inference mode, see
 //!   [`fer_models::Classifier::logits_inference`]) and image batches in `[0, 1]` from
 //!   [`fer_dataset`].
-//! * **Out**: adversarial images ([`perturb`]: FGSM, FGSM-RS, PGD-k under an L∞ budget ε);
+//! * **Out**: adversarial images ([`perturb`]: FGSM, FGSM-RS, PGD-k under an L∞ budget ε, and
+//!   N-FGSM, a training attack that leaves the ε-ball on purpose);
 //!   clean vs adversarial accuracy with confusion matrices ([`evaluate_robustness`]), and the
 //!   faces right both clean and under attack, apart from those the attack moved from a wrong
 //!   answer onto the right one ([`Robustness::robust_accuracy`], [`right_after_attack`]); ε sweeps

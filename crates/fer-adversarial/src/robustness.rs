@@ -62,6 +62,9 @@ impl RobustnessConfig {
     /// Checks the attack (with its labels), the crop sides and the batch size.
     pub fn check(&self) -> Result<(), AttackError> {
         self.attack.check()?;
+        if !self.attack.is_bounded() {
+            return Err(AttackError::TrainingOnly(self.attack.method()));
+        }
         self.attack.check_labels(self.labels)?;
         if self.batch_faces == 0 {
             return Err(AttackError::Config("batch size must be positive".into()));

@@ -205,6 +205,12 @@ fn bad_robustness_settings_are_errors() {
         RobustnessConfig { labels: LabelSource::Distribution, ..RobustnessConfig::reference(Attack::fgsm(EPS)) };
     let err = evaluate_robustness(&model, test.clone(), &kl_fgsm, &device, |_| {}).expect_err("no random start");
     assert_eq!(err, AttackError::NeedsRandomStart("fgsm"));
+    // N-FGSM's examples leave the ε-ball: it trains, it does not measure.
+    let n_fgsm = RobustnessConfig::reference(Attack::n_fgsm(EPS));
+    let err = evaluate_robustness(&model, test.clone(), &n_fgsm, &device, |_| {}).expect_err("training attack");
+    assert_eq!(err, AttackError::TrainingOnly("n-fgsm"));
+    let err = adversarial_examples(&model, &test, &[0], &n_fgsm, &device).expect_err("training attack");
+    assert_eq!(err, AttackError::TrainingOnly("n-fgsm"));
     let ok = RobustnessConfig::reference(Attack::fgsm(EPS));
     let err = adversarial_examples(&model, &test, &[9], &ok, &device).expect_err("index");
     assert!(err.to_string().contains("face 9"), "{err}");

@@ -386,7 +386,9 @@ impl AdversarialTraining {
         if let Some(beta) = self.trades_beta.filter(|b| !(b.is_finite() && *b >= 0.0)) {
             return Err(format!("TRADES β = {beta} must be a finite number ≥ 0"));
         }
-        self.robustness(self.eval_attack, 1, 0).check().map_err(|e| e.to_string())?;
+        for attack in [self.eval_attack, self.check_attack] {
+            self.robustness(attack, 1, 0).check().map_err(|e| e.to_string())?;
+        }
         if !(0.0..=1.0).contains(&self.weight) {
             return Err(format!("adversarial weight {} is not in [0, 1]", self.weight));
         }
@@ -748,7 +750,16 @@ mod tests {
         };
         assert!(adversarial(trades(Attack::pgd(8.0 / 255.0, 10), 6.0)).check().is_ok());
         let err = adversarial(trades(Attack::fgsm(8.0 / 255.0), 6.0)).check().expect_err("no random start");
-        assert!(err.contains("training attack") && err.contains("fgsm-rs or pgd"), "{err}");
+        assert!(err.contains("training attack") && err.contains("fgsm-rs, n-fgsm or pgd"), "{err}");
+        // N-FGSM trains (TRADES's labels too: it has a random start) but cannot evaluate or check.
+        assert!(adversarial(AdversarialTraining::new(Attack::n_fgsm(0.3))).check().is_ok());
+        assert!(adversarial(trades(Attack::n_fgsm(8.0 / 255.0), 1.0)).check().is_ok());
+        for bad in [
+            AdversarialTraining { eval_attack: Attack::n_fgsm(0.3), ..AdversarialTraining::new(Attack::fgsm(0.3)) },
+            AdversarialTraining { check_attack: Attack::n_fgsm(0.3), ..AdversarialTraining::new(Attack::fgsm(0.3)) },
+        ] {
+            assert!(adversarial(bad).check().expect_err("unbounded").contains("`n-fgsm` is a training attack"));
+        }
         let err = adversarial(trades(Attack::pgd(0.3, 10), -1.0)).check().expect_err("β < 0");
         assert!(err.contains("TRADES β = -1"), "{err}");
         assert!(adversarial(trades(Attack::pgd(0.3, 10), f64::NAN)).check().is_err());
