@@ -34,8 +34,9 @@
 #                                   and `--adv-bn BN` (batch-update = the reference, or running), into
 #                                   $RUN-fgsm-at-BN (resumable); with INIT=CHECKPOINT it fine-tunes
 #                                   that checkpoint instead (fer train --init) into $RUN-fgsm-ft-BN;
-#                                   ADV_METHOD=fgsm-rs|pgd trains with that attack instead (run dir
-#                                   $RUN-ADV_METHOD-at-BN), ADV_EPS=8/255 at that budget (…-eps8_255-…)
+#                                   ADV_METHOD=fgsm-rs|n-fgsm|pgd trains with that attack instead (run
+#                                   dir $RUN-ADV_METHOD-at-BN; ADV_NOISE=… sets n-fgsm's noise, default
+#                                   2ε), ADV_EPS=8/255 at that budget (…-eps8_255-…)
 #                                   ADV_EVAL_VIEW=center measures each epoch's robustness on the
 #                                   centred 44×44 crop instead of the full face (the run's name is
 #                                   unchanged: config.json records it); SELECT=mean-balanced (or
@@ -111,10 +112,12 @@ if [ "$small" = 1 ]; then bs=8; model=$small_model; models="$model"; fi
 # are the reference's (fgsm, 0.3), so the default names stay those of earlier sessions.
 adv=${ADV_METHOD:-fgsm}
 eps=${ADV_EPS:-0.3}
-case "$adv" in fgsm | fgsm-rs | pgd) ;; *) echo "ADV_METHOD=$adv: expected fgsm, fgsm-rs or pgd" >&2; exit 2 ;; esac
+case "$adv" in fgsm | fgsm-rs | n-fgsm | pgd) ;; *) echo "ADV_METHOD=$adv: expected fgsm, fgsm-rs, n-fgsm or pgd" >&2; exit 2 ;; esac
+[ -n "${ADV_NOISE:-}" ] && [ "$adv" != n-fgsm ] && { echo "ADV_NOISE: a setting of ADV_METHOD=n-fgsm only" >&2; exit 2; }
 eps_suffix=; [ "$eps" != 0.3 ] && eps_suffix="-eps${eps//\//_}"
 tag=$adv$eps_suffix
 [ -n "${TRADES_BETA:-}" ] && tag="$tag-trades$TRADES_BETA"
+[ -n "${ADV_NOISE:-}" ] && tag="$tag-noise${ADV_NOISE//\//_}"
 
 part=${1:?usage: checks.sh speed | profile | wgrad | kernels | train N|budget | adv-train N BN | attack}
 dir="$out/$part"
@@ -277,6 +280,8 @@ PY
     if [ "$part" = adv-train ]; then
       args+=(--adversarial "$adv" --eps "$eps" --adv-bn "$bn" --adv-eval-view "${ADV_EVAL_VIEW:-full}" --select "${SELECT:-mean}" --adv-clean-bn "${ADV_CLEAN_BN:-batch-update}" --adv-eps-ramp "${ADV_EPS_RAMP:-0}")
       if [ -n "${TRADES_BETA:-}" ]; then args+=(--trades-beta "$TRADES_BETA"); else args+=(--adv-weight "${ADV_WEIGHT:-0.5}"); fi
+      [ "$adv" = n-fgsm ] && need_flag "$part" --adv-noise train
+      [ -n "${ADV_NOISE:-}" ] && args+=(--adv-noise "$ADV_NOISE")
       [ -n "${INIT:-}" ] && args+=(--init "$INIT")
     fi
     [ "$small" = 1 ] && args+=(--train-limit 64 --eval-limit 16)
