@@ -466,7 +466,7 @@ struct TrainingAttackArgs {
     #[arg(long, requires = "adversarial", value_parser = fer_adversarial::parse_step_size)]
     adv_alpha: Option<f64>,
     /// Half-width of n-fgsm's uniform noise: 0.6, 16/255, … [default: 2ε].
-    #[arg(long, requires = "adversarial", value_parser = fer_adversarial::parse_step_size)]
+    #[arg(long, requires = "adversarial", value_parser = fer_adversarial::parse_noise)]
     adv_noise: Option<f64>,
     /// Model that builds the training examples: frozen (inference-mode copy) or current.
     #[arg(long, default_value = "frozen", requires = "adversarial")]

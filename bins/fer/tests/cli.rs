@@ -616,7 +616,8 @@ fn adversarial_training_then_attacks_on_ndarray() {
     rejected(&["--adversarial", "pgd", "--trades-beta=-1"], "TRADES β = -1 must be a finite number ≥ 0");
     rejected(&["--adv-labels", "distribution", "--adversarial", "fgsm"], "use an attack with a random start");
     rejected(&["--adversarial", "fgsm", "--adv-noise", "0.1"], "a noise magnitude is a setting of n-fgsm only");
-    rejected(&["--adversarial", "n-fgsm", "--adv-noise=-0.1"], "must be a finite number >= 0");
+    rejected(&["--adversarial", "n-fgsm", "--adv-noise=-0.1"], "noise magnitude -0.1 must be a finite number >= 0");
+    rejected(&["--adversarial", "n-fgsm", "--adv-noise", "lots"], "cannot read noise magnitude `lots`");
 
     // N-FGSM: noise 2ε (or --adv-noise) and one unprojected step of ε; evaluated with FGSM and PGD.
     let n_fgsm = dir.path().join("n-fgsm");

@@ -62,7 +62,8 @@ mod feature_model;
 mod robustness;
 
 pub use attack::{
-    Attack, AttackError, LabelSource, Labels, input_gradient, kl_from_clean, parse_eps, parse_step_size, perturb,
+    Attack, AttackError, LabelSource, Labels, input_gradient, kl_from_clean, parse_eps, parse_noise, parse_step_size,
+    perturb,
 };
 pub use ceiling::{
     ConflictGraph, RobustCeiling, ceiling_sweep, conflict_examples, conflict_graph, conflict_levels, robust_ceiling,
