@@ -10,12 +10,20 @@
 #                                   CubeCL's profile of the last of 3 bench-train steps of FER_MODEL
 #                                   (PROFILE_MODELS="vgg19 resnet18" for both; profile-MODEL.txt, the
 #                                   raw log's end profile-MODEL.log-tail.gz); after `train` its
-#                                   shapes are tuned
+#                                   shapes are tuned; GPU_BATCH_NORM=composed profiles the composed
+#                                   BatchNorm instead (profile-MODEL-composed.*)
 #   scripts/gpu/checks.sh wgrad     the convolution weight gradients as Burn computes them against
 #                                   fer-models' batched GEMMs (`--weight-gradient gemm`), side by
 #                                   side: bench-train of each model in WGRAD_MODELS (default
 #                                   FER_MODEL), backend then gemm (wgrad-MODEL-{backend,gemm}.json),
 #                                   WGRAD_STEPS timed steps (default 10) after 3 warm-up steps
+#   scripts/gpu/checks.sh batchnorm fer-models' BatchNorm as one autodiff operation (the default)
+#                                   against the composed formula (`--gpu-batch-norm composed`), side
+#                                   by side: bench-train of each model in BN_MODELS (default "vgg19
+#                                   resnet18"), the two ways alternated over BN_ROUNDS rounds
+#                                   (default 2) of BN_STEPS timed steps (default 10) after 3 warm-up
+#                                   steps (bn-MODEL-WAY-ROUND.json); bn.txt: each way's median step
+#                                   over all its rounds and their ratio
 #   scripts/gpu/checks.sh kernels   the criterion kernel benches of the device's backend (carry
 #                                   .device-kernels)
 #   scripts/gpu/checks.sh train N   FER_MODEL (default VGG19) fast recipe for N epochs (resumable:
@@ -65,6 +73,8 @@
 # `adv-train`: fer's --nesterov; the run name gains -nesterov), EMA=DECAY (`train`, `adv-train`:
 # fer's --ema, a moving average of the weights as the run's model; the run name gains -emaDECAY),
 # WEIGHT_GRADIENT (`train`, `adv-train`: fer's --weight-gradient, e.g. gemm; default Burn's),
+# GPU_BATCH_NORM (`train`, `adv-train`, `profile`: fer's --gpu-batch-norm, operation or composed;
+# default operation),
 # FER_GPU_DEADLINE (for `train budget`), FER_GPU_SMALL=1 (tiny sizes: how this script is tested on
 # a CPU), OUT (the device tool sets it).
 set -euo pipefail
@@ -119,7 +129,7 @@ tag=$adv$eps_suffix
 [ -n "${TRADES_BETA:-}" ] && tag="$tag-trades$TRADES_BETA"
 [ -n "${ADV_NOISE:-}" ] && tag="$tag-noise${ADV_NOISE//\//_}"
 
-part=${1:?usage: checks.sh speed | profile | wgrad | kernels | train N|budget | adv-train N BN | attack}
+part=${1:?usage: checks.sh speed | profile | wgrad | batchnorm | kernels | train N|budget | adv-train N BN | attack}
 dir="$out/$part"
 if [ "$part" = adv-train ]; then
   bn=${3:?usage: checks.sh adv-train EPOCHS batch-update|batch|running}
@@ -171,15 +181,19 @@ case "$part" in
     cache=$(realpath -m "${FER_CUBECL_CACHE:-target}"); dir=$(realpath "$dir"); fer=$(realpath "$fer")
     case "$device" in cpu* | flex* | ndarray*) echo "profile: CubeCL profiles Burn's GPU backends only, not --device $device"; exit 0 ;; esac
     profiled=${PROFILE_MODELS:-$model}; [ "$small" = 1 ] && profiled=$model
+    bn_way=${GPU_BATCH_NORM:-operation}
+    bn_args=(); bn_suffix=
+    if [ "$bn_way" != operation ]; then need_flag profile --gpu-batch-norm; bn_args=(--gpu-batch-norm "$bn_way"); bn_suffix=-$bn_way; fi
     for m in $profiled; do
-      mkdir -p "$dir/cwd-$m"
-      fer_cubecl_toml "$dir/cwd-$m/cubecl.toml" "$cache" "$dir/profile-$m.log"
-      (cd "$dir/cwd-$m" && "$fer" bench-train --model "$m" --bs "$bs" --steps 3 --warmup 2 --device "$device" --json) > "$dir/profile-$m.json"
-      python3 scripts/gpu/profile-summary.py "$dir/profile-$m.log" | tee "$dir/profile-$m.txt"
+      name=$m$bn_suffix
+      mkdir -p "$dir/cwd-$name"
+      fer_cubecl_toml "$dir/cwd-$name/cubecl.toml" "$cache" "$dir/profile-$name.log"
+      (cd "$dir/cwd-$name" && "$fer" bench-train "${bn_args[@]}" --model "$m" --bs "$bs" --steps 3 --warmup 2 --device "$device" --json) > "$dir/profile-$name.json"
+      python3 scripts/gpu/profile-summary.py "$dir/profile-$name.log" | tee "$dir/profile-$name.txt"
       # The log's last 4 MB (the last steps' launches and tables): the whole log, autotuning
       # included, could pass the 16 MiB a returned file may have.
-      tail -c 4000000 "$dir/profile-$m.log" | gzip > "$dir/profile-$m.log-tail.gz" && rm "$dir/profile-$m.log"
-      rm -rf "$dir/cwd-$m"
+      tail -c 4000000 "$dir/profile-$name.log" | gzip > "$dir/profile-$name.log-tail.gz" && rm "$dir/profile-$name.log"
+      rm -rf "$dir/cwd-$name"
     done
     ;;
   wgrad)
@@ -205,6 +219,21 @@ print(f"{a['model']}: backend {a['median_img_per_s']:.1f} img/s ({a['median_step
 PY
     done
     ;;
+  batchnorm)
+    # Both ways in one call on one machine, alternated round by round so drift hits both: the
+    # ratio of the medians is what counts. A binary older than the flag has nothing to compare.
+    need_flag batchnorm --gpu-batch-norm
+    compared=${BN_MODELS:-$models}; [ "$small" = 1 ] && compared=$model
+    for m in $compared; do
+      for round in $(seq 1 "${BN_ROUNDS:-2}"); do
+        for way in operation composed; do
+          "$fer" bench-train --gpu-batch-norm "$way" --model "$m" --bs "$bs" --steps "${BN_STEPS:-10}" --warmup 3 --device "$device" --json > "$dir/bn-$m-$way-$round.json" ||
+            echo "fer bench-train --gpu-batch-norm $way --model $m: exit $?" >&2
+        done
+      done
+      python3 scripts/gpu/bn-summary.py "$dir" "$m" | tee -a "$dir/bn.txt"
+    done
+    ;;
   kernels)
     [ -f "$kernels" ] || { echo "no $kernels: carry .device-kernels (scripts/gpu/bundle.sh)" >&2; exit 2; }
     chmod +x "$kernels"
@@ -219,6 +248,7 @@ PY
     args=(--model "$model" --recipe fast --bs "$bs" --device "$device" --data "$data" --out "$run" --augment "$augment")
     "$fer" train --help | grep -q -- --drop-last && args+=(--drop-last --eval-batch "$bs")
     wg=(); [ -n "${WEIGHT_GRADIENT:-}" ] && wg=(--weight-gradient "$WEIGHT_GRADIENT")
+    if [ -n "${GPU_BATCH_NORM:-}" ]; then need_flag "$part" --gpu-batch-norm; wg+=(--gpu-batch-norm "$GPU_BATCH_NORM"); fi
     train_time=()
     if [ "$epochs" = budget ]; then
       [ "$part" = train ] || { echo "budget: train only" >&2; exit 2; }
@@ -321,6 +351,6 @@ PY
       "$fer" attack "${args[@]}" --center-crop --out "$dir/$method-center" --json > "$dir/$method-center.json"
     done
     ;;
-  *) echo "unknown part $part: speed | profile | wgrad | kernels | train N | adv-train N BN | attack" >&2; exit 2 ;;
+  *) echo "unknown part $part: speed | profile | wgrad | batchnorm | kernels | train N | adv-train N BN | attack" >&2; exit 2 ;;
 esac
 ls -la "$dir"

@@ -39,6 +39,22 @@ struct Cli {
     /// VGG19's step 4.7× slower (docs/RESULTS.md): measure before choosing it.
     #[arg(long, global = true, default_value = "backend", value_parser = parse_weight_gradient)]
     weight_gradient: fer_models::WeightGradient,
+    /// How BatchNorm with batch statistics is differentiated on Burn's GPU backends (CUDA,
+    /// Vulkan, wgpu): `operation` (one autodiff operation with the closed-form backward step) or
+    /// `composed` (Burn tensor operations, each broadcast reducing its own gradient; the older
+    /// way, kept for side-by-side measurement). The same values and gradients up to float rounding;
+    /// burn-flex and ndarray ignore it.
+    #[arg(long, global = true, default_value = "operation", value_parser = parse_gpu_batch_norm)]
+    gpu_batch_norm: fer_models::GpuBatchNorm,
+}
+
+/// `--gpu-batch-norm`: `operation` or `composed`.
+fn parse_gpu_batch_norm(text: &str) -> std::result::Result<fer_models::GpuBatchNorm, String> {
+    match text {
+        "operation" => Ok(fer_models::GpuBatchNorm::Operation),
+        "composed" => Ok(fer_models::GpuBatchNorm::Composed),
+        _ => Err(format!("`{text}`: expected operation or composed")),
+    }
 }
 
 /// `--weight-gradient`: `backend`, `gemm` or `gemm:MIN_SIDE`.
@@ -634,6 +650,10 @@ fn run(cli: Cli) -> Result<()> {
     if cli.weight_gradient != fer_models::WeightGradient::Backend {
         tracing::info!("convolution weight gradients: {:?}", cli.weight_gradient);
     }
+    fer_models::set_gpu_batch_norm(cli.gpu_batch_norm);
+    if cli.gpu_batch_norm != fer_models::GpuBatchNorm::Operation {
+        tracing::info!("BatchNorm on GPU backends: {:?}", cli.gpu_batch_norm);
+    }
     match cli.command {
         Command::Stats { data, json, copies, copy_levels } => {
             let data = load_with_progress(data.as_deref())?;
@@ -836,6 +856,7 @@ fn run(cli: Cli) -> Result<()> {
                 value["framework"] = "burn".into();
                 value["device"] = device.to_string().into();
                 value["weight_gradient"] = format!("{:?}", fer_models::weight_gradient()).into();
+                value["gpu_batch_norm"] = format!("{:?}", fer_models::gpu_batch_norm()).into();
                 println!("{value}");
             } else {
                 let attack =

@@ -688,6 +688,7 @@ fn bench_train_reports_a_median() {
     assert_eq!(json["warmup_seconds"].as_array().map(Vec::len), Some(1));
     assert!(json["median_img_per_s"].as_f64().expect("number") > 0.0);
     assert_eq!(json["weight_gradient"], "Backend");
+    assert_eq!(json["gpu_batch_norm"], "Operation");
     // Weight gradients as batched GEMMs (what the GPU runs compare): the same step on ndarray.
     let gemm = ["bench-train", "--model", "vgg-small", "--bs", "4", "--steps", "1", "--warmup", "0"];
     let out = fer(&[&gemm[..], &["--weight-gradient", "gemm:4", "--device", "ndarray", "--json"]].concat());
@@ -696,6 +697,13 @@ fn bench_train_reports_a_median() {
     assert_eq!(json["weight_gradient"], "Gemm { min_side: 4 }");
     let out = fer(&[&gemm[..], &["--weight-gradient", "gemm:x", "--device", "ndarray"]].concat());
     assert!(stderr(&out).contains("`x` in `gemm:x` is not a map side"), "{}", stderr(&out));
+    // The composed BatchNorm (the GPU runs' other side): recorded in the JSON; ndarray ignores it.
+    let out = fer(&[&gemm[..], &["--gpu-batch-norm", "composed", "--device", "ndarray", "--json"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(json["gpu_batch_norm"], "Composed");
+    let out = fer(&[&gemm[..], &["--gpu-batch-norm", "fused", "--device", "ndarray"]].concat());
+    assert!(stderr(&out).contains("`fused`: expected operation or composed"), "{}", stderr(&out));
     let half = ["bench-train", "--model", "vgg-small", "--width", "0.5", "--bs", "4", "--steps", "1", "--warmup", "0"];
     let out = fer(&[&half[..], &["--device", "ndarray", "--json"]].concat());
     assert!(out.status.success(), "{}", stderr(&out));

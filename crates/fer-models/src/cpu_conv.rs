@@ -35,8 +35,9 @@ use burn::tensor::TensorPrimitive;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
+use crate::backend_match::{same_backend, same_type};
 use crate::cpu_conv_regions;
-use crate::flex_bridge::{FlexAd, contiguous, flex_tensor, same_backend, same_type, slice};
+use crate::flex_bridge::{FlexAd, contiguous, flex_tensor, slice};
 
 /// Columns (images × output pixels) of one im2col chunk at least: 2×2 maps are batched 64 images
 /// at a time so the GEMM is not one thin product per image; 44×44 maps run one image at a time.

@@ -23,8 +23,9 @@ use burn::tensor::TensorPrimitive;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
+use crate::backend_match::{same_backend, same_type};
 use crate::cpu_conv::filled_vec;
-use crate::flex_bridge::{FlexAd, contiguous, flex_tensor, same_backend, same_type, slice};
+use crate::flex_bridge::{FlexAd, contiguous, flex_tensor, slice};
 
 /// Values a parallel task handles at least when it walks image planes (small planes are grouped).
 const MIN_TASK_VALUES: usize = 1 << 14;

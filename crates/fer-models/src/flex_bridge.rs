@@ -1,8 +1,6 @@
-//! What fer-models' own burn-flex kernels ([`crate::cpu_conv`], [`crate::cpu_norm`]) share: telling
-//! a generic `Tensor<B, D>` apart as a burn-flex one, and moving between Burn tensors and the
-//! contiguous `f32` slices the kernels read and write.
-
-use std::any::Any;
+//! What fer-models' own burn-flex kernels ([`crate::cpu_conv`], [`crate::cpu_norm`]) share: the
+//! autodiff backend they replace operations of, and moving between Burn tensors and the contiguous
+//! `f32` slices the kernels read and write.
 
 use burn::backend::Autodiff;
 use burn::backend::Flex;
@@ -26,18 +24,4 @@ pub(crate) fn flex_tensor(values: Vec<f32>, shape: impl Into<burn::tensor::Shape
 /// The values of a tensor made [`contiguous`].
 pub(crate) fn slice(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("contiguous f32 tensor")
-}
-
-/// Moves `value` into `U` when `T` and `U` are the same type.
-pub(crate) fn same_type<T: 'static, U: 'static>(value: T) -> Result<U, T> {
-    let mut slot = Some(value);
-    if let Some(target) = (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>() {
-        return Ok(target.take().expect("the slot was just filled"));
-    }
-    Err(slot.expect("the slot is filled when the types differ"))
-}
-
-/// `value` as `U`, which the caller knows is its own type (the backend `B` matched already).
-pub(crate) fn same_backend<T: 'static, U: 'static>(value: T) -> U {
-    same_type(value).unwrap_or_else(|_| unreachable!("an operation's tensors share its backend"))
 }

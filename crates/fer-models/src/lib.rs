@@ -18,6 +18,10 @@
 //!   ([`batch_norm_training`]). A process that trains calls
 //!   [`keep_freed_memory`] once at its start, as the `fer` binary does: glibc then reuses freed
 //!   tensors' memory instead of unmapping and faulting it in again.
+//! * **On GPUs**: with the `cuda` or `wgpu` feature, BatchNorm with batch statistics on
+//!   `Autodiff<Cuda>` / `Autodiff<Wgpu>` is one autodiff operation over the backend's tensor
+//!   operations with the closed-form backward step ([`GpuBatchNorm`]), in place of the composed
+//!   formula whose every broadcast reduces its own gradient; [`set_gpu_batch_norm`] chooses.
 //! * **Data-parallel replicas**: [`collect_running_updates`] keeps a thread's BatchNorm
 //!   running-statistic updates aside and [`RunningUpdates::apply_mean`] averages the replicas'
 //!   values in a fixed order, so a step on several devices is reproducible (fer-train's
@@ -48,6 +52,8 @@
 #![cfg_attr(not(feature = "dlib"), allow(rustdoc::broken_intra_doc_links))]
 
 mod allocator;
+#[cfg(any(feature = "flex", feature = "cuda", feature = "wgpu", test))]
+mod backend_match;
 mod checkpoint;
 mod cnn_hog;
 mod conv;
@@ -62,6 +68,8 @@ mod export;
 #[cfg(feature = "flex")]
 mod flex_bridge;
 mod flops;
+#[cfg(any(feature = "cuda", feature = "wgpu", test))]
+mod gpu_norm;
 mod hog_tensor;
 mod mode;
 mod model;
@@ -88,7 +96,7 @@ pub use export::{
 pub use fer_features;
 pub use flops::conv2d_flops;
 pub use hog_tensor::{face_hog_tensor, hog_windows, nearest_faces};
-pub use mode::{NormStatistics, batch_norm_training};
+pub use mode::{GpuBatchNorm, NormStatistics, batch_norm_training, gpu_batch_norm, set_gpu_batch_norm};
 pub use model::{Classifier, Model, ModelConfig, average_crops, center_crops, ten_crops};
 pub use predict::{
     FONT_PATHS, FacePrediction, PredictError, PredictOptions, Predictor, annotate, emotion_color, face_image,

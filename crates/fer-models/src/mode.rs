@@ -86,6 +86,42 @@ impl Mode {
     }
 }
 
+/// How BatchNorm with batch statistics is recorded for autodiff on Burn's GPU backends
+/// (`Autodiff<Cuda>`, `Autodiff<Wgpu>`, with fer-models' features `cuda` / `wgpu`): a
+/// process-wide choice, [`set_gpu_batch_norm`]. Values and gradients are the same up to float
+/// rounding either way (tested against Burn's `BatchNorm`); burn-flex always runs fer-models' own
+/// kernel and ndarray the composed formula.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GpuBatchNorm {
+    /// One autodiff operation over the inner backend's tensor operations, with the closed-form
+    /// backward step: two per-channel sums forward (mean, variance), two backward (`Σ dy`,
+    /// `Σ dy · x̂`), the rest element-wise for Burn's fusion (the default).
+    #[default]
+    Operation,
+    /// The formula composed from Burn tensor operations, each an autodiff node, each broadcast
+    /// reducing its gradient over N and H·W: what fer-models did before `Operation`, kept to
+    /// measure one against the other (`fer bench-train --gpu-batch-norm composed`).
+    Composed,
+}
+
+/// Whether [`GpuBatchNorm::Composed`] was chosen.
+static GPU_BATCH_NORM_COMPOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sets how BatchNorm with batch statistics runs on Burn's GPU backends from now on, for every
+/// thread (see [`GpuBatchNorm`]).
+pub fn set_gpu_batch_norm(choice: GpuBatchNorm) {
+    GPU_BATCH_NORM_COMPOSED.store(choice == GpuBatchNorm::Composed, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The current [`GpuBatchNorm`] choice.
+pub fn gpu_batch_norm() -> GpuBatchNorm {
+    if GPU_BATCH_NORM_COMPOSED.load(std::sync::atomic::Ordering::Relaxed) {
+        GpuBatchNorm::Composed
+    } else {
+        GpuBatchNorm::Operation
+    }
+}
+
 /// `norm` applied in `mode`, with Burn's `BatchNorm` semantics.
 ///
 /// Training (autodiff backend, `Mode::Backend`): normalise with the batch's mean and biased
@@ -102,7 +138,9 @@ impl Mode {
 /// Burn's to rounding (tested against it, values and gradients). On `Autodiff<Flex>` (feature
 /// `flex`) the batch-statistics path is one operation of fer-models' own instead (`cpu_norm`: a
 /// pass over each channel per statistic, one for the output, two for the gradients), tested
-/// against Burn's `BatchNorm` in the same way.
+/// against Burn's `BatchNorm` in the same way. On the autodiff backends of Burn's GPU backends
+/// (features `cuda`, `wgpu`) it is one autodiff operation of fer-models' own over the backend's
+/// tensor operations instead ([`GpuBatchNorm::Operation`], the default).
 pub(crate) fn batch_norm<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
     batch_norm_then_relu(norm, x, mode, false)
 }
@@ -149,6 +187,18 @@ fn batch_norm_then_relu<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>, mode: 
                 let device = y.device();
                 let channel = |v: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(v, [c]), &device);
                 move_running(channel(batch.mean), channel(batch.variance));
+                return y;
+            }
+            Err(x) => x,
+        }
+    } else {
+        x
+    };
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    let x = if batch_statistics && gpu_batch_norm() == GpuBatchNorm::Operation {
+        match crate::gpu_norm::try_batch_norm(x, norm.gamma.val(), norm.beta.val(), norm.epsilon, with_relu) {
+            Ok((y, mean, var)) => {
+                move_running(mean, var);
                 return y;
             }
             Err(x) => x,
@@ -248,7 +298,7 @@ pub(crate) fn dropout<B: Backend>(dropout: &Dropout, x: Tensor<B, 2>, mode: Mode
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use burn::backend::{Autodiff, NdArray};
     use burn::module::AutodiffModule;
@@ -284,7 +334,8 @@ mod tests {
         running_statistics_in_training_equal_inference_and_pass_gradients,
     );
 
-    fn assert_close(what: &str, ours: TensorData, burns: TensorData) {
+    /// `ours` equals `burns` value by value, to a relative 1e-4.
+    pub(crate) fn assert_close(what: &str, ours: TensorData, burns: TensorData) {
         let ours: Vec<f32> = ours.to_vec().unwrap();
         let burns: Vec<f32> = burns.to_vec().unwrap();
         assert_eq!(ours.len(), burns.len(), "{what}: lengths");
