@@ -72,20 +72,23 @@ impl<I: Backend> Backward<I, 3> for NormBackward {
             }
             None => dy,
         };
-        // `x − μ` is written out at each use rather than kept: Burn's fusion then folds it into
-        // the kernel that reads it (on llvmpipe a kept `x̂` ran as two more whole-tensor passes).
+        // No `x̂` is kept: `x − μ` is written out where it is read, so Burn's fusion folds it into
+        // that kernel (on llvmpipe a kept `x̂` ran as two more whole-tensor passes). Per-channel
+        // factors stay `[1, C, 1]`: repeated to `[N, C, 1]` they ended fusion, and dx ran as four
+        // passes.
         let (x, mean, inv_std) = (inner::<I, 4>(x).reshape([n, c, h * w]), inner::<I, 3>(mean), inner::<I, 3>(inv_std));
         let dbeta = channel_sums(dy.clone());
         // Σ dy · (x − μ); dγ = that · 1/σ.
         let dot = channel_sums(dy.clone() * (x.clone() - mean.clone()));
         let dgamma = dot.clone() * inv_std.clone();
         if let Some(node) = node_x {
-            // dx = k · (dy − dβ / M − x̂ · dγ / M) with k = γ / σ and x̂ = (x − μ) / σ, the
-            // per-channel factors taken first: k · dy − k · dβ / M − (x − μ) · (k · Σ dy·(x − μ) / (σ² M)).
+            // dx = k · (dy − dβ / M − x̂ · dγ / M) with k = γ / σ and x̂ = (x − μ) / σ, as
+            // `k · dy + a · x + b` with per-channel a = −k · Σ dy·(x − μ) / (σ² M) and
+            // b = −a · μ − k · dβ / M: one element-wise pass over dy and x.
             let k = inner::<I, 3>(gamma) * inv_std.clone();
-            let shift = k.clone() * dbeta.clone().div_scalar(count);
-            let slope = k.clone() * inv_std.square() * dot.div_scalar(count);
-            let dx = dy * k - shift - (x - mean) * slope;
+            let a = (k.clone() * inv_std.square() * dot.div_scalar(count)).neg();
+            let b = (a.clone() * mean + k.clone() * dbeta.clone().div_scalar(count)).neg();
+            let dx = dy * k + x * a + b;
             grads.register::<I>(node.id, dx.reshape(dims).into_primitive().tensor());
         }
         if let Some(node) = node_gamma {
@@ -115,12 +118,14 @@ pub(crate) fn batch_norm_autodiff<I: Backend>(
         (x.into_primitive().tensor(), gamma.into_primitive().tensor(), beta.into_primitive().tensor());
     let x3 = inner::<I, 4>(x.primitive.clone()).reshape([n, c, h * w]);
     let mean = channel_sums(x3.clone()).div_scalar(count);
-    let centered = x3 - mean.clone();
-    let var = channel_sums(centered.clone().square()).div_scalar(count);
+    let var = channel_sums((x3.clone() - mean.clone()).square()).div_scalar(count);
     let inv_std = var.clone().add_scalar(epsilon).sqrt().recip();
     let gamma3 = inner::<I, 1>(gamma.primitive.clone()).reshape([1, c, 1]);
     let beta3 = inner::<I, 1>(beta.primitive.clone()).reshape([1, c, 1]);
-    let y = centered * (gamma3.clone() * inv_std.clone()) + beta3;
+    // y = x · a + b with per-channel a = γ / σ and b = β − μ · a: one pass over x.
+    let a = gamma3.clone() * inv_std.clone();
+    let b = beta3 - mean.clone() * a.clone();
+    let y = x3 * a + b;
     let y = if with_relu { burn::tensor::activation::relu(y) } else { y };
     let y = y.reshape(dims).into_primitive().tensor();
     let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
