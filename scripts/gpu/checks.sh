@@ -44,7 +44,8 @@
 #                                   that checkpoint instead (fer train --init) into $RUN-fgsm-ft-BN;
 #                                   ADV_METHOD=fgsm-rs|n-fgsm|pgd trains with that attack instead (run
 #                                   dir $RUN-ADV_METHOD-at-BN; ADV_NOISE=… sets n-fgsm's noise, default
-#                                   2ε), ADV_EPS=8/255 at that budget (…-eps8_255-…)
+#                                   2ε), ADV_EPS=8/255 at that budget (…-eps8_255-…);
+#                                   ADV_LINEARITY=λ adds ELLE's local-linearity term (…-elleλ-…)
 #                                   ADV_EVAL_VIEW=center measures each epoch's robustness on the
 #                                   centred 44×44 crop instead of the full face (the run's name is
 #                                   unchanged: config.json records it); SELECT=mean-balanced (or
@@ -128,6 +129,7 @@ eps_suffix=; [ "$eps" != 0.3 ] && eps_suffix="-eps${eps//\//_}"
 tag=$adv$eps_suffix
 [ -n "${TRADES_BETA:-}" ] && tag="$tag-trades$TRADES_BETA"
 [ -n "${ADV_NOISE:-}" ] && tag="$tag-noise${ADV_NOISE//\//_}"
+[ -n "${ADV_LINEARITY:-}" ] && tag="$tag-elle$ADV_LINEARITY"
 
 part=${1:?usage: checks.sh speed | profile | wgrad | batchnorm | kernels | train N|budget | adv-train N BN | attack}
 dir="$out/$part"
@@ -312,6 +314,10 @@ PY
       if [ -n "${TRADES_BETA:-}" ]; then args+=(--trades-beta "$TRADES_BETA"); else args+=(--adv-weight "${ADV_WEIGHT:-0.5}"); fi
       [ "$adv" = n-fgsm ] && need_flag "$part" --adv-noise train
       [ -n "${ADV_NOISE:-}" ] && args+=(--adv-noise "$ADV_NOISE")
+      if [ -n "${ADV_LINEARITY:-}" ]; then
+        need_flag "$part" --adv-linearity train
+        args+=(--adv-linearity "$ADV_LINEARITY")
+      fi
       [ -n "${INIT:-}" ] && args+=(--init "$INIT")
     fi
     [ "$small" = 1 ] && args+=(--train-limit 64 --eval-limit 16)

@@ -487,6 +487,12 @@ struct TrainingAttackArgs {
     /// Model that builds the training examples: frozen (inference-mode copy) or current.
     #[arg(long, default_value = "frozen", requires = "adversarial")]
     adv_source: fer_train::AdvSource,
+    /// ELLE (Abad Rocamora et al. 2024), against catastrophic overfitting: add λ × the
+    /// local-linearity error of the loss within the ε-ball (three more passes a step, no double
+    /// backpropagation); its mean per epoch is metrics.csv's train_linearity_error. The paper:
+    /// 5000 on CIFAR-10 at 8/255.
+    #[arg(long, requires = "adversarial")]
+    adv_linearity: Option<f64>,
 }
 
 impl TrainingAttackArgs {
@@ -499,10 +505,13 @@ impl TrainingAttackArgs {
         if let Some(noise) = self.adv_noise {
             attack = attack.with_noise(noise)?;
         }
-        Ok(Some(fer_train::AdversarialTraining {
+        let training = fer_train::AdversarialTraining {
             source: self.adv_source,
+            linearity_weight: self.adv_linearity,
             ..fer_train::AdversarialTraining::new(attack)
-        }))
+        };
+        training.check().map_err(anyhow::Error::msg)?;
+        Ok(Some(training))
     }
 }
 

@@ -192,7 +192,10 @@ fn train_eval_report_round_trip_on_ndarray() {
     assert_eq!((config["nesterov"].as_bool(), config["momentum"].as_f64()), (Some(true), Some(0.9)));
     assert_eq!(config["ema_decay"].as_f64(), Some(0.99));
     let metrics = std::fs::read_to_string(run.join("metrics.csv")).expect("metrics");
-    assert!(metrics.lines().next().is_some_and(|h| h.ends_with(",raw_public_acc,raw_private_acc")), "{metrics}");
+    assert!(
+        metrics.lines().next().is_some_and(|h| h.ends_with(",raw_public_acc,raw_private_acc,train_linearity_error")),
+        "{metrics}"
+    );
     let text = stdout(&out);
     assert!(
         text.contains("1 epochs done. Selected epoch 1 (the best clean PublicTest accuracy): clean PublicTest "),
@@ -405,7 +408,7 @@ fn adversarial_training_then_attacks_on_ndarray() {
     assert!(header.join(",").ends_with(
         "public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic,train_adv_loss,train_adv_acc,\
          public_adv_balanced_acc,public_adv_top_answer_share,public_balanced_acc,public_adv_robust_acc,\
-         check_eval_robust_acc,check_pgd_robust_acc,raw_public_acc,raw_private_acc"
+         check_eval_robust_acc,check_pgd_robust_acc,raw_public_acc,raw_private_acc,train_linearity_error"
     ));
     let share_column = header.iter().position(|&c| c == "public_adv_top_answer_share").expect("share column");
     // The closing lines name the epochs whose attacked answers were mostly one class.
@@ -637,6 +640,29 @@ fn adversarial_training_then_attacks_on_ndarray() {
     let metrics = std::fs::read_to_string(n_fgsm.join("metrics.csv")).expect("metrics.csv");
     assert_eq!(metrics.lines().count(), 2, "{metrics}");
 
+    // ELLE: λ × the local-linearity error joins the loss; its epoch mean is in metrics.csv.
+    let elle = dir.path().join("elle");
+    let elle_args = [&trades_args[..trades_args.len() - 1], &[elle.to_str().expect("utf-8")]].concat();
+    let out = fer_logged(&[&elle_args[..], &["--adversarial", "fgsm", "--adv-linearity", "100"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("local-linearity error"), "{}", stderr(&out));
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(elle.join("config.json")).expect("config.json")).expect("JSON");
+    assert_eq!(config["adversarial"]["linearity_weight"], 100.0, "--adv-linearity reaches config.json");
+    let rows = fer_train::read_metrics(&elle.join("metrics.csv")).expect("metrics.csv");
+    let error = rows[0].train_linearity_error.expect("the epoch's local-linearity error");
+    assert!(error.is_finite() && error > 0.0, "{error}");
+    assert_eq!(
+        fer_train::read_metrics(&n_fgsm.join("metrics.csv")).expect("metrics.csv")[0].train_linearity_error,
+        None,
+        "no error without ELLE"
+    );
+    rejected(
+        &["--adversarial", "fgsm", "--adv-linearity", "0"],
+        "local-linearity weight λ = 0 must be a finite number > 0",
+    );
+    rejected(&["--adv-linearity", "100"], "--adversarial");
+
     // Bad arguments name what is wrong.
     let bad = |extra: &[&str], expected: &str| {
         let mut args =
@@ -729,6 +755,11 @@ fn bench_train_reports_a_median() {
     assert_eq!(json["adversarial"], "PGD-2 ε=0.031 (current)", "{json}");
     let out = fer(&[&half[..], &["--adversarial", "fgsm", "--device", "ndarray"]].concat());
     assert!(stdout(&out).contains("with FGSM ε=0.300 (frozen) adversarial training"), "{}", stdout(&out));
+    let elle = ["--adversarial", "fgsm", "--adv-linearity", "5000", "--device", "ndarray"];
+    let out = fer(&[&half[..], &elle[..]].concat());
+    assert!(stdout(&out).contains("with FGSM ε=0.300 (frozen) + ELLE λ=5000 adversarial training"), "{}", stdout(&out));
+    let out = fer(&[&half[..], &["--adversarial", "fgsm", "--adv-linearity=-1", "--device", "ndarray"]].concat());
+    assert!(stderr(&out).contains("local-linearity weight λ = -1 must be a finite number > 0"), "{}", stderr(&out));
     let out = fer(&[&half[..], &["--adversarial", "n-fgsm", "--eps", "8/255", "--device", "ndarray"]].concat());
     assert!(stdout(&out).contains("with N-FGSM ε=0.031 noise=0.063 (frozen) adversarial training"), "{}", stdout(&out));
     let out = fer(&[&tiny[..], &["--adversarial", "fgsm", "--device", "ndarray"]].concat());

@@ -493,7 +493,7 @@ fn project<B: Backend>(x: Tensor<B, 4>, clean: &Tensor<B, 4>, eps: f64) -> Tenso
 }
 
 /// `clean + δ`, `δ ~ U(−ε, ε)` drawn on the host.
-fn random_start<B: Backend>(clean: &Tensor<B, 4>, eps: f64, rng: &mut impl Rng) -> Tensor<B, 4> {
+pub(crate) fn random_start<B: Backend>(clean: &Tensor<B, 4>, eps: f64, rng: &mut impl Rng) -> Tensor<B, 4> {
     let shape = clean.shape();
     let eps = eps as f32;
     let noise: Vec<f32> =

@@ -13,8 +13,9 @@
 //!   answer onto the right one ([`Robustness::robust_accuracy`], [`right_after_attack`]); ε sweeps
 //!   ([`eps_sweep`]); faces with the model's probabilities for figures ([`adversarial_examples`],
 //!   picked by [`example_faces`]); TRADES's robust term ([`kl_from_clean`]; its attack is any
-//!   attack with a random start on [`Labels::Distribution`]). Plots and adversarial training
-//!   live in `fer-train`.
+//!   attack with a random start on [`Labels::Distribution`]); ELLE's local-linearity error of the
+//!   loss within the ε-ball ([`local_linearity_error`]), a regulariser against catastrophic
+//!   overfitting. Plots and adversarial training live in `fer-train`.
 //! * **The robustness ceiling of the data** ([`ceiling_sweep`], [`robust_ceiling`]): the best
 //!   accuracy under an L∞ attack of budget ε that any classifier can have on a set of faces,
 //!   bracketed from the pairs of differently labelled faces within 2ε of each other (on
@@ -59,6 +60,7 @@ mod attack;
 mod ceiling;
 #[cfg(feature = "dlib")]
 mod feature_model;
+mod linearity;
 mod robustness;
 
 pub use attack::{
@@ -73,6 +75,7 @@ pub use feature_model::{
     FeatureModel, evaluate_feature_model_robustness, feature_model_adversarial_examples, feature_model_eps_sweep,
 };
 pub use fer_models;
+pub use linearity::local_linearity_error;
 pub use robustness::{
     AdversarialExample, FeatureGradient, Robustness, RobustnessConfig, SweepPoint, adversarial_examples, eps_sweep,
     evaluate_robustness, example_faces, logits_on_faces, right_after_attack,

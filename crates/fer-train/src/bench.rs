@@ -144,9 +144,11 @@ impl TrainBench {
     }
 }
 
-/// `FGSM ε=0.3 (frozen)`: the attack and the model that crafts the examples.
+/// `FGSM ε=0.3 (frozen)`: the attack and the model that crafts the examples, and ELLE's λ
+/// (`FGSM ε=0.3 (frozen) + ELLE λ=5000`) when it has one.
 fn adversarial_label(adv: &AdversarialTraining) -> String {
-    format!("{} ({})", adv.attack.label(), adv.source.name())
+    let elle = adv.linearity_weight.map_or(String::new(), |lambda| format!(" + ELLE λ={lambda}"));
+    format!("{} ({}){elle}", adv.attack.label(), adv.source.name())
 }
 
 /// One reference training step on fixed random crops (with `config.adversarial`, one step of
@@ -294,6 +296,16 @@ mod tests {
 
         let bench = bench_train_steps::<A>(&with_weight(0.5), 0, 1, &device).expect("runs");
         assert_eq!(bench.adversarial.as_deref(), Some("FGSM ε=0.300 (frozen)"));
+        let elle = TrainConfig {
+            adversarial: Some(AdversarialTraining {
+                linearity_weight: Some(5000.0),
+                ..AdversarialTraining::new(Attack::fgsm(0.3))
+            }),
+            ..clean.clone()
+        };
+        assert_ne!(after_one_step(&elle), after_one_step(&with_weight(0.5)), "the error is trained on");
+        let bench = bench_train_steps::<A>(&elle, 0, 1, &device).expect("runs");
+        assert_eq!(bench.adversarial.as_deref(), Some("FGSM ε=0.300 (frozen) + ELLE λ=5000"));
         assert_eq!(bench_train_steps::<A>(&clean, 0, 1, &device).expect("runs").adversarial, None);
     }
 }

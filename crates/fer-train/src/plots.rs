@@ -531,6 +531,7 @@ mod tests {
             check_pgd_robust_acc: adv(0.05),
             raw_public_acc: None,
             raw_private_acc: None,
+            train_linearity_error: None,
         }
     }
 

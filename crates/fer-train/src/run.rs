@@ -241,6 +241,10 @@ pub struct EpochMetrics {
     /// With a weight average only: PrivateTest accuracy of the raw weights.
     #[serde(default)]
     pub raw_private_acc: Option<f64>,
+    /// With ELLE ([`crate::AdversarialTraining::linearity_weight`]) only: the mean over the
+    /// epoch's training faces of the local-linearity error (before the weight λ).
+    #[serde(default)]
+    pub train_linearity_error: Option<f64>,
 }
 
 impl EpochMetrics {
@@ -372,6 +376,7 @@ mod tests {
             public_adv_robust_acc: Some(0.1875),
             check_eval_robust_acc: Some(0.25),
             check_pgd_robust_acc: Some(0.0),
+            train_linearity_error: Some(0.03125),
             ..row.clone()
         };
         let averaged =
@@ -384,7 +389,7 @@ mod tests {
             "epoch,lr,train_loss,train_acc,public_loss,public_acc,private_loss,private_acc,img_per_s,seconds,\
              public_adv_acc,private_adv_acc,check_eval_acc,check_pgd_acc,catastrophic,train_adv_loss,train_adv_acc,\
              public_adv_balanced_acc,public_adv_top_answer_share,public_balanced_acc,public_adv_robust_acc,\
-             check_eval_robust_acc,check_pgd_robust_acc,raw_public_acc,raw_private_acc\n"
+             check_eval_robust_acc,check_pgd_robust_acc,raw_public_acc,raw_private_acc,train_linearity_error\n"
         ));
         // metrics.csv files written before the adversarial columns existed still read.
         let old = "epoch,lr,train_loss,train_acc,public_loss,public_acc,private_loss,private_acc,img_per_s,seconds\n\
@@ -406,6 +411,7 @@ mod tests {
             public_adv_robust_acc: None,
             check_eval_robust_acc: None,
             check_pgd_robust_acc: None,
+            train_linearity_error: None,
             ..adversarial
         };
         assert_eq!(read_metrics(&path).expect("old adversarial file"), vec![expected]);

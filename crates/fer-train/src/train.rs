@@ -11,7 +11,9 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use fer_adversarial::{Labels, RobustnessConfig, evaluate_robustness, kl_from_clean, perturb, right_after_attack};
+use fer_adversarial::{
+    Labels, RobustnessConfig, evaluate_robustness, kl_from_clean, local_linearity_error, perturb, right_after_attack,
+};
 use fer_dataset::{Emotion, FaceBatcher, Fer2013, Split, SplitData, View};
 use fer_models::{Model, NormStatistics, load_checkpoint, save_checkpoint};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -316,8 +318,14 @@ pub fn train_on_devices<B: AutodiffBackend>(
                     let mut rng = ChaCha8Rng::seed_from_u64(mix(config.seed, 0xAD01_0000_0000_0000 ^ stream));
                     let batch = adversarial_loss(step_adversarial.as_ref(), m, x, y.clone(), &loss_fn, &mut rng, true)
                         .map_err(|e| e.to_string())?;
-                    if let Some((loss, logits)) = batch.attacked {
-                        attacked.lock().map_err(|e| tally_poisoned(e).to_string())?.add(loss, logits, y);
+                    if batch.attacked.is_some() || batch.linearity.is_some() {
+                        let mut tally = attacked.lock().map_err(|e| tally_poisoned(e).to_string())?;
+                        if let Some(error) = batch.linearity {
+                            tally.add_linearity(error, y.dims()[0]);
+                        }
+                        if let Some((loss, logits)) = batch.attacked {
+                            tally.add(loss, logits, y);
+                        }
                     }
                     Ok((batch.loss, batch.logits))
                 };
@@ -341,8 +349,14 @@ pub fn train_on_devices<B: AutodiffBackend>(
                     &mut rng,
                     false,
                 )?;
-                if let Some((loss, logits)) = out.attacked {
-                    attacked.lock().map_err(tally_poisoned)?.add(loss, logits, batch.targets.clone());
+                if out.attacked.is_some() || out.linearity.is_some() {
+                    let mut tally = attacked.lock().map_err(tally_poisoned)?;
+                    if let Some(error) = out.linearity {
+                        tally.add_linearity(error, n);
+                    }
+                    if let Some((loss, logits)) = out.attacked {
+                        tally.add(loss, logits, batch.targets.clone());
+                    }
                 }
                 let loss_value: f32 = out.loss.clone().into_scalar().elem();
                 let hits = correct_predictions(out.logits, batch.targets);
@@ -365,10 +379,17 @@ pub fn train_on_devices<B: AutodiffBackend>(
             let ramping =
                 step_adversarial.as_ref().zip(config.adversarial.as_ref()).filter(|(s, a)| s.attack != a.attack);
             let ramp = ramping.map_or(String::new(), |(s, _)| format!(" (ε {:.4})", s.attack.eps()));
-            let attacked_figures = match attacked.lock().ok().and_then(|t| t.mean_loss().zip(t.accuracy())) {
+            let tally = attacked.lock().ok();
+            let attacked_figures = match tally.as_ref().and_then(|t| t.mean_loss().zip(t.accuracy())) {
                 Some((loss, acc)) => format!(" | attacked{ramp} loss {loss:.4} acc {:.2}%", 100.0 * acc),
                 None => String::new(),
             };
+            let linearity = tally.as_ref().and_then(|t| t.mean_linearity());
+            let attacked_figures = match linearity {
+                Some(error) => format!("{attacked_figures} lin. error {error:.4}"),
+                None => attacked_figures,
+            };
+            drop(tally);
             progress.step(format!(
                 "loss {:.4} acc {:.2}%{attacked_figures} {:.0} img/s lr {lr:.5}",
                 loss_sum / seen as f64,
@@ -428,13 +449,15 @@ pub fn train_on_devices<B: AutodiffBackend>(
             check_pgd_robust_acc: robust.and_then(|r| r.check.map(|c| c.check_robust)),
             raw_public_acc: raw.map(|r| r.0),
             raw_private_acc: raw.map(|r| r.1),
+            train_linearity_error: attacked.mean_linearity(),
         };
         if let (Some(adv), Some(r)) = (&config.adversarial, robust) {
             tracing::info!(
-                "epoch {}: attacked training crops: loss {:.4} acc {:.2}% | {} PublicTest {:.2}% (balanced {:.2}%, right before and after {:.2}%) | PrivateTest {:.2}%",
+                "epoch {}: attacked training crops: loss {:.4} acc {:.2}%{} | {} PublicTest {:.2}% (balanced {:.2}%, right before and after {:.2}%) | PrivateTest {:.2}%",
                 epoch + 1,
                 row.train_adv_loss.unwrap_or(f64::NAN),
                 100.0 * row.train_adv_acc.unwrap_or(f64::NAN),
+                row.train_linearity_error.map_or(String::new(), |e| format!(", local-linearity error {e:.5}")),
                 adv.eval_attack.label(),
                 100.0 * r.public,
                 100.0 * r.public_balanced,
@@ -547,6 +570,9 @@ pub(crate) struct BatchLoss<B: AutodiffBackend> {
     logits: Tensor<B, 2>,
     /// Adversarial training only: cross-entropy and logits of the attacked crops.
     attacked: Option<(Tensor<B, 1>, Tensor<B, 2>)>,
+    /// With ELLE ([`AdversarialTraining::linearity_weight`]) only: the batch's local-linearity
+    /// error, detached.
+    linearity: Option<Tensor<B, 1>>,
 }
 
 /// The error of an [`AttackedTally`] whose lock a panicking thread left poisoned.
@@ -560,6 +586,8 @@ struct AttackedTally {
     loss_sum: f64,
     hits: i64,
     seen: usize,
+    linearity_sum: f64,
+    linearity_seen: usize,
 }
 
 impl AttackedTally {
@@ -570,6 +598,18 @@ impl AttackedTally {
         self.loss_sum += f64::from(value) * n as f64;
         self.hits += correct_predictions(logits, targets);
         self.seen += n;
+    }
+
+    /// Adds one batch's (or shard's) local-linearity error, the mean over its `faces`.
+    fn add_linearity<Bk: Backend>(&mut self, error: Tensor<Bk, 1>, faces: usize) {
+        let value: f32 = error.into_scalar().elem();
+        self.linearity_sum += f64::from(value) * faces as f64;
+        self.linearity_seen += faces;
+    }
+
+    /// Mean local-linearity error per face; `None` without ELLE.
+    fn mean_linearity(&self) -> Option<f64> {
+        (self.linearity_seen > 0).then(|| self.linearity_sum / self.linearity_seen as f64)
     }
 
     /// Mean loss per crop; `None` when nothing was attacked.
@@ -605,7 +645,12 @@ pub(crate) fn adversarial_loss<B: AutodiffBackend>(
     let dropout_seed = |rng: &mut ChaCha8Rng| seed_dropout.then(|| rng.random::<u64>());
     let Some(adv) = adversarial else {
         let logits = model.forward_training(images, NormStatistics::BatchUpdate, dropout_seed(rng));
-        return Ok(BatchLoss { loss: loss_fn.forward(logits.clone(), targets), logits, attacked: None });
+        return Ok(BatchLoss {
+            loss: loss_fn.forward(logits.clone(), targets),
+            logits,
+            attacked: None,
+            linearity: None,
+        });
     };
     let labels = Labels::from_source(adv.labels, targets.clone());
     let attacked = match adv.source {
@@ -623,15 +668,25 @@ pub(crate) fn adversarial_loss<B: AutodiffBackend>(
             perturb(&adv.attack, forward, images.clone(), labels, rng)?
         }
     };
+    let faces = adv.linearity_weight.map(|_| images.clone());
     let logits = model.forward_training(images, adv.clean_norm_statistics, dropout_seed(rng));
     let clean = loss_fn.forward(logits.clone(), targets.clone());
     let attacked_logits = model.forward_training(attacked, adv.norm_statistics, dropout_seed(rng));
-    let adversarial = loss_fn.forward(attacked_logits.clone(), targets);
-    let loss = match adv.trades_beta {
+    let adversarial = loss_fn.forward(attacked_logits.clone(), targets.clone());
+    let mut loss = match adv.trades_beta {
         None => clean.mul_scalar(1.0 - adv.weight) + adversarial.clone().mul_scalar(adv.weight),
         Some(beta) => clean + kl_from_clean(logits.clone(), attacked_logits.clone()).mul_scalar(beta),
     };
-    Ok(BatchLoss { loss, logits, attacked: Some((adversarial.detach(), attacked_logits.detach())) })
+    let mut linearity = None;
+    if let (Some(lambda), Some(faces)) = (adv.linearity_weight, faces) {
+        // One dropout seed for the three points: a face's three passes share their masks.
+        let seed = rng.random::<u64>();
+        let forward = |x| model.forward_training(x, adv.norm_statistics, Some(seed));
+        let error = local_linearity_error(forward, faces, targets, adv.attack.eps(), rng)?;
+        loss = loss + error.clone().mul_scalar(lambda);
+        linearity = Some(error.detach());
+    }
+    Ok(BatchLoss { loss, logits, attacked: Some((adversarial.detach(), attacked_logits.detach())), linearity })
 }
 
 /// The training loss of `config`: cross-entropy, label-smoothed by `config.label_smoothing`.
@@ -1273,6 +1328,39 @@ mod tests {
         assert!((loss - clean_loss).abs() < 1e-5, "loss {loss} vs clean {clean_loss}");
         let diff = max_abs_diff(&weights, &clean_weights);
         assert!(diff < 1e-5, "the step differs from the clean one by {diff}");
+    }
+
+    /// ELLE: the loss is the weighted mix plus λ times the local-linearity error, whose three
+    /// passes share their dropout masks (at ε = 0 the three points are the face, so the error
+    /// is 0 only if they do).
+    #[test]
+    fn elle_adds_lambda_times_the_local_linearity_error() {
+        use fer_adversarial::Attack;
+        let setup = PlainStep::new(14);
+        let adv = |eps: f64, linearity_weight| AdversarialTraining {
+            linearity_weight,
+            norm_statistics: NormStatistics::Batch,
+            ..AdversarialTraining::new(Attack::fgsm(eps))
+        };
+        let (_, plain) = setup.loss(Some(adv(0.3, None)));
+        assert!(plain.linearity.is_none(), "no error without ELLE");
+        let plain: f32 = plain.loss.into_scalar().elem();
+        for lambda in [1.0, 250.0] {
+            let (_, out) = setup.loss(Some(adv(0.3, Some(lambda))));
+            let error: f32 = out.linearity.expect("the error is reported").into_scalar().elem();
+            assert!(error > 1e-6, "λ = {lambda}: the loss curves within 0.3 of the faces ({error})");
+            let loss: f32 = out.loss.into_scalar().elem();
+            let want = plain + lambda as f32 * error;
+            assert!((loss - want).abs() <= 1e-5 * want.max(1.0), "λ = {lambda}: {loss} vs {plain} + λ·{error}");
+        }
+        // With dropout, ε = 0: all three passes see the faces through the same masks.
+        let Ok(ModelConfig::Vgg(vgg)) = ModelConfig::from_name("vgg-small") else { panic!("a VGG") };
+        assert!(vgg.dropout > 0.0, "vgg-small has dropout");
+        let net = ModelConfig::Vgg(vgg);
+        let template: Model<B> = net.init(&Default::default());
+        let (_, out) = loss_on_copy(&net, &template, Some(adv(0.0, Some(100.0))), &setup.images, &setup.targets);
+        let error: f32 = out.linearity.expect("the error").into_scalar().elem();
+        assert_eq!(error, 0.0, "the three passes must share their dropout masks");
     }
 
     /// Label smoothing s: the loss is (1 − s)·CE(y) + s·mean over the classes of −log p, by hand.
