@@ -20,7 +20,8 @@ use crate::attack::random_start;
 /// A loss that is linear in the input within the ball has error 0; catastrophic overfitting
 /// goes with a loss surface that curves sharply inside it, which FGSM's single linear step
 /// then misjudges. Abad Rocamora et al. add `λ ·` this error to the adversarial training loss
-/// (they report λ = 5,000 for CIFAR-10 at ε = 8/255 and ε up to 26/255). The error is
+/// (their CIFAR-10 scripts, FGSM without a random start: λ = 1,000 up to ε = 8/255, 5,000 from
+/// 10/255 to 20/255, 10,000 from 22/255 to 26/255). The error is
 /// differentiable in whatever `forward` depends on (a model's parameters); the points
 /// themselves are detached.
 ///
