@@ -580,7 +580,8 @@ fn tally_poisoned<T>(_: std::sync::PoisonError<T>) -> TrainError {
     TrainError::Data("a thread panicked while counting the attacked training crops".into())
 }
 
-/// Sums over an epoch of the attacked training crops' loss and correct answers.
+/// Sums over an epoch of the attacked training crops' loss and correct answers and, with ELLE,
+/// of the local-linearity error.
 #[derive(Debug, Default)]
 struct AttackedTally {
     loss_sum: f64,
