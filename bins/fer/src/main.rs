@@ -506,13 +506,11 @@ impl TrainingAttackArgs {
         if let Some(noise) = self.adv_noise {
             attack = attack.with_noise(noise)?;
         }
-        let training = fer_train::AdversarialTraining {
+        Ok(Some(fer_train::AdversarialTraining {
             source: self.adv_source,
             linearity_weight: self.adv_linearity,
             ..fer_train::AdversarialTraining::new(attack)
-        };
-        training.check().map_err(anyhow::Error::msg)?;
-        Ok(Some(training))
+        }))
     }
 }
 

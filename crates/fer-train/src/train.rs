@@ -318,14 +318,8 @@ pub fn train_on_devices<B: AutodiffBackend>(
                     let mut rng = ChaCha8Rng::seed_from_u64(mix(config.seed, 0xAD01_0000_0000_0000 ^ stream));
                     let batch = adversarial_loss(step_adversarial.as_ref(), m, x, y.clone(), &loss_fn, &mut rng, true)
                         .map_err(|e| e.to_string())?;
-                    if batch.attacked.is_some() || batch.linearity.is_some() {
-                        let mut tally = attacked.lock().map_err(|e| tally_poisoned(e).to_string())?;
-                        if let Some(error) = batch.linearity {
-                            tally.add_linearity(error, y.dims()[0]);
-                        }
-                        if let Some((loss, logits)) = batch.attacked {
-                            tally.add(loss, logits, y);
-                        }
+                    if let Some(crops) = batch.attacked {
+                        attacked.lock().map_err(|e| tally_poisoned(e).to_string())?.add(crops, batch.linearity, y);
                     }
                     Ok((batch.loss, batch.logits))
                 };
@@ -349,14 +343,8 @@ pub fn train_on_devices<B: AutodiffBackend>(
                     &mut rng,
                     false,
                 )?;
-                if out.attacked.is_some() || out.linearity.is_some() {
-                    let mut tally = attacked.lock().map_err(tally_poisoned)?;
-                    if let Some(error) = out.linearity {
-                        tally.add_linearity(error, n);
-                    }
-                    if let Some((loss, logits)) = out.attacked {
-                        tally.add(loss, logits, batch.targets.clone());
-                    }
+                if let Some(crops) = out.attacked {
+                    attacked.lock().map_err(tally_poisoned)?.add(crops, out.linearity, batch.targets.clone());
                 }
                 let loss_value: f32 = out.loss.clone().into_scalar().elem();
                 let hits = correct_predictions(out.logits, batch.targets);
@@ -379,17 +367,14 @@ pub fn train_on_devices<B: AutodiffBackend>(
             let ramping =
                 step_adversarial.as_ref().zip(config.adversarial.as_ref()).filter(|(s, a)| s.attack != a.attack);
             let ramp = ramping.map_or(String::new(), |(s, _)| format!(" (ε {:.4})", s.attack.eps()));
-            let tally = attacked.lock().ok();
-            let attacked_figures = match tally.as_ref().and_then(|t| t.mean_loss().zip(t.accuracy())) {
-                Some((loss, acc)) => format!(" | attacked{ramp} loss {loss:.4} acc {:.2}%", 100.0 * acc),
-                None => String::new(),
+            let figures = attacked.lock().ok().map(|t| (t.mean_loss().zip(t.accuracy()), t.mean_linearity()));
+            let attacked_figures = match figures {
+                Some((Some((loss, acc)), linearity)) => {
+                    let linearity = linearity.map_or(String::new(), |error| format!(" lin. error {error:.4}"));
+                    format!(" | attacked{ramp} loss {loss:.4} acc {:.2}%{linearity}", 100.0 * acc)
+                }
+                _ => String::new(),
             };
-            let linearity = tally.as_ref().and_then(|t| t.mean_linearity());
-            let attacked_figures = match linearity {
-                Some(error) => format!("{attacked_figures} lin. error {error:.4}"),
-                None => attacked_figures,
-            };
-            drop(tally);
             progress.step(format!(
                 "loss {:.4} acc {:.2}%{attacked_figures} {:.0} img/s lr {lr:.5}",
                 loss_sum / seen as f64,
@@ -587,30 +572,33 @@ struct AttackedTally {
     loss_sum: f64,
     hits: i64,
     seen: usize,
-    linearity_sum: f64,
-    linearity_seen: usize,
+    /// With ELLE only: the sum over the attacked crops of the local-linearity error.
+    linearity_sum: Option<f64>,
 }
 
 impl AttackedTally {
-    /// Adds one batch (or shard): its mean loss, its logits and their targets.
-    fn add<Bk: Backend>(&mut self, loss: Tensor<Bk, 1>, logits: Tensor<Bk, 2>, targets: Tensor<Bk, 1, Int>) {
+    /// Adds one batch (or shard): its attacked crops' mean loss and logits, with ELLE the batch's
+    /// mean local-linearity error, and their targets.
+    fn add<Bk: Backend>(
+        &mut self,
+        (loss, logits): (Tensor<Bk, 1>, Tensor<Bk, 2>),
+        linearity: Option<Tensor<Bk, 1>>,
+        targets: Tensor<Bk, 1, Int>,
+    ) {
         let n = targets.dims()[0];
         let value: f32 = loss.into_scalar().elem();
         self.loss_sum += f64::from(value) * n as f64;
+        if let Some(error) = linearity {
+            let error: f32 = error.into_scalar().elem();
+            *self.linearity_sum.get_or_insert(0.0) += f64::from(error) * n as f64;
+        }
         self.hits += correct_predictions(logits, targets);
         self.seen += n;
     }
 
-    /// Adds one batch's (or shard's) local-linearity error, the mean over its `faces`.
-    fn add_linearity<Bk: Backend>(&mut self, error: Tensor<Bk, 1>, faces: usize) {
-        let value: f32 = error.into_scalar().elem();
-        self.linearity_sum += f64::from(value) * faces as f64;
-        self.linearity_seen += faces;
-    }
-
-    /// Mean local-linearity error per face; `None` without ELLE.
+    /// Mean local-linearity error per attacked crop; `None` without ELLE.
     fn mean_linearity(&self) -> Option<f64> {
-        (self.linearity_seen > 0).then(|| self.linearity_sum / self.linearity_seen as f64)
+        self.linearity_sum.filter(|_| self.seen > 0).map(|sum| sum / self.seen as f64)
     }
 
     /// Mean loss per crop; `None` when nothing was attacked.
