@@ -1321,7 +1321,7 @@ mod tests {
 
     /// ELLE: the loss is the weighted mix plus λ times the local-linearity error, whose three
     /// passes share their dropout masks (at ε = 0 the three points are the face, so the error
-    /// is 0 only if they do).
+    /// is 0, up to rounding, only if they do).
     #[test]
     fn elle_adds_lambda_times_the_local_linearity_error() {
         use fer_adversarial::Attack;
@@ -1342,14 +1342,17 @@ mod tests {
             let want = plain + lambda as f32 * error;
             assert!((loss - want).abs() <= 1e-5 * want.max(1.0), "λ = {lambda}: {loss} vs {plain} + λ·{error}");
         }
-        // With dropout, ε = 0: all three passes see the faces through the same masks.
+        // With dropout, ε = 0: all three passes see the faces through the same masks. x_c =
+        // α·x + (1 − α)·x can differ from x in the last bit, which leaves an error of the order of
+        // 1e-15 (seen: 2.4e-15, with weights drawn from the generator the tests share); passes
+        // with masks of their own give 7e-3 to 6e-2 here.
         let Ok(ModelConfig::Vgg(vgg)) = ModelConfig::from_name("vgg-small") else { panic!("a VGG") };
         assert!(vgg.dropout > 0.0, "vgg-small has dropout");
         let net = ModelConfig::Vgg(vgg);
         let template: Model<B> = net.init(&Default::default());
         let (_, out) = loss_on_copy(&net, &template, Some(adv(0.0, Some(100.0))), &setup.images, &setup.targets);
         let error: f32 = out.linearity.expect("the error").into_scalar().elem();
-        assert_eq!(error, 0.0, "the three passes must share their dropout masks");
+        assert!(error < 1e-9, "the three passes must share their dropout masks ({error})");
     }
 
     /// Label smoothing s: the loss is (1 − s)·CE(y) + s·mean over the classes of −log p, by hand.
