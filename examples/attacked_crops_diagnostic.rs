@@ -83,7 +83,7 @@ const PASSES: [Pass; 5] = [
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     fer_rs::models::keep_freed_memory();
-    let attack = Attack::from_name(&args.method, parse_eps(&args.eps)?, None, args.steps)?;
+    let attack = Attack::from_name(&args.method, parse_eps(&args.eps)?, None, Some(args.steps))?;
     attack.check()?;
     if args.faces == 0 || args.batch == 0 {
         return Err("--faces and --batch must be positive".into());

@@ -30,16 +30,21 @@ pub struct AttackArgs {
     /// Refuse a checkpoint that does not hold this model (vgg19, resnet18, cnn-hog-b, …).
     #[arg(long)]
     model: Option<String>,
-    /// Attack: fgsm, fgsm-rs or pgd.
+    /// Attack: fgsm, fgsm-rs, pgd, or APGD (Croce & Hein 2020, AutoAttack's PGD with momentum
+    /// and a step size of its own, halved where the loss stalls): apgd-ce (cross-entropy),
+    /// apgd-dlr (difference of logits ratio, blind to scaled logits) or apgd (both, a face broken
+    /// by either counts as broken).
     #[arg(long, default_value = "fgsm")]
     method: String,
     /// L∞ budget on pixels in [0, 1]: 0.3, 8/255, …
     #[arg(long, default_value = "0.3")]
     eps: String,
-    /// PGD iterations.
-    #[arg(long, default_value_t = 10)]
-    steps: usize,
-    /// Step size: 0.075, 2/255, … [default: 1.25ε for fgsm-rs, 2.5ε/steps for pgd].
+    /// Iterations (gradient passes) of pgd and of each APGD run [default: 10 for pgd, 100 for
+    /// apgd-ce / apgd-dlr / apgd].
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Step size: 0.075, 2/255, … [default: 1.25ε for fgsm-rs, 2.5ε/steps for pgd; APGD sets
+    /// its own and refuses one].
     #[arg(long, value_parser = fer_adversarial::parse_step_size)]
     alpha: Option<f64>,
     /// Labels the attack pushes away from: predicted (the reference), true, or distribution (the

@@ -468,15 +468,16 @@ struct TrainArgs {
 #[derive(clap::Args, Debug)]
 struct TrainingAttackArgs {
     /// Adversarial training with this attack: fgsm (the reference), fgsm-rs, n-fgsm (de Jorge et
-    /// al. 2022: noise 2ε, step ε, no projection to the ε-ball) or pgd.
+    /// al. 2022: noise 2ε, step ε, no projection to the ε-ball) or pgd (apgd-ce, apgd-dlr and
+    /// apgd run too, at 100 passes a step unless --adv-steps says less).
     #[arg(long)]
     adversarial: Option<String>,
     /// L∞ budget of adversarial training (pixels in [0, 1]): 0.3, 8/255, …
     #[arg(long, default_value = "0.3", requires = "adversarial")]
     eps: String,
-    /// PGD iterations of adversarial training.
-    #[arg(long, default_value_t = 10, requires = "adversarial")]
-    adv_steps: usize,
+    /// PGD (and APGD) iterations of adversarial training [default: 10 for pgd, 100 for APGD].
+    #[arg(long, requires = "adversarial")]
+    adv_steps: Option<usize>,
     /// Step size of the training attack: 0.075, 2/255, … [default: 1.25ε for fgsm-rs, ε for
     /// n-fgsm, 2.5ε/steps for pgd].
     #[arg(long, requires = "adversarial", value_parser = fer_adversarial::parse_step_size)]

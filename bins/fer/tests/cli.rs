@@ -591,6 +591,21 @@ fn adversarial_training_then_attacks_on_ndarray() {
     assert_eq!(json["config"]["center_crop"], 40);
     assert_eq!(json["config"]["attack"]["alpha"].as_f64(), Some(2.0 / 255.0), "{}", json["config"]);
     assert!(json["config"]["tencrop"].is_null());
+    // APGD (CE, then DLR), two passes each, on 4 faces: its settings in attack.json.
+    let apgd_attack = dir.path().join("apgd-attack");
+    let apgd_attack = apgd_attack.to_str().expect("utf-8");
+    let apgd_args = ["attack", "--checkpoint", best, "--method", "apgd", "--steps", "2", "--limit", "4"];
+    let out = fer(&[&apgd_args[..], &["--out", apgd_attack, "--device", "ndarray", "--data", csv]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("APGD-CE+DLR-2 ε=0.300"), "{}", stdout(&out));
+    let json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(std::path::Path::new(apgd_attack).join("attack.json")).expect("attack.json"),
+    )
+    .expect("JSON");
+    let attack = &json["config"]["attack"];
+    assert_eq!((attack["method"].as_str(), attack["steps"].as_u64()), (Some("apgd"), Some(2)), "{attack}");
+    assert_eq!(attack["loss"].as_str(), Some("ce-then-dlr"), "{attack}");
+    assert!(json["max_perturbation"].as_f64().expect("distance") <= 0.3 + 1e-6);
     let out = fer(&["recalibrate-bn", "--checkpoint", "/no/such.fer", "--out", recal_s, "--device", "ndarray"]);
     assert!(stderr(&out).contains("cannot read checkpoint /no/such.fer"), "{}", stderr(&out));
     let out =
@@ -675,10 +690,12 @@ fn adversarial_training_then_attacks_on_ndarray() {
     bad(&["--eps=-0.1"], "ε = -0.1 is outside [0, 1]");
     bad(&["--eps", "1.5"], "ε = 1.5 is outside [0, 1]");
     bad(&["--eps", "big"], "cannot read ε `big`");
-    bad(&["--method", "pgd", "--steps", "0"], "PGD needs at least 1 step");
+    bad(&["--method", "pgd", "--steps", "0"], "PGD and APGD need at least 1 step");
     bad(&["--method", "pgd", "--alpha", "two"], "cannot read step size α `two`");
     bad(&["--method", "pgd", "--alpha=-1/255"], "must be a finite number >= 0");
     bad(&["--method", "deepfool"], "unknown attack `deepfool`");
+    bad(&["--method", "apgd-ce", "--alpha", "0.01"], "apgd-ce sets its own step size");
+    bad(&["--method", "apgd-dlr", "--labels", "distribution"], "cannot drive apgd-dlr");
     bad(&["--labels", "distribution"], "use an attack with a random start (fgsm-rs, n-fgsm or pgd)");
     bad(&["--labels", "gold"], "expected predicted, true or distribution");
     bad(&["--method", "n-fgsm"], "`n-fgsm` is a training attack");

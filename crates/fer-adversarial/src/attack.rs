@@ -1,5 +1,5 @@
-//! FGSM, FGSM-RS and PGD-k under an L∞ budget, on pixels in `[0, 1]`, and N-FGSM, a training
-//! attack whose examples leave that budget on purpose.
+//! FGSM, FGSM-RS, PGD-k and APGD under an L∞ budget, on pixels in `[0, 1]`, and N-FGSM, a
+//! training attack whose examples leave that budget on purpose.
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
@@ -7,6 +7,8 @@ use burn::tensor::TensorData;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::AutodiffBackend;
 use rand::{Rng, RngExt};
+
+use crate::apgd::{ApgdLoss, apgd};
 
 /// What an attack cannot be run with.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -23,11 +25,12 @@ pub enum AttackError {
         /// The value given.
         alpha: f64,
     },
-    /// PGD with zero iterations.
-    #[error("PGD needs at least 1 step (got 0)")]
+    /// PGD or APGD with zero iterations.
+    #[error("PGD and APGD need at least 1 step (got 0)")]
     Steps,
-    /// An attack name that is not `fgsm`, `fgsm-rs`, `n-fgsm` or `pgd`.
-    #[error("unknown attack `{0}` (expected fgsm, fgsm-rs, n-fgsm or pgd)")]
+    /// An attack name that is not `fgsm`, `fgsm-rs`, `n-fgsm`, `pgd`, `apgd-ce`, `apgd-dlr` or
+    /// `apgd`.
+    #[error("unknown attack `{0}` (expected fgsm, fgsm-rs, n-fgsm, pgd, apgd-ce, apgd-dlr or apgd)")]
     UnknownMethod(String),
     /// N-FGSM's noise magnitude negative or not a number.
     #[error("N-FGSM noise magnitude {noise} must be a finite number >= 0")]
@@ -38,7 +41,7 @@ pub enum AttackError {
     /// A training-only attack ([`Attack::is_bounded`] false) asked to measure robustness.
     #[error(
         "`{0}` is a training attack: its examples leave the ε-ball (up to noise + α from the clean face), so its \
-         accuracy measures no ε-robustness; evaluate with fgsm, fgsm-rs or pgd"
+         accuracy measures no ε-robustness; evaluate with fgsm, fgsm-rs, pgd or apgd"
     )]
     TrainingOnly(&'static str),
     /// A label source that is not `predicted`, `true` or `distribution`.
@@ -117,6 +120,22 @@ pub enum Attack {
         /// Iterations.
         steps: usize,
     },
+    /// Croce & Hein 2020 (APGD, AutoAttack's first attacks): from a random start in the ε-ball,
+    /// `steps` steps of PGD with momentum 0.75 and a step size per face that starts at 2ε and is
+    /// halved at checkpoints where the loss stopped climbing (restarting from the face's best
+    /// point), so no step size is set by hand. It keeps, per face, the first point whose answer
+    /// left the label, else the point of highest loss. With [`ApgdLoss::CeThenDlr`] it runs on
+    /// the cross-entropy, then on the DLR loss for the faces still unbroken, and keeps, per face,
+    /// a point that breaks it if either found one: a stronger evaluation than PGD-k, for up to
+    /// `2 · steps` passes.
+    Apgd {
+        /// L∞ budget.
+        eps: f64,
+        /// Gradient passes of each run (AutoAttack: 100).
+        steps: usize,
+        /// The loss climbed.
+        loss: ApgdLoss,
+    },
     /// de Jorge et al. 2022 ("Make some noise: reliable and efficient single-step adversarial
     /// training", NeurIPS): start at `x + η`, `η ~ U(−noise, noise)` (the paper: noise = 2ε), one
     /// signed-gradient step of `alpha` (the paper: α = ε), clipped to `[0, 1]` only, **not** to the
@@ -157,19 +176,42 @@ impl Attack {
         Attack::Pgd { eps, alpha: 2.5 * eps / steps.max(1) as f64, steps }
     }
 
-    /// Builds an attack from its CLI name (`fgsm`, `fgsm-rs`, `n-fgsm`, `pgd`), budget, optional
-    /// step size (default as the constructors) and PGD steps; N-FGSM's noise is 2ε (set another
-    /// with [`Attack::with_noise`]). Checks the result.
-    pub fn from_name(name: &str, eps: f64, alpha: Option<f64>, steps: usize) -> Result<Attack, AttackError> {
-        let attack = match name.to_ascii_lowercase().as_str() {
-            "fgsm" => Attack::fgsm(eps),
-            "fgsm-rs" => Attack::FgsmRs { eps, alpha: alpha.unwrap_or(1.25 * eps) },
-            "n-fgsm" | "nfgsm" => Attack::NFgsm { eps, noise: 2.0 * eps, alpha: alpha.unwrap_or(eps) },
-            "pgd" => match alpha {
-                Some(alpha) => Attack::Pgd { eps, alpha, steps },
-                None => Attack::pgd(eps, steps),
-            },
-            _ => return Err(AttackError::UnknownMethod(name.to_string())),
+    /// APGD with budget `eps`, `steps` passes per run and `loss`.
+    pub fn apgd(eps: f64, steps: usize, loss: ApgdLoss) -> Attack {
+        Attack::Apgd { eps, steps, loss }
+    }
+
+    /// Builds an attack from its CLI name (`fgsm`, `fgsm-rs`, `n-fgsm`, `pgd`, `apgd-ce`,
+    /// `apgd-dlr`, `apgd`), budget, optional step size (default as the constructors; APGD sets
+    /// its own and refuses one) and iterations (`None`: 10 for PGD, 100 for APGD, as in
+    /// AutoAttack; the single-step attacks ignore it); N-FGSM's noise is 2ε (set another with
+    /// [`Attack::with_noise`]). Checks the result.
+    pub fn from_name(name: &str, eps: f64, alpha: Option<f64>, steps: Option<usize>) -> Result<Attack, AttackError> {
+        let name = name.to_ascii_lowercase();
+        let apgd_loss = match name.as_str() {
+            "apgd-ce" => Some(ApgdLoss::Ce),
+            "apgd-dlr" => Some(ApgdLoss::Dlr),
+            "apgd" => Some(ApgdLoss::CeThenDlr),
+            _ => None,
+        };
+        if let (Some(_), Some(alpha)) = (apgd_loss, alpha) {
+            return Err(AttackError::Config(format!(
+                "{name} sets its own step size (2ε, halved where the loss stalls): drop the step size α = {alpha}"
+            )));
+        }
+        let attack = match (name.as_str(), apgd_loss) {
+            (_, Some(loss)) => Attack::apgd(eps, steps.unwrap_or(100), loss),
+            ("fgsm", _) => Attack::fgsm(eps),
+            ("fgsm-rs", _) => Attack::FgsmRs { eps, alpha: alpha.unwrap_or(1.25 * eps) },
+            ("n-fgsm" | "nfgsm", _) => Attack::NFgsm { eps, noise: 2.0 * eps, alpha: alpha.unwrap_or(eps) },
+            ("pgd", _) => {
+                let steps = steps.unwrap_or(10);
+                match alpha {
+                    Some(alpha) => Attack::Pgd { eps, alpha, steps },
+                    None => Attack::pgd(eps, steps),
+                }
+            }
+            _ => return Err(AttackError::UnknownMethod(name)),
         };
         attack.check()?;
         Ok(attack)
@@ -189,13 +231,16 @@ impl Attack {
         Ok(attack)
     }
 
-    /// `fgsm`, `fgsm-rs`, `n-fgsm` or `pgd`.
+    /// `fgsm`, `fgsm-rs`, `n-fgsm`, `pgd`, `apgd-ce`, `apgd-dlr` or `apgd` (the CLI names).
     pub fn method(&self) -> &'static str {
         match self {
             Attack::Fgsm { .. } => "fgsm",
             Attack::FgsmRs { .. } => "fgsm-rs",
             Attack::NFgsm { .. } => "n-fgsm",
             Attack::Pgd { .. } => "pgd",
+            Attack::Apgd { loss: ApgdLoss::Ce, .. } => "apgd-ce",
+            Attack::Apgd { loss: ApgdLoss::Dlr, .. } => "apgd-dlr",
+            Attack::Apgd { loss: ApgdLoss::CeThenDlr, .. } => "apgd",
         }
     }
 
@@ -212,15 +257,25 @@ impl Attack {
             Attack::FgsmRs { eps, .. } => format!("FGSM-RS ε={eps:.3}"),
             Attack::NFgsm { eps, noise, .. } => format!("N-FGSM ε={eps:.3} noise={noise:.3}"),
             Attack::Pgd { eps, steps, .. } => format!("PGD-{steps} ε={eps:.3}"),
+            Attack::Apgd { eps, steps, loss } => {
+                let loss = match loss {
+                    ApgdLoss::Ce => "CE",
+                    ApgdLoss::Dlr => "DLR",
+                    ApgdLoss::CeThenDlr => "CE+DLR",
+                };
+                format!("APGD-{loss}-{steps} ε={eps:.3}")
+            }
         }
     }
 
     /// The L∞ budget.
     pub fn eps(&self) -> f64 {
         match *self {
-            Attack::Fgsm { eps } | Attack::FgsmRs { eps, .. } | Attack::NFgsm { eps, .. } | Attack::Pgd { eps, .. } => {
-                eps
-            }
+            Attack::Fgsm { eps }
+            | Attack::FgsmRs { eps, .. }
+            | Attack::NFgsm { eps, .. }
+            | Attack::Pgd { eps, .. }
+            | Attack::Apgd { eps, .. } => eps,
         }
     }
 
@@ -233,22 +288,32 @@ impl Attack {
             Attack::FgsmRs { alpha, .. } => Attack::FgsmRs { eps, alpha: scale(alpha) },
             Attack::NFgsm { noise, alpha, .. } => Attack::NFgsm { eps, noise: scale(noise), alpha: scale(alpha) },
             Attack::Pgd { alpha, steps, .. } => Attack::Pgd { eps, alpha: scale(alpha), steps },
+            Attack::Apgd { steps, loss, .. } => Attack::Apgd { eps, steps, loss },
         }
     }
 
-    /// Gradient evaluations (forward + backward passes) per image.
+    /// Gradient evaluations (forward + backward passes) per image (for `apgd`, at most: its DLR
+    /// run skips the faces its cross-entropy run broke).
     pub fn gradient_passes(&self) -> usize {
         match *self {
             Attack::Fgsm { .. } | Attack::FgsmRs { .. } | Attack::NFgsm { .. } => 1,
             Attack::Pgd { steps, .. } => steps,
+            Attack::Apgd { steps, loss: ApgdLoss::CeThenDlr, .. } => 2 * steps,
+            Attack::Apgd { steps, .. } => steps,
         }
     }
 
     /// Checks that labels from `source` can drive this attack: the clean answer distribution
-    /// ([`LabelSource::Distribution`]) needs a random start, which FGSM has not.
+    /// ([`LabelSource::Distribution`]) needs a random start, which FGSM has not, and APGD climbs
+    /// the loss of a class label.
     pub fn check_labels(&self, source: LabelSource) -> Result<(), AttackError> {
         match (source, self) {
             (LabelSource::Distribution, Attack::Fgsm { .. }) => Err(AttackError::NeedsRandomStart(self.method())),
+            (LabelSource::Distribution, Attack::Apgd { .. }) => Err(AttackError::Config(format!(
+                "labels `distribution` (TRADES's KL objective) cannot drive {}: APGD climbs the cross-entropy or the \
+                 DLR loss of a class label; use predicted or true labels",
+                self.method()
+            ))),
             _ => Ok(()),
         }
     }
@@ -267,7 +332,7 @@ impl Attack {
                 Err(AttackError::StepSize { alpha })
             }
             Attack::NFgsm { noise, .. } if !(noise.is_finite() && noise >= 0.0) => Err(AttackError::Noise { noise }),
-            Attack::Pgd { steps: 0, .. } => Err(AttackError::Steps),
+            Attack::Pgd { steps: 0, .. } | Attack::Apgd { steps: 0, .. } => Err(AttackError::Steps),
             _ => Ok(()),
         }
     }
@@ -426,6 +491,13 @@ where
             }
             x
         }
+        Attack::Apgd { eps, steps, loss } => {
+            let Targets::Hard(Some(labels)) = targets else {
+                // Predicted and given labels are hard labels here; the distribution is refused above.
+                return Err(AttackError::Config(format!("{} needs class labels", attack.method())));
+            };
+            apgd(&forward, &clean, labels, eps, steps, loss, rng)?
+        }
     };
     Ok(Tensor::from_inner(adversarial))
 }
@@ -486,7 +558,7 @@ where
 }
 
 /// `x` clipped into the ε-ball around `clean` and into `[0, 1]`.
-fn project<B: Backend>(x: Tensor<B, 4>, clean: &Tensor<B, 4>, eps: f64) -> Tensor<B, 4> {
+pub(crate) fn project<B: Backend>(x: Tensor<B, 4>, clean: &Tensor<B, 4>, eps: f64) -> Tensor<B, 4> {
     let low = clean.clone().sub_scalar(eps);
     let high = clean.clone().add_scalar(eps);
     x.max_pair(low).min_pair(high).clamp(0.0, 1.0)
@@ -680,7 +752,13 @@ mod tests {
         let model = ModelConfig::from_name("vgg-small").expect("known").init::<B>(&device).no_grad();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let faces = random_faces(&mut rng, 2, 48);
-        for attack in [Attack::fgsm(0.0), Attack::fgsm_rs(0.0), Attack::n_fgsm(0.0), Attack::pgd(0.0, 3)] {
+        for attack in [
+            Attack::fgsm(0.0),
+            Attack::fgsm_rs(0.0),
+            Attack::n_fgsm(0.0),
+            Attack::pgd(0.0, 3),
+            Attack::apgd(0.0, 3, ApgdLoss::CeThenDlr),
+        ] {
             let adv = perturb(&attack, |x| model.logits_inference(x), faces.clone(), Labels::Predicted, &mut rng)
                 .expect("ok");
             assert_eq!(floats(adv), floats(faces.clone()), "{}", attack.label());
@@ -700,14 +778,15 @@ mod tests {
             let side = if rng.random_bool(0.5) { 44 } else { 48 };
             let faces = random_faces(&mut rng, n, side);
             let eps = if case == 0 { 1.0 } else { rng.random_range(0.0..=0.5) };
-            let attacks = [Attack::fgsm(eps), Attack::fgsm_rs(eps), Attack::pgd(eps, 2)];
+            let apgd = [ApgdLoss::Ce, ApgdLoss::Dlr, ApgdLoss::CeThenDlr][case as usize % 3];
+            let attacks = [Attack::fgsm(eps), Attack::fgsm_rs(eps), Attack::pgd(eps, 2), Attack::apgd(eps, 4, apgd)];
             for attack in attacks {
                 let labels = match rng.random_range(0..3) {
                     0 => {
                         let t: Vec<i64> = (0..n).map(|_| rng.random_range(0..7)).collect();
                         Labels::Given(Tensor::from_data(TensorData::new(t, [n]), &device))
                     }
-                    1 if attack.method() != "fgsm" => Labels::Distribution,
+                    1 if attack.check_labels(LabelSource::Distribution).is_ok() => Labels::Distribution,
                     _ => Labels::Predicted,
                 };
                 // The model is not frozen here: the attack must still leave it alone.
@@ -800,7 +879,7 @@ mod tests {
             all
         };
         let before = grads(&model);
-        for attack in [Attack::fgsm(0.3), Attack::pgd(0.3, 3)] {
+        for attack in [Attack::fgsm(0.3), Attack::pgd(0.3, 3), Attack::apgd(0.3, 3, ApgdLoss::CeThenDlr)] {
             let _ = perturb(&attack, |x| model.logits_inference(x), faces.clone(), Labels::Predicted, &mut rng)
                 .expect("ok");
         }
@@ -816,9 +895,29 @@ mod tests {
         assert_eq!(Attack::Pgd { eps: 0.1, alpha: 0.01, steps: 0 }.check(), Err(AttackError::Steps));
         assert_eq!(Attack::FgsmRs { eps: 0.1, alpha: -1.0 }.check(), Err(AttackError::StepSize { alpha: -1.0 }));
         assert!(AttackError::Epsilon { eps: 1.5 }.to_string().contains("1.5"));
-        assert_eq!(Attack::from_name("pgd", 0.3, None, 10), Ok(Attack::pgd(0.3, 10)));
-        assert_eq!(Attack::from_name("pgd", 0.3, None, 0), Err(AttackError::Steps));
-        assert_eq!(Attack::from_name("cw", 0.3, None, 1), Err(AttackError::UnknownMethod("cw".into())));
+        assert_eq!(Attack::from_name("pgd", 0.3, None, Some(10)), Ok(Attack::pgd(0.3, 10)));
+        assert_eq!(Attack::from_name("pgd", 0.3, None, Some(0)), Err(AttackError::Steps));
+        assert_eq!(Attack::from_name("cw", 0.3, None, Some(1)), Err(AttackError::UnknownMethod("cw".into())));
+        assert_eq!(Attack::from_name("pgd", 0.3, None, None), Ok(Attack::pgd(0.3, 10)));
+        assert_eq!(Attack::from_name("APGD-CE", 0.3, None, None), Ok(Attack::apgd(0.3, 100, ApgdLoss::Ce)));
+        assert_eq!(Attack::from_name("apgd-dlr", 0.1, None, Some(20)), Ok(Attack::apgd(0.1, 20, ApgdLoss::Dlr)));
+        let both = Attack::from_name("apgd", 8.0 / 255.0, None, None).expect("known");
+        assert_eq!((both.method(), both.gradient_passes()), ("apgd", 200));
+        assert_eq!(both.label(), "APGD-CE+DLR-100 ε=0.031");
+        assert_eq!(both.with_eps(0.3), Attack::apgd(0.3, 100, ApgdLoss::CeThenDlr));
+        assert_eq!(Attack::from_name("apgd-ce", 0.3, None, Some(0)), Err(AttackError::Steps));
+        let err = Attack::from_name("apgd-ce", 0.3, Some(0.01), None).expect_err("APGD sets its own step");
+        assert!(err.to_string().contains("sets its own step size") && err.to_string().contains("0.01"), "{err}");
+        let err = Attack::apgd(0.1, 5, ApgdLoss::Dlr).check_labels(LabelSource::Distribution).expect_err("labels");
+        assert!(err.to_string().contains("apgd-dlr") && err.to_string().contains("predicted or true"), "{err}");
+        let two_classes = perturb(
+            &Attack::apgd(0.1, 2, ApgdLoss::Dlr),
+            |x: Tensor<B, 4>| x.reshape([1, 4]).narrow(1, 0, 2),
+            Tensor::<B, 4>::zeros([1, 1, 2, 2], &Default::default()),
+            Labels::Predicted,
+            &mut ChaCha8Rng::seed_from_u64(0),
+        );
+        assert!(two_classes.expect_err("DLR needs 3 classes").to_string().contains("3 classes or more"));
         assert_eq!(parse_eps("8/255"), Ok(8.0 / 255.0));
         assert_eq!(parse_eps(" 0.3 "), Ok(0.3));
         assert_eq!(parse_eps("2"), Err(AttackError::Epsilon { eps: 2.0 }));
@@ -844,9 +943,12 @@ mod tests {
         );
         assert!(AttackError::NeedsRandomStart("fgsm").to_string().contains("`fgsm`"));
         assert_eq!(Attack::n_fgsm(0.1).check_labels(LabelSource::Distribution), Ok(()));
-        assert_eq!(Attack::from_name("n-fgsm", 0.3, None, 10), Ok(Attack::NFgsm { eps: 0.3, noise: 0.6, alpha: 0.3 }));
         assert_eq!(
-            Attack::from_name("N-FGSM", 0.1, Some(0.05), 1),
+            Attack::from_name("n-fgsm", 0.3, None, Some(10)),
+            Ok(Attack::NFgsm { eps: 0.3, noise: 0.6, alpha: 0.3 })
+        );
+        assert_eq!(
+            Attack::from_name("N-FGSM", 0.1, Some(0.05), Some(1)),
             Ok(Attack::NFgsm { eps: 0.1, noise: 0.2, alpha: 0.05 })
         );
         assert_eq!(Attack::n_fgsm(0.1).with_noise(0.3), Ok(Attack::NFgsm { eps: 0.1, noise: 0.3, alpha: 0.1 }));
@@ -864,7 +966,7 @@ mod tests {
         assert!(
             Attack::fgsm(0.1).is_bounded() && Attack::pgd(0.1, 2).is_bounded() && !Attack::n_fgsm(0.1).is_bounded()
         );
-        assert!(AttackError::TrainingOnly("n-fgsm").to_string().contains("evaluate with fgsm, fgsm-rs or pgd"));
+        assert!(AttackError::TrainingOnly("n-fgsm").to_string().contains("evaluate with fgsm, fgsm-rs, pgd or apgd"));
         assert_eq!(Attack::fgsm_rs(0.1).check_labels(LabelSource::Distribution), Ok(()));
         assert_eq!(Attack::fgsm(0.1).check_labels(LabelSource::True), Ok(()));
         assert!("gold".parse::<LabelSource>().is_err());

@@ -6,8 +6,9 @@
 //!   backend; for fer-rs models a frozen copy in inference mode, see
 //!   [`fer_models::Classifier::logits_inference`]) and image batches in `[0, 1]` from
 //!   [`fer_dataset`].
-//! * **Out**: adversarial images ([`perturb`]: FGSM, FGSM-RS, PGD-k under an L∞ budget ε, and
-//!   N-FGSM, a training attack that leaves the ε-ball on purpose);
+//! * **Out**: adversarial images ([`perturb`]: FGSM, FGSM-RS, PGD-k and APGD (Croce & Hein 2020,
+//!   AutoAttack's step-size-free PGD on the cross-entropy or the DLR loss, [`ApgdLoss`]) under an
+//!   L∞ budget ε, and N-FGSM, a training attack that leaves the ε-ball on purpose);
 //!   clean vs adversarial accuracy with confusion matrices ([`evaluate_robustness`]), and the
 //!   faces right both clean and under attack, apart from those the attack moved from a wrong
 //!   answer onto the right one ([`Robustness::robust_accuracy`], [`right_after_attack`]); ε sweeps
@@ -56,6 +57,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod apgd;
 mod attack;
 mod ceiling;
 #[cfg(feature = "dlib")]
@@ -63,6 +65,7 @@ mod feature_model;
 mod linearity;
 mod robustness;
 
+pub use apgd::ApgdLoss;
 pub use attack::{
     Attack, AttackError, LabelSource, Labels, input_gradient, kl_from_clean, parse_eps, parse_noise, parse_step_size,
     perturb,
