@@ -7,11 +7,11 @@
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::AutodiffBackend;
 use rand::Rng;
 
 use crate::attack::{AttackError, project, random_start};
+use crate::linearity::face_cross_entropy;
 
 type Inner<B> = <B as AutodiffBackend>::InnerBackend;
 
@@ -74,11 +74,11 @@ pub(crate) fn per_face_loss<B: Backend>(
     targets: Tensor<B, 1, Int>,
 ) -> Tensor<B, 1> {
     let [n, classes] = logits.dims();
-    let index = targets.reshape([n, 1]);
     match loss {
-        ApgdLoss::Ce | ApgdLoss::CeThenDlr => log_softmax(logits, 1).gather(1, index).neg().reshape([n]),
+        ApgdLoss::Ce | ApgdLoss::CeThenDlr => face_cross_entropy(logits, targets),
         ApgdLoss::Dlr => {
             let device = logits.device();
+            let index = targets.reshape([n, 1]);
             let label = logits.clone().gather(1, index.clone());
             let is_label = Tensor::<B, 1, Int>::arange(0..classes as i64, &device)
                 .reshape([1, classes])

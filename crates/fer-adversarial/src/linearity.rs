@@ -67,7 +67,7 @@ where
 }
 
 /// Each face's cross-entropy: `−log softmax(logits)[target]`, `[N]`.
-fn face_cross_entropy<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+pub(crate) fn face_cross_entropy<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
     log_softmax(logits, 1).gather(1, targets.unsqueeze_dim(1)).squeeze_dim::<1>(1).neg()
 }
 
