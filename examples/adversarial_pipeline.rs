@@ -70,14 +70,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             private.clone(),
             &RobustnessConfig::reference(Attack::fgsm(args.eps)),
             &device,
-            |_| {},
+            |_, _| {},
         )?;
         let pgd = evaluate_robustness(
             &model,
             private.clone(),
             &RobustnessConfig::reference(Attack::pgd(args.eps, 10)),
             &device,
-            |_| {},
+            |_, _| {},
         )?;
         Ok((fgsm.clean.accuracy(), fgsm.adversarial.accuracy(), pgd.adversarial.accuracy()))
     };

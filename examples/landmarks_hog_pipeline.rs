@@ -111,7 +111,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         faces = faces.select(&(0..args.eval_limit).collect::<Vec<_>>());
     }
     let attack = RobustnessConfig::reference(Attack::fgsm(0.3));
-    let result = evaluate_feature_model_robustness(&target, Arc::new(faces), &attack, &device, |_| {})?;
+    let result = evaluate_feature_model_robustness(&target, Arc::new(faces), &attack, &device, |_, _| {})?;
     println!(
         "FGSM ε = 0.3 on {} PrivateTest faces: {:.2} % → {:.2} % (right both clean and attacked {:.2} %)",
         result.clean.faces(),

@@ -59,7 +59,9 @@
 #                                   PGD-10 on the first ATTACK_PGD_FACES (default 1000) on the run's
 #                                   best.fer, on full faces and through the centred 44×44 crop (RUN=…
 #                                   to attack another run, e.g. an adv-train one; ADV_EPS=… attacks at
-#                                   that budget instead)
+#                                   that budget instead; ATTACK_METHODS="fgsm pgd apgd" adds APGD-CE
+#                                   then APGD-DLR, 100 passes each, on the PGD faces: the check of a
+#                                   defence that PGD-10 can overstate)
 #
 # Environment: STAGE (where unpack.sh put the files, default $HOME/stage), FER (default
 # $STAGE/fer, or $STAGE/fer-vulkan for a vulkan or wgpu FER_DEVICE), FER_GPU_TORCH=0 (`speed`
@@ -349,10 +351,12 @@ PY
     # FGSM on every PrivateTest face (the reference's protocol); PGD-10 on the first $pgd_faces, as
     # the CPU figures in docs/RESULTS.md (about 6.5× an FGSM pass: the whole split would cost the
     # budget's training more epochs than the figure gains precision).
-    for method in fgsm pgd; do
-      faces=(); [ "$method" = pgd ] && faces=(--limit "$pgd_faces")
+    # APGD (ATTACK_METHODS) sets its own step sizes and takes 100 passes (`fer attack`'s default).
+    for method in ${ATTACK_METHODS:-fgsm pgd}; do
+      faces=(); [ "$method" != fgsm ] && faces=(--limit "$pgd_faces")
       [ "$small" = 1 ] && faces=(--limit 16)
-      args=(--checkpoint "$run/best.fer" --method "$method" --eps "$eps" --steps 10 --device "$device" --data "$data" "${faces[@]}")
+      steps=(); [ "$method" = pgd ] && steps=(--steps 10)
+      args=(--checkpoint "$run/best.fer" --method "$method" --eps "$eps" "${steps[@]}" --device "$device" --data "$data" "${faces[@]}")
       "$fer" attack "${args[@]}" --out "$dir/$method" --json > "$dir/$method.json"
       "$fer" attack "${args[@]}" --center-crop --out "$dir/$method-center" --json > "$dir/$method-center.json"
     done

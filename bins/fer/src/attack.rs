@@ -162,8 +162,10 @@ pub fn run(args: AttackArgs) -> Result<()> {
         }
         let faces = attacked_faces(&args)?;
         let bar = new_bar(faces.len() as u64, &config.attack.label());
-        let result: Robustness =
-            evaluate_robustness(&model, faces.clone(), &config, &device, |done| bar.set_position(done as u64))?;
+        let result: Robustness = evaluate_robustness(&model, faces.clone(), &config, &device, |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64)
+        })?;
         bar.finish_and_clear();
         let (ceiling, sweep_ceiling) = attacked_ceilings(&args, &faces, &config, sweep_budgets(sweep.as_ref()))?;
         let report = write_report(&args, &checkpoint, saved.model.label(), &config, &result, ceiling)?;
@@ -212,10 +214,16 @@ fn run_feature_model(
         let faces = attacked_faces(args)?;
         let bar = new_bar(faces.len() as u64, &config.attack.label());
         let target = fer_adversarial::FeatureModel { model: &model, set, landmarks: &landmarks, gradient };
-        let result =
-            fer_adversarial::evaluate_feature_model_robustness(&target, faces.clone(), config, &device, |done| {
+        let result = fer_adversarial::evaluate_feature_model_robustness(
+            &target,
+            faces.clone(),
+            config,
+            &device,
+            |done, total| {
+                bar.set_length(total as u64);
                 bar.set_position(done as u64)
-            })?;
+            },
+        )?;
         bar.finish_and_clear();
         let gradient_words = match gradient {
             FeatureGradient::Pipeline => String::new(),

@@ -67,6 +67,13 @@ pub(crate) fn halves(rises: usize, compared: usize, halved_last: bool, best: f32
     few_rises || stalled
 }
 
+/// The refusal of a model of `classes` < 3 classes, which the DLR loss cannot attack.
+pub(crate) fn dlr_needs_three_classes(classes: usize) -> AttackError {
+    AttackError::Config(format!(
+        "APGD's DLR loss compares the largest logit with the third: it needs 3 classes or more, the model has {classes}"
+    ))
+}
+
 /// The per-face loss APGD climbs, `[N]`: cross-entropy or DLR of `targets` under `logits`.
 pub(crate) fn per_face_loss<B: Backend>(
     loss: ApgdLoss,
@@ -95,6 +102,8 @@ pub(crate) fn per_face_loss<B: Backend>(
 /// One point of the walk: the loss per face, whether the answer left the label, and the
 /// gradient of the summed loss (each face's own gradient) when asked for.
 struct Point<B: AutodiffBackend> {
+    /// The model's classes (the logits' width).
+    classes: usize,
     loss: Vec<f32>,
     off_label: Vec<bool>,
     gradient: Option<Tensor<Inner<B>, 4>>,
@@ -113,11 +122,16 @@ where
     B: AutodiffBackend,
     F: Fn(Tensor<B, 4>) -> Tensor<B, 2>,
 {
-    /// The loss and answers at `x`, and the gradient there when asked for.
-    fn point(&self, x: &Tensor<Inner<B>, 4>, gradient: bool) -> Point<B> {
+    /// The loss and answers at `x`, and the gradient there when asked for. Refuses a DLR loss on
+    /// a model of fewer than 3 classes.
+    fn point(&self, x: &Tensor<Inner<B>, 4>, gradient: bool) -> Result<Point<B>, AttackError> {
         let input = Tensor::<B, 4>::from_inner(x.clone());
         let input = if gradient { input.require_grad() } else { input };
         let logits = (self.forward)(input.clone());
+        let classes = logits.dims()[1];
+        if self.loss == ApgdLoss::Dlr && classes < 3 {
+            return Err(dlr_needs_three_classes(classes));
+        }
         let per_face = per_face_loss(self.loss, logits.clone(), self.targets.clone());
         let answers = logits.inner().argmax(1).into_data().convert::<i64>().to_vec::<i64>().unwrap_or_default();
         let off_label = answers.iter().zip(&self.labels).map(|(a, y)| a != y).collect();
@@ -126,17 +140,16 @@ where
             input.grad(&grads).unwrap_or_else(|| x.zeros_like())
         });
         let loss = per_face.inner().into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
-        Point { loss, off_label, gradient }
+        Ok(Point { classes, loss, off_label, gradient })
     }
 
-    /// The same objective on the faces `rows` only, with `loss`.
-    fn rows(&self, rows: &[usize], loss: ApgdLoss) -> Objective<'_, B, F> {
-        let index: Vec<i64> = rows.iter().map(|&i| i as i64).collect();
-        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [rows.len()]), &self.targets.device());
+    /// The same objective on the faces at `index` (`[M]`, positions in the batch) only, with `loss`.
+    fn rows(&self, index: Tensor<Inner<B>, 1, Int>, loss: ApgdLoss) -> Objective<'_, B, F> {
+        let rows = index.clone().into_data().convert::<i64>().to_vec::<i64>().unwrap_or_default();
         Objective {
             forward: self.forward,
-            targets: self.targets.clone().select(0, index),
-            labels: rows.iter().map(|&i| self.labels[i]).collect(),
+            targets: self.targets.clone().select(0, Tensor::from_inner(index)),
+            labels: rows.iter().map(|&i| self.labels[i as usize]).collect(),
             loss,
         }
     }
@@ -167,14 +180,16 @@ fn per_face<Bk: Backend>(values: &[f64], device: &Bk::Device) -> Tensor<Bk, 4> {
 /// APGD with `steps` gradient passes (and one forward at the last point) from a uniform random
 /// start in the ε-ball, climbing `objective` (its loss [`ApgdLoss::Ce`] or [`ApgdLoss::Dlr`]).
 /// Returns per face the first point whose answer left the label, else the point of highest loss,
-/// and whether one left it.
+/// and whether one left it. A model of fewer than 3 classes is refused at the first point, before
+/// any step, when the objective is DLR or `dlr_follows`.
 fn walk<B, F>(
     objective: &Objective<'_, B, F>,
     clean: &Tensor<Inner<B>, 4>,
     eps: f64,
     steps: usize,
+    dlr_follows: bool,
     rng: &mut impl Rng,
-) -> (Tensor<Inner<B>, 4>, Vec<bool>)
+) -> Result<(Tensor<Inner<B>, 4>, Vec<bool>), AttackError>
 where
     B: AutodiffBackend,
     F: Fn(Tensor<B, 4>) -> Tensor<B, 2>,
@@ -185,7 +200,10 @@ where
     let checkpoints = checkpoints(steps);
 
     let start = project(random_start(clean, eps, rng), clean, eps);
-    let at_start = objective.point(&start, true);
+    let at_start = objective.point(&start, true)?;
+    if dlr_follows && at_start.classes < 3 {
+        return Err(dlr_needs_three_classes(at_start.classes));
+    }
     let mut found = at_start.off_label.clone();
     let mut adversarial = start.clone();
     let (mut best, mut best_loss) = (start.clone(), at_start.loss.clone());
@@ -212,7 +230,7 @@ where
             project(current.clone() + moved, clean, eps)
         };
         let last = k + 1 == steps;
-        let here = objective.point(&next, !last);
+        let here = objective.point(&next, !last)?;
         let newly: Vec<bool> = found.iter().zip(&here.off_label).map(|(f, o)| !f && *o).collect();
         adversarial = choose(&newly, next.clone(), adversarial);
         found.iter_mut().zip(&here.off_label).for_each(|(f, o)| *f |= *o);
@@ -255,7 +273,7 @@ where
             gradient = choose(&halve, best_gradient.clone(), gradient);
         }
     }
-    (choose(&found, adversarial, best), found)
+    Ok((choose(&found, adversarial, best), found))
 }
 
 /// APGD on `clean` (`[N, C, H, W]` in `[0, 1]`) against `targets`, as [`crate::perturb`] runs it
@@ -277,18 +295,9 @@ where
     if labels.is_empty() {
         return Ok(clean.clone());
     }
-    if loss != ApgdLoss::Ce {
-        let classes = forward(Tensor::from_inner(clean.clone())).dims()[1];
-        if classes < 3 {
-            return Err(AttackError::Config(format!(
-                "APGD's DLR loss compares the largest logit with the third: it needs 3 classes or more, the model has \
-                 {classes}"
-            )));
-        }
-    }
     let first = if loss == ApgdLoss::Dlr { ApgdLoss::Dlr } else { ApgdLoss::Ce };
     let objective = Objective { forward, targets, labels, loss: first };
-    let (mut out, broken) = walk(&objective, clean, eps, steps, rng);
+    let (mut out, broken) = walk(&objective, clean, eps, steps, loss == ApgdLoss::CeThenDlr, rng)?;
     if loss != ApgdLoss::CeThenDlr {
         return Ok(out);
     }
@@ -299,7 +308,8 @@ where
     }
     let index: Vec<i64> = left.iter().map(|&i| i as i64).collect();
     let index = Tensor::<Inner<B>, 1, Int>::from_data(TensorData::new(index, [left.len()]), &clean.device());
-    let (by_dlr, _) = walk(&objective.rows(&left, ApgdLoss::Dlr), &clean.clone().select(0, index), eps, steps, rng);
+    let faces = clean.clone().select(0, index.clone());
+    let (by_dlr, _) = walk(&objective.rows(index, ApgdLoss::Dlr), &faces, eps, steps, false, rng)?;
     let [_, c, h, w] = out.dims();
     for (j, &i) in left.iter().enumerate() {
         out = out.slice_assign([i..i + 1, 0..c, 0..h, 0..w], by_dlr.clone().slice([j..j + 1, 0..c, 0..h, 0..w]));

@@ -910,14 +910,19 @@ mod tests {
         assert!(err.to_string().contains("sets its own step size") && err.to_string().contains("0.01"), "{err}");
         let err = Attack::apgd(0.1, 5, ApgdLoss::Dlr).check_labels(LabelSource::Distribution).expect_err("labels");
         assert!(err.to_string().contains("apgd-dlr") && err.to_string().contains("predicted or true"), "{err}");
-        let two_classes = perturb(
-            &Attack::apgd(0.1, 2, ApgdLoss::Dlr),
-            |x: Tensor<B, 4>| x.reshape([1, 4]).narrow(1, 0, 2),
-            Tensor::<B, 4>::zeros([1, 1, 2, 2], &Default::default()),
-            Labels::Predicted,
-            &mut ChaCha8Rng::seed_from_u64(0),
-        );
-        assert!(two_classes.expect_err("DLR needs 3 classes").to_string().contains("3 classes or more"));
+        for loss in [ApgdLoss::Dlr, ApgdLoss::CeThenDlr] {
+            let two_classes = perturb(
+                &Attack::apgd(0.1, 2, loss),
+                |x: Tensor<B, 4>| x.reshape([1, 4]).narrow(1, 0, 2),
+                Tensor::<B, 4>::zeros([1, 1, 2, 2], &Default::default()),
+                Labels::Predicted,
+                &mut ChaCha8Rng::seed_from_u64(0),
+            );
+            assert!(
+                two_classes.expect_err("DLR needs 3 classes").to_string().contains("3 classes or more"),
+                "{loss:?}"
+            );
+        }
         assert_eq!(parse_eps("8/255"), Ok(8.0 / 255.0));
         assert_eq!(parse_eps(" 0.3 "), Ok(0.3));
         assert_eq!(parse_eps("2"), Err(AttackError::Epsilon { eps: 2.0 }));

@@ -67,13 +67,13 @@ impl<B: Backend> FeatureModel<'_, B> {
 ///   `fer predict`. The clean faces are scored the same way.
 ///
 /// Only the full-face view exists for this model: TenCrop and the centre crop are refused, as is a
-/// model whose feature length is not the set's. `on_batch` gets the number of faces done.
+/// model whose feature length is not the set's. `on_batch` gets the faces done and the faces in all.
 pub fn evaluate_feature_model_robustness<B: AutodiffBackend>(
     target: &FeatureModel<'_, B>,
     split: Arc<SplitData>,
     config: &RobustnessConfig,
     device: &B::Device,
-    mut on_batch: impl FnMut(usize),
+    mut on_batch: impl FnMut(usize, usize),
 ) -> Result<Robustness, AttackError> {
     target.check(config)?;
     let frozen = target.model.clone().no_grad();
@@ -95,7 +95,7 @@ pub fn evaluate_feature_model_robustness<B: AutodiffBackend>(
         let (images, features) = pipeline_inputs::<B>(&adversarial, target.set, target.landmarks, device);
         let adversarial_logits = frozen.forward_inference(images, features).detach();
         tally.record(clean_logits, adversarial_logits, truth, f64::from(levels) / 255.0);
-        on_batch(tally.done);
+        on_batch(tally.done, split.len());
     }
     Ok(tally.finish(config, split.labels()))
 }
@@ -199,7 +199,7 @@ pub fn feature_model_eps_sweep<B: AutodiffBackend>(
         attacks,
         eps,
         base,
-        |config| evaluate_feature_model_robustness(target, split.clone(), config, device, |_| {}),
+        |config| evaluate_feature_model_robustness(target, split.clone(), config, device, |_, _| {}),
         on_point,
     )
 }
@@ -344,7 +344,7 @@ mod tests {
                 ..RobustnessConfig::reference(attack)
             };
             let target = FeatureModel { model: &model, set, landmarks: &landmarks, gradient };
-            evaluate_feature_model_robustness(&target, split.clone(), &config, &device, |_| {}).expect("valid")
+            evaluate_feature_model_robustness(&target, split.clone(), &config, &device, |_, _| {}).expect("valid")
         };
         let run = |attack: Attack| run_with(attack, FeatureGradient::Pipeline);
         let none = run(Attack::fgsm(0.0));
@@ -417,11 +417,11 @@ mod tests {
             gradient: FeatureGradient::Pipeline,
         };
         let error =
-            evaluate_feature_model_robustness(&target, split(2), &tencrop, &device, |_| {}).expect_err("TenCrop");
+            evaluate_feature_model_robustness(&target, split(2), &tencrop, &device, |_, _| {}).expect_err("TenCrop");
         assert!(error.to_string().contains("whole 48×48 faces"), "{error}");
         let reference = RobustnessConfig::reference(Attack::fgsm(0.1));
         let other = FeatureModel { set: FeatureSet::LandmarksSlidingHog, ..target };
-        let error = evaluate_feature_model_robustness(&other, split(2), &reference, &device, |_| {})
+        let error = evaluate_feature_model_robustness(&other, split(2), &reference, &device, |_, _| {})
             .expect_err("another feature length");
         assert!(error.to_string().contains("takes 208 features"), "{error}");
     }

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::prelude::*;
+use burn::tensor::TensorData;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::AutodiffBackend;
 use fer_dataset::{BatchStream, Emotion, FACE_SIDE, FaceBatcher, SplitData, View};
@@ -12,7 +13,8 @@ use fer_models::{Classifier, Evaluation, average_crops, center_crops, padded_log
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 
-use crate::{Attack, AttackError, LabelSource, Labels, perturb};
+use crate::apgd::dlr_needs_three_classes;
+use crate::{ApgdLoss, Attack, AttackError, LabelSource, Labels, perturb};
 
 /// How to attack and score a split.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -161,15 +163,22 @@ pub fn logits_on_faces<B: Backend, M: Classifier<B>>(model: &M, faces: Tensor<B,
 /// faces to the others' shape (their logits dropped; no figure changes, since the faces of a
 /// batch do not interact in inference mode).
 ///
+/// `apgd` (APGD-CE then APGD-DLR, [`ApgdLoss::CeThenDlr`]) runs as AutoAttack runs it: APGD-CE
+/// over the whole split first, then APGD-DLR on the faces it left unbroken (the answer under
+/// attack still the attack's label), gathered into full batches; a face broken by either counts
+/// as broken. The random starts are drawn in that order from one seeded generator, so a split
+/// that fits in one batch gets the faces [`crate::perturb`] gives for the same attack and seed.
+///
 /// The model is used as a frozen copy (`no_grad`) in inference mode (BatchNorm running
-/// statistics, no dropout), as the reference did with `net.eval()`. `on_batch` is called with the
-/// number of faces done after each batch (drive a progress bar with it).
+/// statistics, no dropout), as the reference did with `net.eval()`. `on_batch` is called after
+/// each batch with the faces attacked so far and the faces to attack in all; the total grows
+/// once, by the faces APGD-DLR takes on, when APGD-CE is done with the split.
 pub fn evaluate_robustness<B, M>(
     model: &M,
     split: Arc<SplitData>,
     config: &RobustnessConfig,
     device: &B::Device,
-    mut on_batch: impl FnMut(usize),
+    mut on_batch: impl FnMut(usize, usize),
 ) -> Result<Robustness, AttackError>
 where
     B: AutodiffBackend,
@@ -182,20 +191,133 @@ where
     // spares a GPU backend's autotuning a new batch size (`fer_models::padded_logits`).
     let rows = (split.len() > config.batch_faces).then_some(config.batch_faces);
     let forward = |x: Tensor<B, 4>| padded_logits(x, rows, |x| logits_on_faces(&frozen, x, config.view()));
+    let (first, then_dlr) = match config.attack {
+        Attack::Apgd { eps, steps, loss: ApgdLoss::CeThenDlr } => {
+            (Attack::apgd(eps, steps, ApgdLoss::Ce), Some(Attack::apgd(eps, steps, ApgdLoss::Dlr)))
+        }
+        attack => (attack, None),
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut tally = Tally::new(split.len());
+    let mut held = HeldLogits::default();
+    let (mut done, mut total) = (0, split.len());
     let order: Vec<usize> = (0..split.len()).collect();
     let batcher = FaceBatcher::new(View::Full, 0, split.len());
     for batch in BatchStream::<B>::new(split.clone(), order, config.batch_faces, batcher, 2, device.clone()) {
         let clean_logits = forward(batch.images.clone()).detach();
+        if then_dlr.is_some() && clean_logits.dims()[1] < 3 {
+            return Err(dlr_needs_three_classes(clean_logits.dims()[1]));
+        }
         let labels = Labels::from_source(config.labels, batch.targets.clone());
-        let attacked = perturb(&config.attack, forward, batch.images.clone(), labels, &mut rng)?;
+        let attacked = perturb(&first, forward, batch.images.clone(), labels, &mut rng)?;
         let distance: f64 = (attacked.clone() - batch.images).abs().max().into_scalar().elem();
         let adversarial_logits = forward(attacked).detach();
-        tally.record(clean_logits, adversarial_logits, batch.targets, distance);
-        on_batch(tally.done);
+        done += clean_logits.dims()[0];
+        if then_dlr.is_some() {
+            held.push(clean_logits, adversarial_logits, batch.targets, config.labels, distance);
+        } else {
+            tally.record(clean_logits, adversarial_logits, batch.targets, distance);
+        }
+        on_batch(done, total);
+    }
+    if let Some(dlr) = then_dlr {
+        let left = held.unbroken();
+        total += left.len();
+        on_batch(done, total);
+        let batcher = FaceBatcher::new(View::Full, 0, split.len());
+        let batches =
+            BatchStream::<B>::new(split.clone(), left.clone(), config.batch_faces, batcher, 2, device.clone());
+        for (batch, faces) in batches.zip(left.chunks(config.batch_faces)) {
+            let labels: Vec<i64> = faces.iter().map(|&i| held.attack_labels[i]).collect();
+            let labels = Tensor::from_data(TensorData::new(labels, [faces.len()]), device);
+            let attacked = perturb(&dlr, forward, batch.images.clone(), Labels::Given(labels), &mut rng)?;
+            let distance: f64 = (attacked.clone() - batch.images).abs().max().into_scalar().elem();
+            held.replace(faces, forward(attacked).detach(), distance);
+            done += faces.len();
+            on_batch(done, total);
+        }
+        held.record::<B>(&mut tally, config.batch_faces, device);
     }
     Ok(tally.finish(config, split.labels()))
+}
+
+/// The logits of a split's faces before and after the first of two attacks, kept on the host
+/// until the second has run on the faces the first left unbroken.
+#[derive(Default)]
+struct HeldLogits {
+    classes: usize,
+    clean: Vec<f32>,
+    adversarial: Vec<f32>,
+    targets: Vec<i64>,
+    /// The label each face's attack pushes away from: the clean answer or the true class.
+    attack_labels: Vec<i64>,
+    /// The answer under the first attack.
+    answers: Vec<i64>,
+    distance: f64,
+}
+
+impl HeldLogits {
+    /// One batch after the first attack.
+    fn push<B: Backend>(
+        &mut self,
+        clean_logits: Tensor<B, 2>,
+        adversarial_logits: Tensor<B, 2>,
+        targets: Tensor<B, 1, Int>,
+        labels: LabelSource,
+        distance: f64,
+    ) {
+        let [faces, classes] = clean_logits.dims();
+        self.classes = classes;
+        let truth = ints(targets);
+        self.attack_labels.extend(match labels {
+            LabelSource::True => truth.clone(),
+            _ => ints(clean_logits.clone().argmax(1).reshape([faces])),
+        });
+        self.answers.extend(ints(adversarial_logits.clone().argmax(1).reshape([faces])));
+        self.targets.extend(truth);
+        self.clean.extend(floats(clean_logits));
+        self.adversarial.extend(floats(adversarial_logits));
+        self.distance = self.distance.max(distance);
+    }
+
+    /// The faces whose answer under the first attack is still their attack label, in split order.
+    fn unbroken(&self) -> Vec<usize> {
+        (0..self.answers.len()).filter(|&i| self.answers[i] == self.attack_labels[i]).collect()
+    }
+
+    /// The logits under the second attack of the faces at `faces`, in their order.
+    fn replace<B: Backend>(&mut self, faces: &[usize], adversarial_logits: Tensor<B, 2>, distance: f64) {
+        let classes = self.classes;
+        for (&i, row) in faces.iter().zip(floats(adversarial_logits).chunks(classes)) {
+            self.adversarial[i * classes..(i + 1) * classes].copy_from_slice(row);
+        }
+        self.distance = self.distance.max(distance);
+    }
+
+    /// Records every face into `tally` in batches of `batch_faces`, as the batches of the first
+    /// attack were (the losses are summed batch by batch, so the clean figures are those of a
+    /// single attack to the last digit).
+    fn record<B: Backend>(self, tally: &mut Tally, batch_faces: usize, device: &B::Device) {
+        let classes = self.classes;
+        let logits = |values: &[f32]| {
+            Tensor::<B, 2>::from_data(TensorData::new(values.to_vec(), [values.len() / classes, classes]), device)
+        };
+        let width = batch_faces * classes;
+        for ((clean, adversarial), targets) in
+            self.clean.chunks(width).zip(self.adversarial.chunks(width)).zip(self.targets.chunks(batch_faces))
+        {
+            let targets = Tensor::from_data(TensorData::new(targets.to_vec(), [targets.len()]), device);
+            tally.record(logits(clean), logits(adversarial), targets, self.distance);
+        }
+    }
+}
+
+fn floats<B: Backend>(t: Tensor<B, 2>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().expect("floats")
+}
+
+fn ints<B: Backend>(t: Tensor<B, 1, Int>) -> Vec<i64> {
+    t.into_data().convert::<i64>().to_vec::<i64>().expect("ints")
 }
 
 /// The running totals of an evaluation under attack, batch by batch in split order.
@@ -350,7 +472,7 @@ where
         attacks,
         eps,
         base,
-        |config| evaluate_robustness(model, split.clone(), config, device, |_| {}),
+        |config| evaluate_robustness(model, split.clone(), config, device, |_, _| {}),
         on_point,
     )
 }

@@ -18,6 +18,10 @@ use rand::rngs::ChaCha8Rng;
 
 type B = Autodiff<NdArray>;
 
+/// The tests of this file one at a time: NdArray's generator is global, so a model initialised
+/// by one test while another trains (seeded, with dropout) would change the trained model.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The reference budget; the synthetic textures (contrast ≈ 0.63) shrug off ε = 0.1.
 const EPS: f64 = 0.3;
 
@@ -53,6 +57,7 @@ fn trained_model(train: &SplitData) -> Model<B> {
 
 #[test]
 fn attacks_hurt_a_trained_model_and_pgd_hurts_at_least_as_much() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let device = Default::default();
     let started = std::time::Instant::now();
     let model = trained_model(&split(98, 10));
@@ -60,7 +65,7 @@ fn attacks_hurt_a_trained_model_and_pgd_hurts_at_least_as_much() {
     let test = Arc::new(split(28, 20));
     let started = std::time::Instant::now();
     let fgsm = RobustnessConfig { batch_faces: 32, ..RobustnessConfig::reference(Attack::fgsm(EPS)) };
-    let result = evaluate_robustness(&model, test.clone(), &fgsm, &device, |_| {}).expect("runs");
+    let result = evaluate_robustness(&model, test.clone(), &fgsm, &device, |_, _| {}).expect("runs");
     let clean = result.clean.accuracy();
     let fgsm_acc = result.adversarial.accuracy();
     let fgsm_balanced = result.adversarial.balanced_accuracy();
@@ -78,7 +83,7 @@ fn attacks_hurt_a_trained_model_and_pgd_hurts_at_least_as_much() {
     // Batches of 12: 12, 12, and 4 faces padded with blank ones to 12 inside the forward; the
     // same attack on the same faces, so the same answers before and after.
     let in_twelves = RobustnessConfig { batch_faces: 12, ..fgsm.clone() };
-    let padded = evaluate_robustness(&model, test.clone(), &in_twelves, &device, |_| {}).expect("runs");
+    let padded = evaluate_robustness(&model, test.clone(), &in_twelves, &device, |_, _| {}).expect("runs");
     assert_eq!(padded.predictions, result.predictions, "the padded last batch changes no answer");
     assert!((padded.clean.loss_sum - result.clean.loss_sum).abs() < 1e-4);
     assert!(padded.max_perturbation <= EPS + 1e-6);
@@ -92,17 +97,17 @@ fn attacks_hurt_a_trained_model_and_pgd_hurts_at_least_as_much() {
         relabelled.push(after, test.image(i).clone());
     }
     let relabelled = Arc::new(relabelled);
-    let moved = evaluate_robustness(&model, relabelled.clone(), &fgsm, &device, |_| {}).expect("runs");
+    let moved = evaluate_robustness(&model, relabelled.clone(), &fgsm, &device, |_, _| {}).expect("runs");
     assert_eq!(moved.predictions, result.predictions, "predicted labels: the true labels play no part");
     assert_eq!(moved.adversarial.accuracy(), 1.0);
     assert_eq!((moved.made_right, moved.kept_right), (flipped, 28 - flipped));
     assert_eq!(moved.robust_accuracy(), (28 - flipped) as f64 / 28.0);
     let with_truth = RobustnessConfig { labels: LabelSource::True, ..fgsm.clone() };
-    let truth = evaluate_robustness(&model, relabelled, &with_truth, &device, |_| {}).expect("runs");
+    let truth = evaluate_robustness(&model, relabelled, &with_truth, &device, |_, _| {}).expect("runs");
     assert_eq!(truth.kept_right, moved.kept_right, "robust accuracy does not depend on the label source");
 
     let pgd = RobustnessConfig { attack: Attack::pgd(EPS, 10), ..fgsm.clone() };
-    let result = evaluate_robustness(&model, test.clone(), &pgd, &device, |_| {}).expect("runs");
+    let result = evaluate_robustness(&model, test.clone(), &pgd, &device, |_, _| {}).expect("runs");
     assert_eq!(result.clean.accuracy(), clean, "clean accuracy does not depend on the attack");
     assert!(result.adversarial.accuracy() <= fgsm_acc, "PGD-10 {} vs FGSM {fgsm_acc}", result.adversarial.accuracy());
     eprintln!("PGD-10: {:.1}s, {}", started.elapsed().as_secs_f64(), result.adversarial.accuracy());
@@ -112,7 +117,7 @@ fn attacks_hurt_a_trained_model_and_pgd_hurts_at_least_as_much() {
     // both keep 24; APGD-CE then DLR keeps 11 at 0.15 too). A weaker APGD would not get below.
     let at = |attack: Attack| RobustnessConfig { attack, labels: LabelSource::True, ..fgsm.clone() };
     let robust = |attack: Attack| {
-        evaluate_robustness(&model, test.clone(), &at(attack), &device, |_| {}).expect("runs").robust_accuracy()
+        evaluate_robustness(&model, test.clone(), &at(attack), &device, |_, _| {}).expect("runs").robust_accuracy()
     };
     let (by_pgd, by_apgd) = (robust(Attack::pgd(0.15, 10)), robust(Attack::apgd(0.15, 10, ApgdLoss::Ce)));
     assert!(by_apgd < by_pgd && by_pgd < 1.0, "right both: APGD-CE-10 {by_apgd}, PGD-10 {by_pgd}");
@@ -132,13 +137,13 @@ fn attacks_hurt_a_trained_model_and_pgd_hurts_at_least_as_much() {
     assert_eq!(result.kept_right + result.made_right, result.adversarial.correct());
     assert_eq!(result.robust_accuracy(), result.kept_right as f64 / 28.0);
     let with_truth = RobustnessConfig { labels: LabelSource::True, ..pgd.clone() };
-    let truth = evaluate_robustness(&model, test.clone(), &with_truth, &device, |_| {}).expect("runs");
+    let truth = evaluate_robustness(&model, test.clone(), &with_truth, &device, |_, _| {}).expect("runs");
     assert_eq!(truth.kept_right, result.kept_right, "robust accuracy does not depend on the label source");
 
     // TenCrop: the model sees 10 crops, the attack perturbs the full face through them.
     let tencrop = RobustnessConfig { tencrop: Some(44), labels: LabelSource::True, ..fgsm.clone() };
     let few = Arc::new(test.select(&(0..7).collect::<Vec<_>>()));
-    let result = evaluate_robustness(&model, few.clone(), &tencrop, &device, |_| {}).expect("runs");
+    let result = evaluate_robustness(&model, few.clone(), &tencrop, &device, |_, _| {}).expect("runs");
     assert!(result.clean.accuracy() >= 0.8, "TenCrop clean {}", result.clean.accuracy());
     assert!(result.adversarial.accuracy() < result.clean.accuracy());
 
@@ -146,7 +151,7 @@ fn attacks_hurt_a_trained_model_and_pgd_hurts_at_least_as_much() {
     // changes no pixel outside the crop (they get no gradient, and FGSM has no random start).
     let center = RobustnessConfig { center_crop: Some(40), ..fgsm.clone() };
     assert_eq!(center.view(), View::CenterCrop(40));
-    let result = evaluate_robustness(&model, few.clone(), &center, &device, |_| {}).expect("runs");
+    let result = evaluate_robustness(&model, few.clone(), &center, &device, |_, _| {}).expect("runs");
     let expected = fer_models::evaluate(&model.valid(), few.clone(), View::CenterCrop(40), 3, &device);
     // The same answers; the losses agree to rounding (batches of 7 faces here, of 3 there).
     assert_eq!(result.clean.confusion, expected.confusion, "clean figures through the centre crop");
@@ -185,43 +190,119 @@ fn attacks_hurt_a_trained_model_and_pgd_hurts_at_least_as_much() {
     assert!((sum - 1.0).abs() < 1e-4);
     let linf = examples[0].clean.iter().zip(&examples[0].adversarial).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(f64::from(linf) <= EPS + 1e-6 && linf > 0.0);
+
+    apgd_runs_dlr_on_the_faces_ce_left_unbroken_gathered_across_batches(&model);
 }
 
 #[test]
 fn bad_robustness_settings_are_errors() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let device = Default::default();
     let model: Model<B> = ModelConfig::from_name("vgg-small").expect("known").init(&device);
     let test = Arc::new(split(7, 3));
     let bad_eps = RobustnessConfig::reference(Attack::fgsm(-0.5));
-    let err = evaluate_robustness(&model, test.clone(), &bad_eps, &device, |_| {}).expect_err("ε < 0");
+    let err = evaluate_robustness(&model, test.clone(), &bad_eps, &device, |_, _| {}).expect_err("ε < 0");
     assert_eq!(err, AttackError::Epsilon { eps: -0.5 });
     let bad_batch = RobustnessConfig { batch_faces: 0, ..RobustnessConfig::reference(Attack::fgsm(EPS)) };
-    assert!(evaluate_robustness(&model, test.clone(), &bad_batch, &device, |_| {}).is_err());
+    assert!(evaluate_robustness(&model, test.clone(), &bad_batch, &device, |_, _| {}).is_err());
     let bad_crop = RobustnessConfig { tencrop: Some(50), ..RobustnessConfig::reference(Attack::fgsm(EPS)) };
     assert!(
-        evaluate_robustness(&model, test.clone(), &bad_crop, &device, |_| {})
+        evaluate_robustness(&model, test.clone(), &bad_crop, &device, |_, _| {})
             .expect_err("crop")
             .to_string()
             .contains("50")
     );
     let both =
         RobustnessConfig { tencrop: Some(44), center_crop: Some(44), ..RobustnessConfig::reference(Attack::fgsm(EPS)) };
-    let err = evaluate_robustness(&model, test.clone(), &both, &device, |_| {}).expect_err("two views");
+    let err = evaluate_robustness(&model, test.clone(), &both, &device, |_, _| {}).expect_err("two views");
     assert!(err.to_string().contains("not both"), "{err}");
     let bad_center = RobustnessConfig { center_crop: Some(0), ..RobustnessConfig::reference(Attack::fgsm(EPS)) };
-    let err = evaluate_robustness(&model, test.clone(), &bad_center, &device, |_| {}).expect_err("side 0");
+    let err = evaluate_robustness(&model, test.clone(), &bad_center, &device, |_, _| {}).expect_err("side 0");
     assert!(err.to_string().contains("centre crop side 0"), "{err}");
     let kl_fgsm =
         RobustnessConfig { labels: LabelSource::Distribution, ..RobustnessConfig::reference(Attack::fgsm(EPS)) };
-    let err = evaluate_robustness(&model, test.clone(), &kl_fgsm, &device, |_| {}).expect_err("no random start");
+    let err = evaluate_robustness(&model, test.clone(), &kl_fgsm, &device, |_, _| {}).expect_err("no random start");
     assert_eq!(err, AttackError::NeedsRandomStart("fgsm"));
     // N-FGSM's examples leave the ε-ball: it trains, it does not measure.
     let n_fgsm = RobustnessConfig::reference(Attack::n_fgsm(EPS));
-    let err = evaluate_robustness(&model, test.clone(), &n_fgsm, &device, |_| {}).expect_err("training attack");
+    let err = evaluate_robustness(&model, test.clone(), &n_fgsm, &device, |_, _| {}).expect_err("training attack");
     assert_eq!(err, AttackError::TrainingOnly("n-fgsm"));
     let err = adversarial_examples(&model, &test, &[0], &n_fgsm, &device).expect_err("training attack");
     assert_eq!(err, AttackError::TrainingOnly("n-fgsm"));
     let ok = RobustnessConfig::reference(Attack::fgsm(EPS));
     let err = adversarial_examples(&model, &test, &[9], &ok, &device).expect_err("index");
     assert!(err.to_string().contains("face 9"), "{err}");
+    // APGD's DLR loss cannot attack a model of 2 classes: refused before any attack step.
+    let two: Model<B> = ModelConfig::Vgg(fer_models::VggConfig::small().with_num_classes(2)).init(&device);
+    let apgd = RobustnessConfig::reference(Attack::apgd(EPS, 4, ApgdLoss::CeThenDlr));
+    let err = evaluate_robustness(&two, test.clone(), &apgd, &device, |_, _| {}).expect_err("2 classes");
+    assert!(err.to_string().contains("3 classes or more"), "{err}");
+}
+
+/// The faces of `split` as one batch of full faces.
+fn all_faces(split: &SplitData) -> fer_dataset::FaceBatch<B> {
+    let items: Vec<FaceItem> = (0..split.len())
+        .map(|index| FaceItem { index, label: split.label(index), image: split.image(index).clone() })
+        .collect();
+    FaceBatcher::new(View::Full, 0, split.len()).batch(items, &Default::default())
+}
+
+/// `apgd` on `model` (the trained one: an untrained model gives every face one answer, which no
+/// budget moves): DLR runs on the faces APGD-CE left unbroken, gathered across batches.
+fn apgd_runs_dlr_on_the_faces_ce_left_unbroken_gathered_across_batches(model: &Model<B>) {
+    let device = Default::default();
+    let test = Arc::new(split(20, 30));
+    // A budget at which APGD-CE-4 breaks 11 of these 20 faces and leaves 9.
+    let (eps, steps) = (0.15, 4);
+    let at = |loss: ApgdLoss, batch_faces: usize| RobustnessConfig {
+        batch_faces,
+        ..RobustnessConfig::reference(Attack::apgd(eps, steps, loss))
+    };
+    let run = |config: &RobustnessConfig| {
+        let mut progress = Vec::new();
+        let result =
+            evaluate_robustness(model, test.clone(), config, &device, |done, total| progress.push((done, total)))
+                .expect("runs");
+        (result, progress)
+    };
+
+    // One batch: the same random draws as `perturb`'s, which runs both halves inside the batch.
+    let (both, progress) = run(&at(ApgdLoss::CeThenDlr, 32));
+    let (ce, _) = run(&at(ApgdLoss::Ce, 32));
+    let unbroken = ce.predictions.iter().filter(|(before, after)| before == after).count();
+    assert!(unbroken > 0 && unbroken < 20, "APGD-CE leaves {unbroken} of 20 faces: choose another budget");
+    assert_eq!(progress, vec![(20, 20), (20, 20 + unbroken), (20 + unbroken, 20 + unbroken)]);
+    let frozen = model.clone().no_grad();
+    let forward = |x: Tensor<B, 4>| fer_adversarial::logits_on_faces(&frozen, x, View::Full);
+    let faces = all_faces(&test).images;
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let attack = Attack::apgd(eps, steps, ApgdLoss::CeThenDlr);
+    let attacked =
+        fer_adversarial::perturb(&attack, forward, faces.clone(), fer_adversarial::Labels::Predicted, &mut rng)
+            .expect("runs");
+    let answers = |x: Tensor<B, 4>| -> Vec<i64> {
+        forward(x).argmax(1).into_data().convert::<i64>().to_vec::<i64>().expect("ints")
+    };
+    let expected: Vec<(i64, i64)> = answers(faces).into_iter().zip(answers(attacked)).collect();
+    let got: Vec<(i64, i64)> =
+        both.predictions.iter().map(|(before, after)| (before.index() as i64, after.index() as i64)).collect();
+    assert_eq!(got, expected, "one batch: the evaluation's answers are perturb's");
+
+    // Batches of 6 (6, 6, 6 and 2 faces): APGD-CE runs over all of them first with the random
+    // draws of an `apgd-ce` run, so every face it breaks gets the same answer; DLR only adds.
+    let (both, progress) = run(&at(ApgdLoss::CeThenDlr, 6));
+    let (ce, ce_progress) = run(&at(ApgdLoss::Ce, 6));
+    assert_eq!(ce_progress, vec![(6, 20), (12, 20), (18, 20), (20, 20)]);
+    let broken_by_ce: Vec<usize> = (0..20).filter(|&i| ce.predictions[i].0 != ce.predictions[i].1).collect();
+    let left = 20 - broken_by_ce.len();
+    assert!(left > 6, "{left} faces left to DLR: more than one of its batches wanted");
+    for &i in &broken_by_ce {
+        assert_eq!(both.predictions[i], ce.predictions[i], "face {i}, broken by APGD-CE");
+    }
+    assert!(both.flipped >= ce.flipped && both.kept_right <= ce.kept_right);
+    assert_eq!(both.clean, ce.clean, "the clean figures do not depend on the attack");
+    assert!(both.max_perturbation <= eps + 1e-6);
+    let mut expected = vec![(6, 20), (12, 20), (18, 20), (20, 20), (20, 20 + left)];
+    expected.extend((1..=left.div_ceil(6)).map(|k| (20 + (6 * k).min(left), 20 + left)));
+    assert_eq!(progress, expected, "APGD-DLR gathers the {left} faces left into batches of 6");
 }

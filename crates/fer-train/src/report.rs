@@ -181,7 +181,7 @@ pub fn write_report<B: AutodiffBackend>(
         Some(adv) => {
             let attack_split = |attack: Attack, split: Split| {
                 let robustness = adv.robustness(attack, config.eval_batch_faces, config.seed);
-                evaluate_robustness(&model, faces(split), &robustness, device, |_| {})
+                evaluate_robustness(&model, faces(split), &robustness, device, |_, _| {})
             };
             let public = attack_split(adv.eval_attack, Split::PublicTest)?;
             let private = attack_split(adv.eval_attack, Split::PrivateTest)?;

@@ -792,8 +792,10 @@ fn epoch_robustness<B: AutodiffBackend>(
     let run = |split: &Arc<SplitData>, attack_config: &RobustnessConfig, name: &str| {
         let bar = progress_bar(progress, split.len() as u64, epoch, config.epochs);
         bar.set_prefix(format!("{} {name}", attack_config.attack.label()));
-        let result =
-            evaluate_robustness(model, split.clone(), attack_config, device, |done| bar.set_position(done as u64));
+        let result = evaluate_robustness(model, split.clone(), attack_config, device, |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64)
+        });
         bar.finish_and_clear();
         result
     };

@@ -35,7 +35,7 @@ fn fgsm_adversarial_training_beats_clean_training_under_fgsm() {
     let (model, _) = load_checkpoint::<B>(RunFiles::new(clean_dir.path()).best(), &device).expect("best.fer");
     let public = Arc::new(data.split(Split::PublicTest).clone());
     let attacked =
-        evaluate_robustness(&model, public, &RobustnessConfig::reference(Attack::fgsm(EPS)), &device, |_| {})
+        evaluate_robustness(&model, public, &RobustnessConfig::reference(Attack::fgsm(EPS)), &device, |_, _| {})
             .expect("attack");
     let clean_run_fgsm = attacked.adversarial.accuracy();
     let clean_rows = read_metrics(&RunFiles::new(clean_dir.path()).metrics()).expect("metrics.csv");
@@ -114,7 +114,7 @@ fn the_robustness_figures_can_use_the_centre_crop() {
     // FGSM has no random start: the seed does not matter, the view does.
     let attack = |split: Split, center_crop: Option<usize>| {
         let config = RobustnessConfig { center_crop, ..RobustnessConfig::reference(Attack::fgsm(EPS)) };
-        evaluate_robustness(&model, Arc::new(data.split(split).clone()), &config, &device, |_| {}).expect("attack")
+        evaluate_robustness(&model, Arc::new(data.split(split).clone()), &config, &device, |_, _| {}).expect("attack")
     };
     let selected = &rows[run.selected_epoch];
     let center = attack(Split::PublicTest, Some(40));
@@ -163,7 +163,7 @@ fn with_a_weight_average_the_attacks_measure_the_average() {
         let (model, _) = load_checkpoint::<B>(path, &device).expect("checkpoint");
         let config = RobustnessConfig::reference(Attack::fgsm(EPS));
         let public = Arc::new(data.split(Split::PublicTest).clone());
-        evaluate_robustness(&model, public, &config, &device, |_| {}).expect("attack")
+        evaluate_robustness(&model, public, &config, &device, |_, _| {}).expect("attack")
     };
     let selected = &rows[run.selected_epoch];
     let average = attack(files.best());
@@ -194,7 +194,7 @@ fn trades_training_beats_clean_training_under_pgd() {
     let robust_after = |dir: &std::path::Path| {
         let (model, _) = load_checkpoint::<B>(RunFiles::new(dir).best(), &device).expect("best.fer");
         let public = Arc::new(data.split(Split::PublicTest).clone());
-        evaluate_robustness(&model, public, &pgd, &device, |_| {}).expect("attack").robust_accuracy()
+        evaluate_robustness(&model, public, &pgd, &device, |_, _| {}).expect("attack").robust_accuracy()
     };
     let clean_dir = tempfile::tempdir().expect("tempdir");
     train::<B>(&config(None), &data, clean_dir.path(), &options, &device).expect("clean run");

@@ -146,7 +146,7 @@ fn adversarial_training_on_two_replicas_buys_robustness() {
         .expect("clean run");
     let (model, _) = load_checkpoint::<B>(RunFiles::new(clean_dir.path()).best(), &device).expect("best.fer");
     let public = Arc::new(data.split(Split::PublicTest).clone());
-    let clean_fgsm = evaluate_robustness(&model, public, &RobustnessConfig::reference(fgsm), &device, |_| {})
+    let clean_fgsm = evaluate_robustness(&model, public, &RobustnessConfig::reference(fgsm), &device, |_, _| {})
         .expect("attack")
         .adversarial
         .accuracy();
