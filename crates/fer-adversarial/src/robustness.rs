@@ -299,6 +299,9 @@ impl HeldLogits {
     /// single attack to the last digit).
     fn record<B: Backend>(self, tally: &mut Tally, batch_faces: usize, device: &B::Device) {
         let classes = self.classes;
+        if self.targets.is_empty() {
+            return;
+        }
         let logits = |values: &[f32]| {
             Tensor::<B, 2>::from_data(TensorData::new(values.to_vec(), [values.len() / classes, classes]), device)
         };

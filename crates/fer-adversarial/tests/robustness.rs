@@ -237,6 +237,14 @@ fn bad_robustness_settings_are_errors() {
     let apgd = RobustnessConfig::reference(Attack::apgd(EPS, 4, ApgdLoss::CeThenDlr));
     let err = evaluate_robustness(&two, test.clone(), &apgd, &device, |_, _| {}).expect_err("2 classes");
     assert!(err.to_string().contains("3 classes or more"), "{err}");
+    // No faces (`fer attack --limit 0`): nothing to attack, no figure, no error.
+    let none = Arc::new(test.select(&[]));
+    for attack in [Attack::fgsm(EPS), Attack::apgd(EPS, 4, ApgdLoss::CeThenDlr)] {
+        let result =
+            evaluate_robustness(&model, none.clone(), &RobustnessConfig::reference(attack), &device, |_, _| {})
+                .expect("no faces");
+        assert_eq!((result.clean.faces(), result.predictions.len()), (0, 0));
+    }
 }
 
 /// The faces of `split` as one batch of full faces.
