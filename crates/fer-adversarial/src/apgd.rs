@@ -143,15 +143,23 @@ where
         Ok(Point { classes, loss, off_label, gradient })
     }
 
-    /// The same objective on the faces at `index` (`[M]`, positions in the batch) only, with `loss`.
-    fn rows(&self, index: Tensor<Inner<B>, 1, Int>, loss: ApgdLoss) -> Objective<'_, B, F> {
-        let rows = index.clone().into_data().convert::<i64>().to_vec::<i64>().unwrap_or_default();
-        Objective {
+    /// The same objective on the faces `rows` (positions in the batch) only, with `loss`, and
+    /// those faces of `clean`.
+    fn rows(
+        &self,
+        rows: &[usize],
+        clean: &Tensor<Inner<B>, 4>,
+        loss: ApgdLoss,
+    ) -> (Objective<'_, B, F>, Tensor<Inner<B>, 4>) {
+        let index: Vec<i64> = rows.iter().map(|&i| i as i64).collect();
+        let index = Tensor::<Inner<B>, 1, Int>::from_data(TensorData::new(index, [rows.len()]), &clean.device());
+        let objective = Objective {
             forward: self.forward,
-            targets: self.targets.clone().select(0, Tensor::from_inner(index)),
-            labels: rows.iter().map(|&i| self.labels[i as usize]).collect(),
+            targets: self.targets.clone().select(0, Tensor::from_inner(index.clone())),
+            labels: rows.iter().map(|&i| self.labels[i]).collect(),
             loss,
-        }
+        };
+        (objective, clean.clone().select(0, index))
     }
 }
 
@@ -306,10 +314,8 @@ where
     if left.is_empty() {
         return Ok(out);
     }
-    let index: Vec<i64> = left.iter().map(|&i| i as i64).collect();
-    let index = Tensor::<Inner<B>, 1, Int>::from_data(TensorData::new(index, [left.len()]), &clean.device());
-    let faces = clean.clone().select(0, index.clone());
-    let (by_dlr, _) = walk(&objective.rows(index, ApgdLoss::Dlr), &faces, eps, steps, false, rng)?;
+    let (by_dlr_objective, faces) = objective.rows(&left, clean, ApgdLoss::Dlr);
+    let (by_dlr, _) = walk(&by_dlr_objective, &faces, eps, steps, false, rng)?;
     let [_, c, h, w] = out.dims();
     for (j, &i) in left.iter().enumerate() {
         out = out.slice_assign([i..i + 1, 0..c, 0..h, 0..w], by_dlr.clone().slice([j..j + 1, 0..c, 0..h, 0..w]));

@@ -197,21 +197,28 @@ where
         }
         attack => (attack, None),
     };
+    // One batch under `attack`: the logits under attack and the largest `|x' − x|`.
+    let attack_batch = |attack: &Attack, clean: Tensor<B, 4>, labels: Labels<B>, rng: &mut ChaCha8Rng| {
+        let attacked = perturb(attack, forward, clean.clone(), labels, rng)?;
+        let distance: f64 = (attacked.clone() - clean).abs().max().into_scalar().elem();
+        Ok::<_, AttackError>((forward(attacked).detach(), distance))
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut tally = Tally::new(split.len());
     let mut held = HeldLogits::default();
     let (mut done, mut total) = (0, split.len());
     let order: Vec<usize> = (0..split.len()).collect();
     let batcher = FaceBatcher::new(View::Full, 0, split.len());
-    for batch in BatchStream::<B>::new(split.clone(), order, config.batch_faces, batcher, 2, device.clone()) {
+    let stream = |order: Vec<usize>| {
+        BatchStream::<B>::new(split.clone(), order, config.batch_faces, batcher.clone(), 2, device.clone())
+    };
+    for batch in stream(order) {
         let clean_logits = forward(batch.images.clone()).detach();
         if then_dlr.is_some() && clean_logits.dims()[1] < 3 {
             return Err(dlr_needs_three_classes(clean_logits.dims()[1]));
         }
         let labels = Labels::from_source(config.labels, batch.targets.clone());
-        let attacked = perturb(&first, forward, batch.images.clone(), labels, &mut rng)?;
-        let distance: f64 = (attacked.clone() - batch.images).abs().max().into_scalar().elem();
-        let adversarial_logits = forward(attacked).detach();
+        let (adversarial_logits, distance) = attack_batch(&first, batch.images, labels, &mut rng)?;
         done += clean_logits.dims()[0];
         if then_dlr.is_some() {
             held.push(clean_logits, adversarial_logits, batch.targets, config.labels, distance);
@@ -224,15 +231,11 @@ where
         let left = held.unbroken();
         total += left.len();
         on_batch(done, total);
-        let batcher = FaceBatcher::new(View::Full, 0, split.len());
-        let batches =
-            BatchStream::<B>::new(split.clone(), left.clone(), config.batch_faces, batcher, 2, device.clone());
-        for (batch, faces) in batches.zip(left.chunks(config.batch_faces)) {
+        for (batch, faces) in stream(left.clone()).zip(left.chunks(config.batch_faces)) {
             let labels: Vec<i64> = faces.iter().map(|&i| held.attack_labels[i]).collect();
             let labels = Tensor::from_data(TensorData::new(labels, [faces.len()]), device);
-            let attacked = perturb(&dlr, forward, batch.images.clone(), Labels::Given(labels), &mut rng)?;
-            let distance: f64 = (attacked.clone() - batch.images).abs().max().into_scalar().elem();
-            held.replace(faces, forward(attacked).detach(), distance);
+            let (adversarial_logits, distance) = attack_batch(&dlr, batch.images, Labels::Given(labels), &mut rng)?;
+            held.replace(faces, adversarial_logits, distance);
             done += faces.len();
             on_batch(done, total);
         }
