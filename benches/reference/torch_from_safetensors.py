@@ -51,12 +51,12 @@ def read_safetensors(path):
 
 
 class Block(nn.Module):
-    """A VGG block: conv 3x3 -> BatchNorm -> ReLU (-> 2x2 max-pool)."""
+    """A VGG block: conv 3x3 -> BatchNorm (GroupNorm of `groups` groups when set) -> ReLU (-> 2x2 max-pool)."""
 
-    def __init__(self, cin, cout, pool):
+    def __init__(self, cin, cout, pool, groups=None):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, 3, padding=1)
-        self.norm = nn.BatchNorm2d(cout)
+        self.norm = nn.BatchNorm2d(cout) if groups is None else nn.GroupNorm(groups, cout)
         self.pool = pool
 
     def forward(self, x):
@@ -72,7 +72,7 @@ class Vgg(nn.Module):
             if item == "MaxPool":
                 blocks[-1].pool = True
             else:
-                blocks.append(Block(channels, item["Conv"], False))
+                blocks.append(Block(channels, item["Conv"], False, config.get("group_norm")))
                 channels = item["Conv"]
         self.blocks = nn.ModuleList(blocks)
         self.classifier = nn.Linear(channels, config.get("num_classes", 7))

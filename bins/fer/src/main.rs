@@ -220,6 +220,10 @@ enum Command {
         /// --width`).
         #[arg(long)]
         width: Option<f64>,
+        /// GroupNorm with this many groups in place of a VGG's BatchNorm (as `fer train
+        /// --group-norm`).
+        #[arg(long)]
+        group_norm: Option<usize>,
         /// Feature vector of the cnn-hog models: landmarks-sliding-hog, landmarks-whole-hog,
         /// landmarks.
         #[arg(long, default_value = "landmarks-sliding-hog")]
@@ -307,6 +311,12 @@ struct TrainArgs {
     /// resulting layers.
     #[arg(long, conflicts_with = "resume")]
     width: Option<f64>,
+    /// GroupNorm with this many groups after every convolution of a VGG, in place of BatchNorm
+    /// (e.g. 8 at --width 0.125, 32 at full width; it must divide every layer's channel count):
+    /// each face is normalised on its own, alike in training and at inference, with no running
+    /// statistics (--adv-bn and --adv-clean-bn do not apply). config.json records it.
+    #[arg(long, conflicts_with = "resume")]
+    group_norm: Option<usize>,
     /// Start from this checkpoint's weights and BatchNorm statistics instead of fresh ones (e.g.
     /// adversarial fine-tuning of a cleanly trained model); the optimiser and the schedule start
     /// afresh. config.json records the path and the file's checksum.
@@ -533,7 +543,7 @@ impl TrainArgs {
             (None, Some(header)) => header.model,
             (None, None) => ModelConfig::from_name("vgg19").map_err(anyhow::Error::msg)?,
         };
-        let model = with_width(model, self.width)?;
+        let model = with_group_norm(with_width(model, self.width)?, self.group_norm)?;
         let mut c = match self.recipe.as_str() {
             "reference" => TrainConfig::reference(model),
             "fast" => TrainConfig::fast(model),
@@ -629,6 +639,18 @@ fn with_width(model: ModelConfig, width: Option<f64>) -> Result<ModelConfig> {
         Some(factor) => model.scale_width(factor).map_err(|e| anyhow::anyhow!("--width: {e}")),
         None => Ok(model),
     }
+}
+
+/// `model` with GroupNorm of `--group-norm` groups when given (`fer train`, `fer bench-train`):
+/// VGG models only, and the groups must divide every convolution's channels.
+fn with_group_norm(model: ModelConfig, groups: Option<usize>) -> Result<ModelConfig> {
+    let Some(groups) = groups else { return Ok(model) };
+    let ModelConfig::Vgg(vgg) = &model else {
+        anyhow::bail!("--group-norm applies to VGG models, not `{}`", model.label());
+    };
+    let model = ModelConfig::Vgg(vgg.with_group_norm_groups(Some(groups)));
+    model.check().map_err(|e| anyhow::anyhow!("--group-norm: {e}"))?;
+    Ok(model)
 }
 
 /// `e` and its causes, joined by ": ", leaving out a cause whose text the message already holds:
@@ -836,9 +858,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Hyperopt { max_evals, startup_trials, args } => {
             features_cmd::hyperopt(*args, max_evals, startup_trials)?
         }
-        Command::BenchTrain { model, width, feature_set, bs, steps, warmup, device, json, attack } => {
+        Command::BenchTrain { model, width, group_norm, feature_set, bs, steps, warmup, device, json, attack } => {
             let bench = if model.starts_with("cnn-hog") {
                 anyhow::ensure!(width.is_none(), "--width applies to vgg*/resnet* models, not `{model}`");
+                anyhow::ensure!(group_norm.is_none(), "--group-norm applies to VGG models, not `{model}`");
                 anyhow::ensure!(
                     attack.adversarial.is_none(),
                     "--adversarial applies to vgg*/resnet* models, not `{model}`"
@@ -853,6 +876,7 @@ fn run(cli: Cli) -> Result<()> {
                 })
             } else {
                 let model = with_width(ModelConfig::from_name(&model).map_err(anyhow::Error::msg)?, width)?;
+                let model = with_group_norm(model, group_norm)?;
                 let config =
                     TrainConfig { batch_size: bs, adversarial: attack.training()?, ..TrainConfig::reference(model) };
                 with_backend!(device, |B, device| {

@@ -347,6 +347,11 @@ fn train_eval_report_round_trip_on_ndarray() {
     assert!(stderr(&out).contains("holds model `vgg-small`, expected `vgg (custom:"), "{}", stderr(&out));
     let out = fer(&["train", "--model", "vgg19", "--width", "0", "--out", tuned_s, "--data", csv]);
     assert!(stderr(&out).contains("--width: width factor 0 is not a finite number > 0"), "{}", stderr(&out));
+    let out = fer(&["train", "--init", best_s, "--group-norm", "8", "--out", tuned_s, "--data", csv]);
+    assert!(stderr(&out).contains("holds model `vgg-small`, expected `vgg (custom:"), "{}", stderr(&out));
+    let frozen = ["--group-norm", "8", "--adversarial", "fgsm", "--adv-bn", "running", "--device", "ndarray"];
+    let out = fer(&[&["train", "--model", "vgg-small", "--out", tuned_s, "--data", csv][..], &frozen[..]].concat());
+    assert!(stderr(&out).contains("GroupNorm 8) has no BatchNorm"), "{}", stderr(&out));
     let out = fer(&["train", "--model", "alexnet", "--out", run_s, "--data", csv]);
     assert!(stderr(&out).contains("unknown model `alexnet`"), "{}", stderr(&out));
     let out = fer(&["train", "--model", "vgg-small", "--adversarial", "fgsm", "--adv-bn", "clean", "--out", run_s]);
@@ -754,6 +759,19 @@ fn bench_train_reports_a_median() {
     assert_eq!(json["model"], "vgg(8-8-M-16-16-M-M)");
     let out = fer(&["bench-train", "--model", "cnn-hog-tiny", "--width", "0.5", "--device", "ndarray"]);
     assert!(stderr(&out).contains("--width applies to vgg*/resnet* models"), "{}", stderr(&out));
+    // GroupNorm in place of BatchNorm: a VGG whose groups divide every layer's channels.
+    let out = fer(&[&half[..], &["--group-norm", "4", "--device", "ndarray", "--json"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(json["model"], "vgg(8-8-M-16-16-M-M, GroupNorm 4)");
+    let out = fer(&[&half[..], &["--group-norm", "16", "--device", "ndarray"]].concat());
+    assert!(
+        stderr(&out).contains("--group-norm: GroupNorm with 16 groups: convolution 1 of 4 has 8 channels"),
+        "{}",
+        stderr(&out)
+    );
+    let out = fer(&["bench-train", "--model", "resnet-small", "--group-norm", "4", "--device", "ndarray"]);
+    assert!(stderr(&out).contains("--group-norm applies to VGG models"), "{}", stderr(&out));
     let out = fer(&["bench-train", "--model", "vgg-small", "--steps", "0", "--device", "ndarray"]);
     assert!(stderr(&out).contains("one timed step"), "{}", stderr(&out));
     let tiny = ["bench-train", "--model", "cnn-hog-tiny", "--bs", "4", "--steps", "2", "--warmup", "0"];

@@ -214,8 +214,13 @@ mod tests {
     #[test]
     fn round_trip_gives_identical_logits() {
         let device = Default::default();
-        for name in ["vgg-small", "resnet-small"] {
-            let config = ModelConfig::from_name(name).expect("known");
+        let group_norm = ModelConfig::Vgg(crate::VggConfig::small().with_group_norm_groups(Some(8)));
+        for config in [
+            ModelConfig::from_name("vgg-small").expect("known"),
+            ModelConfig::from_name("resnet-small").expect("known"),
+            group_norm,
+        ] {
+            let name = config.label();
             let model = config.init::<B>(&device);
             let dir = tempfile::tempdir().expect("tempdir");
             let path = dir.path().join("m.fer");

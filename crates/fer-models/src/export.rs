@@ -52,6 +52,7 @@ pub fn export_safetensors<B: Backend>(
     match model {
         Model::Vgg(m) => write_module(m, store, path),
         Model::ResNet(m) => write_module(m, store, path),
+        Model::VggGroupNorm(m) => write_module(m, store, path),
     }
 }
 
@@ -70,6 +71,7 @@ pub fn import_safetensors<B: Backend>(
     match &mut model {
         Model::Vgg(m) => load_module(m, bytes, path, config.name()),
         Model::ResNet(m) => load_module(m, bytes, path, config.name()),
+        Model::VggGroupNorm(m) => load_module(m, bytes, path, config.name()),
     }?;
     Ok((model, config))
 }
@@ -245,17 +247,24 @@ mod tests {
     fn round_trip_gives_identical_logits_and_keeps_running_statistics() {
         let device = Default::default();
         let dir = tempfile::tempdir().expect("tempdir");
-        for name in ["vgg-small", "resnet-small"] {
-            let config = ModelConfig::from_name(name).expect("known");
+        let group_norm = ModelConfig::Vgg(crate::VggConfig::small().with_group_norm_groups(Some(8)));
+        for (name, config) in [
+            ("vgg-small", ModelConfig::from_name("vgg-small").expect("known")),
+            ("resnet-small", ModelConfig::from_name("resnet-small").expect("known")),
+            ("vgg-small-gn8", group_norm),
+        ] {
             let model = config.init::<B>(&device);
             let path = dir.path().join(format!("{name}.safetensors"));
             export_safetensors(&model, &config, &path).expect("export");
 
-            // Any safetensors reader sees plain named fp32 tensors, running statistics included.
+            // Any safetensors reader sees plain named fp32 tensors, running statistics included
+            // (GroupNorm has none: its γ and β only).
             let bytes = std::fs::read(&path).expect("read");
             let file = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
             let names = file.names();
-            assert!(names.iter().any(|n| n.ends_with("running_mean")), "{names:?}");
+            let running = names.iter().any(|n| n.ends_with("running_mean"));
+            assert_eq!(running, config.has_batch_norm(), "{names:?}");
+            assert!(names.iter().any(|n| n.ends_with("norm.gamma")), "{names:?}");
             assert!(names.iter().all(|n| !n.starts_with("Vgg") && !n.starts_with("ResNet")), "{names:?}");
             let params: usize = file.tensors().iter().map(|(_, t)| t.shape().iter().product::<usize>()).sum();
             assert_eq!(params, model.num_params(), "every tensor of the module is exported");

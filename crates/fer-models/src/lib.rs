@@ -33,6 +33,7 @@
 //! | ResNet18 (CIFAR-style) | [`ResNetConfig::resnet18`] | 11,171,271 |
 //! | VGG19, every width × 0.25 (16…128 channels) | [`ModelConfig::scale_width`] | 1,256,247 |
 //! | ResNet18, every width × 0.25 (16/32/64/128) | [`ModelConfig::scale_width`] | 700,791 |
+//! | VGG19 × 0.125 with GroupNorm of 8 groups in place of BatchNorm ([`VggGroupNorm`]: no running statistics) | `VggConfig::group_norm`, [`VggConfig::init_group_norm`] | 315,359 |
 //!
 //! The reference project feeds the gray face as three identical RGB channels; one channel is the
 //! same function with the three first-layer kernels summed, so fer-rs uses one.
@@ -104,4 +105,4 @@ pub use predict::{
 };
 pub use resnet::{BasicBlock, ResNet, ResNetConfig};
 pub use running::{RunningUpdates, collect_running_updates};
-pub use vgg::{Vgg, VggConfig, VggItem};
+pub use vgg::{Vgg, VggConfig, VggGroupNorm, VggItem};

@@ -2,7 +2,7 @@
 
 use burn::prelude::*;
 
-use crate::{NormStatistics, ResNet, ResNetConfig, Vgg, VggConfig};
+use crate::{NormStatistics, ResNet, ResNetConfig, Vgg, VggConfig, VggGroupNorm};
 
 /// Anything that maps a batch of images `[N, C, H, W]` to logits `[N, classes]`.
 ///
@@ -52,10 +52,14 @@ impl ModelConfig {
     }
 
     /// The preset name, or for a custom config its layers: `vgg(16-16-M-…)`,
-    /// `resnet(blocks 2-2-2-2, widths 16-32-64-128)`. For logs, reports and bench lines.
+    /// `vgg(16-16-M-…, GroupNorm 8)`, `resnet(blocks 2-2-2-2, widths 16-32-64-128)`. For logs,
+    /// reports and bench lines.
     pub fn label(&self) -> String {
         match (self.name(), self) {
-            ("vgg", ModelConfig::Vgg(c)) => format!("vgg({})", c.layers_label()),
+            ("vgg", ModelConfig::Vgg(c)) => match c.group_norm {
+                None => format!("vgg({})", c.layers_label()),
+                Some(groups) => format!("vgg({}, GroupNorm {groups})", c.layers_label()),
+            },
             ("resnet", ModelConfig::ResNet(c)) => {
                 let join = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join("-");
                 format!("resnet(blocks {}, widths {})", join(&c.blocks), join(&c.widths))
@@ -85,6 +89,12 @@ impl ModelConfig {
         })
     }
 
+    /// Whether the model has BatchNorm layers: every model but a VGG with `group_norm` set
+    /// (see [`Model::has_batch_norm`]).
+    pub fn has_batch_norm(&self) -> bool {
+        !matches!(self, ModelConfig::Vgg(c) if c.group_norm.is_some())
+    }
+
     /// Output classes.
     pub fn num_classes(&self) -> usize {
         match self {
@@ -108,6 +118,7 @@ impl ModelConfig {
     /// makes clones (checkpoints, frozen copies for attacks) equal to the original.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Model<B> {
         let model = match self {
+            ModelConfig::Vgg(c) if c.group_norm.is_some() => Model::VggGroupNorm(c.init_group_norm(device)),
             ModelConfig::Vgg(c) => Model::Vgg(c.init(device)),
             ModelConfig::ResNet(c) => Model::ResNet(c.init(device)),
         };
@@ -130,6 +141,9 @@ pub enum Model<B: Backend> {
     Vgg(Vgg<B>),
     /// A ResNet.
     ResNet(ResNet<B>),
+    /// A VGG with GroupNorm (a [`VggConfig`] whose `group_norm` is set). The variant comes after
+    /// the others, so checkpoints written before it existed read unchanged.
+    VggGroupNorm(VggGroupNorm<B>),
 }
 
 impl<B: Backend> Model<B> {
@@ -138,6 +152,7 @@ impl<B: Backend> Model<B> {
         match self {
             Model::Vgg(m) => m.forward(images),
             Model::ResNet(m) => m.forward(images),
+            Model::VggGroupNorm(m) => m.forward(images),
         }
     }
 
@@ -146,6 +161,7 @@ impl<B: Backend> Model<B> {
         match self {
             Model::Vgg(m) => m.forward_inference(images),
             Model::ResNet(m) => m.forward_inference(images),
+            Model::VggGroupNorm(m) => m.forward_inference(images),
         }
     }
 
@@ -156,6 +172,7 @@ impl<B: Backend> Model<B> {
     /// generator seeded with it, so the same seed gives the same masks on any thread. Burn 0.21's
     /// CPU backends share one generator between threads: replicas training side by side need a
     /// seed each to be reproducible, and fer-train gives them one per pass, drawn from the run's seed.
+    /// A model without BatchNorm ([`Model::VggGroupNorm`]) ignores `statistics`.
     pub fn forward_training(
         &self,
         images: Tensor<B, 4>,
@@ -165,7 +182,14 @@ impl<B: Backend> Model<B> {
         match self {
             Model::Vgg(m) => m.forward_training(images, statistics, dropout_seed),
             Model::ResNet(m) => m.forward_training(images, statistics, dropout_seed),
+            Model::VggGroupNorm(m) => m.forward_training(images, dropout_seed),
         }
+    }
+
+    /// Whether the model has BatchNorm layers (running statistics, and a training pass that
+    /// depends on the other faces of the batch): every model but [`Model::VggGroupNorm`].
+    pub fn has_batch_norm(&self) -> bool {
+        !matches!(self, Model::VggGroupNorm(_))
     }
 }
 
@@ -180,6 +204,16 @@ impl<B: Backend> Classifier<B> for Model<B> {
 }
 
 impl<B: Backend> Classifier<B> for Vgg<B> {
+    fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward(images)
+    }
+
+    fn logits_inference(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward_inference(images)
+    }
+}
+
+impl<B: Backend> Classifier<B> for VggGroupNorm<B> {
     fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         self.forward(images)
     }

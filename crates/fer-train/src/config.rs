@@ -239,7 +239,9 @@ pub struct AdversarialTraining {
     /// BatchNorm in the training forward pass on the attacked faces (and, with
     /// [`AdvSource::Current`], in the attack's own passes). The reference:
     /// [`NormStatistics::BatchUpdate`], which lets ε-perturbed batches into the statistics used on
-    /// clean test faces; `Batch` and `Running` keep the running statistics to clean batches.
+    /// clean test faces; `Batch` and `Running` keep the running statistics to clean batches. A
+    /// model without BatchNorm (the GroupNorm VGG) takes only the default here and in
+    /// [`AdversarialTraining::clean_norm_statistics`] ([`crate::TrainConfig::check`]).
     #[serde(default)]
     pub norm_statistics: NormStatistics,
     /// BatchNorm in the training forward pass on the clean faces. Default (and the reference):
@@ -655,6 +657,19 @@ impl TrainConfig {
         }
         if let Some(adversarial) = &self.adversarial {
             adversarial.check()?;
+            let statistics = [adversarial.clean_norm_statistics, adversarial.norm_statistics];
+            if !self.model.has_batch_norm() {
+                if statistics != [NormStatistics::BatchUpdate; 2] {
+                    return Err(format!(
+                        "the model {} has no BatchNorm, so BatchNorm statistics `{}` on clean and `{}` on \
+                         attacked faces do not apply: leave --adv-bn and --adv-clean-bn at their default",
+                        self.model.label(),
+                        adversarial.clean_norm_statistics.name(),
+                        adversarial.norm_statistics.name()
+                    ));
+                }
+                return Ok(());
+            }
             let updated =
                 [adversarial.clean_norm_statistics, adversarial.norm_statistics].contains(&NormStatistics::BatchUpdate);
             if !updated && self.init.is_none() {

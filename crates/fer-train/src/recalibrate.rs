@@ -16,6 +16,8 @@ use fer_models::Model;
 /// BatchNorm running statistic becomes `0.9^batches × old + (1 − 0.9^batches) × (average of
 /// the batches' statistics)` with Burn's momentum 0.1: 100 batches leave 2.7e-5 of the old value.
 /// Returns the number of faces seen. The loader wraps around when `faces` has fewer batches.
+/// A model without BatchNorm ([`Model::has_batch_norm`]: the GroupNorm VGG) is refused: it has
+/// no statistics to recompute.
 pub fn recalibrate_batch_norm<B: AutodiffBackend>(
     model: &Model<B>,
     faces: Arc<SplitData>,
@@ -26,6 +28,9 @@ pub fn recalibrate_batch_norm<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<usize, String> {
     view.check()?;
+    if !model.has_batch_norm() {
+        return Err("the model has no BatchNorm layers (GroupNorm), so no running statistics to recalibrate".into());
+    }
     if batch_size == 0 || batches == 0 {
         return Err(format!("batch size ({batch_size}) and batches ({batches}) must be positive"));
     }
@@ -106,6 +111,15 @@ mod tests {
             assert!((a - b).abs() <= 1e-3 * (1.0 + b.abs()), "logit {i}: {a} vs {b}");
         }
         assert!(after_a.iter().zip(&before_a).any(|(a, b)| (a - b).abs() > 1e-3), "recalibration changed nothing");
+    }
+
+    #[test]
+    fn a_model_without_batch_norm_is_refused() {
+        let device = Default::default();
+        let config = ModelConfig::Vgg(fer_models::VggConfig::small().with_group_norm_groups(Some(8)));
+        let model: Model<B> = config.init(&device);
+        let err = recalibrate_batch_norm(&model, faces(8, 0, 255), View::CenterCrop(44), 8, 1, 0, &device);
+        assert!(err.expect_err("refused").contains("no BatchNorm layers"));
     }
 
     #[test]
