@@ -85,6 +85,23 @@ impl VggConfig {
 
     /// The same network with GroupNorm of `groups` groups after every convolution (`None`:
     /// BatchNorm); see the `group_norm` field. [`VggConfig::check`] tells whether `groups` fits.
+    ///
+    /// ```
+    /// use burn::backend::NdArray;
+    /// use burn::tensor::Tensor;
+    /// use fer_models::{Model, ModelConfig, VggConfig};
+    ///
+    /// // VGG19 at 1/8 width (8…64 channels) with GroupNorm of 8 groups: what `fer train --model
+    /// // vgg19 --width 0.125 --group-norm 8` trains.
+    /// let config = ModelConfig::Vgg(VggConfig::vgg19().scale_width(0.125).with_group_norm_groups(Some(8)));
+    /// assert!(config.check().is_ok() && !config.has_batch_norm());
+    /// let model = config.init::<NdArray>(&Default::default());
+    /// assert!(matches!(model, Model::VggGroupNorm(_)));
+    /// assert_eq!(model.forward(Tensor::zeros([2, 1, 44, 44], &Default::default())).dims(), [2, 7]);
+    /// // 16 groups do not divide the first layer's 8 channels.
+    /// let err = VggConfig::vgg19().scale_width(0.125).with_group_norm_groups(Some(16)).check();
+    /// assert!(err.unwrap_err().contains("convolution 1 of 16 has 8 channels"));
+    /// ```
     pub fn with_group_norm_groups(&self, groups: Option<usize>) -> VggConfig {
         VggConfig { group_norm: groups, ..self.clone() }
     }
