@@ -173,60 +173,54 @@ impl VggConfig {
         plan
     }
 
-    fn conv<B: Backend>(input: usize, output: usize, device: &B::Device) -> Conv2d<B> {
-        Conv2dConfig::new([input, output], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device)
-    }
-
-    fn max_pool(pooled: bool) -> Option<MaxPool2d> {
-        pooled.then(|| MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init())
-    }
-
-    fn head<B: Backend>(&self, channels: usize, device: &B::Device) -> VggHead<B> {
-        VggHead {
+    /// Checks the config, then builds one block per convolution with `block(conv, output
+    /// channels, pool)` and the layers after them. Panics when [`VggConfig::check`] fails.
+    fn build<B: Backend, T>(
+        &self,
+        device: &B::Device,
+        block: impl Fn(Conv2d<B>, usize, Option<MaxPool2d>) -> T,
+    ) -> (Vec<T>, VggHead<B>) {
+        if let Err(e) = self.check() {
+            panic!("invalid VggConfig: {e}");
+        }
+        let plan = self.conv_plan();
+        let blocks = plan
+            .iter()
+            .map(|&(input, output, pooled)| {
+                let conv = Conv2dConfig::new([input, output], [3, 3])
+                    .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                    .init(device);
+                let pool = pooled.then(|| MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init());
+                block(conv, output, pool)
+            })
+            .collect();
+        let channels = plan.last().map_or(self.in_channels, |p| p.1);
+        let head = VggHead {
             pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
             dropout: DropoutConfig::new(self.dropout).init(),
             classifier: LinearConfig::new(channels, self.num_classes).init(device),
-        }
+        };
+        (blocks, head)
     }
 
     /// Builds the GroupNorm network on `device` ([`VggGroupNorm`]; `group_norm` must be
     /// `Some`). Panics when [`VggConfig::check`] fails or `group_norm` is `None`.
     pub fn init_group_norm<B: Backend>(&self, device: &B::Device) -> VggGroupNorm<B> {
-        if let Err(e) = self.check() {
-            panic!("invalid VggConfig: {e}");
-        }
         let groups = self.group_norm.expect("init_group_norm needs VggConfig::group_norm");
-        let plan = self.conv_plan();
-        let blocks = plan
-            .iter()
-            .map(|&(input, output, pooled)| VggGroupNormBlock {
-                conv: Self::conv(input, output, device),
-                norm: GroupNormConfig::new(groups, output).init(device),
-                pool: Self::max_pool(pooled),
-            })
-            .collect();
-        let channels = plan.last().map_or(self.in_channels, |p| p.1);
-        let VggHead { pool, dropout, classifier } = self.head(channels, device);
+        let (blocks, VggHead { pool, dropout, classifier }) = self.build(device, |conv, channels, pool| {
+            VggGroupNormBlock { conv, norm: GroupNormConfig::new(groups, channels).init(device), pool }
+        });
         VggGroupNorm { blocks, pool, dropout, classifier }
     }
 
     /// Builds the BatchNorm network on `device` (whatever `group_norm` says; [`crate::ModelConfig::init`]
     /// picks [`VggConfig::init_group_norm`] when it is `Some`). Panics when [`VggConfig::check`] fails.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Vgg<B> {
-        if let Err(e) = self.check() {
-            panic!("invalid VggConfig: {e}");
-        }
-        let plan = self.conv_plan();
-        let blocks = plan
-            .iter()
-            .map(|&(input, output, pooled)| VggBlock {
-                conv: Self::conv(input, output, device),
-                norm: BatchNormConfig::new(output).init(device),
-                pool: Self::max_pool(pooled),
-            })
-            .collect();
-        let channels = plan.last().map_or(self.in_channels, |p| p.1);
-        let VggHead { pool, dropout, classifier } = self.head(channels, device);
+        let (blocks, VggHead { pool, dropout, classifier }) = self.build(device, |conv, channels, pool| VggBlock {
+            conv,
+            norm: BatchNormConfig::new(channels).init(device),
+            pool,
+        });
         Vgg { blocks, pool, dropout, classifier }
     }
 }
@@ -353,11 +347,6 @@ impl<B: Backend> VggGroupNorm<B> {
     /// [`Vgg::forward_training`] has nothing to act on and is not taken.
     pub fn forward_training(&self, images: Tensor<B, 4>, dropout_seed: Option<u64>) -> Tensor<B, 2> {
         self.forward_in(images, Mode::training(NormStatistics::BatchUpdate, dropout_seed))
-    }
-
-    /// The GroupNorm's group count (the config's `group_norm`).
-    pub fn groups(&self) -> usize {
-        self.blocks.first().map_or(1, |b| b.norm.num_groups)
     }
 
     fn forward_in(&self, images: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {

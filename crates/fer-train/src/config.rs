@@ -658,21 +658,17 @@ impl TrainConfig {
         if let Some(adversarial) = &self.adversarial {
             adversarial.check()?;
             let statistics = [adversarial.clean_norm_statistics, adversarial.norm_statistics];
-            if !self.model.has_batch_norm() {
-                if statistics != [NormStatistics::BatchUpdate; 2] {
-                    return Err(format!(
-                        "the model {} has no BatchNorm, so BatchNorm statistics `{}` on clean and `{}` on \
-                         attacked faces do not apply: leave --adv-bn and --adv-clean-bn at their default",
-                        self.model.label(),
-                        adversarial.clean_norm_statistics.name(),
-                        adversarial.norm_statistics.name()
-                    ));
-                }
-                return Ok(());
+            if !self.model.has_batch_norm() && statistics != [NormStatistics::BatchUpdate; 2] {
+                return Err(format!(
+                    "the model {} has no BatchNorm, so BatchNorm statistics `{}` on clean and `{}` on \
+                     attacked faces do not apply: leave --adv-bn and --adv-clean-bn at their default",
+                    self.model.label(),
+                    adversarial.clean_norm_statistics.name(),
+                    adversarial.norm_statistics.name()
+                ));
             }
-            let updated =
-                [adversarial.clean_norm_statistics, adversarial.norm_statistics].contains(&NormStatistics::BatchUpdate);
-            if !updated && self.init.is_none() {
+            // Without BatchNorm the statistics are the defaults (above), which update.
+            if !statistics.contains(&NormStatistics::BatchUpdate) && self.init.is_none() {
                 return Err(format!(
                     "BatchNorm `{}` on clean and `{}` on attacked faces never update the running statistics, \
                      which would stay at their initial mean 0 and variance 1: start from a trained \
