@@ -346,6 +346,12 @@ struct TrainArgs {
     /// Chance, in percent, of erasing a random rectangle (2–33 % of the crop) to black.
     #[arg(long, conflicts_with = "resume")]
     augment_erase: Option<u32>,
+    /// Percent of the training batches made of whole 48×48 faces (mirrored at random, and
+    /// augmented as the crops) instead of random crops, so the network also learns the
+    /// whole-face view that the reference's attack evaluation feeds it (`fer eval --full`,
+    /// `fer attack`) [default: 0, crops only].
+    #[arg(long, value_name = "PCT", conflicts_with = "resume")]
+    whole_faces: Option<u32>,
     /// Label smoothing of the training loss: cross-entropy against (1 − S)·one-hot + S/7
     /// [default: 0, none]; the test splits' losses stay plain cross-entropy.
     #[arg(long, conflicts_with = "resume", value_name = "S")]
@@ -583,6 +589,7 @@ impl TrainArgs {
         augmentation.max_zoom_pct = self.augment_zoom.unwrap_or(augmentation.max_zoom_pct);
         augmentation.erase_pct = self.augment_erase.unwrap_or(augmentation.erase_pct);
         c.augmentation = augmentation;
+        c.whole_face_pct = self.whole_faces.unwrap_or(c.whole_face_pct);
         c.label_smoothing = self.label_smoothing.unwrap_or(c.label_smoothing);
         c.mixup_alpha = self.mixup;
         c.ema_decay = self.ema;

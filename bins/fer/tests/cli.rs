@@ -163,6 +163,8 @@ fn train_eval_report_round_trip_on_ndarray() {
         "strong",
         "--augment-erase",
         "20",
+        "--whole-faces",
+        "50",
         "--label-smoothing",
         "0.1",
         "--mixup",
@@ -188,6 +190,7 @@ fn train_eval_report_round_trip_on_ndarray() {
         [10, 10, 20],
         "strong, erasing changed to 20 %: {augmentation}"
     );
+    assert_eq!(config["whole_face_pct"].as_u64(), Some(50));
     assert_eq!((config["label_smoothing"].as_f64(), config["mixup_alpha"].as_f64()), (Some(0.1), Some(0.2)));
     assert_eq!((config["nesterov"].as_bool(), config["momentum"].as_f64()), (Some(true), Some(0.9)));
     assert_eq!(config["ema_decay"].as_f64(), Some(0.99));
@@ -217,6 +220,7 @@ fn train_eval_report_round_trip_on_ndarray() {
         ("strong", "heavy", "unknown augmentation `heavy` (expected none or strong)"),
         ("0.2", "0", "mixup α 0 must be positive"),
         ("0.99", "1", "EMA decay 1 is not in (0, 1)"),
+        ("50", "101", "whole faces in 101 % of the batches: more than 100 %"),
     ] {
         let bad: Vec<&str> = train_args
             .iter()

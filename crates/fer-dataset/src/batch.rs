@@ -7,10 +7,10 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::Dataset;
 use burn::prelude::*;
-use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
 
-use crate::{Augmentation, Emotion, FaceImage, SplitData, View};
+use crate::{Augmentation, CropWindow, Emotion, FACE_SIDE, FaceImage, SplitData, View};
 
 /// One labelled face and its position in its split (the position seeds its augmentation).
 #[derive(Debug, Clone)]
@@ -68,13 +68,15 @@ pub struct FaceBatch<B: Backend> {
 /// on its `k`-th visit is drawn from a generator seeded by `(seed, i, k)`. Visits are counted
 /// per face, so the k-th epoch sees the same crops in every run; [`FaceBatcher::set_epoch`]
 /// restores the count when a run is resumed. [`FaceBatcher::with_augmentation`] adds rotation,
-/// zoom and erasing to a random view's crops, drawn from the same generator.
+/// zoom and erasing to a random view's crops, drawn from the same generator, and
+/// [`FaceBatcher::with_whole_faces`] makes a share of the batches whole 48×48 faces.
 #[derive(Debug, Clone)]
 pub struct FaceBatcher {
     view: View,
     seed: u64,
     visits: Arc<Vec<AtomicU32>>,
     augmentation: Augmentation,
+    whole_face_pct: u32,
 }
 
 impl FaceBatcher {
@@ -84,7 +86,7 @@ impl FaceBatcher {
             panic!("invalid view {view:?}: {e}");
         }
         let visits = if view.is_random() { (0..faces).map(|_| AtomicU32::new(0)).collect() } else { Vec::new() };
-        FaceBatcher { view, seed, visits: Arc::new(visits), augmentation: Augmentation::NONE }
+        FaceBatcher { view, seed, visits: Arc::new(visits), augmentation: Augmentation::NONE, whole_face_pct: 0 }
     }
 
     /// The same batcher with `augmentation` applied to each crop after its random placement and
@@ -107,6 +109,41 @@ impl FaceBatcher {
         self.augmentation
     }
 
+    /// The same batcher with about `pct` % of its batches made of whole 48×48 faces, each
+    /// mirrored with probability ½ and augmented as the crops are, instead of random crops: a
+    /// network trained on crops alone also learns the whole-face view that the reference's
+    /// attack evaluation feeds it. Whether a batch is whole is drawn from a generator seeded by
+    /// `(seed, its first face, that face's visit)`, so it is reproducible and resumable as the
+    /// crops are; the batch's side is [`FaceBatcher::batch_side`].
+    ///
+    /// Panics when `pct > 100`, or when `pct > 0` and the view is not random.
+    pub fn with_whole_faces(self, pct: u32) -> FaceBatcher {
+        assert!(pct <= 100, "whole faces in {pct} % of the batches: more than 100 %");
+        assert!(pct == 0 || self.view.is_random(), "whole-face batches on the fixed view {:?}", self.view);
+        FaceBatcher { whole_face_pct: pct, ..self }
+    }
+
+    /// The share of whole-face batches, in percent (0 unless set).
+    pub fn whole_face_pct(&self) -> u32 {
+        self.whole_face_pct
+    }
+
+    /// Side of the crops the next [`FaceBatcher::crops`] of `items` makes: 48 for a whole-face
+    /// batch (see [`FaceBatcher::with_whole_faces`]), else the view's side.
+    pub fn batch_side(&self, items: &[FaceItem]) -> usize {
+        if self.is_whole_face_batch(items) { FACE_SIDE } else { self.view.side() }
+    }
+
+    /// Draws whether the batch that `items` starts is whole faces, from its first face's visit
+    /// count before the batch is made (each face is in one batch a visit).
+    fn is_whole_face_batch(&self, items: &[FaceItem]) -> bool {
+        let (Some(first), true) = (items.first(), self.whole_face_pct > 0) else { return false };
+        let visit = self.visits.get(first.index).map_or(0, |v| v.load(Ordering::Relaxed));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(mix(self.seed ^ WHOLE_FACE_STREAM, first.index as u64, u64::from(visit)));
+        rng.random_range(0..100) < self.whole_face_pct
+    }
+
     /// The view this batcher produces.
     pub fn view(&self) -> View {
         self.view
@@ -120,15 +157,22 @@ impl FaceBatcher {
         }
     }
 
-    /// The crops of `items` as row-major `[len × crops, S, S]` floats in `[0, 1]`.
+    /// The crops of `items` as row-major `[len × crops, S, S]` floats in `[0, 1]`, `S` being
+    /// [`FaceBatcher::batch_side`] (asked before this call).
     pub fn crops(&self, items: &[FaceItem]) -> Vec<f32> {
-        let side = self.view.side();
+        let whole = self.is_whole_face_batch(items);
+        let side = if whole { FACE_SIDE } else { self.view.side() };
         let mut out = vec![0.0f32; items.len() * self.view.crops_per_face() * side * side];
         let mut chunks = out.chunks_exact_mut(side * side);
         for item in items {
             let visit = self.visits.get(item.index).map_or(0, |v| v.fetch_add(1, Ordering::Relaxed));
             let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, item.index as u64, u64::from(visit)));
-            for window in self.view.windows(&mut rng) {
+            let windows = if whole {
+                vec![CropWindow { top: 0, left: 0, size: FACE_SIDE, mirrored: rng.random_bool(0.5) }]
+            } else {
+                self.view.windows(&mut rng)
+            };
+            for window in windows {
                 let chunk = chunks.next().expect("buffer sized for every crop");
                 self.augmentation.write_scaled(&item.image, &window, &mut rng, chunk);
             }
@@ -139,7 +183,7 @@ impl FaceBatcher {
 
 impl<B: Backend> Batcher<B, FaceItem, FaceBatch<B>> for FaceBatcher {
     fn batch(&self, items: Vec<FaceItem>, device: &B::Device) -> FaceBatch<B> {
-        let side = self.view.side();
+        let side = self.batch_side(&items);
         let crops = self.view.crops_per_face();
         let pixels = self.crops(&items);
         let images = Tensor::from_data(TensorData::new(pixels, [items.len() * crops, 1, side, side]), device);
@@ -168,6 +212,9 @@ pub fn face_loader<B: Backend>(
     }
     builder.build(FaceDataset::new(split))
 }
+
+/// Mixed into the seed of the whole-face draws, so they are a stream of their own.
+const WHOLE_FACE_STREAM: u64 = 0x57B0_1E00_FACE_0000;
 
 /// SplitMix64-style mixing of three words into one seed.
 fn mix(a: u64, b: u64, c: u64) -> u64 {
@@ -266,6 +313,75 @@ mod tests {
         let erased = FaceBatcher::new(View::RandomCropFlip(44), 42, s.len()).with_augmentation(erase).crops(&all);
         assert!(erased.iter().zip(&plain).all(|(&e, &p)| e == p || e == 0.0));
         assert!(erased.iter().zip(&plain).filter(|(e, p)| e != p).count() > 12 * 30);
+    }
+
+    #[test]
+    fn whole_face_batches_are_whole_mirrored_faces_drawn_reproducibly() {
+        let s = split(40);
+        let all = items(&s);
+        let device = Default::default();
+        // None asked for: the crops of the plain batcher, bit for bit.
+        let plain = FaceBatcher::new(View::RandomCropFlip(44), 5, s.len()).crops(&all);
+        let zero = FaceBatcher::new(View::RandomCropFlip(44), 5, s.len()).with_whole_faces(0);
+        assert_eq!(zero.batch_side(&all), 44);
+        assert_eq!(zero.crops(&all), plain);
+
+        // All of them: each face whole, as it is or mirrored, both seen.
+        let every = FaceBatcher::new(View::RandomCropFlip(44), 5, s.len()).with_whole_faces(100);
+        assert_eq!(every.whole_face_pct(), 100);
+        let b: FaceBatch<B> = every.batch(all.clone(), &device);
+        assert_eq!(b.images.dims(), [40, 1, 48, 48]);
+        let pixels: Vec<f32> = b.images.into_data().convert::<f32>().to_vec().expect("floats");
+        let mut mirrored = 0;
+        for (item, got) in all.iter().zip(pixels.chunks_exact(48 * 48)) {
+            let view = |m: bool| {
+                let mut out = vec![0.0f32; 48 * 48];
+                CropWindow { top: 0, left: 0, size: 48, mirrored: m }.write_scaled(&item.image, &mut out);
+                out
+            };
+            if got == view(true).as_slice() {
+                mirrored += 1;
+            } else {
+                assert_eq!(got, view(false).as_slice(), "face {} is whole", item.index);
+            }
+        }
+        assert!((8..=32).contains(&mirrored), "about half mirrored: {mirrored} of 40");
+
+        // Half of them: one-face batches over three epochs, each batch's side drawn per face and
+        // visit; another batcher with the same seed, resumed at epoch 1, draws the same sides.
+        let half = || FaceBatcher::new(View::RandomCropFlip(44), 5, s.len()).with_whole_faces(50);
+        let sides = |batcher: &FaceBatcher| -> Vec<usize> {
+            all.iter()
+                .map(|item| {
+                    let one = std::slice::from_ref(item);
+                    let side = batcher.batch_side(one);
+                    assert_eq!(batcher.crops(one).len(), side * side);
+                    side
+                })
+                .collect()
+        };
+        let a = half();
+        let epochs: Vec<Vec<usize>> = (0..3).map(|_| sides(&a)).collect();
+        let whole = epochs.concat().iter().filter(|&&side| side == 48).count();
+        assert!((36..=84).contains(&whole), "about half of 120 batches whole: {whole}");
+        assert_ne!(epochs[0], epochs[1], "each epoch draws anew");
+        let resumed = half();
+        resumed.set_epoch(1);
+        assert_eq!(sides(&resumed), epochs[1]);
+        let other_seed = FaceBatcher::new(View::RandomCropFlip(44), 6, s.len()).with_whole_faces(50);
+        assert_ne!(sides(&other_seed), epochs[0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "whole-face batches on the fixed view")]
+    fn whole_faces_of_an_evaluation_view_are_refused() {
+        let _ = FaceBatcher::new(View::CenterCrop(44), 0, 4).with_whole_faces(25);
+    }
+
+    #[test]
+    #[should_panic(expected = "more than 100 %")]
+    fn whole_faces_above_all_batches_are_refused() {
+        let _ = FaceBatcher::new(View::RandomCropFlip(44), 0, 4).with_whole_faces(101);
     }
 
     #[test]

@@ -511,6 +511,14 @@ pub struct TrainConfig {
     /// (the reference's RandomCrop + flip). Runs written before it existed read as `NONE`.
     #[serde(default)]
     pub augmentation: Augmentation,
+    /// Percent of the training batches made of whole 48×48 faces (mirrored at random, and
+    /// augmented as the crops) instead of random `crop`-sided crops; the draw is seeded per
+    /// batch (see [`fer_dataset::FaceBatcher::with_whole_faces`]). A network trained on crops
+    /// alone meets a differently framed face in the reference's attack evaluation, which feeds it
+    /// whole faces: with VGG19's floor-mode pooling its last 3×3 map keeps only the top-left 2×2
+    /// cells. 0 (both recipes, and runs written before it existed): crops only.
+    #[serde(default)]
+    pub whole_face_pct: u32,
     /// Label smoothing of the training loss: the cross-entropy against `(1 − s)·one-hot + s/7`
     /// (PyTorch's `label_smoothing`), so `train_loss` in metrics.csv is the smoothed loss; the
     /// test splits' losses stay plain cross-entropy. 0 (both recipes, and runs written before it
@@ -577,6 +585,7 @@ impl TrainConfig {
             schedule: Schedule::REFERENCE,
             crop: 44,
             augmentation: Augmentation::NONE,
+            whole_face_pct: 0,
             label_smoothing: 0.0,
             mixup_alpha: None,
             ema_decay: None,
@@ -638,6 +647,9 @@ impl TrainConfig {
             return Err(format!("gradient clamp {c} must be positive"));
         }
         self.augmentation.check().map_err(|e| format!("augmentation: {e}"))?;
+        if self.whole_face_pct > 100 {
+            return Err(format!("whole faces in {} % of the batches: more than 100 %", self.whole_face_pct));
+        }
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return Err(format!("label smoothing {} is not in [0, 1)", self.label_smoothing));
         }
@@ -696,6 +708,22 @@ mod tests {
         json.as_object_mut().expect("an object").remove("drop_last");
         let read: TrainConfig = serde_json::from_value(json).expect("reads");
         assert_eq!(read, config);
+    }
+
+    /// Runs written before `whole_face_pct` existed still load, as crops only; a share above
+    /// 100 % is named.
+    #[test]
+    fn whole_faces_default_round_trip_and_are_checked() {
+        let config = TrainConfig::fast(ModelConfig::from_name("vgg-small").expect("known"));
+        let mut json: serde_json::Value = serde_json::to_value(&config).expect("serialises");
+        json.as_object_mut().expect("an object").remove("whole_face_pct");
+        assert_eq!(serde_json::from_value::<TrainConfig>(json).expect("reads").whole_face_pct, 0);
+        let quarter = TrainConfig { whole_face_pct: 25, ..config.clone() };
+        assert!(quarter.check().is_ok());
+        let text = serde_json::to_string(&quarter).expect("serialises");
+        assert_eq!(serde_json::from_str::<TrainConfig>(&text).expect("reads"), quarter);
+        let bad = TrainConfig { whole_face_pct: 101, ..config };
+        assert!(bad.check().expect_err("share").contains("whole faces in 101 % of the batches"));
     }
 
     /// Runs written before `augmentation` existed still load, as the plain crop and mirror; a

@@ -273,8 +273,9 @@ pub fn train_on_devices<B: AutodiffBackend>(
     let loss_fn = training_loss::<B>(config, device);
     let faces = train_split.len();
     let steps_per_epoch = steps_per_epoch(faces, config)?;
-    let batcher =
-        FaceBatcher::new(View::RandomCropFlip(config.crop), config.seed, faces).with_augmentation(config.augmentation);
+    let batcher = FaceBatcher::new(View::RandomCropFlip(config.crop), config.seed, faces)
+        .with_augmentation(config.augmentation)
+        .with_whole_faces(config.whole_face_pct);
     let view = evaluation_view(config);
     let last_epoch = options.stop_after.map_or(config.epochs, |n| (state.completed_epochs + n).min(config.epochs));
 

@@ -107,9 +107,10 @@ fn tiny_model_overfits_64_faces_and_reports() {
 fn resumed_run_equals_uninterrupted_run() {
     let _guard = serial();
     let data = synthetic_data(48, 14, 2);
-    // With the strong augmentation: its rotations, zooms and erasures are drawn per face and
-    // epoch from the run's seed, so a resumed run draws what the uninterrupted one drew.
-    let config = TrainConfig { augmentation: Augmentation::STRONG, ..small_config(3) };
+    // With the strong augmentation and whole faces in half the batches: rotations, zooms,
+    // erasures and which batches are whole are drawn per face and epoch from the run's seed, so
+    // a resumed run draws what the uninterrupted one drew.
+    let config = TrainConfig { augmentation: Augmentation::STRONG, whole_face_pct: 50, ..small_config(3) };
     let straight = tempfile::tempdir().expect("tempdir");
     train::<B>(&config, &data, straight.path(), &quiet(), &Default::default()).expect("straight");
 
@@ -133,6 +134,11 @@ fn resumed_run_equals_uninterrupted_run() {
     train::<B>(&small_config(3), &data, plain.path(), &one_plain, &Default::default()).expect("plain");
     let p = read_metrics(&RunFiles::new(plain.path()).metrics()).expect("plain metrics");
     assert_ne!(p[0].train_loss, a[0].train_loss, "strong augmentation changes what the model sees");
+    let crops_only = tempfile::tempdir().expect("tempdir");
+    let strong = TrainConfig { whole_face_pct: 0, ..config.clone() };
+    train::<B>(&strong, &data, crops_only.path(), &one_plain, &Default::default()).expect("crops only");
+    let c = read_metrics(&RunFiles::new(crops_only.path()).metrics()).expect("crops-only metrics");
+    assert_ne!(c[0].train_loss, a[0].train_loss, "whole-face batches change what the model sees");
     let logits = |dir: &Path| {
         let (m, _) = load_checkpoint::<NdArray>(RunFiles::new(dir).latest(), &Default::default()).expect("load");
         let x = burn::tensor::Tensor::<NdArray, 4>::ones([2, 1, 44, 44], &Default::default());
