@@ -75,6 +75,8 @@
 # --label-smoothing; the default run name gains -mixupALPHA and -lsS), NESTEROV=1 (`train`,
 # `adv-train`: fer's --nesterov; the run name gains -nesterov), EMA=DECAY (`train`, `adv-train`:
 # fer's --ema, a moving average of the weights as the run's model; the run name gains -emaDECAY),
+# WHOLE_FACES=PCT (`train`, `adv-train`: fer's --whole-faces, whole 48×48 faces in PCT % of the
+# training batches, the view the reference's attack evaluates; the run name gains -wholePCT),
 # WEIGHT_GRADIENT (`train`, `adv-train`: fer's --weight-gradient, e.g. gemm; default Burn's),
 # GPU_BATCH_NORM (`train`, `adv-train`, `profile`: fer's --gpu-batch-norm, operation or composed;
 # default operation),
@@ -113,6 +115,7 @@ aug_suffix=; [ "$augment" != none ] && aug_suffix="-augment-$augment"
 [ -n "${LABEL_SMOOTHING:-}" ] && aug_suffix="$aug_suffix-ls$LABEL_SMOOTHING"
 case "${NESTEROV:-0}" in 0) ;; 1) aug_suffix="$aug_suffix-nesterov" ;; *) echo "NESTEROV=$NESTEROV: expected 0 or 1" >&2; exit 2 ;; esac
 [ -n "${EMA:-}" ] && aug_suffix="$aug_suffix-ema$EMA"
+[ -n "${WHOLE_FACES:-}" ] && aug_suffix="$aug_suffix-whole$WHOLE_FACES"
 run=${RUN:-$stage/runs/$model-fast$aug_suffix}
 steps=${FER_GPU_STEPS:-20}
 pgd_faces=${ATTACK_PGD_FACES:-1000}
@@ -273,17 +276,18 @@ PY
       # shape of one training step cost. The autotune cache in target/ spares `fer train` those
       # shapes, but each new batch size (rounded to a power of two) or image side is tuned again:
       # once more allowed for training (the last, smaller batch; the evaluation batches), twice for
-      # TenCrop and the attacks (48×48 faces, other batches).
-      read -r epochs warmup reserve tuning < <(python3 - "$speed_json" "$deadline" "${faces[@]}" "$pgd_faces" "$([ -n "${EMA:-}" ] && echo 2 || echo 1)" <<'PY'
+      # TenCrop and the attacks (48×48 faces, other batches). Whole-face training batches
+      # (WHOLE_FACES) cost (48/44)² of a crop batch and tune their own shapes once more.
+      read -r epochs warmup reserve tuning < <(python3 - "$speed_json" "$deadline" "${faces[@]}" "$pgd_faces" "$([ -n "${EMA:-}" ] && echo 2 || echo 1)" "${WHOLE_FACES:-0}" <<'PY'
 import json, sys, time
 bench = json.load(open(sys.argv[1]))
 ips = bench["median_img_per_s"]
 warmups = bench.get("warmup_seconds", [])
 tuning = max(0.0, sum(warmups) - len(warmups) * bench["median_step_seconds"])
-deadline, train, test, private, pgd, evals = float(sys.argv[2]), *map(int, sys.argv[3:])
-epoch_s = 1.15 * (train + evals * test / 3) / ips + 3
+deadline, train, test, private, pgd, evals, whole = float(sys.argv[2]), *map(int, sys.argv[3:])
+epoch_s = 1.15 * (train * (1 + whole / 100 * ((48 / 44) ** 2 - 1)) + evals * test / 3) / ips + 3
 reserve = 1.15 * (test * 10 + 2 * (private * 5 + min(pgd, private) * 32)) / 3 / ips + 6 * 20 + 2 * tuning
-epochs = max(0, int((deadline - time.time() - reserve - tuning - 30) // epoch_s))
+epochs = max(0, int((deadline - time.time() - reserve - tuning * (2 if whole else 1) - 30) // epoch_s))
 print(epochs, min(2, epochs // 5), int(reserve), int(tuning))
 PY
 )
@@ -304,6 +308,10 @@ PY
     if [ -n "${EMA:-}" ]; then
       need_flag "$part" --ema train
       args+=(--ema "$EMA")
+    fi
+    if [ -n "${WHOLE_FACES:-}" ]; then
+      need_flag "$part" --whole-faces train
+      args+=(--whole-faces "$WHOLE_FACES")
     fi
     if [ -n "${MIXUP:-}${LABEL_SMOOTHING:-}" ]; then
       [ "$part" = train ] || { echo "MIXUP, LABEL_SMOOTHING: train only (mixup is for clean training)" >&2; exit 2; }
