@@ -833,6 +833,12 @@ fn run(cli: Cli) -> Result<()> {
                         100.0 * unseen.accuracy
                     );
                 }
+                if let Some(whole) = &report.private_test_whole_faces {
+                    println!(
+                        "best.fer on PrivateTest's whole 48×48 faces (the view of the reference's attack protocol, report.json): {:.2} %.",
+                        100.0 * whole.accuracy
+                    );
+                }
                 let attacked = report.adversarial.as_ref().map(|a| &a.private_test);
                 for note in [
                     dominant_answer_note("on PrivateTest ", &report.private_test),

@@ -205,6 +205,7 @@ fn train_eval_report_round_trip_on_ndarray() {
         "{text}"
     );
     assert!(text.contains("Reference-style figure"), "{text}");
+    assert!(text.contains("best.fer on PrivateTest's whole 48×48 faces (the view of the reference's attack"), "{text}");
     // Without a terminal the progress bar draws nothing: the log says how far the epoch is.
     assert!(stderr(&out).contains("epoch 1/1 step 1/"), "{}", stderr(&out));
     for file in

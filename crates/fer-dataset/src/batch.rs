@@ -117,6 +117,22 @@ impl FaceBatcher {
     /// crops are; the batch's side is [`FaceBatcher::batch_side`].
     ///
     /// Panics when `pct > 100`, or when `pct > 0` and the view is not random.
+    ///
+    /// ```
+    /// use fer_dataset::{Emotion, FaceBatcher, FaceItem, FaceImage, View};
+    ///
+    /// let batch: Vec<FaceItem> = (0..4)
+    ///     .map(|index| FaceItem { index, label: Emotion::Happy, image: FaceImage::filled(128) })
+    ///     .collect();
+    /// // Every batch whole: 48×48 faces where the view alone would crop 44×44.
+    /// let whole = FaceBatcher::new(View::RandomCropFlip(44), 7, 4).with_whole_faces(100);
+    /// assert_eq!(whole.batch_side(&batch), 48);
+    /// assert_eq!(whole.crops(&batch).len(), 4 * 48 * 48);
+    /// // A quarter: each batch draws its side, the same again for the same seed and epoch.
+    /// let quarter = || FaceBatcher::new(View::RandomCropFlip(44), 7, 4).with_whole_faces(25);
+    /// assert!([44, 48].contains(&quarter().batch_side(&batch)));
+    /// assert_eq!(quarter().batch_side(&batch), quarter().batch_side(&batch));
+    /// ```
     pub fn with_whole_faces(self, pct: u32) -> FaceBatcher {
         assert!(pct <= 100, "whole faces in {pct} % of the batches: more than 100 %");
         assert!(pct == 0 || self.view.is_random(), "whole-face batches on the fixed view {:?}", self.view);

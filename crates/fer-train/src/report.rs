@@ -107,6 +107,12 @@ pub struct Report {
     /// from memory); `None` in reports written before it was added.
     #[serde(default)]
     pub private_test_unseen: Option<SplitReport>,
+    /// The selected checkpoint on PrivateTest's whole 48×48 faces ([`View::Full`]), the clean
+    /// view of the reference's attack protocol: a network trained on crops alone can lose ten
+    /// points and more there (see `TrainConfig::whole_face_pct`); `None` in reports written
+    /// before it was added.
+    #[serde(default)]
+    pub private_test_whole_faces: Option<SplitReport>,
     /// Adversarial training runs: the selected checkpoint under attack.
     pub adversarial: Option<AdversarialReport>,
 }
@@ -214,6 +220,10 @@ pub fn write_report<B: AutodiffBackend>(
         public_test: evaluate_split(Split::PublicTest),
         private_test: evaluate_split(Split::PrivateTest),
         private_test_unseen: Some(unseen),
+        private_test_whole_faces: Some(SplitReport::new(
+            Split::PrivateTest,
+            &evaluate(&inference, private_faces.clone(), View::Full, config.eval_batch_faces, device),
+        )),
         adversarial,
     };
     write_json(&files.report(), &report)?;

@@ -80,6 +80,13 @@ fn tiny_model_overfits_64_faces_and_reports() {
     } else {
         assert!(right(&report.private_test) <= right(unseen) + 3, "{report:?}");
     }
+    // Whole 48×48 faces: the same checkpoint through View::Full.
+    let whole = report.private_test_whole_faces.as_ref().expect("whole-face PrivateTest");
+    let private_faces = Arc::new(data.split(Split::PrivateTest).clone());
+    let best = load_checkpoint::<NdArray>(files.best(), &Default::default()).expect("best.fer").0;
+    let full = evaluate(&best, private_faces, View::Full, 32, &Default::default());
+    assert_eq!((whole.faces, whole.accuracy), (14, full.accuracy()));
+    assert_eq!(whole.confusion, full.confusion);
     for png in [files.curves_png(), files.confusion_png()] {
         let bytes = std::fs::read(&png).expect("plot written");
         assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 5_000, "{}", png.display());
