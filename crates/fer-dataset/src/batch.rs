@@ -176,6 +176,12 @@ impl FaceBatcher {
     /// The crops of `items` as row-major `[len × crops, S, S]` floats in `[0, 1]`, `S` being
     /// [`FaceBatcher::batch_side`] (asked before this call).
     pub fn crops(&self, items: &[FaceItem]) -> Vec<f32> {
+        self.side_and_crops(items).1
+    }
+
+    /// [`FaceBatcher::batch_side`] and [`FaceBatcher::crops`] of `items`, the batch's draw made
+    /// once.
+    fn side_and_crops(&self, items: &[FaceItem]) -> (usize, Vec<f32>) {
         let whole = self.is_whole_face_batch(items);
         let side = if whole { FACE_SIDE } else { self.view.side() };
         let mut out = vec![0.0f32; items.len() * self.view.crops_per_face() * side * side];
@@ -193,15 +199,14 @@ impl FaceBatcher {
                 self.augmentation.write_scaled(&item.image, &window, &mut rng, chunk);
             }
         }
-        out
+        (side, out)
     }
 }
 
 impl<B: Backend> Batcher<B, FaceItem, FaceBatch<B>> for FaceBatcher {
     fn batch(&self, items: Vec<FaceItem>, device: &B::Device) -> FaceBatch<B> {
-        let side = self.batch_side(&items);
         let crops = self.view.crops_per_face();
-        let pixels = self.crops(&items);
+        let (side, pixels) = self.side_and_crops(&items);
         let images = Tensor::from_data(TensorData::new(pixels, [items.len() * crops, 1, side, side]), device);
         let labels: Vec<i64> = items.iter().map(|it| it.label.index() as i64).collect();
         let targets = Tensor::from_data(TensorData::new(labels, [items.len()]), device);
