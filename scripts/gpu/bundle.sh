@@ -3,11 +3,12 @@
 # it with FER2013 for the calls of scripts/gpu/README.md. All folders are in .gitignore: they
 # travel only where a call names them in `carry` (64 MiB a call, the tracked tree included).
 #   .device-bin/     fer.xz (CUDA backend and flex; no ndarray, no dlib: x86-64, portable, no
-#                    -march=native, loading only the C runtime), 6 MB. The bundle fails, naming
-#                    it, if a binary loads any other library: the GPU machine's image has no dlib,
-#                    OpenBLAS, …, so a build with the `dlib` feature could not start there
+#                    -march=native, loading only the C runtime), 8.0 MB at 0ddbe15. The bundle
+#                    fails, naming it, if a binary loads any other library: the GPU machine's
+#                    image has no dlib, OpenBLAS, …, so a build with the `dlib` feature could not
+#                    start there
 #   .device-pack/    fer2013.cache.xz: FER2013 as `fer preprocess` writes it, xz with a delta
-#                    filter (each byte minus the one 48 bytes back, the pixel above it): 55 MB
+#                    filter (each byte minus the one 48 bytes back, the pixel above it): 54.6 MB
 #                    against 94 MB for the gzip'd CSV; .device-bin and .device-pack fit one call
 #   .device-kernels/ kernels.xz: the criterion kernel benches (CUDA)
 #   .device-vulkan/  fer-vulkan.xz (wgpu/Vulkan backend: with both GPU backends fer is 2.7 MB
@@ -63,8 +64,11 @@ fi
 (cd .device-pack && sha256sum fer2013.cache > SHA256SUMS)
 (cd .device-kernels && sha256sum kernels > SHA256SUMS)
 xz_binary .device-bin/fer .device-kernels/kernels
-# The delta filter and a dictionary larger than the file: 48-pixel rows, whole-file matches.
-xz -T1 --delta=dist=48 --lzma2=preset=9e,dict=96MiB -f .device-pack/fer2013.cache
+# The delta filter and a dictionary larger than the file: 48-pixel rows, whole-file matches. Four
+# literal context bits and no position bits (lc=4, pb=0): 54.57 MB against 55.47 with xz's lc=3,
+# pb=2, the smallest of the settings tried on 2026-12-07 (lc 0 or 1 with pb 0, lc 4 with pb 2, and
+# a second delta of distance 1 came out larger); xz and Python's lzma read them from the stream.
+xz -T1 --delta=dist=48 --lzma2=preset=9e,dict=96MiB,lc=4,lp=0,pb=0 -f .device-pack/fer2013.cache
 
 if [ "${FER_GPU_VULKAN:-1}" != 0 ]; then
   mkdir -p .device-vulkan
