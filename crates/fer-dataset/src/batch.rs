@@ -147,7 +147,12 @@ impl FaceBatcher {
     /// Side of the crops the next [`FaceBatcher::crops`] of `items` makes: 48 for a whole-face
     /// batch (see [`FaceBatcher::with_whole_faces`]), else the view's side.
     pub fn batch_side(&self, items: &[FaceItem]) -> usize {
-        if self.is_whole_face_batch(items) { FACE_SIDE } else { self.view.side() }
+        self.side(self.is_whole_face_batch(items))
+    }
+
+    /// Side of a batch's crops: 48 for whole faces, else the view's side.
+    fn side(&self, whole: bool) -> usize {
+        if whole { FACE_SIDE } else { self.view.side() }
     }
 
     /// Draws whether the batch that `items` starts is whole faces, from its first face's visit
@@ -183,7 +188,7 @@ impl FaceBatcher {
     /// once.
     fn side_and_crops(&self, items: &[FaceItem]) -> (usize, Vec<f32>) {
         let whole = self.is_whole_face_batch(items);
-        let side = if whole { FACE_SIDE } else { self.view.side() };
+        let side = self.side(whole);
         let mut out = vec![0.0f32; items.len() * self.view.crops_per_face() * side * side];
         let mut chunks = out.chunks_exact_mut(side * side);
         for item in items {
