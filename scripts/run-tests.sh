@@ -10,6 +10,8 @@ fer_setup
 cargo fmt --all -- --check
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 cargo test --release --locked --workspace
+# The GPU scripts' choice of kernel cache for a lent card (no GPU needed: a fake nvidia-smi).
+bash scripts/gpu/test-unpack.sh
 # Each pipeline's example, run end to end on the real data at its small defaults (2 min 16 s here; the
 # same binaries `cargo test` built): train, evaluate, attack, landmarks + HOG, photo predictions.
 if [ -n "${FER2013_CSV:-}" ]; then

@@ -49,9 +49,10 @@ snapshot() {
 # Burn's kernel caches: the repository's cubecl.toml keeps the compiled kernels in target/, beside
 # the autotune results (which kernel won for each shape), for every process of the call (each part
 # runs from here); a later call on this warm machine finds them there. They also go back in
-# $OUT/cubecl-cache.tar.gz, with card.txt naming the card that made them: carried in a later
-# session as .device-tune/cubecl-cache.tar.gz, unpack.sh puts them back on a fresh machine with the
-# same card, which then skips the minutes of autotuning. Over the tool's 16 MiB a file, only the
+# $OUT/cubecl-cache.tar.gz, with card.txt naming the card that made them and its compute
+# capability: carried in a later session as .device-tune/cubecl-cache.tar.gz, unpack.sh puts them
+# back on a fresh machine with the same card (or, failing that, a card of the same compute
+# capability), which then skips the minutes of autotuning. Over the tool's 16 MiB a file, only the
 # autotune results go back (kilobytes; the kernels compile again).
 cache=$PWD/target
 export FER_CUBECL_CACHE=$cache
@@ -59,7 +60,7 @@ save_cache() {
   [ -d "$cache/autotune" ] || return 0
   local part="$out/cubecl-cache.tar.gz.$BASHPID.part" dirs=() d
   for d in autotune cuda vulkan hip; do [ -d "$cache/$d" ] && dirs+=("$d"); done
-  fer_gpu_name > "$out/card.txt"
+  fer_card_txt > "$out/card.txt"
   tar -czf "$part" -C "$out" card.txt -C "$cache" "${dirs[@]}" &&
     if [ "$(stat -c %s "$part")" -gt $((15 * 1024 * 1024)) ]; then
       tar -czf "$part" -C "$out" card.txt -C "$cache" autotune

@@ -65,8 +65,21 @@ fer_cubecl_toml() {
   } > "$file"
 }
 
-# The GPU's name as the kernel cache records it (card.txt): autotune results are filed by device
-# index, not by card, so a cache is only used on the card that made it.
+# The GPU's name as the kernel cache records it (card.txt, first line): autotune results are filed
+# by device index, not by card, so unpack.sh checks the card before it uses a cache.
 fer_gpu_name() {
   nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 || true
+}
+
+# The GPU's CUDA compute capability (9.0 for the H100 and the H200), card.txt's second line as
+# "compute_cap=9.0": cards of one architecture run the same compiled kernels and autotune
+# candidates, so unpack.sh falls back on a cache of such a card when none of this card's travels.
+fer_gpu_arch() {
+  nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' ' || true
+}
+
+# fer_card_txt: card.txt's two lines for this machine's GPU.
+fer_card_txt() {
+  fer_gpu_name
+  echo "compute_cap=$(fer_gpu_arch)"
 }

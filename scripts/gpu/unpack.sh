@@ -53,32 +53,52 @@ if ls .device-vulkan/*.deb >/dev/null 2>&1 && { [[ $loaders != *libvulkan.so.1* 
   echo "installed the Vulkan loader and GL libraries from $(ls .device-vulkan/*.deb | xargs -n 1 basename | tr '\n' ' ')"
 fi
 # Burn's kernel caches from an earlier session's call ($OUT/cubecl-cache.tar.gz there, carried as
-# .device-tune/cubecl-cache.tar.gz) into target/, where the repository's cubecl.toml has CubeCL
-# look: used only on the card that made them (card.txt; autotune results are filed by device
-# index, not by card), and only where this machine has none yet. Without a carried one, the
-# autotune results kept in the repository (scripts/gpu/autotune/CARD.tar.gz: small, and they
-# outlive the ignored .device-* folders of a machine) are tried.
-tune_archives=(.device-tune/cubecl-cache.tar.gz)
-[ -f .device-tune/cubecl-cache.tar.gz ] || tune_archives=(scripts/gpu/autotune/*.tar.gz)
-if [ -f "${tune_archives[0]}" ]; then
+# .device-tune/cubecl-cache.tar.gz), else the autotune results kept in the repository
+# (scripts/gpu/autotune/CARD.tar.gz: small, and they outlive the ignored .device-* folders of a
+# machine), into target/, where the repository's cubecl.toml has CubeCL look, and only where this
+# machine has none yet. Autotune results are filed by device index, not by card, so card.txt says
+# which card made them: the first archive made on this card is used, else (unless
+# FER_TUNE_SAME_ARCH=0) the first made on a card of the same CUDA compute capability, such as the
+# H200's results on an H100 (both 9.0: the same kernels and candidates; their winners on the other
+# card may differ a little, and shapes they lack are tuned here), which spares minutes of tuning.
+tune_archives=()
+for archive in .device-tune/cubecl-cache.tar.gz scripts/gpu/autotune/*.tar.gz; do
+  [ -f "$archive" ] && tune_archives+=("$archive")
+done
+if [ ${#tune_archives[@]} -gt 0 ]; then
   . scripts/gpu/gpu-env.sh
-  here=$(fer_gpu_name)
   if [ -d target/autotune ]; then
     echo "target/ holds kernel caches already: ${tune_archives[*]} not unpacked"
   else
-    for archive in "${tune_archives[@]}"; do
-      tmp=$(mktemp -d "$stage/tune.XXXXXX")
-      tar -C "$tmp" -xzf "$archive"
-      made=$(cat "$tmp/card.txt" 2>/dev/null || true)
-      if [ "$made" = "$here" ]; then
-        rm "$tmp/card.txt"; mkdir -p target; cp -r "$tmp"/* target/
-        echo "unpacked $archive -> target/ ($(ls "$tmp" | tr '\n' ' '), made on ${made:-no GPU})"
-        rm -rf "$tmp"
-        break
-      fi
-      echo "unpack: $archive's kernel caches were made on '${made}', this card is '${here}': not used" >&2
-      rm -rf "$tmp"
+    here=$(fer_gpu_name)
+    here_cap=$(fer_gpu_arch)
+    [ "${FER_TUNE_SAME_ARCH:-1}" != 0 ] || here_cap=
+    picked=
+    for pass in card arch; do
+      for archive in "${tune_archives[@]}"; do
+        card=$(tar -xzOf "$archive" card.txt 2>/dev/null || true)
+        made=$(printf '%s\n' "$card" | head -n 1)
+        made_cap=$(printf '%s\n' "$card" | sed -n 's/^compute_cap=//p' | head -n 1)
+        if { [ $pass = card ] && [ "$made" = "$here" ]; } ||
+          { [ $pass = arch ] && [ -n "$here_cap" ] && [ "$made_cap" = "$here_cap" ]; }; then
+          picked=$archive
+          break 2
+        fi
+      done
     done
+    if [ -n "$picked" ]; then
+      tmp=$(mktemp -d "$stage/tune.XXXXXX")
+      tar -C "$tmp" -xzf "$picked"
+      rm -f "$tmp/card.txt"; mkdir -p target; cp -r "$tmp"/* target/
+      rm -rf "$tmp"
+      if [ $pass = card ]; then
+        echo "unpacked $picked -> target/ (made on ${made:-no GPU}, this card)"
+      else
+        echo "unpacked $picked -> target/ (made on $made, compute capability $made_cap as this card's, $here: its winners may differ a little here; the shapes it lacks are tuned here)"
+      fi
+    else
+      echo "unpack: no kernel cache made on this card ('${here}', compute capability ${here_cap:-not compared}) among ${tune_archives[*]}: every shape is tuned here" >&2
+    fi
   fi
 fi
 # A program whose libraries do not resolve fails at its start: say so now.
