@@ -354,7 +354,11 @@ PY
     [ -f "$run/report.json" ] && cp "$run/report.json" "$dir/"
     if { [ "$status" = 0 ] || [ ${#train_time[@]} -gt 0 ]; } && [ -f "$run/best.fer" ]; then
       for split in public private; do
-        "$fer" eval --checkpoint "$run/best.fer" --split "$split" --tencrop --device "$device" --data "$data" --json > "$dir/eval-tencrop-$split.json"
+        # Each face's answer too (370 KB a split, 140 KB compressed), where the binary has
+        # --answers (since 2026-12-07): a later run's answers on the same faces can then be tested
+        # against these (`fer compare`), though the checkpoint itself cannot come back.
+        each=(); "$fer" eval --help | grep -q -- --answers && each=(--answers "$dir/answers-tencrop-$split.csv")
+        "$fer" eval --checkpoint "$run/best.fer" --split "$split" --tencrop --device "$device" --data "$data" --json "${each[@]}" > "$dir/eval-tencrop-$split.json"
       done
     fi
     [ "$status" = 0 ]

@@ -173,6 +173,22 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Also write each face's label, answer and class probabilities to this CSV file, for
+        /// `fer compare` against another checkpoint's answers on the same faces.
+        #[arg(long)]
+        answers: Option<PathBuf>,
+    },
+    /// Compare two checkpoints' answers on the same faces (`fer eval --answers` files): each
+    /// accuracy with its 95 % interval, the faces only one gets right, the difference with its
+    /// 95 % interval, and McNemar's exact test of "neither is better".
+    Compare {
+        /// Answers of checkpoint A (`fer eval --answers A.csv`).
+        a: PathBuf,
+        /// Answers of checkpoint B on the same faces, in the same order.
+        b: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Recompute a checkpoint's BatchNorm running statistics from clean training faces (after
     /// adversarial training, whose perturbed batches also move them); weights are unchanged.
@@ -823,6 +839,16 @@ fn run(cli: Cli) -> Result<()> {
             if summary.completed_epochs == config.epochs && report_path.is_file() {
                 let report: fer_train::Report = serde_json::from_slice(&std::fs::read(&report_path)?)
                     .with_context(|| format!("cannot read {}", report_path.display()))?;
+                if let Some([low, high]) = report.private_test.accuracy_ci95 {
+                    println!(
+                        "best.fer on PrivateTest ({:?}, report.json): {:.2} %, 95 % interval {:.2}–{:.2} % over {} faces (`fer eval --answers` and `fer compare` test a difference between two models).",
+                        report.view,
+                        100.0 * report.private_test.accuracy,
+                        100.0 * low,
+                        100.0 * high,
+                        report.private_test.faces
+                    );
+                }
                 if let Some(unseen) = &report.private_test_unseen {
                     println!(
                         "best.fer on PrivateTest ({:?}, report.json): {:.2} %; on the {} of {} faces without an exact copy in Training: {:.2} %.",
@@ -919,7 +945,20 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Command::Eval { checkpoint, split, tencrop, full, crop, batch, faces, copy_levels, data, device, json } => {
+        Command::Eval {
+            checkpoint,
+            split,
+            tencrop,
+            full,
+            crop,
+            batch,
+            faces,
+            copy_levels,
+            data,
+            device,
+            json,
+            answers,
+        } => {
             let view = if full {
                 View::Full
             } else if tencrop {
@@ -943,9 +982,61 @@ fn run(cli: Cli) -> Result<()> {
                     inputs = format!("{inputs}, {words}");
                 }
                 anyhow::ensure!(!chosen.is_empty(), "no faces of {split} are {faces:?}");
-                fer_train::evaluate(&model, std::sync::Arc::new(chosen), view, batch, &device)
+                let chosen = std::sync::Arc::new(chosen);
+                match &answers {
+                    Some(path) => {
+                        let (evaluation, each) =
+                            fer_models::evaluate_with_answers(&model, chosen, view, batch, &device);
+                        fer_train::write_answers(path, &each)?;
+                        evaluation
+                    }
+                    None => fer_train::evaluate(&model, chosen, view, batch, &device),
+                }
             });
             print_split_report(&checkpoint.display().to_string(), split, &inputs, &evaluation, json)?;
+            if let Some(path) = answers
+                && !json
+            {
+                println!("each face's answer: {}", path.display());
+            }
+        }
+        Command::Compare { a, b, json } => {
+            let answers_a = fer_train::read_answers(&a)?;
+            let answers_b = fer_train::read_answers(&b)?;
+            let c = fer_models::compare_answers(&answers_a, &answers_b)
+                .with_context(|| format!("{} against {}", a.display(), b.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                let pct = |x: f64| 100.0 * x;
+                let interval = |[low, high]: [f64; 2]| format!("{:.2}–{:.2} %", pct(low), pct(high));
+                println!("{} faces", c.faces);
+                println!(
+                    "A {}: {:.2} % (95 % interval {})",
+                    a.display(),
+                    pct(c.accuracy_a),
+                    interval(c.accuracy_a_ci95)
+                );
+                println!(
+                    "B {}: {:.2} % (95 % interval {})",
+                    b.display(),
+                    pct(c.accuracy_b),
+                    interval(c.accuracy_b_ci95)
+                );
+                println!(
+                    "right both {}, only A {}, only B {}, neither {}",
+                    c.both_right, c.only_a_right, c.only_b_right, c.both_wrong
+                );
+                let p =
+                    if c.mcnemar_p >= 1e-3 { format!("{:.4}", c.mcnemar_p) } else { format!("{:.1e}", c.mcnemar_p) };
+                println!(
+                    "B − A: {:+.2} points (95 % interval {:+.2} to {:+.2}); McNemar's exact test: p = {p}{}",
+                    pct(c.difference),
+                    pct(c.difference_ci95[0]),
+                    pct(c.difference_ci95[1]),
+                    if c.mcnemar_p < 0.05 { "" } else { " (not significant at the 5 % level)" }
+                );
+            }
         }
         Command::RecalibrateBn { checkpoint, out, batches, bs, crop, seed, data, device } => {
             let faces = with_backend!(device, |B, device| {
@@ -1210,8 +1301,11 @@ fn print_split_report(
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        let interval = report
+            .accuracy_ci95
+            .map_or(String::new(), |[l, h]| format!(" (95 % interval {:.2}–{:.2} %)", 100.0 * l, 100.0 * h));
         println!(
-            "{what} on {split} ({inputs}): accuracy {:.2} % over {} faces (balanced {:.2} %), mean loss {:.4}",
+            "{what} on {split} ({inputs}): accuracy {:.2} %{interval} over {} faces (balanced {:.2} %), mean loss {:.4}",
             100.0 * report.accuracy,
             report.faces,
             100.0 * report.balanced_accuracy,

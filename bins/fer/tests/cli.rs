@@ -273,6 +273,43 @@ fn train_eval_report_round_trip_on_ndarray() {
     assert!(text.contains("class       recall  answers"), "{text}");
     assert_eq!(table_answers(&text, 0), answers, "{text}");
     assert_eq!(text.contains("note: "), answers.iter().any(|&n| n > 5), "{text}");
+    // The accuracy's 95 % (Wilson) interval, in the JSON and the line.
+    let accuracy = report["accuracy"].as_f64().expect("accuracy");
+    let right = (accuracy * 10.0).round() as u64;
+    let interval = fer_models::wilson_interval(right, 10, fer_models::Z_95).expect("10 faces");
+    assert_eq!(report["accuracy_ci95"], serde_json::json!(interval), "{report}");
+    let line = format!("(95 % interval {:.2}–{:.2} %) over 10 faces", 100.0 * interval[0], 100.0 * interval[1]);
+    assert!(text.contains(&line), "{text}");
+
+    // Each face's answer (--answers) and the paired comparison of two answer files.
+    let answers_a = dir.path().join("a.csv");
+    let out = fer(&[&eval_args[..], &["--answers", answers_a.to_str().expect("utf-8")]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let each = fer_train::read_answers(&answers_a).expect("answers");
+    assert_eq!(each.len(), 10);
+    assert_eq!(each.iter().filter(|a| a.is_right()).count() as u64, right);
+    let mut per_class = [0u64; 7];
+    each.iter().for_each(|a| per_class[a.answer.index()] += 1);
+    assert_eq!(per_class.to_vec(), answers, "the answers of the evaluation");
+    let a_s = answers_a.to_str().expect("utf-8");
+    let out = fer(&["compare", a_s, a_s]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("only A 0, only B 0") && text.contains("B − A: +0.00 points") && text.contains("p = 1.0000"),
+        "{text}"
+    );
+    // Fewer faces, and a missing file: refused by name.
+    let short = dir.path().join("short.csv");
+    let rows: Vec<String> =
+        std::fs::read_to_string(&answers_a).expect("read").lines().take(6).map(String::from).collect();
+    std::fs::write(&short, rows.join("\n") + "\n").expect("write");
+    let out = fer(&["compare", a_s, short.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("A has 10 faces, B 5: not the same faces"), "{}", stderr(&out));
+    let out = fer(&["compare", a_s, "no-such-answers.csv"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no-such-answers.csv"), "{}", stderr(&out));
 
     let out = fer(&["report", "--run", run_s, "--device", "ndarray", "--data", csv]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -312,6 +349,22 @@ fn train_eval_report_round_trip_on_ndarray() {
     let from_scratch: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("config.json")).expect("config.json")).expect("JSON");
     assert_eq!(config["model"], from_scratch["model"], "the checkpoint's model");
+    // Its answers against best.fer's on the same faces: the four counts add up, each accuracy is
+    // its evaluation's.
+    let answers_b = dir.path().join("b.csv");
+    let tuned_best = tuned.join("best.fer");
+    let tuned_eval = ["eval", "--checkpoint", tuned_best.to_str().expect("utf-8"), "--split", "private", "--tencrop"];
+    let tuned_eval = [&tuned_eval[..], &["--device", "ndarray", "--data", csv, "--json"]].concat();
+    let out = fer(&[&tuned_eval[..], &["--answers", answers_b.to_str().expect("utf-8")]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tuned_report: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    let out = fer(&["compare", answers_a.to_str().expect("utf-8"), answers_b.to_str().expect("utf-8"), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let c: fer_models::PairedComparison = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(c.both_right + c.only_a_right + c.only_b_right + c.both_wrong, 10);
+    assert_eq!(c.accuracy_a, accuracy);
+    assert_eq!(Some(c.accuracy_b), tuned_report["accuracy"].as_f64());
+    assert_eq!(c.mcnemar_p, fer_models::mcnemar_exact_p(c.only_a_right, c.only_b_right));
     // Adversarial fine-tuning with frozen BatchNorm statistics needs the checkpoint's statistics.
     let frozen = dir.path().join("frozen");
     let frozen_s = frozen.to_str().expect("utf-8");

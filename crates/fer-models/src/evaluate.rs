@@ -6,7 +6,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 use fer_dataset::{BatchStream, Emotion, FaceBatcher, SplitData, View};
 
-use crate::{Classifier, average_crops};
+use crate::{Classifier, FaceAnswer, average_crops};
 
 /// The outcome of evaluating a classifier on a split.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -110,16 +110,66 @@ pub fn evaluate<B: Backend, M: Classifier<B>>(
     batch_faces: usize,
     device: &B::Device,
 ) -> Evaluation {
+    evaluate_faces(model, split, view, batch_faces, device, None)
+}
+
+/// [`evaluate`], and each face's answer and probabilities in the split's order: what
+/// [`crate::compare_answers`] pairs with another classifier's answers on the same faces
+/// (`fer eval --answers`). The evaluation is the one [`evaluate`] returns.
+pub fn evaluate_with_answers<B: Backend, M: Classifier<B>>(
+    model: &M,
+    split: Arc<SplitData>,
+    view: View,
+    batch_faces: usize,
+    device: &B::Device,
+) -> (Evaluation, Vec<FaceAnswer>) {
+    let mut answers = Vec::with_capacity(split.len());
+    let evaluation = evaluate_faces(model, split, view, batch_faces, device, Some(&mut answers));
+    (evaluation, answers)
+}
+
+/// [`evaluate`]'s loop; with `answers`, each face's answer is appended to it.
+fn evaluate_faces<B: Backend, M: Classifier<B>>(
+    model: &M,
+    split: Arc<SplitData>,
+    view: View,
+    batch_faces: usize,
+    device: &B::Device,
+    mut answers: Option<&mut Vec<FaceAnswer>>,
+) -> Evaluation {
     let faces = split.len();
     let order: Vec<usize> = (0..faces).collect();
     let batcher = FaceBatcher::new(view, 0, faces);
     let full_batch = (faces > batch_faces).then_some(batch_faces * view.crops_per_face());
     let mut evaluation = Evaluation::default();
     for batch in BatchStream::<B>::new(split, order, batch_faces, batcher, 2, device.clone()) {
-        let logits = padded_logits(batch.images, full_batch, |x| model.logits(x));
-        evaluation.record(average_crops(logits, batch.crops_per_face), batch.targets);
+        let logits = average_crops(padded_logits(batch.images, full_batch, |x| model.logits(x)), batch.crops_per_face);
+        if let Some(answers) = answers.as_deref_mut() {
+            record_answers(answers, logits.clone(), batch.targets.clone());
+        }
+        evaluation.record(logits, batch.targets);
     }
     evaluation
+}
+
+/// Appends one [`FaceAnswer`] per row of `logits` `[N, classes]` against `targets` `[N]`,
+/// numbered on from the answers already there; the answer is the logits' arg-max, as in
+/// [`Evaluation::record`].
+fn record_answers<B: Backend>(answers: &mut Vec<FaceAnswer>, logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) {
+    let probabilities = burn::tensor::activation::softmax(logits.clone(), 1).into_data().convert::<f32>();
+    let probabilities = probabilities.as_slice::<f32>().expect("softmax gives floats");
+    let predicted = logits.argmax(1).into_data().convert::<i64>();
+    let truth = targets.into_data().convert::<i64>();
+    let predicted = predicted.as_slice::<i64>().expect("argmax gives ints");
+    let truth = truth.as_slice::<i64>().expect("targets are ints");
+    for ((&t, &p), row) in truth.iter().zip(predicted).zip(probabilities.chunks_exact(Emotion::COUNT)) {
+        answers.push(FaceAnswer {
+            face: answers.len(),
+            label: Emotion::ALL[t as usize],
+            answer: Emotion::ALL[p as usize],
+            probabilities: row.try_into().expect("seven classes a row"),
+        });
+    }
 }
 
 /// `logits(images)`, with a batch of fewer than `rows` images (when `rows` is `Some`) padded with
@@ -181,6 +231,19 @@ mod tests {
             assert_eq!(padded.faces(), 11);
             assert_eq!(padded.confusion, whole.confusion, "{view:?}");
             assert!((padded.loss_sum - whole.loss_sum).abs() < 1e-4, "{view:?}: {padded:?} vs {whole:?}");
+            // Each face's answer, in order: they add up to the same evaluation.
+            let (with_answers, answers) = evaluate_with_answers(&model, split.clone(), view, 4, &device);
+            assert_eq!(with_answers, padded);
+            assert_eq!(answers.len(), 11);
+            let mut counted = [[0u64; Emotion::COUNT]; Emotion::COUNT];
+            for (i, a) in answers.iter().enumerate() {
+                assert_eq!((a.face, a.label), (i, split.label(i)), "{view:?}");
+                assert!((a.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+                let top = (0..Emotion::COUNT).max_by(|&x, &y| a.probabilities[x].total_cmp(&a.probabilities[y]));
+                assert_eq!(top, Some(a.answer.index()), "the answer has the highest probability");
+                counted[a.label.index()][a.answer.index()] += 1;
+            }
+            assert_eq!(counted, padded.confusion, "{view:?}");
         }
         // The padding itself: the real rows' logits are those of the batch alone.
         let images = Tensor::<NdArray, 4>::random([3, 1, 44, 44], burn::tensor::Distribution::Default, &device);

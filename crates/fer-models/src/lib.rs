@@ -77,6 +77,7 @@ mod model;
 mod predict;
 mod resnet;
 mod running;
+mod stats;
 mod vgg;
 
 pub use allocator::keep_freed_memory;
@@ -88,7 +89,7 @@ pub use checkpoint::{
 pub use cnn_hog::feature_input;
 pub use cnn_hog::{CnnHog, CnnHogConfig, ConvBlock, ConvSpec, scale_feature_row};
 pub use conv::{WeightGradient, conv2d, conv2d_with_weight_gradient, set_weight_gradient, weight_gradient};
-pub use evaluate::{Evaluation, evaluate, padded_logits};
+pub use evaluate::{Evaluation, evaluate, evaluate_with_answers, padded_logits};
 pub use export::{
     ImportedFeatureModel, SAFETENSORS_CONFIG_KEY, SAFETENSORS_FEATURE_MODEL_KEY, SAFETENSORS_FEATURE_SET_KEY,
     export_feature_model_safetensors, export_safetensors, import_feature_model_safetensors, import_safetensors,
@@ -105,4 +106,5 @@ pub use predict::{
 };
 pub use resnet::{BasicBlock, ResNet, ResNetConfig};
 pub use running::{RunningUpdates, collect_running_updates};
+pub use stats::{CompareError, FaceAnswer, PairedComparison, Z_95, compare_answers, mcnemar_exact_p, wilson_interval};
 pub use vgg::{Vgg, VggConfig, VggGroupNorm, VggItem};

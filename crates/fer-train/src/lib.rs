@@ -35,6 +35,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod answers;
 mod average;
 mod bench;
 mod commit;
@@ -48,6 +49,7 @@ mod report;
 mod run;
 mod train;
 
+pub use answers::{read_answers, write_answers};
 pub use average::{ema_decay_at, ema_update};
 pub use bench::{TrainBench, TrainStep, bench_feature_train_steps, bench_train_steps, median};
 #[doc(hidden)]

@@ -34,6 +34,16 @@ pub enum TrainError {
         /// The CSV error.
         source: csv::Error,
     },
+    /// A row of a CSV file holds a value that is not allowed.
+    #[error("{}:{line}: {message}", path.display())]
+    BadRow {
+        /// The file.
+        path: PathBuf,
+        /// Its line (from 1, the header being line 1).
+        line: usize,
+        /// What is wrong, with the value.
+        message: String,
+    },
     /// A checkpoint could not be saved or loaded.
     #[error(transparent)]
     Checkpoint(#[from] ModelError),
