@@ -77,7 +77,9 @@ pub struct AttackArgs {
     /// Draw this many faces (clean, perturbation, adversarial) into examples.png in --out.
     #[arg(long, default_value_t = 0)]
     examples: usize,
-    /// Directory for attack.json, sweep.csv, robustness.png, examples.png.
+    /// Directory for attack.json, answers-clean.csv and answers-attacked.csv (each face's answer
+    /// before and under the attack, for `fer compare` against another model's), sweep.csv,
+    /// robustness.png, examples.png.
     #[arg(long, default_value = "attack-report")]
     out: PathBuf,
     /// Print the JSON report on stdout.
@@ -168,7 +170,7 @@ pub fn run(args: AttackArgs) -> Result<()> {
         })?;
         bar.finish_and_clear();
         let (ceiling, sweep_ceiling) = attacked_ceilings(&args, &faces, &config, sweep_budgets(sweep.as_ref()))?;
-        let report = write_report(&args, &checkpoint, saved.model.label(), &config, &result, ceiling)?;
+        let report = write_report(&args, &checkpoint, saved.model.label(), &config, &result, faces.labels(), ceiling)?;
 
         if args.examples > 0 {
             let picked = example_faces(&result.predictions, faces.labels(), args.examples);
@@ -231,7 +233,7 @@ fn run_feature_model(
         };
         let label = format!("{name}, {}{gradient_words}", set.name());
         let (ceiling, sweep_ceiling) = attacked_ceilings(args, &faces, config, sweep_budgets(sweep))?;
-        let report = write_report(args, &weights, label, config, &result, ceiling)?;
+        let report = write_report(args, &weights, label, config, &result, faces.labels(), ceiling)?;
         if args.examples > 0 {
             let picked = example_faces(&result.predictions, faces.labels(), args.examples);
             let examples =
@@ -298,15 +300,20 @@ fn attacked_ceilings(
     Ok((at_eps, points.collect()))
 }
 
-/// Writes `attack.json` and prints the report (or the JSON with `--json`).
+/// Writes `attack.json` and each face's answers before and under the attack (`labels`: the
+/// attacked faces'), and prints the report (or the JSON with `--json`).
 fn write_report(
     args: &AttackArgs,
     checkpoint: &Path,
     model: String,
     config: &RobustnessConfig,
     result: &Robustness,
+    labels: &[fer_dataset::Emotion],
     ceiling: Option<RobustCeiling>,
 ) -> Result<AttackReport> {
+    let [clean_answers, attacked_answers] = result.answers(labels);
+    fer_train::write_answers(&args.out.join("answers-clean.csv"), &clean_answers)?;
+    fer_train::write_answers(&args.out.join("answers-attacked.csv"), &attacked_answers)?;
     let faces = result.clean.faces();
     let report = AttackReport {
         checkpoint: checkpoint.to_path_buf(),
@@ -394,6 +401,15 @@ fn print_report(report: &AttackReport) {
         report.max_perturbation,
         report.faces_per_second
     );
+    if let (Some([cl, ch]), Some([al, ah])) = (report.clean.accuracy_ci95, report.adversarial.accuracy_ci95) {
+        println!(
+            "  95 % intervals: clean {:.2}–{:.2} %, adversarial {:.2}–{:.2} %",
+            100.0 * cl,
+            100.0 * ch,
+            100.0 * al,
+            100.0 * ah
+        );
+    }
     println!(
         "  balanced accuracy (mean recall per class) {:.2} % → {:.2} %",
         100.0 * report.clean.balanced_accuracy,

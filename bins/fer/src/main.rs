@@ -182,7 +182,7 @@ enum Command {
     /// accuracy with its 95 % interval, the faces only one gets right, the difference with its
     /// 95 % interval, and McNemar's exact test of "neither is better".
     Compare {
-        /// Answers of checkpoint A (`fer eval --answers A.csv`).
+        /// Answers of checkpoint A (`fer eval --answers A.csv`; a gzip'd `A.csv.gz` too).
         a: PathBuf,
         /// Answers of checkpoint B on the same faces, in the same order.
         b: PathBuf,

@@ -622,6 +622,20 @@ fn adversarial_training_then_attacks_on_ndarray() {
         &std::fs::read(std::path::Path::new(recal_attack).join("attack.json")).expect("attack.json"),
     )
     .expect("JSON");
+    // Each accuracy's 95 % interval, in attack.json and the text.
+    let interval = |side: &str| -> Vec<f64> {
+        let pair = json[side]["accuracy_ci95"].as_array().unwrap_or_else(|| panic!("{side}: {json}"));
+        pair.iter().map(|x| 100.0 * x.as_f64().expect("a bound")).collect()
+    };
+    let (c, a) = (interval("clean"), interval("adversarial"));
+    let line = format!("95 % intervals: clean {:.2}–{:.2} %, adversarial {:.2}–{:.2} %", c[0], c[1], a[0], a[1]);
+    assert!(text.contains(&line), "{text}");
+    // Each face's answer before and under the attack, for `fer compare`: right both is kept_right.
+    let answers_at = |name: &str| fer_train::read_answers(&std::path::Path::new(recal_attack).join(name)).expect(name);
+    let (before, after) = (answers_at("answers-clean.csv"), answers_at("answers-attacked.csv"));
+    assert_eq!((before.len(), after.len()), (4, 4));
+    let both = before.iter().zip(&after).filter(|(b, a)| b.is_right() && a.is_right()).count();
+    assert_eq!(Some(both as u64), json["kept_right"].as_u64(), "{json}");
     let (clean, attacked) = (answer_counts(&json["clean"]), answer_counts(&json["adversarial"]));
     assert_eq!(clean.iter().sum::<u64>(), 4);
     assert_eq!(table_answers(&text, 1), clean, "{text}");

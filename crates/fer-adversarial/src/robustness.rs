@@ -9,7 +9,7 @@ use burn::tensor::TensorData;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::AutodiffBackend;
 use fer_dataset::{BatchStream, Emotion, FACE_SIDE, FaceBatcher, SplitData, View};
-use fer_models::{Classifier, Evaluation, average_crops, center_crops, padded_logits, ten_crops};
+use fer_models::{Classifier, Evaluation, FaceAnswer, average_crops, center_crops, padded_logits, ten_crops};
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 
@@ -387,6 +387,23 @@ impl Tally {
 }
 
 impl Robustness {
+    /// Each face's answer before and under the attack, `[clean, attacked]`, in the attacked
+    /// faces' order and without probabilities: what [`fer_models::compare_answers`] pairs with
+    /// another model's or defence's answers on the same faces (`fer attack` writes them as
+    /// `answers-clean.csv` and `answers-attacked.csv`). `labels` are the attacked faces' labels
+    /// (`SplitData::labels`).
+    pub fn answers(&self, labels: &[Emotion]) -> [Vec<FaceAnswer>; 2] {
+        let side = |pick: fn(&(Emotion, Emotion)) -> Emotion| {
+            self.predictions
+                .iter()
+                .zip(labels)
+                .enumerate()
+                .map(|(face, (pair, &label))| FaceAnswer { face, label, answer: pick(pair), probabilities: None })
+                .collect()
+        };
+        [side(|p| p.0), side(|p| p.1)]
+    }
+
     /// Share of the faces answered right both clean and under attack: the robust accuracy in the
     /// usual sense. In inference mode the faces of a batch do not interact, and the attacks step
     /// along the sign of each face's own gradient, so a face's attack depends only on that face

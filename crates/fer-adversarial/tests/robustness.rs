@@ -136,6 +136,15 @@ fn attacks_hurt_a_trained_model_and_pgd_hurts_at_least_as_much() {
     assert_eq!((result.kept_right, result.made_right), (count(true) as u64, count(false) as u64));
     assert_eq!(result.kept_right + result.made_right, result.adversarial.correct());
     assert_eq!(result.robust_accuracy(), result.kept_right as f64 / 28.0);
+    // The answers before and under attack, face by face: the evaluations' counts, and compared
+    // with each other the faces kept right and made right.
+    let [clean_answers, attacked_answers] = result.answers(labels);
+    assert_eq!((clean_answers.len(), attacked_answers.len()), (28, 28));
+    assert!(clean_answers.iter().zip(labels).enumerate().all(|(i, (a, l))| a.face == i && a.label == *l));
+    assert_eq!(clean_answers.iter().filter(|a| a.is_right()).count() as u64, result.clean.correct());
+    assert_eq!(attacked_answers.iter().filter(|a| a.is_right()).count() as u64, result.adversarial.correct());
+    let paired = fer_models::compare_answers(&clean_answers, &attacked_answers).expect("the same faces");
+    assert_eq!((paired.both_right, paired.only_b_right), (result.kept_right, result.made_right));
     let with_truth = RobustnessConfig { labels: LabelSource::True, ..pgd.clone() };
     let truth = evaluate_robustness(&model, test.clone(), &with_truth, &device, |_, _| {}).expect("runs");
     assert_eq!(truth.kept_right, result.kept_right, "robust accuracy does not depend on the label source");

@@ -63,7 +63,8 @@ pub fn mcnemar_exact_p(only_a: u64, only_b: u64) -> f64 {
 }
 
 /// One face's answer in an evaluation, what a paired comparison of two classifiers needs
-/// ([`crate::evaluate_with_answers`], `fer eval --answers FILE.csv`).
+/// ([`crate::evaluate_with_answers`], `fer eval --answers FILE.csv`; `fer attack` writes the
+/// answers before and under attack too).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FaceAnswer {
     /// The face's position in the evaluated faces (the split, or the subset `fer eval --faces` chose).
@@ -72,8 +73,9 @@ pub struct FaceAnswer {
     pub label: Emotion,
     /// The classifier's answer (the arg-max of its crop-averaged logits).
     pub answer: Emotion,
-    /// Softmax of the crop-averaged logits, in [`Emotion`] order.
-    pub probabilities: [f32; Emotion::COUNT],
+    /// Softmax of the crop-averaged logits, in [`Emotion`] order; `None` where only the answers
+    /// were kept (`fer attack`'s answers under attack).
+    pub probabilities: Option<[f32; Emotion::COUNT]>,
 }
 
 impl FaceAnswer {
@@ -154,7 +156,7 @@ pub enum CompareError {
 /// ```
 /// use fer_dataset::Emotion::{Happy, Sad};
 /// use fer_models::{FaceAnswer, compare_answers};
-/// let face = |face, answer| FaceAnswer { face, label: Happy, answer, probabilities: [0.0; 7] };
+/// let face = |face, answer| FaceAnswer { face, label: Happy, answer, probabilities: None };
 /// let a = vec![face(0, Happy), face(1, Sad), face(2, Sad)];
 /// let b = vec![face(0, Happy), face(1, Happy), face(2, Happy)];
 /// let c = compare_answers(&a, &b).unwrap();
@@ -275,7 +277,7 @@ mod tests {
             .iter()
             .zip(answers)
             .enumerate()
-            .map(|(face, (&label, &answer))| FaceAnswer { face, label, answer, probabilities: [0.0; Emotion::COUNT] })
+            .map(|(face, (&label, &answer))| FaceAnswer { face, label, answer, probabilities: None })
             .collect()
     }
 
