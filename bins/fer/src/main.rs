@@ -178,9 +178,10 @@ enum Command {
         #[arg(long)]
         answers: Option<PathBuf>,
     },
-    /// Compare two checkpoints' answers on the same faces (`fer eval --answers` files): each
-    /// accuracy with its 95 % interval, the faces only one gets right, the difference with its
-    /// 95 % interval, and McNemar's exact test of "neither is better".
+    /// Compare two checkpoints' answers on the same faces (`fer eval --answers` files, or the
+    /// `answers-attacked.csv` of two `fer attack` runs): each accuracy with its 95 % interval,
+    /// the faces only one gets right, the difference with its 95 % interval, and McNemar's exact
+    /// test of "neither is better".
     Compare {
         /// Answers of checkpoint A (`fer eval --answers A.csv`; a gzip'd `A.csv.gz` too).
         a: PathBuf,
