@@ -27,6 +27,16 @@ impl Evaluation {
     /// Adds a batch: `logits` `[N, classes]` (one row per face, crops already averaged) against
     /// `targets` `[N]`.
     pub fn record<B: Backend>(&mut self, logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) {
+        self.record_classes(logits, targets);
+    }
+
+    /// [`Evaluation::record`], returning each face's `(label, answer)` (the logits' arg-max), in
+    /// row order.
+    fn record_classes<B: Backend>(
+        &mut self,
+        logits: Tensor<B, 2>,
+        targets: Tensor<B, 1, Int>,
+    ) -> Vec<(Emotion, Emotion)> {
         let faces = targets.dims()[0];
         let loss = CrossEntropyLossConfig::new().init(&logits.device()).forward(logits.clone(), targets.clone());
         let loss: f64 = loss.into_scalar().elem();
@@ -35,9 +45,12 @@ impl Evaluation {
         let truth = targets.into_data().convert::<i64>();
         let predicted = predicted.as_slice::<i64>().expect("argmax gives ints");
         let truth = truth.as_slice::<i64>().expect("targets are ints");
-        for (&t, &p) in truth.iter().zip(predicted) {
-            self.confusion[t as usize][p as usize] += 1;
+        let classes: Vec<(Emotion, Emotion)> =
+            truth.iter().zip(predicted).map(|(&t, &p)| (Emotion::ALL[t as usize], Emotion::ALL[p as usize])).collect();
+        for &(t, p) in &classes {
+            self.confusion[t.index()][p.index()] += 1;
         }
+        classes
     }
 
     /// Faces evaluated.
@@ -144,32 +157,23 @@ fn evaluate_faces<B: Backend, M: Classifier<B>>(
     let mut evaluation = Evaluation::default();
     for batch in BatchStream::<B>::new(split, order, batch_faces, batcher, 2, device.clone()) {
         let logits = average_crops(padded_logits(batch.images, full_batch, |x| model.logits(x)), batch.crops_per_face);
-        if let Some(answers) = answers.as_deref_mut() {
-            record_answers(answers, logits.clone(), batch.targets.clone());
+        let probabilities = answers
+            .is_some()
+            .then(|| burn::tensor::activation::softmax(logits.clone(), 1).into_data().convert::<f32>().to_vec::<f32>());
+        let classes = evaluation.record_classes(logits, batch.targets);
+        if let (Some(answers), Some(probabilities)) = (answers.as_deref_mut(), probabilities) {
+            let probabilities = probabilities.expect("softmax gives floats");
+            for ((label, answer), row) in classes.into_iter().zip(probabilities.chunks_exact(Emotion::COUNT)) {
+                answers.push(FaceAnswer {
+                    face: answers.len(),
+                    label,
+                    answer,
+                    probabilities: Some(row.try_into().expect("seven classes a row")),
+                });
+            }
         }
-        evaluation.record(logits, batch.targets);
     }
     evaluation
-}
-
-/// Appends one [`FaceAnswer`] per row of `logits` `[N, classes]` against `targets` `[N]`,
-/// numbered on from the answers already there; the answer is the logits' arg-max, as in
-/// [`Evaluation::record`].
-fn record_answers<B: Backend>(answers: &mut Vec<FaceAnswer>, logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) {
-    let probabilities = burn::tensor::activation::softmax(logits.clone(), 1).into_data().convert::<f32>();
-    let probabilities = probabilities.as_slice::<f32>().expect("softmax gives floats");
-    let predicted = logits.argmax(1).into_data().convert::<i64>();
-    let truth = targets.into_data().convert::<i64>();
-    let predicted = predicted.as_slice::<i64>().expect("argmax gives ints");
-    let truth = truth.as_slice::<i64>().expect("targets are ints");
-    for ((&t, &p), row) in truth.iter().zip(predicted).zip(probabilities.chunks_exact(Emotion::COUNT)) {
-        answers.push(FaceAnswer {
-            face: answers.len(),
-            label: Emotion::ALL[t as usize],
-            answer: Emotion::ALL[p as usize],
-            probabilities: Some(row.try_into().expect("seven classes a row")),
-        });
-    }
 }
 
 /// `logits(images)`, with a batch of fewer than `rows` images (when `rows` is `Some`) padded with

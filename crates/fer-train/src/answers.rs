@@ -54,16 +54,7 @@ pub fn write_answers(path: &Path, answers: &[FaceAnswer]) -> Result<(), TrainErr
 /// whose class is not one of the seven names (or 0–6), or that gives some probabilities but not
 /// all seven, is refused with its file and line.
 pub fn read_answers(path: &Path) -> Result<Vec<FaceAnswer>, TrainError> {
-    let rows: Vec<AnswerRow> = if path.extension().is_some_and(|e| e == "gz") {
-        let file = std::fs::File::open(path).map_err(|source| TrainError::Io { path: path.to_path_buf(), source })?;
-        let mut reader = csv::Reader::from_reader(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)));
-        reader
-            .deserialize()
-            .collect::<Result<_, _>>()
-            .map_err(|source| TrainError::Csv { path: path.to_path_buf(), source })?
-    } else {
-        read_csv(path)?
-    };
+    let rows: Vec<AnswerRow> = read_csv(path)?;
     let bad_row = |row: usize, message: String| TrainError::BadRow { path: path.to_path_buf(), line: row + 2, message };
     rows.into_iter()
         .enumerate()

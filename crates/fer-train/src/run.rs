@@ -283,11 +283,17 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>, TrainError> {
     read_csv(path)
 }
 
-/// Reads the rows of a CSV file written by [`write_csv`].
+/// Reads the rows of a CSV file written by [`write_csv`], or of its gzip'd copy (a name ending in
+/// `.gz`).
 pub(crate) fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, TrainError> {
     let csv_error = |source| TrainError::Csv { path: path.to_path_buf(), source };
-    let mut reader = csv::Reader::from_path(path).map_err(csv_error)?;
-    reader.deserialize().collect::<Result<Vec<T>, _>>().map_err(csv_error)
+    let reader: Box<dyn std::io::Read> = if path.extension().is_some_and(|e| e == "gz") {
+        let file = std::fs::File::open(path).map_err(|source| TrainError::Io { path: path.to_path_buf(), source })?;
+        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)))
+    } else {
+        Box::new(std::fs::File::open(path).map_err(|e| csv_error(e.into()))?)
+    };
+    csv::Reader::from_reader(reader).deserialize().collect::<Result<Vec<T>, _>>().map_err(csv_error)
 }
 
 /// Rewrites `metrics.csv` with `rows` (atomically).
