@@ -79,7 +79,9 @@
 # training batches, the view the reference's attack evaluates; the run name gains -wholePCT),
 # WEIGHT_GRADIENT (`train`, `adv-train`: fer's --weight-gradient, e.g. gemm; default Burn's),
 # GPU_BATCH_NORM (`train`, `adv-train`, `profile`: fer's --gpu-batch-norm, operation or composed;
-# default operation),
+# default operation), SEED=N (`train`, `adv-train`: fer's --seed, default the recipe's 0; the run
+# name gains -seedN: a lease that repeats an earlier lease's recipe with another seed gives
+# `fer ensemble` a member that errs on other faces),
 # FER_GPU_DEADLINE (for `train budget`), FER_GPU_SMALL=1 (tiny sizes: how this script is tested on
 # a CPU), OUT (the device tool sets it).
 set -euo pipefail
@@ -116,6 +118,7 @@ aug_suffix=; [ "$augment" != none ] && aug_suffix="-augment-$augment"
 case "${NESTEROV:-0}" in 0) ;; 1) aug_suffix="$aug_suffix-nesterov" ;; *) echo "NESTEROV=$NESTEROV: expected 0 or 1" >&2; exit 2 ;; esac
 [ -n "${EMA:-}" ] && aug_suffix="$aug_suffix-ema$EMA"
 [ -n "${WHOLE_FACES:-}" ] && aug_suffix="$aug_suffix-whole$WHOLE_FACES"
+case "${SEED:-}" in '' | *[!0-9]*) [ -z "${SEED:-}" ] || { echo "SEED=$SEED: expected a whole number" >&2; exit 2; } ;; *) aug_suffix="$aug_suffix-seed$SEED" ;; esac
 run=${RUN:-$stage/runs/$model-fast$aug_suffix}
 steps=${FER_GPU_STEPS:-20}
 pgd_faces=${ATTACK_PGD_FACES:-1000}
@@ -305,6 +308,7 @@ PY
     warmup=${WARMUP_EPOCHS:-${warmup:-}}
     [ -n "$warmup" ] && args+=(--warmup-epochs "$warmup")
     [ -n "${LR:-}" ] && args+=(--lr "$LR")
+    [ -n "${SEED:-}" ] && args+=(--seed "$SEED")
     if [ "${NESTEROV:-0}" = 1 ]; then
       need_flag "$part" --nesterov train
       args+=(--nesterov)

@@ -191,6 +191,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Average several checkpoints' class probabilities on the same faces (soft voting) from
+    /// their `fer eval --answers` files: the ensemble's accuracy with its 95 % interval, and a
+    /// paired test against each member. With --select-on, the members and their weights are chosen
+    /// on another split (greedy forward selection with replacement, Caruana et al. 2004), so the
+    /// reported split stays unseen: select on PublicTest, report PrivateTest.
+    Ensemble {
+        /// Each member's answers on the split to report (`fer eval --answers`, .csv or .csv.gz),
+        /// one file per member; give them before --select-on.
+        #[arg(required = true, value_name = "ANSWERS")]
+        answers: Vec<PathBuf>,
+        /// The same members' answers on the selection split, in the same order: choose the
+        /// weights there instead of weighting every member equally.
+        #[arg(long, num_args = 1.., value_name = "ANSWERS")]
+        select_on: Vec<PathBuf>,
+        /// Rounds of greedy selection (each adds one member, again if it is the best choice; the
+        /// best prefix on the selection split is kept).
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+        /// Write the ensemble's answers on the reported split to this CSV file (for `fer
+        /// compare`, or as a member of another ensemble).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Recompute a checkpoint's BatchNorm running statistics from clean training faces (after
     /// adversarial training, whose perturbed batches also move them); weights are unchanged.
     RecalibrateBn {
@@ -1028,15 +1054,19 @@ fn run(cli: Cli) -> Result<()> {
                     "right both {}, only A {}, only B {}, neither {}",
                     c.both_right, c.only_a_right, c.only_b_right, c.both_wrong
                 );
-                let p =
-                    if c.mcnemar_p >= 1e-3 { format!("{:.4}", c.mcnemar_p) } else { format!("{:.1e}", c.mcnemar_p) };
-                println!(
-                    "B − A: {:+.2} points (95 % interval {:+.2} to {:+.2}); McNemar's exact test: p = {p}{}",
-                    pct(c.difference),
-                    pct(c.difference_ci95[0]),
-                    pct(c.difference_ci95[1]),
-                    if c.mcnemar_p < 0.05 { "" } else { " (not significant at the 5 % level)" }
-                );
+                println!("B − A: {}", difference_text(&c));
+            }
+        }
+        Command::Ensemble { answers, select_on, rounds, out, json } => {
+            let select_on = (!select_on.is_empty()).then_some(select_on.as_slice());
+            let (report, ensemble) = fer_train::ensemble_answer_files(&answers, select_on, rounds)?;
+            if let Some(path) = &out {
+                fer_train::write_answers(path, &ensemble)?;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_ensemble(&report, out.as_deref());
             }
         }
         Command::RecalibrateBn { checkpoint, out, batches, bs, crop, seed, data, device } => {
@@ -1291,6 +1321,58 @@ fn face_subset(
 }
 
 /// Prints an evaluation of `what` on `split` as `fer eval` does: a line and per-class recalls, or JSON.
+/// A paired comparison's B − A: the difference in points with its 95 % interval and McNemar's
+/// exact p-value, saying when it is not significant at the 5 % level.
+fn difference_text(c: &fer_models::PairedComparison) -> String {
+    let pct = |x: f64| 100.0 * x;
+    let p = if c.mcnemar_p >= 1e-3 { format!("{:.4}", c.mcnemar_p) } else { format!("{:.1e}", c.mcnemar_p) };
+    format!(
+        "{:+.2} points (95 % interval {:+.2} to {:+.2}); McNemar's exact test: p = {p}{}",
+        pct(c.difference),
+        pct(c.difference_ci95[0]),
+        pct(c.difference_ci95[1]),
+        if c.mcnemar_p < 0.05 { "" } else { " (not significant at the 5 % level)" }
+    )
+}
+
+/// `fer ensemble`'s text: each member's accuracy and weight, the ensemble's, and the paired test
+/// of the ensemble against each member.
+fn print_ensemble(report: &fer_train::EnsembleReport, out: Option<&std::path::Path>) {
+    let pct = |x: f64| 100.0 * x;
+    let interval = |[low, high]: [f64; 2]| format!("{:.2}–{:.2} %", pct(low), pct(high));
+    match &report.selection {
+        Some(s) => println!(
+            "{} faces; weights chosen on the selection split by greedy selection: {} of {} rounds kept, {:.2} % there (optimistic: chosen on those faces)",
+            report.faces,
+            s.kept_rounds,
+            s.rounds.len(),
+            pct(s.accuracy)
+        ),
+        None => println!("{} faces; every member weighted equally", report.faces),
+    }
+    for (m, member) in report.members.iter().enumerate() {
+        let selection =
+            member.selection_accuracy.map_or_else(String::new, |a| format!(", selection split {:.2} %", pct(a)));
+        println!(
+            "member {} {}: weight {}, {:.2} % (95 % interval {}{selection})",
+            m + 1,
+            member.answers.display(),
+            member.weight,
+            pct(member.accuracy),
+            interval(member.accuracy_ci95)
+        );
+    }
+    println!("ensemble: {:.2} % (95 % interval {})", pct(report.accuracy), interval(report.accuracy_ci95));
+    for (m, member) in report.members.iter().enumerate() {
+        let best =
+            if report.best_selected_member == Some(m) { " (the best member on the selection split)" } else { "" };
+        println!("ensemble − member {}{best}: {}", m + 1, difference_text(&member.ensemble_vs_member));
+    }
+    if let Some(path) = out {
+        println!("the ensemble's answers: {}", path.display());
+    }
+}
+
 fn print_split_report(
     what: &str,
     split: Split,

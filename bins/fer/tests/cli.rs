@@ -365,6 +365,33 @@ fn train_eval_report_round_trip_on_ndarray() {
     assert_eq!(c.accuracy_a, accuracy);
     assert_eq!(Some(c.accuracy_b), tuned_report["accuracy"].as_f64());
     assert_eq!(c.mcnemar_p, fer_models::mcnemar_exact_p(c.only_a_right, c.only_b_right));
+    // The two as an ensemble: equal weights, the answers written with --out are the average of
+    // the two files' probabilities, and each member's accuracy is its evaluation's.
+    let (a_s, b_s) = (answers_a.to_str().expect("utf-8"), answers_b.to_str().expect("utf-8"));
+    let ensemble = dir.path().join("ensemble.csv");
+    let out = fer(&["ensemble", a_s, b_s, "--out", ensemble.to_str().expect("utf-8"), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let e: fer_train::EnsembleReport = serde_json::from_str(&stdout(&out)).expect("JSON");
+    let (read_a, read_b) =
+        (fer_train::read_answers(&answers_a).expect("a"), fer_train::read_answers(&answers_b).expect("b"));
+    let expected = fer_models::average_answers(&[&read_a, &read_b], &[1.0, 1.0]).expect("average");
+    let written = fer_train::read_answers(&ensemble).expect("the ensemble's answers");
+    assert_eq!(
+        written.iter().map(|a| a.answer).collect::<Vec<_>>(),
+        expected.iter().map(|a| a.answer).collect::<Vec<_>>()
+    );
+    assert_eq!(e.accuracy, expected.iter().filter(|a| a.is_right()).count() as f64 / 10.0);
+    assert_eq!((e.faces, e.method.as_str(), e.members[0].accuracy), (10, "equal", accuracy));
+    assert_eq!(Some(e.members[1].accuracy), tuned_report["accuracy"].as_f64());
+    // Selected on the same files (a test only: select on PublicTest, report PrivateTest): the
+    // text names the weights and the best member there; a selection list of another length is refused.
+    let out = fer(&["ensemble", a_s, b_s, "--select-on", a_s, b_s, "--rounds", "4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("greedy selection") && text.contains("the best member on the selection split"), "{text}");
+    let out = fer(&["ensemble", a_s, b_s, "--select-on", a_s]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("1 answers files to select on for 2 members"), "{}", stderr(&out));
     // Adversarial fine-tuning with frozen BatchNorm statistics needs the checkpoint's statistics.
     let frozen = dir.path().join("frozen");
     let frozen_s = frozen.to_str().expect("utf-8");

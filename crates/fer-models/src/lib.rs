@@ -64,6 +64,7 @@ mod cpu_conv;
 mod cpu_conv_regions;
 #[cfg(feature = "flex")]
 mod cpu_norm;
+mod ensemble;
 mod evaluate;
 mod export;
 #[cfg(feature = "flex")]
@@ -89,6 +90,7 @@ pub use checkpoint::{
 pub use cnn_hog::feature_input;
 pub use cnn_hog::{CnnHog, CnnHogConfig, ConvBlock, ConvSpec, scale_feature_row};
 pub use conv::{WeightGradient, conv2d, conv2d_with_weight_gradient, set_weight_gradient, weight_gradient};
+pub use ensemble::{EnsembleError, EnsembleSelection, SelectionRound, average_answers, select_greedy};
 pub use evaluate::{Evaluation, evaluate, evaluate_with_answers, padded_logits};
 pub use export::{
     ImportedFeatureModel, SAFETENSORS_CONFIG_KEY, SAFETENSORS_FEATURE_MODEL_KEY, SAFETENSORS_FEATURE_SET_KEY,

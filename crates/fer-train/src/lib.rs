@@ -40,6 +40,7 @@ mod average;
 mod bench;
 mod commit;
 mod config;
+mod ensemble;
 mod features_train;
 mod hyperopt;
 mod parallel;
@@ -55,6 +56,7 @@ pub use bench::{TrainBench, TrainStep, bench_feature_train_steps, bench_train_st
 #[doc(hidden)]
 pub use commit::fail_saving_at;
 pub use config::{AdvSource, AdversarialTraining, InitCheckpoint, Schedule, Selection, TrainConfig};
+pub use ensemble::{EnsembleMember, EnsembleReport, ensemble_answer_files};
 pub use features_train::{
     FeatureEpoch, FeatureRunOptions, FeatureRunSummary, FeatureTrainConfig, SAFETENSORS_FEATURE_RUN_KEY,
     evaluate_feature_model, export_feature_run, import_feature_run, load_feature_model, load_feature_run,

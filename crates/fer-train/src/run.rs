@@ -77,6 +77,9 @@ pub enum TrainError {
     /// The data cannot serve this run (e.g. an empty split).
     #[error("data: {0}")]
     Data(String),
+    /// Answers files cannot be combined into an ensemble (the files at fault are named).
+    #[error("ensemble: {0}")]
+    Ensemble(String),
     /// A plot could not be drawn.
     #[error("plot {}: {message}", path.display())]
     Plot {
