@@ -1363,6 +1363,11 @@ fn print_ensemble(report: &fer_train::EnsembleReport, out: Option<&std::path::Pa
         );
     }
     println!("ensemble: {:.2} % (95 % interval {})", pct(report.accuracy), interval(report.accuracy_ci95));
+    if report.selected_on_reported_faces {
+        println!(
+            "warning: the weights were chosen on these very faces (--select-on holds the reported faces): not an honest figure; select on another split (PublicTest) and report this one"
+        );
+    }
     for (m, member) in report.members.iter().enumerate() {
         let best =
             if report.best_selected_member == Some(m) { " (the best member on the selection split)" } else { "" };

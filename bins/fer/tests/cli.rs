@@ -389,6 +389,7 @@ fn train_eval_report_round_trip_on_ndarray() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("greedy selection") && text.contains("the best member on the selection split"), "{text}");
+    assert!(text.contains("warning: the weights were chosen on these very faces"), "{text}");
     let out = fer(&["ensemble", a_s, b_s, "--select-on", a_s]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("1 answers files to select on for 2 members"), "{}", stderr(&out));

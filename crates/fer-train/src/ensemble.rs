@@ -44,6 +44,10 @@ pub struct EnsembleReport {
     /// With a selection split: the member with the best accuracy there (from 0; the first on a
     /// tie), the single model an honest comparison sets the ensemble against.
     pub best_selected_member: Option<usize>,
+    /// The selection split holds the reported split's faces and labels, row for row: the weights
+    /// were chosen on the faces they are scored on, so the accuracy is not an honest figure.
+    #[serde(default)]
+    pub selected_on_reported_faces: bool,
     /// The ensemble's accuracy on the reported split.
     pub accuracy: f64,
     /// Its 95 % Wilson interval.
@@ -53,7 +57,8 @@ pub struct EnsembleReport {
 /// Reads each member's answers on the reported split (`answers`, one file per member) and,
 /// optionally, on a selection split (`select_on`, the same members in the same order); sets the
 /// weights (greedy forward selection on the selection split over `rounds` rounds, else equal) and
-/// returns the report and the ensemble's answers on the reported split.
+/// returns the report and the ensemble's answers on the reported split. Selection files that
+/// hold the reported faces themselves are flagged ([`EnsembleReport::selected_on_reported_faces`]).
 ///
 /// Errors name the file at fault: a file that cannot be read, a member whose faces or labels
 /// differ from the first member's, a row without probabilities, or `select_on` with another
@@ -65,6 +70,7 @@ pub fn ensemble_answer_files(
 ) -> Result<(EnsembleReport, Vec<FaceAnswer>), TrainError> {
     let reported = read_all(answers)?;
     let reported_refs: Vec<&[FaceAnswer]> = reported.iter().map(Vec::as_slice).collect();
+    let mut selected_on_reported_faces = false;
     let (selection, selection_accuracies) = match select_on {
         Some(files) => {
             if files.len() != answers.len() {
@@ -75,6 +81,8 @@ pub fn ensemble_answer_files(
                 )));
             }
             let selecting = read_all(files)?;
+            let key = |a: &FaceAnswer| (a.face, a.label);
+            selected_on_reported_faces = selecting[0].iter().map(key).eq(reported[0].iter().map(key));
             let refs: Vec<&[FaceAnswer]> = selecting.iter().map(Vec::as_slice).collect();
             let selection = select_greedy(&refs, rounds).map_err(|e| ensemble_error(files, e))?;
             let accuracies: Vec<f64> = selecting.iter().map(|m| accuracy(m)).collect();
@@ -115,6 +123,7 @@ pub fn ensemble_answer_files(
         members,
         selection,
         best_selected_member,
+        selected_on_reported_faces,
         accuracy: right as f64 / faces as f64,
         accuracy_ci95: wilson_interval(right, faces, Z_95).unwrap_or([0.0, 0.0]),
     };
@@ -188,6 +197,7 @@ mod tests {
         assert_eq!(report.members[0].ensemble_vs_member.only_b_right, 1);
         assert_eq!(report.selection, None);
         assert_eq!(report.best_selected_member, None);
+        assert!(!report.selected_on_reported_faces);
         assert_eq!(report.accuracy_ci95, wilson_interval(3, 3, Z_95).unwrap());
         assert_eq!(ensemble.iter().map(|a| a.answer).collect::<Vec<_>>(), vec![Happy, Sad, Fear]);
 
@@ -209,6 +219,10 @@ mod tests {
         assert_eq!(report.members[1].selection_answers.as_deref(), Some(select[1].as_path()));
         assert_eq!(ensemble.iter().map(|a| a.answer).collect::<Vec<_>>(), m1.map(|a| a.answer).to_vec());
         assert_eq!(report.members[1].ensemble_vs_member.mcnemar_p, 1.0);
+        assert!(!report.selected_on_reported_faces);
+        // Selected on the reported files themselves: flagged.
+        let (report, _) = ensemble_answer_files(&files, Some(&files), 5).expect("greedy on itself");
+        assert!(report.selected_on_reported_faces);
 
         // Refusals: files of other faces, missing probabilities, mismatched counts, no files.
         let other = write("other.csv", &[face(0, Happy, Happy, 0.9, Sad)]);
