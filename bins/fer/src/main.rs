@@ -1320,7 +1320,6 @@ fn face_subset(
     (faces.select(&keep), Some(words))
 }
 
-/// Prints an evaluation of `what` on `split` as `fer eval` does: a line and per-class recalls, or JSON.
 /// A paired comparison's B − A: the difference in points with its 95 % interval and McNemar's
 /// exact p-value, saying when it is not significant at the 5 % level.
 fn difference_text(c: &fer_models::PairedComparison) -> String {
@@ -1378,6 +1377,7 @@ fn print_ensemble(report: &fer_train::EnsembleReport, out: Option<&std::path::Pa
     }
 }
 
+/// Prints an evaluation of `what` on `split` as `fer eval` does: a line and per-class recalls, or JSON.
 fn print_split_report(
     what: &str,
     split: Split,

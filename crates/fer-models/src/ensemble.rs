@@ -19,6 +19,9 @@ pub enum EnsembleError {
     /// No member was given.
     #[error("no members to combine")]
     NoMembers,
+    /// The members hold no faces.
+    #[error("the members hold no faces")]
+    NoFaces,
     /// A member's faces are not the first member's (count, position or label).
     #[error("member {member} against member 1: {source}")]
     NotSameFaces {
@@ -78,7 +81,7 @@ fn check_members(members: &[&[FaceAnswer]]) -> Result<(), EnsembleError> {
         if m > 0 {
             same_faces(first, member).map_err(|source| EnsembleError::NotSameFaces { member: m + 1, source })?;
         } else if member.is_empty() {
-            return Err(EnsembleError::NotSameFaces { member: 1, source: CompareError::Empty });
+            return Err(EnsembleError::NoFaces);
         }
         for (row, answer) in member.iter().enumerate() {
             let (member, row, face) = (m + 1, row + 1, answer.face);
@@ -343,10 +346,7 @@ mod tests {
             average_answers(&[&a, &a[..1]], &[1.0, 1.0]),
             Err(EnsembleError::NotSameFaces { member: 2, source: CompareError::FaceCount { a: 2, b: 1 } })
         );
-        assert_eq!(
-            average_answers(&[&[], &[]], &[1.0, 1.0]),
-            Err(EnsembleError::NotSameFaces { member: 1, source: CompareError::Empty })
-        );
+        assert_eq!(average_answers(&[&[], &[]], &[1.0, 1.0]), Err(EnsembleError::NoFaces));
         let mut bare = a.clone();
         bare[1].probabilities = None;
         let err = average_answers(&[&a, &bare], &[1.0, 1.0]).unwrap_err();
