@@ -401,13 +401,11 @@ fn print_report(report: &AttackReport) {
         report.max_perturbation,
         report.faces_per_second
     );
-    if let (Some([cl, ch]), Some([al, ah])) = (report.clean.accuracy_ci95, report.adversarial.accuracy_ci95) {
+    if let (Some(clean), Some(adversarial)) = (report.clean.accuracy_ci95, report.adversarial.accuracy_ci95) {
         println!(
-            "  95 % intervals: clean {:.2}–{:.2} %, adversarial {:.2}–{:.2} %",
-            100.0 * cl,
-            100.0 * ch,
-            100.0 * al,
-            100.0 * ah
+            "  95 % intervals: clean {}, adversarial {}",
+            crate::percent_interval(clean),
+            crate::percent_interval(adversarial)
         );
     }
     println!(

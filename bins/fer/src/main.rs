@@ -866,13 +866,12 @@ fn run(cli: Cli) -> Result<()> {
             if summary.completed_epochs == config.epochs && report_path.is_file() {
                 let report: fer_train::Report = serde_json::from_slice(&std::fs::read(&report_path)?)
                     .with_context(|| format!("cannot read {}", report_path.display()))?;
-                if let Some([low, high]) = report.private_test.accuracy_ci95 {
+                if let Some(ci) = report.private_test.accuracy_ci95 {
                     println!(
-                        "best.fer on PrivateTest ({:?}, report.json): {:.2} %, 95 % interval {:.2}–{:.2} % over {} faces (`fer eval --answers` and `fer compare` test a difference between two models).",
+                        "best.fer on PrivateTest ({:?}, report.json): {:.2} %, 95 % interval {} over {} faces (`fer eval --answers` and `fer compare` test a difference between two models).",
                         report.view,
                         100.0 * report.private_test.accuracy,
-                        100.0 * low,
-                        100.0 * high,
+                        percent_interval(ci),
                         report.private_test.faces
                     );
                 }
@@ -1036,19 +1035,18 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&c)?);
             } else {
                 let pct = |x: f64| 100.0 * x;
-                let interval = |[low, high]: [f64; 2]| format!("{:.2}–{:.2} %", pct(low), pct(high));
                 println!("{} faces", c.faces);
                 println!(
                     "A {}: {:.2} % (95 % interval {})",
                     a.display(),
                     pct(c.accuracy_a),
-                    interval(c.accuracy_a_ci95)
+                    percent_interval(c.accuracy_a_ci95)
                 );
                 println!(
                     "B {}: {:.2} % (95 % interval {})",
                     b.display(),
                     pct(c.accuracy_b),
-                    interval(c.accuracy_b_ci95)
+                    percent_interval(c.accuracy_b_ci95)
                 );
                 println!(
                     "right both {}, only A {}, only B {}, neither {}",
@@ -1320,6 +1318,11 @@ fn face_subset(
     (faces.select(&keep), Some(words))
 }
 
+/// A 95 % interval of a share as `low–high %` in percent, two decimals.
+pub(crate) fn percent_interval([low, high]: [f64; 2]) -> String {
+    format!("{:.2}–{:.2} %", 100.0 * low, 100.0 * high)
+}
+
 /// A paired comparison's B − A: the difference in points with its 95 % interval and McNemar's
 /// exact p-value, saying when it is not significant at the 5 % level.
 fn difference_text(c: &fer_models::PairedComparison) -> String {
@@ -1338,7 +1341,6 @@ fn difference_text(c: &fer_models::PairedComparison) -> String {
 /// of the ensemble against each member.
 fn print_ensemble(report: &fer_train::EnsembleReport, out: Option<&std::path::Path>) {
     let pct = |x: f64| 100.0 * x;
-    let interval = |[low, high]: [f64; 2]| format!("{:.2}–{:.2} %", pct(low), pct(high));
     match &report.selection {
         Some(s) => println!(
             "{} faces; weights chosen on the selection split by greedy selection: {} of {} rounds kept, {:.2} % there (optimistic: chosen on those faces)",
@@ -1358,10 +1360,10 @@ fn print_ensemble(report: &fer_train::EnsembleReport, out: Option<&std::path::Pa
             member.answers.display(),
             member.weight,
             pct(member.accuracy),
-            interval(member.accuracy_ci95)
+            percent_interval(member.accuracy_ci95)
         );
     }
-    println!("ensemble: {:.2} % (95 % interval {})", pct(report.accuracy), interval(report.accuracy_ci95));
+    println!("ensemble: {:.2} % (95 % interval {})", pct(report.accuracy), percent_interval(report.accuracy_ci95));
     if report.selected_on_reported_faces {
         println!(
             "warning: the weights were chosen on these very faces (--select-on holds the reported faces): not an honest figure; select on another split (PublicTest) and report this one"
@@ -1389,9 +1391,8 @@ fn print_split_report(
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        let interval = report
-            .accuracy_ci95
-            .map_or(String::new(), |[l, h]| format!(" (95 % interval {:.2}–{:.2} %)", 100.0 * l, 100.0 * h));
+        let interval =
+            report.accuracy_ci95.map_or(String::new(), |ci| format!(" (95 % interval {})", percent_interval(ci)));
         println!(
             "{what} on {split} ({inputs}): accuracy {:.2} %{interval} over {} faces (balanced {:.2} %), mean loss {:.4}",
             100.0 * report.accuracy,

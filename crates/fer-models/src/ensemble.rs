@@ -11,7 +11,7 @@
 
 use fer_dataset::Emotion;
 
-use crate::stats::{CompareError, FaceAnswer};
+use crate::stats::{CompareError, FaceAnswer, same_faces};
 
 /// Why answers cannot be combined.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -92,23 +92,6 @@ fn check_members(members: &[&[FaceAnswer]]) -> Result<(), EnsembleError> {
         }
     }
     Ok(())
-}
-
-/// The faces and labels of `b` are those of `a`, row by row.
-fn same_faces(a: &[FaceAnswer], b: &[FaceAnswer]) -> Result<(), CompareError> {
-    if a.len() != b.len() {
-        return Err(CompareError::FaceCount { a: a.len(), b: b.len() });
-    }
-    match a.iter().zip(b).position(|(x, y)| (x.face, x.label) != (y.face, y.label)) {
-        None => Ok(()),
-        Some(i) => Err(CompareError::Mismatch {
-            row: i + 1,
-            face_a: a[i].face,
-            label_a: a[i].label,
-            face_b: b[i].face,
-            label_b: b[i].label,
-        }),
-    }
 }
 
 /// The first class of highest probability.

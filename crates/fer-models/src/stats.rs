@@ -150,6 +150,24 @@ pub enum CompareError {
     },
 }
 
+/// Checks that `b` holds the faces and labels of `a`, row by row: the same count, then the first
+/// row that differs.
+pub(crate) fn same_faces(a: &[FaceAnswer], b: &[FaceAnswer]) -> Result<(), CompareError> {
+    if a.len() != b.len() {
+        return Err(CompareError::FaceCount { a: a.len(), b: b.len() });
+    }
+    match a.iter().zip(b).position(|(x, y)| (x.face, x.label) != (y.face, y.label)) {
+        None => Ok(()),
+        Some(i) => Err(CompareError::Mismatch {
+            row: i + 1,
+            face_a: a[i].face,
+            label_a: a[i].label,
+            face_b: b[i].face,
+            label_b: b[i].label,
+        }),
+    }
+}
+
 /// Compares two classifiers' answers on the same faces, row by row (each row must name the same
 /// face and label in both). See [`PairedComparison`].
 ///
@@ -165,23 +183,12 @@ pub enum CompareError {
 /// assert_eq!(c.mcnemar_p, 0.5); // two discordant faces, both B's: 2 · 1/4
 /// ```
 pub fn compare_answers(a: &[FaceAnswer], b: &[FaceAnswer]) -> Result<PairedComparison, CompareError> {
-    if a.len() != b.len() {
-        return Err(CompareError::FaceCount { a: a.len(), b: b.len() });
-    }
+    same_faces(a, b)?;
     if a.is_empty() {
         return Err(CompareError::Empty);
     }
     let (mut both_right, mut only_a, mut only_b, mut both_wrong) = (0u64, 0u64, 0u64, 0u64);
-    for (row, (x, y)) in a.iter().zip(b).enumerate() {
-        if (x.face, x.label) != (y.face, y.label) {
-            return Err(CompareError::Mismatch {
-                row: row + 1,
-                face_a: x.face,
-                label_a: x.label,
-                face_b: y.face,
-                label_b: y.label,
-            });
-        }
+    for (x, y) in a.iter().zip(b) {
         match (x.is_right(), y.is_right()) {
             (true, true) => both_right += 1,
             (true, false) => only_a += 1,
