@@ -5,8 +5,7 @@
 use std::path::PathBuf;
 
 use fer_models::{
-    EnsembleError, EnsembleSelection, FaceAnswer, PairedComparison, Z_95, average_answers, compare_answers,
-    select_greedy, wilson_interval,
+    EnsembleError, EnsembleSelection, FaceAnswer, PairedComparison, average_answers, compare_answers, select_greedy,
 };
 
 use crate::{TrainError, read_answers};
@@ -95,8 +94,6 @@ pub fn ensemble_answer_files(
         None => vec![1.0; answers.len()],
     };
     let ensemble = average_answers(&reported_refs, &weights).map_err(|e| ensemble_error(answers, e))?;
-    let faces = ensemble.len() as u64;
-    let right = ensemble.iter().filter(|a| a.is_right()).count() as u64;
     let members = answers
         .iter()
         .zip(&reported)
@@ -117,15 +114,17 @@ pub fn ensemble_answer_files(
         .collect::<Result<Vec<_>, TrainError>>()?;
     let best_selected_member =
         selection_accuracies.as_ref().map(|a| (0..a.len()).fold(0, |best, m| if a[m] > a[best] { m } else { best }));
+    // Every member's paired comparison holds the ensemble's accuracy and interval as B.
+    let ensemble_side = members[0].ensemble_vs_member.clone();
     let report = EnsembleReport {
-        faces,
+        faces: ensemble_side.faces,
         method: if selection.is_some() { "greedy" } else { "equal" }.to_string(),
         members,
         selection,
         best_selected_member,
         selected_on_reported_faces,
-        accuracy: right as f64 / faces as f64,
-        accuracy_ci95: wilson_interval(right, faces, Z_95).unwrap_or([0.0, 0.0]),
+        accuracy: ensemble_side.accuracy_b,
+        accuracy_ci95: ensemble_side.accuracy_b_ci95,
     };
     Ok((report, ensemble))
 }
@@ -163,6 +162,7 @@ mod tests {
     use super::*;
     use crate::write_answers;
     use fer_dataset::Emotion::{self, Fear, Happy, Sad};
+    use fer_models::{Z_95, wilson_interval};
 
     fn face(face: usize, label: Emotion, first: Emotion, p: f32, second: Emotion) -> FaceAnswer {
         let mut probabilities = [0.0f32; Emotion::COUNT];
