@@ -411,6 +411,19 @@ struct TrainArgs {
     /// best.fer; metrics.csv adds the raw weights' accuracies [default: off].
     #[arg(long, conflicts_with = "resume", value_name = "DECAY")]
     ema: Option<f64>,
+    /// Knowledge distillation from a teacher's answers on the whole Training split (`fer eval
+    /// --split training --tencrop --answers FILE` of its checkpoint; .csv or .csv.gz): the loss
+    /// becomes (1 − α)·CE(labels) + α·T²·KL(teacher ‖ model) at temperature T. Repeat for several
+    /// teachers, whose probabilities are averaged (an ensemble distilled into one model). Clean
+    /// training on one device; config.json records each file's checksum.
+    #[arg(long = "teacher", value_name = "ANSWERS", conflicts_with = "resume")]
+    teachers: Vec<PathBuf>,
+    /// The teachers' share α of the distillation loss, in [0, 1] [default: 0.5].
+    #[arg(long, value_name = "ALPHA", requires = "teachers", conflicts_with = "resume")]
+    distill_weight: Option<f32>,
+    /// The distillation temperature T, softening both distributions [default: 2].
+    #[arg(long, value_name = "T", requires = "teachers", conflicts_with = "resume")]
+    temperature: Option<f32>,
     /// Faces per evaluation batch (×10 crops with TenCrop) [default: 64]. On a GPU, the batch
     /// size of training (--bs) makes the centre-crop evaluation reuse the training's tuned kernels.
     #[arg(long)]
@@ -640,6 +653,16 @@ impl TrainArgs {
         c.train_limit = self.train_limit;
         c.eval_limit = self.eval_limit;
         c.init = init;
+        if !self.teachers.is_empty() {
+            let teachers =
+                self.teachers.iter().map(fer_train::TeacherAnswers::from_file).collect::<Result<Vec<_>, _>>()?;
+            let defaults = fer_train::Distillation::new(teachers);
+            c.distillation = Some(fer_train::Distillation {
+                weight: self.distill_weight.unwrap_or(defaults.weight),
+                temperature: self.temperature.unwrap_or(defaults.temperature),
+                ..defaults
+            });
+        }
         if let Some(base) = self.attack.training()? {
             c.adversarial = Some(fer_train::AdversarialTraining {
                 weight: self.adv_weight,

@@ -393,6 +393,53 @@ fn train_eval_report_round_trip_on_ndarray() {
     let out = fer(&["ensemble", a_s, b_s, "--select-on", a_s]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("1 answers files to select on for 2 members"), "{}", stderr(&out));
+    // Distillation: best.fer's answers on the Training split teach a new run; config.json records
+    // the teacher's file, checksum, weight and temperature. A weight out of range is named, and
+    // the distillation flags need a teacher.
+    let teacher = dir.path().join("teacher.csv");
+    let teacher_s = teacher.to_str().expect("utf-8");
+    let mut on_training = vec!["eval", "--checkpoint", best_s, "--split", "training", "--tencrop"];
+    on_training.extend(["--device", "ndarray", "--data", csv, "--answers", teacher_s]);
+    let out = fer(&on_training);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fer_train::read_answers(&teacher).expect("the teacher's answers").len(), 50);
+    let student = dir.path().join("student");
+    let mut student_args = vec!["train", "--model", "vgg-small", "--epochs", "1", "--bs", "16", "--no-tencrop"];
+    student_args.extend(["--teacher", teacher_s, "--teacher", a_s, "--distill-weight", "0.7", "--temperature", "3"]);
+    student_args.extend(["--device", "ndarray", "--data", csv, "--out", student.to_str().expect("utf-8")]);
+    // The second teacher is PrivateTest's answers, not Training's: refused by name.
+    let out = fer(&student_args);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("a.csv: 10 answers, but the Training split holds 50 faces"), "{}", stderr(&out));
+    let student_args: Vec<&str> = student_args.iter().map(|&a| if a == a_s { teacher_s } else { a }).collect();
+    let out = fer_logged(&student_args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("distilling 2 teacher(s) into the run (weight 0.7, temperature 3)"),
+        "{}",
+        stderr(&out)
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(student.join("config.json")).expect("config.json")).expect("JSON");
+    let distillation = &config["distillation"];
+    assert_eq!((distillation["weight"].as_f64(), distillation["temperature"].as_f64()), (Some(0.7), Some(3.0)));
+    let checksum = crc32fast::hash(&std::fs::read(&teacher).expect("teacher"));
+    assert_eq!(distillation["teachers"][1]["path"], teacher_s);
+    assert_eq!(distillation["teachers"][1]["checksum"], checksum);
+    let bad: Vec<&str> = student_args
+        .iter()
+        .map(|&a| match a {
+            "0.7" => "1.5",
+            a if a == student.to_str().expect("utf-8") => tuned_s,
+            a => a,
+        })
+        .collect();
+    let out = fer(&bad);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("distillation weight 1.5 is not in [0, 1]"), "{}", stderr(&out));
+    let out = fer(&["train", "--distill-weight", "0.5", "--out", tuned_s, "--data", csv]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--teacher"), "{}", stderr(&out));
     // Adversarial fine-tuning with frozen BatchNorm statistics needs the checkpoint's statistics.
     let frozen = dir.path().join("frozen");
     let frozen_s = frozen.to_str().expect("utf-8");

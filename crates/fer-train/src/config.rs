@@ -565,6 +565,11 @@ pub struct TrainConfig {
     /// from its own `latest.fer` and does not read this file again.
     #[serde(default)]
     pub init: Option<InitCheckpoint>,
+    /// Knowledge distillation: learn also from the class probabilities that teachers (their
+    /// answers files on the Training split) gave each face ([`crate::Distillation`]). Clean
+    /// training on one device. `None` (both recipes, and runs written before it existed): off.
+    #[serde(default)]
+    pub distillation: Option<crate::Distillation>,
 }
 
 impl TrainConfig {
@@ -597,6 +602,7 @@ impl TrainConfig {
             prefetch: 4,
             adversarial: None,
             init: None,
+            distillation: None,
         }
     }
 
@@ -663,6 +669,17 @@ impl TrainConfig {
         }
         if let Some(d) = self.ema_decay.filter(|d| !(*d > 0.0 && *d < 1.0)) {
             return Err(format!("EMA decay {d} is not in (0, 1)"));
+        }
+        if let Some(distillation) = &self.distillation {
+            distillation.check()?;
+            if self.mixup_alpha.is_some() {
+                return Err("distillation cannot be combined with mixup (a mixed face has no teacher's answer)".into());
+            }
+            if self.adversarial.is_some() {
+                return Err(
+                    "distillation is for clean training: it cannot be combined with adversarial training".into()
+                );
+            }
         }
         if self.train_limit == Some(0) || self.eval_limit == Some(0) {
             return Err("subset limits must be positive".into());

@@ -40,6 +40,7 @@ mod average;
 mod bench;
 mod commit;
 mod config;
+mod distill;
 mod ensemble;
 mod features_train;
 mod hyperopt;
@@ -56,6 +57,7 @@ pub use bench::{TrainBench, TrainStep, bench_feature_train_steps, bench_train_st
 #[doc(hidden)]
 pub use commit::fail_saving_at;
 pub use config::{AdvSource, AdversarialTraining, InitCheckpoint, Schedule, Selection, TrainConfig};
+pub use distill::{Distillation, SoftTargets, TeacherAnswers, tempered};
 pub use ensemble::{EnsembleMember, EnsembleReport, ensemble_answer_files};
 pub use features_train::{
     FeatureEpoch, FeatureRunOptions, FeatureRunSummary, FeatureTrainConfig, SAFETENSORS_FEATURE_RUN_KEY,

@@ -21,10 +21,11 @@ use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 
+use crate::distill::distillation_loss;
 use crate::run::{BEST, EMA, LATEST, OPTIMIZER, read_json, read_optimizer, write_json, write_metrics, write_optimizer};
 use crate::{
-    AdvSource, AdversarialTraining, BatchStream, EpochMetrics, RunFiles, RunState, Selection, TrainConfig, TrainError,
-    data_parallel_step, ema_decay_at, ema_update, evaluate, read_metrics,
+    AdvSource, AdversarialTraining, BatchStream, EpochMetrics, RunFiles, RunState, Selection, SoftTargets, TrainConfig,
+    TrainError, data_parallel_step, ema_decay_at, ema_update, evaluate, read_metrics,
 };
 
 /// How to run [`train`] (as opposed to what to train, which is the [`TrainConfig`]).
@@ -149,8 +150,12 @@ pub(crate) fn subset_positions(len: usize, limit: Option<usize>, subset_seed: Op
 
 /// The training faces of a run: all, or a seeded subset of `limit` faces (in file order).
 fn training_faces(data: &Fer2013, config: &TrainConfig) -> SplitData {
-    let split = data.split(Split::Training);
-    split.select(&subset_positions(split.len(), config.train_limit, Some(mix(config.seed, 0x5EB5E7))))
+    data.split(Split::Training).select(&training_positions(data, config))
+}
+
+/// The positions in the Training split of a run's training faces ([`training_faces`]).
+fn training_positions(data: &Fer2013, config: &TrainConfig) -> Vec<usize> {
+    subset_positions(data.split(Split::Training).len(), config.train_limit, Some(mix(config.seed, 0x5EB5E7)))
 }
 
 /// The first `limit` faces of a test split (all when `None`).
@@ -221,10 +226,31 @@ pub fn train_on_devices<B: AutodiffBackend>(
         )));
     }
 
+    if config.distillation.is_some() && devices.len() > 1 {
+        return Err(TrainError::Config(format!(
+            "distillation runs on one device, not on {} replicas: train on one device or without teachers",
+            devices.len()
+        )));
+    }
+
     let files = RunFiles::new(dir);
     std::fs::create_dir_all(dir).map_err(|source| TrainError::Io { path: dir.to_path_buf(), source })?;
 
     let train_split = Arc::new(training_faces(data, config));
+    // The teachers' tempered answers, one row per face of `train_split`.
+    let soft_targets = match &config.distillation {
+        Some(distillation) => {
+            let soft = SoftTargets::load(distillation, data.split(Split::Training), &training_positions(data, config))?;
+            tracing::info!(
+                "distilling {} teacher(s) into the run (weight {}, temperature {})",
+                distillation.teachers.len(),
+                distillation.weight,
+                distillation.temperature
+            );
+            Some(soft)
+        }
+        None => None,
+    };
     let public = Arc::new(evaluation_faces(data, Split::PublicTest, config.eval_limit));
     let private = Arc::new(evaluation_faces(data, Split::PrivateTest, config.eval_limit));
     for (name, split) in [("Training", &train_split), ("PublicTest", &public), ("PrivateTest", &private)] {
@@ -286,6 +312,11 @@ pub fn train_on_devices<B: AutodiffBackend>(
         let mut order: Vec<usize> = (0..faces).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(config.seed, 0xDA7A_0000 + epoch as u64)));
         order.truncate(steps_per_epoch * config.batch_size);
+        // The faces of each step, for the teachers' answers (the stream takes `order`).
+        let step_faces: Vec<Vec<usize>> = match &soft_targets {
+            Some(_) => order.chunks(config.batch_size).map(<[usize]>::to_vec).collect(),
+            None => Vec::new(),
+        };
         batcher.set_epoch(epoch as u32);
         let mut rng = ChaCha8Rng::seed_from_u64(mix(config.seed, 0xAD00_0000 + epoch as u64));
         // Mixup's draws have their own stream, so runs without it draw as before.
@@ -347,9 +378,24 @@ pub fn train_on_devices<B: AutodiffBackend>(
                 if let Some(crops) = out.attacked {
                     attacked.lock().map_err(tally_poisoned)?.add(crops, out.linearity, batch.targets.clone());
                 }
-                let loss_value: f32 = out.loss.clone().into_scalar().elem();
+                let loss = match (&soft_targets, &config.distillation) {
+                    (Some(soft), Some(distillation)) => {
+                        let faces = step_faces.get(step).ok_or_else(|| {
+                            TrainError::Data(format!("step {step} is past the epoch's {} batches", step_faces.len()))
+                        })?;
+                        distillation_loss(
+                            out.logits.clone(),
+                            out.loss,
+                            soft.batch(faces, device)?,
+                            distillation.weight,
+                            distillation.temperature,
+                        )
+                    }
+                    _ => out.loss,
+                };
+                let loss_value: f32 = loss.clone().into_scalar().elem();
                 let hits = correct_predictions(out.logits, batch.targets);
-                (loss_value, hits, GradientsParams::from_grads(out.loss.backward(), &model))
+                (loss_value, hits, GradientsParams::from_grads(loss.backward(), &model))
             };
             if !loss_value.is_finite() {
                 progress.bar().abandon();
