@@ -81,7 +81,12 @@
 # GPU_BATCH_NORM (`train`, `adv-train`, `profile`: fer's --gpu-batch-norm, operation or composed;
 # default operation), SEED=N (`train`, `adv-train`: fer's --seed, default the recipe's 0; the run
 # name gains -seedN: a lease that repeats an earlier lease's recipe with another seed gives
-# `fer ensemble` a member that errs on other faces),
+# `fer ensemble` a member that errs on other faces), TRAINING_ANSWERS=1 (`train`: TenCrop answers
+# of best.fer on the whole Training split too, answers-tencrop-training.csv.gz, ~1 MB: what a later
+# run distils from; the budget keeps time for it, about a third of an epoch), TEACHERS="A.csv.gz
+# B.csv.gz" (`train`: fer's --teacher for each, knowledge distillation from those answers on the
+# Training split, averaged; DISTILL_WEIGHT and TEMPERATURE pass --distill-weight and --temperature;
+# the run name gains -kdN for N teachers),
 # FER_GPU_DEADLINE (for `train budget`), FER_GPU_SMALL=1 (tiny sizes: how this script is tested on
 # a CPU), OUT (the device tool sets it).
 set -euo pipefail
@@ -118,6 +123,7 @@ aug_suffix=; [ "$augment" != none ] && aug_suffix="-augment-$augment"
 case "${NESTEROV:-0}" in 0) ;; 1) aug_suffix="$aug_suffix-nesterov" ;; *) echo "NESTEROV=$NESTEROV: expected 0 or 1" >&2; exit 2 ;; esac
 [ -n "${EMA:-}" ] && aug_suffix="$aug_suffix-ema$EMA"
 [ -n "${WHOLE_FACES:-}" ] && aug_suffix="$aug_suffix-whole$WHOLE_FACES"
+[ -n "${TEACHERS:-}" ] && aug_suffix="$aug_suffix-kd$(echo "$TEACHERS" | wc -w)"
 case "${SEED:-}" in '' | *[!0-9]*) [ -z "${SEED:-}" ] || { echo "SEED=$SEED: expected a whole number" >&2; exit 2; } ;; *) aug_suffix="$aug_suffix-seed$SEED" ;; esac
 run=${RUN:-$stage/runs/$model-fast$aug_suffix}
 steps=${FER_GPU_STEPS:-20}
@@ -281,15 +287,17 @@ PY
       # once more allowed for training (the last, smaller batch; the evaluation batches), twice for
       # TenCrop and the attacks (48×48 faces, other batches). Whole-face training batches
       # (WHOLE_FACES) cost (48/44)² of a crop batch and tune their own shapes once more.
-      read -r epochs warmup reserve tuning < <(python3 - "$speed_json" "$deadline" "${faces[@]}" "$pgd_faces" "$([ -n "${EMA:-}" ] && echo 2 || echo 1)" "${WHOLE_FACES:-0}" <<'PY'
+      read -r epochs warmup reserve tuning < <(python3 - "$speed_json" "$deadline" "${faces[@]}" "$pgd_faces" "$([ -n "${EMA:-}" ] && echo 2 || echo 1)" "${WHOLE_FACES:-0}" "${TRAINING_ANSWERS:-0}" <<'PY'
 import json, sys, time
 bench = json.load(open(sys.argv[1]))
 ips = bench["median_img_per_s"]
 warmups = bench.get("warmup_seconds", [])
 tuning = max(0.0, sum(warmups) - len(warmups) * bench["median_step_seconds"])
-deadline, train, test, private, pgd, evals, whole = float(sys.argv[2]), *map(int, sys.argv[3:])
+deadline, train, test, private, pgd, evals, whole, training_answers = float(sys.argv[2]), *map(int, sys.argv[3:])
 epoch_s = 1.15 * (train * (1 + whole / 100 * ((48 / 44) ** 2 - 1)) + evals * test / 3) / ips + 3
-reserve = 1.15 * (test * 10 + 2 * (private * 5 + min(pgd, private) * 32)) / 3 / ips + 6 * 20 + 2 * tuning
+# TenCrop of the Training split (TRAINING_ANSWERS=1) as of the test splits, and its process start.
+tencrop = test + training_answers * train
+reserve = 1.15 * (tencrop * 10 + 2 * (private * 5 + min(pgd, private) * 32)) / 3 / ips + (6 + training_answers) * 20 + 2 * tuning
 # Autotune keys round map sides up to powers of two, so a 48x48 step shares all but its 3x3-map
 # keys with the 44x44 one (the tracked results lack only that weight gradient): one more round of
 # the measured tuning, at least 45 s.
@@ -326,6 +334,21 @@ PY
       need_flag "$part" --mixup train
       [ -n "${MIXUP:-}" ] && args+=(--mixup "$MIXUP")
       [ -n "${LABEL_SMOOTHING:-}" ] && args+=(--label-smoothing "$LABEL_SMOOTHING")
+    fi
+    if [ -n "${TEACHERS:-}${DISTILL_WEIGHT:-}${TEMPERATURE:-}" ]; then
+      [ "$part" = train ] || { echo "TEACHERS: train only (distillation is for clean training)" >&2; exit 2; }
+      [ -n "${TEACHERS:-}" ] || { echo "DISTILL_WEIGHT, TEMPERATURE: settings of TEACHERS" >&2; exit 2; }
+      need_flag "$part" --teacher train
+      for teacher in $TEACHERS; do
+        [ -f "$teacher" ] || { echo "TEACHERS: no file $teacher" >&2; exit 2; }
+        args+=(--teacher "$teacher")
+      done
+      [ -n "${DISTILL_WEIGHT:-}" ] && args+=(--distill-weight "$DISTILL_WEIGHT")
+      [ -n "${TEMPERATURE:-}" ] && args+=(--temperature "$TEMPERATURE")
+    fi
+    if [ "${TRAINING_ANSWERS:-0}" = 1 ]; then
+      [ "$part" = train ] || { echo "TRAINING_ANSWERS: train only" >&2; exit 2; }
+      need_flag "$part" --answers eval
     fi
     if [ "$part" = adv-train ]; then
       args+=(--adversarial "$adv" --eps "$eps" --adv-bn "$bn" --adv-eval-view "${ADV_EVAL_VIEW:-full}" --select "${SELECT:-mean}" --adv-clean-bn "${ADV_CLEAN_BN:-batch-update}" --adv-eps-ramp "${ADV_EPS_RAMP:-0}")
@@ -364,6 +387,11 @@ PY
         each=(); "$fer" eval --help | grep -q -- --answers && each=(--answers "$dir/answers-tencrop-$split.csv")
         "$fer" eval --checkpoint "$run/best.fer" --split "$split" --tencrop --device "$device" --data "$data" --json "${each[@]}" > "$dir/eval-tencrop-$split.json"
       done
+      # The Training split's answers: a later run's teacher (`fer train --teacher`, TEACHERS).
+      if [ "${TRAINING_ANSWERS:-0}" = 1 ]; then
+        "$fer" eval --checkpoint "$run/best.fer" --split training --tencrop --device "$device" --data "$data" --json --answers "$dir/answers-tencrop-training.csv" > "$dir/eval-tencrop-training.json"
+        gzip -f "$dir/answers-tencrop-training.csv"
+      fi
     fi
     [ "$status" = 0 ]
     ;;

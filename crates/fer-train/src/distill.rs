@@ -14,7 +14,8 @@
 //! recovered from their probabilities) and both terms are means over the batch. `T²` keeps the
 //! soft term's gradient `α·T·(softmax(z/T) − p_T)` on the scale of the hard one's as `T` changes.
 //! The probabilities are the teachers' for the whole face (TenCrop's average when evaluated so),
-//! whatever crop of it the batch holds.
+//! whatever crop of it the batch holds. `train_loss` in `metrics.csv` is this loss, divergence
+//! included; the training accuracy and the test splits' losses stay against the labels.
 
 use std::path::{Path, PathBuf};
 

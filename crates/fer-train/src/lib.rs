@@ -11,6 +11,11 @@
 //!   from `metrics.csv` and `report.json` alone); [`evaluate`] for any classifier on any split and
 //!   view.
 //!
+//! **Distillation.** [`Distillation`] (`TrainConfig::distillation`) teaches a run with the class
+//! probabilities that other models gave each Training face, read from their answers files
+//! ([`write_answers`]), so models whose checkpoints are elsewhere (another GPU lease) can be
+//! distilled, one or an ensemble, into one model.
+//!
 //! **Honest selection.** The checkpoint is chosen on PublicTest accuracy only; the headline figure
 //! is PrivateTest accuracy of that checkpoint. The reference project's figure (the best PrivateTest
 //! accuracy over all epochs, i.e. selected on the test set) is reported too, labelled as such.
