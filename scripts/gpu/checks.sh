@@ -83,7 +83,8 @@
 # name gains -seedN: a lease that repeats an earlier lease's recipe with another seed gives
 # `fer ensemble` a member that errs on other faces), TRAINING_ANSWERS=1 (`train`: TenCrop answers
 # of best.fer on the whole Training split too, answers-tencrop-training.csv.gz, ~1 MB: what a later
-# run distils from; the budget keeps time for it, about a third of an epoch), TEACHERS="A.csv.gz
+# run distils from; the budget keeps time for it: ten forwards a face, about three epochs of the
+# step, ~32 s on an H200), TEACHERS="A.csv.gz
 # B.csv.gz" (`train`: fer's --teacher for each, knowledge distillation from those answers on the
 # Training split, averaged; DISTILL_WEIGHT and TEMPERATURE pass --distill-weight and --temperature;
 # the run name gains -kdN for N teachers),
