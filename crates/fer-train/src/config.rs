@@ -727,6 +727,20 @@ mod tests {
         assert_eq!(read, config);
     }
 
+    /// Runs written before distillation existed still load, without teachers; with teachers the
+    /// configuration round-trips.
+    #[test]
+    fn config_without_distillation_reads_as_none_and_round_trips_with_it() {
+        let config = TrainConfig::fast(ModelConfig::from_name("vgg-small").expect("known"));
+        let mut json: serde_json::Value = serde_json::to_value(&config).expect("serialises");
+        json.as_object_mut().expect("an object").remove("distillation");
+        assert_eq!(serde_json::from_value::<TrainConfig>(json).expect("reads").distillation, None);
+        let teacher = crate::TeacherAnswers { path: "a.csv.gz".into(), checksum: 7 };
+        let taught = TrainConfig { distillation: Some(crate::Distillation::new(vec![teacher])), ..config };
+        let text = serde_json::to_string(&taught).expect("serialises");
+        assert_eq!(serde_json::from_str::<TrainConfig>(&text).expect("reads"), taught);
+    }
+
     /// Runs written before `whole_face_pct` existed still load, as crops only; a share above
     /// 100 % is named.
     #[test]
