@@ -144,7 +144,7 @@ impl SoftTargets {
         let mut rows = Vec::with_capacity(positions.len());
         for &position in positions {
             let sum = sums.get(position).ok_or_else(|| {
-                TrainError::Data(format!("training face {position} is past the {} of the split", training.len()))
+                TrainError::Data(format!("training face {position} is past the {} faces of the split", training.len()))
             })?;
             let mean = sum.map(|s| (s / count) as f32);
             let row = tempered(&mean, distillation.temperature).ok_or_else(|| {
