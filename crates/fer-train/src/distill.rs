@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use fer_dataset::{Emotion, SplitData};
-use fer_models::FaceAnswer;
+use fer_models::{FaceAnswer, average_answers};
 
 use crate::TrainError;
 use crate::answers::read_answers;
@@ -118,7 +118,7 @@ impl SoftTargets {
         positions: &[usize],
     ) -> Result<SoftTargets, TrainError> {
         distillation.check().map_err(TrainError::Config)?;
-        let mut sums = vec![[0.0f64; Emotion::COUNT]; training.len()];
+        let mut members = Vec::with_capacity(distillation.teachers.len());
         for teacher in &distillation.teachers {
             let path = &teacher.path;
             let checksum = file_checksum(path)?;
@@ -131,23 +131,18 @@ impl SoftTargets {
             }
             let answers = read_answers(path)?;
             check_teacher(path, &answers, training)?;
-            for (sum, answer) in sums.iter_mut().zip(&answers) {
-                // check_teacher has refused rows without probabilities.
-                if let Some(p) = answer.probabilities {
-                    for (s, v) in sum.iter_mut().zip(p) {
-                        *s += f64::from(v);
-                    }
-                }
-            }
+            members.push(answers);
         }
-        let count = distillation.teachers.len() as f64;
+        // Soft voting with equal weights, as `fer ensemble` without a selection split.
+        let members: Vec<&[FaceAnswer]> = members.iter().map(Vec::as_slice).collect();
+        let mean = average_answers(&members, &vec![1.0; members.len()])
+            .map_err(|e| TrainError::Data(format!("averaging the teachers: {e}")))?;
         let mut rows = Vec::with_capacity(positions.len());
         for &position in positions {
-            let sum = sums.get(position).ok_or_else(|| {
+            let p = mean.get(position).and_then(|a| a.probabilities).ok_or_else(|| {
                 TrainError::Data(format!("training face {position} is past the {} faces of the split", training.len()))
             })?;
-            let mean = sum.map(|s| (s / count) as f32);
-            let row = tempered(&mean, distillation.temperature).ok_or_else(|| {
+            let row = tempered(&p, distillation.temperature).ok_or_else(|| {
                 TrainError::Data(format!("the teachers give training face {position} no probability above 0"))
             })?;
             rows.push(row);

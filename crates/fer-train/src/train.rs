@@ -148,12 +148,8 @@ pub(crate) fn subset_positions(len: usize, limit: Option<usize>, subset_seed: Op
     positions
 }
 
-/// The training faces of a run: all, or a seeded subset of `limit` faces (in file order).
-fn training_faces(data: &Fer2013, config: &TrainConfig) -> SplitData {
-    data.split(Split::Training).select(&training_positions(data, config))
-}
-
-/// The positions in the Training split of a run's training faces ([`training_faces`]).
+/// The positions in the Training split of a run's training faces: all, or a seeded subset of
+/// `limit` faces (in file order).
 fn training_positions(data: &Fer2013, config: &TrainConfig) -> Vec<usize> {
     subset_positions(data.split(Split::Training).len(), config.train_limit, Some(mix(config.seed, 0x5EB5E7)))
 }
@@ -236,11 +232,12 @@ pub fn train_on_devices<B: AutodiffBackend>(
     let files = RunFiles::new(dir);
     std::fs::create_dir_all(dir).map_err(|source| TrainError::Io { path: dir.to_path_buf(), source })?;
 
-    let train_split = Arc::new(training_faces(data, config));
+    let positions = training_positions(data, config);
+    let train_split = Arc::new(data.split(Split::Training).select(&positions));
     // The teachers' tempered answers, one row per face of `train_split`.
     let soft_targets = match &config.distillation {
         Some(distillation) => {
-            let soft = SoftTargets::load(distillation, data.split(Split::Training), &training_positions(data, config))?;
+            let soft = SoftTargets::load(distillation, data.split(Split::Training), &positions)?;
             tracing::info!(
                 "distilling {} teacher(s) into the run (weight {}, temperature {})",
                 distillation.teachers.len(),
