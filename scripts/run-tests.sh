@@ -12,6 +12,8 @@ cargo clippy --release --locked --workspace --all-targets -- -D warnings
 cargo test --release --locked --workspace
 # The GPU scripts' choice of kernel cache for a lent card (no GPU needed: a fake nvidia-smi).
 bash scripts/gpu/test-unpack.sh
+# A run's state in pieces between GPU leases, and back (with FER2013_CSV: a real run resumed across).
+bash scripts/gpu/test-state.sh
 # Each pipeline's example, run end to end on the real data at its small defaults (2 min 16 s here; the
 # same binaries `cargo test` built): train, evaluate, attack, landmarks + HOG, photo predictions.
 if [ -n "${FER2013_CSV:-}" ]; then

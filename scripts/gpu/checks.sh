@@ -27,9 +27,10 @@
 #   scripts/gpu/checks.sh kernels   the criterion kernel benches of the device's backend (carry
 #                                   .device-kernels)
 #   scripts/gpu/checks.sh train N   FER_MODEL (default VGG19) fast recipe for N epochs (resumable:
-#                                   call again to go on); per-epoch evaluation on the centre crop,
-#                                   then, once the run is done, TenCrop on best.fer
-#                                   (eval-tencrop-{public,private}.json)
+#                                   call again to go on; stops 15 s before the call's deadline, and
+#                                   scripts/gpu/state.sh moves the run to a later lease); per-epoch
+#                                   evaluation on the centre crop, then, once the run is done,
+#                                   TenCrop on best.fer (eval-tencrop-{public,private}.json)
 #   scripts/gpu/checks.sh train budget
 #                                   as many epochs as end before FER_GPU_DEADLINE (seconds since
 #                                   1970, set at the start of the call) less the time of a TenCrop
@@ -311,6 +312,15 @@ PY
       [ "$epochs" -gt 0 ] || { echo "budget: no time for one epoch" | tee -a "$dir/budget.txt"; exit 1; }
       train_time=(timeout $((deadline - $(date +%s) - reserve)))
     fi
+    # A fixed number of epochs (a schedule longer than the call: one leg of a run that goes on in
+    # a later call or lease, scripts/gpu/state.sh) stops 15 s before the call's deadline, so the
+    # part still copies the run files out; each completed epoch is committed, and `--resume` goes on.
+    budgeted=0; [ ${#train_time[@]} -gt 0 ] && budgeted=1
+    if [ "$budgeted" = 0 ] && [ -n "${FER_GPU_DEADLINE:-}" ]; then
+      left=$((FER_GPU_DEADLINE - $(date +%s) - 15))
+      [ "$left" -gt 0 ] || { echo "$part: no time left before the call's deadline" >&2; exit 1; }
+      train_time=(timeout "$left")
+    fi
     args+=(--epochs "$epochs")
     # The fast recipe's peak learning rate (0.01) and warm-up suit training from scratch; a
     # fine-tuning (INIT) may want less: LR=0.001 WARMUP_EPOCHS=0. Else `budget` sets the warm-up.
@@ -375,16 +385,17 @@ PY
     fi
     case "$status" in
       0) ;;
-      124) echo "fer train: out of time; the run resumes with the same command" | tee -a "$dir/train.txt" ;;
+      124) echo "fer train: out of time after epoch $(grep -o '"completed_epochs"[^,}]*' "$run/state.json" 2>/dev/null | grep -o '[0-9]*$' || echo 0); the run resumes with the same command (in a later lease: scripts/gpu/state.sh)" | tee -a "$dir/train.txt" ;;
       *) echo "fer train: exit $status" | tee -a "$dir/train.txt" ;;
     esac
     cp "$run/metrics.csv" "$run/config.json" "$dir/" 2>/dev/null || true
     [ -f "$run/report.json" ] && cp "$run/report.json" "$dir/"
-    if { [ "$status" = 0 ] || [ ${#train_time[@]} -gt 0 ]; } && [ -f "$run/best.fer" ]; then
+    # After a budget's stop too: the budget kept time for this evaluation; a leg's stop did not.
+    if { [ "$status" = 0 ] || [ "$budgeted" = 1 ]; } && [ -f "$run/best.fer" ]; then
       for split in public private; do
         # Each face's answer too (370 KB a split, 140 KB compressed), where the binary has
         # --answers (since 2026-12-07): a later run's answers on the same faces can then be tested
-        # against these (`fer compare`), though the checkpoint itself cannot come back.
+        # against these (`fer compare`) without moving the checkpoint (80 MB: scripts/gpu/state.sh).
         each=(); "$fer" eval --help | grep -q -- --answers && each=(--answers "$dir/answers-tencrop-$split.csv")
         "$fer" eval --checkpoint "$run/best.fer" --split "$split" --tencrop --device "$device" --data "$data" --json "${each[@]}" > "$dir/eval-tencrop-$split.json"
       done
