@@ -13,10 +13,14 @@
 #                                   shapes are tuned; GPU_BATCH_NORM=composed profiles the composed
 #                                   BatchNorm instead (profile-MODEL-composed.*)
 #   scripts/gpu/checks.sh wgrad     the convolution weight gradients as Burn computes them against
-#                                   fer-models' batched GEMMs (`--weight-gradient gemm`), side by
-#                                   side: bench-train of each model in WGRAD_MODELS (default
-#                                   FER_MODEL), backend then gemm (wgrad-MODEL-{backend,gemm}.json),
-#                                   WGRAD_STEPS timed steps (default 10) after 3 warm-up steps
+#                                   fer-models' batched GEMMs, side by side: bench-train of each
+#                                   model in WGRAD_MODELS (default FER_MODEL) for each way in
+#                                   WGRAD_WAYS (default "backend gemm-stem": the GEMMs for the gray
+#                                   first layer only; "gemm" routes every map of 16 pixels or more),
+#                                   alternated over WGRAD_ROUNDS rounds (default 2) of WGRAD_STEPS
+#                                   timed steps (default 10) after 3 warm-up steps
+#                                   (wgrad-MODEL-WAY-ROUND.json; wgrad.txt: each way's median step
+#                                   and its speed against Burn's own)
 #   scripts/gpu/checks.sh batchnorm fer-models' BatchNorm as one autodiff operation (the default)
 #                                   against the composed formula (`--gpu-batch-norm composed`), side
 #                                   by side: bench-train of each model in BN_MODELS (default "vgg19
@@ -215,25 +219,46 @@ case "$part" in
     done
     ;;
   wgrad)
-    # Both ways in one call on one machine, alternated per model: the ratio is what counts. A
-    # binary older than the flag has nothing to compare.
+    # The ways in one call on one machine, alternated round by round so drift hits each: the
+    # ratios of the medians to Burn's are what count. A binary older than a way's flag value skips
+    # that way, saying so.
     need_flag wgrad --weight-gradient
     compared=${WGRAD_MODELS:-$model}; [ "$small" = 1 ] && compared=$model
+    ways=()
+    for way in ${WGRAD_WAYS:-backend gemm-stem}; do
+      if [ "$way" = backend ] || "$fer" --help | grep -q -- "${way%%:*}"; then ways+=("$way"); else echo "wgrad: $fer has no --weight-gradient $way (rebuild the bundle)" | tee -a "$dir/wgrad.txt"; fi
+    done
     for m in $compared; do
-      for way in backend gemm; do
-        "$fer" bench-train --weight-gradient "$way" --model "$m" --bs "$bs" --steps "${WGRAD_STEPS:-10}" --warmup 3 --device "$device" --json > "$dir/wgrad-$m-$way.json" ||
-          echo "fer bench-train --weight-gradient $way --model $m: exit $?" >&2
+      for round in $(seq 1 "${WGRAD_ROUNDS:-2}"); do
+        for way in "${ways[@]}"; do
+          "$fer" bench-train --weight-gradient "$way" --model "$m" --bs "$bs" --steps "${WGRAD_STEPS:-10}" --warmup 3 --device "$device" --json > "$dir/wgrad-$m-${way//:/_}-$round.json" ||
+            echo "fer bench-train --weight-gradient $way --model $m: exit $?" >&2
+        done
       done
-      python3 - "$dir/wgrad-$m-backend.json" "$dir/wgrad-$m-gemm.json" <<'PY' | tee -a "$dir/wgrad.txt"
-import json, sys
-try:
-    a, b = (json.load(open(p)) for p in sys.argv[1:3])
-except (OSError, ValueError) as e:
-    print(f"wgrad: no comparison ({e})")
+      python3 - "$m" "$dir" "${ways[@]}" <<'PY' | tee -a "$dir/wgrad.txt"
+import glob, json, statistics, sys
+model, folder, ways = sys.argv[1], sys.argv[2], sys.argv[3:]
+steps, warmups = {}, {}
+for way in ways:
+    for path in sorted(glob.glob(f"{folder}/wgrad-{model}-{way.replace(':', '_')}-*.json")):
+        try:
+            run = json.load(open(path))
+        except (OSError, ValueError) as e:
+            print(f"wgrad: {path} unreadable ({e})")
+            continue
+        steps.setdefault(way, []).extend(run["step_seconds"])
+        warmups.setdefault(way, []).append(sum(run["warmup_seconds"]))
+if "backend" not in steps:
+    print(f"wgrad {model}: no figure of Burn's own weight gradients to compare with")
     sys.exit(0)
-print(f"{a['model']}: backend {a['median_img_per_s']:.1f} img/s ({a['median_step_seconds'] * 1e3:.1f} ms), "
-      f"gemm {b['median_img_per_s']:.1f} img/s ({b['median_step_seconds'] * 1e3:.1f} ms): "
-      f"{b['median_img_per_s'] / a['median_img_per_s']:.2f}x; warm-up {sum(a['warmup_seconds']):.0f} s and {sum(b['warmup_seconds']):.0f} s")
+base = statistics.median(steps["backend"])
+for way in ways:
+    if way not in steps:
+        print(f"wgrad {model} {way}: no figure")
+        continue
+    med = statistics.median(steps[way])
+    print(f"wgrad {model} {way}: median step {med * 1e3:.1f} ms over {len(steps[way])} steps, "
+          f"{base / med:.2f}x Burn's speed; warm-ups {', '.join(f'{w:.0f}' for w in warmups[way])} s")
 PY
     done
     ;;

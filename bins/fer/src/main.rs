@@ -33,10 +33,13 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// How convolution weight gradients are computed off burn-flex (CUDA, Vulkan, ndarray):
-    /// `backend` (Burn's own) or `gemm[:MIN_SIDE]` (batched GEMMs, one per image, for output maps
-    /// of at least MIN_SIDE pixels a side [default: 16]); burn-flex always runs fer-models' own
-    /// kernels. The same values and gradients up to float rounding. On an H200 (CUDA) `gemm` made
-    /// VGG19's step 4.7× slower (docs/RESULTS.md): measure before choosing it.
+    /// `backend` (Burn's own), `gemm[:MIN_SIDE]` (batched GEMMs, one per image, for output maps
+    /// of at least MIN_SIDE pixels a side [default: 16]) or `gemm-stem[:MAX_IN_CHANNELS]` (the
+    /// same GEMMs for convolutions of at most MAX_IN_CHANNELS input channels only [default: 1]:
+    /// the gray first layer, whose weight gradient Burn's CUDA backend runs on a slow fallback
+    /// kernel); burn-flex always runs fer-models' own kernels. The same values and gradients up
+    /// to float rounding. On an H200 (CUDA) `gemm` made VGG19's step 4.7× slower
+    /// (docs/RESULTS.md); `gemm-stem` is not measured on a GPU yet: measure before choosing it.
     #[arg(long, global = true, default_value = "backend", value_parser = parse_weight_gradient)]
     weight_gradient: fer_models::WeightGradient,
     /// How BatchNorm with batch statistics is differentiated on Burn's GPU backends (CUDA,
@@ -57,16 +60,21 @@ fn parse_gpu_batch_norm(text: &str) -> std::result::Result<fer_models::GpuBatchN
     }
 }
 
-/// `--weight-gradient`: `backend`, `gemm` or `gemm:MIN_SIDE`.
+/// `--weight-gradient`: `backend`, `gemm`, `gemm:MIN_SIDE`, `gemm-stem` or `gemm-stem:MAX_IN_CHANNELS`.
 fn parse_weight_gradient(text: &str) -> std::result::Result<fer_models::WeightGradient, String> {
     match text.split_once(':') {
         None if text == "backend" => Ok(fer_models::WeightGradient::Backend),
         None if text == "gemm" => Ok(fer_models::WeightGradient::Gemm { min_side: 16 }),
+        None if text == "gemm-stem" => Ok(fer_models::WeightGradient::GemmStem { max_in_channels: 1 }),
         Some(("gemm", side)) => side
             .parse()
             .map(|min_side| fer_models::WeightGradient::Gemm { min_side })
             .map_err(|_| format!("`{side}` in `{text}` is not a map side in pixels")),
-        _ => Err(format!("`{text}`: expected backend, gemm or gemm:MIN_SIDE")),
+        Some(("gemm-stem", channels)) => channels
+            .parse()
+            .map(|max_in_channels| fer_models::WeightGradient::GemmStem { max_in_channels })
+            .map_err(|_| format!("`{channels}` in `{text}` is not a channel count")),
+        _ => Err(format!("`{text}`: expected backend, gemm, gemm:MIN_SIDE, gemm-stem or gemm-stem:MAX_IN_CHANNELS")),
     }
 }
 
@@ -1452,7 +1460,21 @@ fn dominant_answer_note(under: &str, report: &SplitReport) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::error_report;
+    use super::{error_report, parse_weight_gradient};
+    use fer_models::WeightGradient;
+
+    #[test]
+    fn weight_gradient_flag_values() {
+        assert_eq!(parse_weight_gradient("backend"), Ok(WeightGradient::Backend));
+        assert_eq!(parse_weight_gradient("gemm"), Ok(WeightGradient::Gemm { min_side: 16 }));
+        assert_eq!(parse_weight_gradient("gemm:4"), Ok(WeightGradient::Gemm { min_side: 4 }));
+        assert_eq!(parse_weight_gradient("gemm-stem"), Ok(WeightGradient::GemmStem { max_in_channels: 1 }));
+        assert_eq!(parse_weight_gradient("gemm-stem:3"), Ok(WeightGradient::GemmStem { max_in_channels: 3 }));
+        let bad = parse_weight_gradient("gemm-stem:x").expect_err("not a count");
+        assert!(bad.contains("`x` in `gemm-stem:x` is not a channel count"), "{bad}");
+        let bad = parse_weight_gradient("stem").expect_err("unknown");
+        assert!(bad.contains("expected backend, gemm, gemm:MIN_SIDE, gemm-stem"), "{bad}");
+    }
 
     #[test]
     fn error_report_names_each_cause_once() {

@@ -890,6 +890,11 @@ fn bench_train_reports_a_median() {
     assert!(out.status.success(), "{}", stderr(&out));
     let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
     assert_eq!(json["weight_gradient"], "Gemm { min_side: 4 }");
+    // Only the gray first layer's weight gradient through the GEMMs.
+    let out = fer(&[&gemm[..], &["--weight-gradient", "gemm-stem", "--device", "ndarray", "--json"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(json["weight_gradient"], "GemmStem { max_in_channels: 1 }");
     let out = fer(&[&gemm[..], &["--weight-gradient", "gemm:x", "--device", "ndarray"]].concat());
     assert!(stderr(&out).contains("`x` in `gemm:x` is not a map side"), "{}", stderr(&out));
     // The composed BatchNorm (the GPU runs' other side): recorded in the JSON; ndarray ignores it.

@@ -48,9 +48,19 @@ pub fn conv2d_with_weight_gradient<B: Backend>(
     x: Tensor<B, 4>,
     choice: WeightGradient,
 ) -> Tensor<B, 4> {
+    match gemm_limits(choice) {
+        Some((min_side, max_in_channels)) => conv2d_gemm_weight_gradient(conv, x, min_side, max_in_channels),
+        None => conv.forward(x),
+    }
+}
+
+/// The smallest output side and the largest input channel count that `choice` routes through
+/// the batched GEMMs; `None` for Burn's own weight gradients.
+fn gemm_limits(choice: WeightGradient) -> Option<(usize, usize)> {
     match choice {
-        WeightGradient::Gemm { min_side } => conv2d_gemm_weight_gradient(conv, x, min_side),
-        WeightGradient::Backend => conv.forward(x),
+        WeightGradient::Backend => None,
+        WeightGradient::Gemm { min_side } => Some((min_side, usize::MAX)),
+        WeightGradient::GemmStem { max_in_channels } => Some((0, max_in_channels)),
     }
 }
 
@@ -80,9 +90,21 @@ pub enum WeightGradient {
         /// Smallest output side (height and width) routed through the GEMMs.
         min_side: usize,
     },
+    /// As [`WeightGradient::Gemm`], whatever the output side, but only for convolutions with at
+    /// most `max_in_channels` input channels: the networks' first convolution, which reads the
+    /// gray face's one channel. There the im2col copy is small (9 values a pixel for a 3×3
+    /// kernel) and the extra GEMM cheap, while Burn 0.21's CUDA backend computes that weight
+    /// gradient with its fallback kernel (`wgrad_fallback`): 7,990 µs of VGG19's 43.5 ms step on
+    /// an H200, the largest single weight gradient (docs/RESULTS.md, "Second GPU lease"). Whether
+    /// the GEMMs beat it there is for the GPU's `wgrad` part to measure.
+    GemmStem {
+        /// Largest input channel count routed through the GEMMs (1: the gray first layer).
+        max_in_channels: usize,
+    },
 }
 
-/// 0: [`WeightGradient::Backend`]; `s + 1`: [`WeightGradient::Gemm`] with `min_side` = `s`.
+/// 0: [`WeightGradient::Backend`]; `2s + 1`: [`WeightGradient::Gemm`] with `min_side` = `s`;
+/// `2c + 2`: [`WeightGradient::GemmStem`] with `max_in_channels` = `c` (saturating).
 static WEIGHT_GRADIENT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Sets how [`conv2d`] computes weight gradients from now on, for every thread (see
@@ -90,7 +112,8 @@ static WEIGHT_GRADIENT: std::sync::atomic::AtomicUsize = std::sync::atomic::Atom
 pub fn set_weight_gradient(choice: WeightGradient) {
     let code = match choice {
         WeightGradient::Backend => 0,
-        WeightGradient::Gemm { min_side } => min_side.saturating_add(1),
+        WeightGradient::Gemm { min_side } => min_side.min(usize::MAX / 2 - 1) * 2 + 1,
+        WeightGradient::GemmStem { max_in_channels } => max_in_channels.min(usize::MAX / 2 - 1) * 2 + 2,
     };
     WEIGHT_GRADIENT.store(code, std::sync::atomic::Ordering::Relaxed);
 }
@@ -99,7 +122,8 @@ pub fn set_weight_gradient(choice: WeightGradient) {
 pub fn weight_gradient() -> WeightGradient {
     match WEIGHT_GRADIENT.load(std::sync::atomic::Ordering::Relaxed) {
         0 => WeightGradient::Backend,
-        code => WeightGradient::Gemm { min_side: code - 1 },
+        code if code % 2 == 1 => WeightGradient::Gemm { min_side: code / 2 },
+        code => WeightGradient::GemmStem { max_in_channels: code / 2 - 1 },
     }
 }
 
@@ -111,9 +135,15 @@ struct GemmPlan {
 }
 
 /// The [`GemmPlan`] of `conv` on `x`, or `None` where Burn's path stays: no autodiff or a weight
-/// without gradient, groups or dilation other than 1, "same" padding, outputs under `min_side`.
-fn gemm_plan<B: Backend>(conv: &Conv2d<B>, x: &Tensor<B, 4>, min_side: usize) -> Option<GemmPlan> {
-    let [_, _, height, width] = x.dims();
+/// without gradient, groups or dilation other than 1, "same" padding, outputs under `min_side`,
+/// more than `max_in_channels` input channels.
+fn gemm_plan<B: Backend>(
+    conv: &Conv2d<B>,
+    x: &Tensor<B, 4>,
+    min_side: usize,
+    max_in_channels: usize,
+) -> Option<GemmPlan> {
+    let [_, in_channels, height, width] = x.dims();
     let [kh, kw] = conv.kernel_size;
     let [top, left, bottom, right] = match conv.padding {
         burn::nn::PaddingConfig2d::Valid => [0; 4],
@@ -130,16 +160,25 @@ fn gemm_plan<B: Backend>(conv: &Conv2d<B>, x: &Tensor<B, 4>, min_side: usize) ->
         && conv.weight.val().is_require_grad()
         && conv.groups == 1
         && conv.dilation == [1, 1]
-        && oh.min(ow) >= min_side;
+        && oh.min(ow) >= min_side
+        && in_channels <= max_in_channels;
     applies.then_some(GemmPlan { padding: [top, left, bottom, right], out: [oh, ow] })
 }
 
 /// [`WeightGradient::Gemm`]'s convolution: Burn's forward with the weight held constant, plus
 /// `P − detach(P)` (zero) whose weight gradient is the batched GEMM. Falls back to
 /// `conv.forward` where the weight takes no gradient (inference backends, frozen copies), for
-/// groups or dilation other than 1, and for outputs smaller than `min_side`.
-fn conv2d_gemm_weight_gradient<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>, min_side: usize) -> Tensor<B, 4> {
-    let Some(GemmPlan { padding: [top, left, bottom, right], out: [oh, ow] }) = gemm_plan(conv, &x, min_side) else {
+/// groups or dilation other than 1, for outputs smaller than `min_side` and for inputs of more
+/// than `max_in_channels` channels.
+fn conv2d_gemm_weight_gradient<B: Backend>(
+    conv: &Conv2d<B>,
+    x: Tensor<B, 4>,
+    min_side: usize,
+    max_in_channels: usize,
+) -> Tensor<B, 4> {
+    let Some(GemmPlan { padding: [top, left, bottom, right], out: [oh, ow] }) =
+        gemm_plan(conv, &x, min_side, max_in_channels)
+    else {
         return conv.forward(x);
     };
     let [n, _, _, _] = x.dims();
@@ -216,7 +255,13 @@ mod tests {
                 (out.inner(), weight, bias, input)
             };
             let (out_b, w_b, b_b, x_b) = run(WeightGradient::Backend);
-            let (out_g, w_g, b_g, x_g) = run(WeightGradient::Gemm { min_side: 0 });
+            // The one-channel first layer through the stem's rule, the others through `Gemm`'s.
+            let choice = if cin == 1 {
+                WeightGradient::GemmStem { max_in_channels: 1 }
+            } else {
+                WeightGradient::Gemm { min_side: 0 }
+            };
+            let (out_g, w_g, b_g, x_g) = run(choice);
             let case = format!("{cin}→{cout}, {k}×{k}, stride {stride}, padding {pad}, side {side}");
             assert_eq!(out_g.dims(), out_b.dims(), "{case}");
             assert!(max_diff(out_g, out_b) < 1e-5, "output, {case}");
@@ -235,10 +280,24 @@ mod tests {
             Conv2dConfig::new([2, 4], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init::<B>(&device);
         let x = Tensor::<B, 4>::random([2, 2, 6, 6], Distribution::Default, &device);
         let gemm = WeightGradient::Gemm { min_side: 8 };
-        assert_eq!(gemm_plan(&conv, &x, 8), None, "6×6 outputs");
-        assert!(gemm_plan(&conv, &x, 6).is_some());
-        assert_eq!(gemm_plan(&conv.clone().no_grad(), &x, 0), None, "frozen weights");
-        assert_eq!(gemm_plan(&conv.valid(), &x.clone().inner(), 0), None, "no autodiff");
+        assert_eq!(gemm_plan(&conv, &x, 8, usize::MAX), None, "6×6 outputs");
+        assert!(gemm_plan(&conv, &x, 6, usize::MAX).is_some());
+        assert_eq!(gemm_plan(&conv, &x, 0, 1), None, "2 input channels, the stem's rule");
+        assert!(gemm_plan(&conv, &x, 0, 2).is_some());
+        assert_eq!(gemm_plan(&conv.clone().no_grad(), &x, 0, usize::MAX), None, "frozen weights");
+        assert_eq!(gemm_plan(&conv.valid(), &x.clone().inner(), 0, usize::MAX), None, "no autodiff");
+        // Each choice's limits: the stem's rule takes any side but only few channels.
+        let plan = |choice, conv: &Conv2d<B>, x: &Tensor<B, 4>| {
+            gemm_limits(choice).and_then(|(side, channels)| gemm_plan(conv, x, side, channels))
+        };
+        let gray =
+            Conv2dConfig::new([1, 4], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init::<B>(&device);
+        let gray_x = Tensor::<B, 4>::random([2, 1, 6, 6], Distribution::Default, &device);
+        assert!(plan(WeightGradient::GemmStem { max_in_channels: 1 }, &gray, &gray_x).is_some(), "gray, 6×6");
+        assert_eq!(plan(WeightGradient::GemmStem { max_in_channels: 1 }, &conv, &x), None, "2 channels");
+        assert!(plan(WeightGradient::GemmStem { max_in_channels: 2 }, &conv, &x).is_some());
+        assert_eq!(plan(WeightGradient::Gemm { min_side: 8 }, &gray, &gray_x), None, "gray, but 6×6 < 8");
+        assert_eq!(plan(WeightGradient::Backend, &gray, &gray_x), None);
         let small = conv2d_with_weight_gradient(&conv, x.clone(), gemm);
         assert_eq!(max_diff(small.inner(), conv.forward(x.clone()).inner()), 0.0);
         let frozen = conv.clone().no_grad();
@@ -252,9 +311,14 @@ mod tests {
     #[test]
     fn weight_gradient_choice_round_trips() {
         // The only test that sets the process-wide choice; it restores the default.
-        for choice in
-            [WeightGradient::Gemm { min_side: 16 }, WeightGradient::Gemm { min_side: 0 }, WeightGradient::Backend]
-        {
+        for choice in [
+            WeightGradient::Gemm { min_side: 16 },
+            WeightGradient::Gemm { min_side: 0 },
+            WeightGradient::GemmStem { max_in_channels: 1 },
+            WeightGradient::GemmStem { max_in_channels: 0 },
+            WeightGradient::Gemm { min_side: usize::MAX / 2 - 1 },
+            WeightGradient::Backend,
+        ] {
             set_weight_gradient(choice);
             assert_eq!(weight_gradient(), choice);
         }
