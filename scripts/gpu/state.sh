@@ -205,7 +205,7 @@ case "$command" in
     mkdir -p "$dir"
     found=0
     while IFS= read -r -d '' f; do
-      cp "$f" "$dir/"
+      cp -f "$f" "$dir/"
       found=$((found + 1))
     done < <(find "$from" -type f \( -name '*.sha256' -o -name '*.tar.p[0-9]*' \) -print0)
     [ "$found" -gt 0 ] || die "$from holds no pieces"
@@ -237,7 +237,7 @@ case "$command" in
         if [ -f "$dir/$(basename "$f")" ] && [[ $f == *.sha256 ]] && ! cmp -s "$f" "$dir/$(basename "$f")"; then
           die "$f differs from $dir/$(basename "$f"): the state was packed again; take the new pieces into an empty STATE_HERE"
         fi
-        cp "$f" "$dir/"
+        cp -f "$f" "$dir/"
       done
     done
     status=0
