@@ -240,7 +240,7 @@ import glob, json, statistics, sys
 model, folder, ways = sys.argv[1], sys.argv[2], sys.argv[3:]
 steps, warmups = {}, {}
 for way in ways:
-    for path in sorted(glob.glob(f"{folder}/wgrad-{model}-{way.replace(':', '_')}-*.json")):
+    for path in sorted(glob.glob(f"{folder}/wgrad-{model}-{way.replace(':', '_')}-[0-9]*.json")):
         try:
             run = json.load(open(path))
         except (OSError, ValueError) as e:
