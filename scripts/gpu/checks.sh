@@ -20,7 +20,9 @@
 #                                   alternated over WGRAD_ROUNDS rounds (default 2) of WGRAD_STEPS
 #                                   timed steps (default 10) after 3 warm-up steps
 #                                   (wgrad-MODEL-WAY-ROUND.json; wgrad.txt: each way's median step
-#                                   and its speed against Burn's own)
+#                                   and its speed against Burn's own; fastest-MODEL.txt: the way a
+#                                   later train or adv-train part of the call takes, when
+#                                   WEIGHT_GRADIENT is unset: the fastest if 3 % ahead, else backend)
 #   scripts/gpu/checks.sh batchnorm fer-models' BatchNorm as one autodiff operation (the default)
 #                                   against the composed formula (`--gpu-batch-norm composed`), side
 #                                   by side: bench-train of each model in BN_MODELS (default "vgg19
@@ -259,6 +261,12 @@ for way in ways:
     med = statistics.median(steps[way])
     print(f"wgrad {model} {way}: median step {med * 1e3:.1f} ms over {len(steps[way])} steps, "
           f"{base / med:.2f}x Burn's speed; warm-ups {', '.join(f'{w:.0f}' for w in warmups[way])} s")
+# The way a later `train` of this model in the call takes: the fastest median, if it beats Burn's
+# by 3 % or more (less is within these machines' drift).
+best = min((statistics.median(steps[w]), w) for w in steps)
+choice = best[1] if best[0] <= 0.97 * base else "backend"
+open(f"{folder}/fastest-{model}.txt", "w").write(choice + "\n")
+print(f"wgrad {model}: a later train part in this call takes --weight-gradient {choice}")
 PY
     done
     ;;
@@ -291,6 +299,11 @@ PY
     args=(--model "$model" --recipe fast --bs "$bs" --device "$device" --data "$data" --out "$run" --augment "$augment")
     "$fer" train --help | grep -q -- --drop-last && args+=(--drop-last --eval-batch "$bs")
     wg=(); [ -n "${WEIGHT_GRADIENT:-}" ] && wg=(--weight-gradient "$WEIGHT_GRADIENT")
+    # Unset, the way a `wgrad` part of this call found fastest for this model (wgrad/fastest-MODEL.txt).
+    if [ -z "${WEIGHT_GRADIENT:-}" ] && [ -s "$out/wgrad/fastest-$model.txt" ]; then
+      wg=(--weight-gradient "$(cat "$out/wgrad/fastest-$model.txt")")
+      echo "$part: --weight-gradient ${wg[1]}, the fastest of this call's wgrad part" | tee "$dir/weight-gradient.txt"
+    fi
     if [ -n "${GPU_BATCH_NORM:-}" ]; then need_flag "$part" --gpu-batch-norm; wg+=(--gpu-batch-norm "$GPU_BATCH_NORM"); fi
     train_time=()
     if [ "$epochs" = budget ]; then
