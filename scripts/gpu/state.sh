@@ -267,11 +267,12 @@ case "$command" in
     else
       budget=$((64 * mib - $(tree_bytes) - 256 * 1024))
     fi
-    [ "$budget" -ge "$piece_bytes" ] || die "a call carries $budget bytes beside the tree: less than a piece ($piece_bytes)"
+    [ "$budget" -ge 4096 ] || die "a call carries $budget bytes beside the tree: no room for the state"
     rm -rf .device-state
     tmp=$(mktemp -d)
     abs=$(realpath "$tar")
-    (cd "$tmp" && split -b "$piece_bytes" -d -a 2 "$abs" "$key.tar.p" &&
+    # Carried files have no size limit of their own: one piece fills a call.
+    (cd "$tmp" && split -b "$budget" -d -a 2 "$abs" "$key.tar.p" &&
       { echo "$(sha256sum < "$abs" | cut -d' ' -f1)  $key.tar"; sha256sum "$key".tar.p*; } > "$key.sha256")
     folder=1 used=0
     mkdir -p ".device-state/$folder"
