@@ -3,7 +3,7 @@
 # "GPU machine" (a scratch stage) in pieces over several "calls" (a fresh $OUT each), is taken here,
 # staged into carry folders and received on a fresh stage, and must arrive byte for byte; damaged,
 # missing and repacked pieces, and bad arguments, are refused or reported. With FER2013_CSV set (and
-# target/release/fer built, as `cargo test` does), a real run also goes across: 2 epochs trained,
+# the release fer built, as `cargo test` does, in $CARGO_TARGET_DIR or target/), a real run also goes across: 2 epochs trained,
 # moved, then resumed to 3 on the other side must give the uninterrupted run's metrics.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -130,7 +130,7 @@ fi
 expect_fail "receive: nothing carried" "no $scratch/none" env STAGE="$scratch/fresh/stage" STATE_FROM="$scratch/none" bash scripts/gpu/state.sh receive
 
 # A real run across: train 2 of 3 epochs there, move it, resume here on the other side.
-fer=$repo/target/release/fer
+fer=${CARGO_TARGET_DIR:-$repo/target}/release/fer
 if [ -n "${FER2013_CSV:-}" ] && [ -x "$fer" ] && "$fer" train --help | grep -q -- --stop-after; then
   small=(--model vgg-small --recipe fast --epochs 3 --bs 8 --train-limit 64 --eval-limit 16 --no-tencrop --device cpu --data "$FER2013_CSV")
   "$fer" train "${small[@]}" --out "$scratch/whole" > "$scratch/whole.log" 2>&1
