@@ -3,8 +3,9 @@
 # "GPU machine" (a scratch stage) in pieces over several "calls" (a fresh $OUT each), is taken here,
 # staged into carry folders and received on a fresh stage, and must arrive byte for byte; damaged,
 # missing and repacked pieces, and bad arguments, are refused or reported. With FER2013_CSV set (and
-# the release fer built, as `cargo test` does, in $CARGO_TARGET_DIR or target/), a real run also goes across: 2 epochs trained,
-# moved, then resumed to 3 on the other side must give the uninterrupted run's metrics.
+# the release fer built, as `cargo test` does, in $CARGO_TARGET_DIR or target/), a real run also
+# goes across: 2 epochs trained, moved, then resumed to 3 on the other side must give the
+# uninterrupted run's metrics and weights.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 scratch=$(mktemp -d)
