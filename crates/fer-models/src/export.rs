@@ -175,7 +175,29 @@ fn write_module<B: Backend, M: Module<B>>(
 ) -> Result<(), ModelError> {
     module.save_into(&mut store).map_err(|e| invalid(path, format!("cannot encode weights: {e}")))?;
     let bytes = store.get_bytes().map_err(|e| invalid(path, format!("cannot encode weights: {e}")))?;
+    let bytes = with_sorted_header(bytes).map_err(|e| invalid(path, format!("cannot encode weights: {e}")))?;
     fer_dataset::write_atomically(path, &bytes).map_err(|source| ModelError::Write { path: path.to_path_buf(), source })
+}
+
+/// `bytes`, a safetensors file, with its JSON header's keys in sorted order, so that the same
+/// weights and metadata always give the same file: burn-store writes the metadata from a hash map,
+/// in an order that changes from one export to the next. The tensors' offsets count from the end
+/// of the header, so only the header is rewritten (padded with spaces to 8 bytes, as the format
+/// allows).
+fn with_sorted_header(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    let length: [u8; 8] =
+        bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or("shorter than a safetensors header's length")?;
+    let header_len = usize::try_from(u64::from_le_bytes(length)).map_err(|e| e.to_string())?;
+    let end = header_len.checked_add(8).filter(|&end| end <= bytes.len()).ok_or("header length past the end")?;
+    // serde_json's maps are ordered by key (no `preserve_order`), at every level.
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..end]).map_err(|e| e.to_string())?;
+    let mut json = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - end);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&bytes[end..]);
+    Ok(out)
 }
 
 /// The file's bytes and header metadata.
@@ -241,6 +263,33 @@ mod tests {
         forged.extend_from_slice(edited.as_bytes());
         forged.extend_from_slice(&bytes[8 + header_len..]);
         std::fs::write(to, forged).expect("write");
+    }
+
+    /// The same weights and config give the same bytes, export after export (burn-store's
+    /// metadata map alone would order the header's keys anew each time), readable as before.
+    #[test]
+    fn exports_of_the_same_weights_are_byte_identical() {
+        let device = Default::default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = ModelConfig::from_name("vgg-small").expect("known");
+        let model = config.init::<B>(&device);
+        let paths: Vec<_> = (0..4).map(|i| dir.path().join(format!("{i}.safetensors"))).collect();
+        for path in &paths {
+            export_safetensors(&model, &config, path).expect("export");
+        }
+        let first = std::fs::read(&paths[0]).expect("read");
+        for path in &paths[1..] {
+            assert_eq!(std::fs::read(path).expect("read"), first, "{}", path.display());
+        }
+        let (header_len, _) = safetensors::SafeTensors::read_metadata(&first).expect("header");
+        assert_eq!(header_len % 8, 0, "the header is padded to 8 bytes");
+        let header = std::str::from_utf8(&first[8..8 + header_len]).expect("utf-8");
+        assert!(header.starts_with(r#"{"__metadata__":{"fer_model_config":"#), "{header}");
+        let (back, back_config) = import_safetensors::<B>(&paths[0], &device).expect("import");
+        assert_eq!(back_config, config);
+        let x = Tensor::<B, 4>::random([2, 1, 44, 44], Distribution::Default, &device);
+        let same = (model.forward_inference(x.clone()) - back.forward_inference(x)).abs().max().into_scalar();
+        assert_eq!(same, 0.0);
     }
 
     #[test]
