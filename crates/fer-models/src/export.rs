@@ -185,10 +185,8 @@ fn write_module<B: Backend, M: Module<B>>(
 /// of the header, so only the header is rewritten (padded with spaces to 8 bytes, as the format
 /// allows).
 fn with_sorted_header(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
-    let length: [u8; 8] =
-        bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or("shorter than a safetensors header's length")?;
-    let header_len = usize::try_from(u64::from_le_bytes(length)).map_err(|e| e.to_string())?;
-    let end = header_len.checked_add(8).filter(|&end| end <= bytes.len()).ok_or("header length past the end")?;
+    let (header_len, _) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| e.to_string())?;
+    let end = 8 + header_len;
     // serde_json's maps are ordered by key (no `preserve_order`), at every level.
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..end]).map_err(|e| e.to_string())?;
     let mut json = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
