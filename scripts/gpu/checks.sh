@@ -109,7 +109,11 @@ fer=${FER:-$fer}
 # need_flag PART FLAG [SUBCOMMAND]: stop PART, saying so, when the carried fer (SUBCOMMAND) lacks
 # FLAG, i.e. the bundle is older than the flag.
 need_flag() {
-  "$fer" ${3:+"$3"} --help | grep -q -- "$2" || { echo "$1: $fer has no $2 (rebuild the bundle)" >&2; exit 2; }
+  has_flag "$2" ${3:+"$3"} || { echo "$1: $fer has no $2 (rebuild the bundle)" >&2; exit 2; }
+}
+# has_flag TEXT [SUBCOMMAND]: whether the carried fer's (SUBCOMMAND's) help names TEXT.
+has_flag() {
+  "$fer" ${2:+"$2"} --help | grep -q -- "$1"
 }
 kernels=${KERNELS:-$stage/kernels}
 data=${FER2013_CSV:-$stage/fer2013.cache}
@@ -186,7 +190,7 @@ case "$part" in
       { echo "fer bench-train --model $hog: exit $?" >&2; failed=1; }
     # Adversarial training's step (the reference's FGSM, ε = 0.3, from a frozen copy) beside the
     # clean one above: the end-to-end cost of the defence. Skipped by a binary older than the flag.
-    if "$fer" bench-train --help | grep -q -- --adversarial; then
+    if has_flag --adversarial bench-train; then
       m=${models%% *}
       "$fer" bench-train --model "$m" --bs "$bs" --steps "$steps" --device "$device" --json --adversarial fgsm --eps 0.3 > "$dir/adv-fgsm-$m.json" ||
         { echo "fer bench-train --model $m --adversarial fgsm: exit $?" >&2; failed=1; }
@@ -228,7 +232,7 @@ case "$part" in
     compared=${WGRAD_MODELS:-$model}; [ "$small" = 1 ] && compared=$model
     ways=()
     for way in ${WGRAD_WAYS:-backend gemm-stem}; do
-      if [ "$way" = backend ] || "$fer" --help | grep -q -- "${way%%:*}"; then ways+=("$way"); else echo "wgrad: $fer has no --weight-gradient $way (rebuild the bundle)" | tee -a "$dir/wgrad.txt"; fi
+      if [ "$way" = backend ] || has_flag "${way%%:*}"; then ways+=("$way"); else echo "wgrad: $fer has no --weight-gradient $way (rebuild the bundle)" | tee -a "$dir/wgrad.txt"; fi
     done
     for m in $compared; do
       for round in $(seq 1 "${WGRAD_ROUNDS:-2}"); do
@@ -297,7 +301,7 @@ PY
     # 2026-12-04's second lease). --eval-batch $bs also lets the centre-crop evaluation reuse the
     # training's tuned convolutions. A binary older than the flags runs without them.
     args=(--model "$model" --recipe fast --bs "$bs" --device "$device" --data "$data" --out "$run" --augment "$augment")
-    "$fer" train --help | grep -q -- --drop-last && args+=(--drop-last --eval-batch "$bs")
+    has_flag --drop-last train && args+=(--drop-last --eval-batch "$bs")
     wg=(); [ -n "${WEIGHT_GRADIENT:-}" ] && wg=(--weight-gradient "$WEIGHT_GRADIENT")
     # Unset, the way a `wgrad` part of this call found fastest for this model (wgrad/fastest-MODEL.txt).
     if [ -z "${WEIGHT_GRADIENT:-}" ] && [ -s "$out/wgrad/fastest-$model.txt" ]; then
@@ -434,7 +438,7 @@ PY
         # Each face's answer too (370 KB a split, 140 KB compressed), where the binary has
         # --answers (since 2026-12-07): a later run's answers on the same faces can then be tested
         # against these (`fer compare`) without moving the checkpoint (80 MB: scripts/gpu/state.sh).
-        each=(); "$fer" eval --help | grep -q -- --answers && each=(--answers "$dir/answers-tencrop-$split.csv")
+        each=(); has_flag --answers eval && each=(--answers "$dir/answers-tencrop-$split.csv")
         "$fer" eval --checkpoint "$run/best.fer" --split "$split" --tencrop --device "$device" --data "$data" --json "${each[@]}" > "$dir/eval-tencrop-$split.json"
       done
       # The Training split's answers: a later run's teacher (`fer train --teacher`, TEACHERS).
