@@ -427,7 +427,7 @@ PY
     fi
     case "$status" in
       0) ;;
-      124) echo "fer train: out of time after epoch $(grep -o '"completed_epochs"[^,}]*' "$run/state.json" 2>/dev/null | grep -o '[0-9]*$' || echo 0); the run resumes with the same command (in a later lease: scripts/gpu/state.sh)" | tee -a "$dir/train.txt" ;;
+      124) echo "fer train: out of time after epoch $(fer_completed_epochs "$run/state.json" || echo 0); the run resumes with the same command (in a later lease: scripts/gpu/state.sh)" | tee -a "$dir/train.txt" ;;
       *) echo "fer train: exit $status" | tee -a "$dir/train.txt" ;;
     esac
     cp "$run/metrics.csv" "$run/config.json" "$dir/" 2>/dev/null || true

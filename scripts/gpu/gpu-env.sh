@@ -5,6 +5,12 @@
 # is there (nvcc's, else the pip packages PyTorch brought). For Vulkan, name NVIDIA's driver file
 # where the machine has it (the device tool's README). Prints what it found.
 
+# The number of completed epochs a run's state.json records (FILE); fails, printing nothing, where
+# the file or the field is missing. Used by checks.sh (a leg's stop) and state.sh (the pieces' names).
+fer_completed_epochs() {
+  grep -o '"completed_epochs"[[:space:]]*:[[:space:]]*[0-9]*' "$1" 2>/dev/null | grep -o '[0-9]*$'
+}
+
 fer_gpu_env() {
   local d candidates=()
   if [ -z "${CUDA_PATH:-}" ] && [ ! -f /usr/local/cuda/include/cuda_runtime.h ]; then

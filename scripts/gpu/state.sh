@@ -39,11 +39,12 @@ piece_bytes=${STATE_PIECE_BYTES:-16711680}
 mib=$((1024 * 1024))
 
 die() { echo "state.sh: $*" >&2; exit 1; }
+. scripts/gpu/gpu-env.sh
 
 # completed_epochs of a run's state.json.
 epoch_of() {
   local n
-  n=$(grep -o '"completed_epochs"[[:space:]]*:[[:space:]]*[0-9]*' "$1" | grep -o '[0-9]*$') ||
+  n=$(fer_completed_epochs "$1") ||
     die "$1: no completed_epochs"
   echo "$n"
 }

@@ -106,7 +106,7 @@ same_files "$run" "$scratch/here-e8/gpu/vgg19-fast-augment-strong" best.fer ema.
 
 # Staged into carry folders and received on a fresh machine, one folder a call.
 cd "$scratch" && git init -q carry && cd carry
-mkdir -p scripts/gpu && cp "$repo/scripts/gpu/state.sh" scripts/gpu/ && echo /.device-state > .gitignore
+mkdir -p scripts/gpu && cp "$repo/scripts/gpu/state.sh" "$repo/scripts/gpu/gpu-env.sh" scripts/gpu/ && echo /.device-state > .gitignore
 expect_fail "stage: not a kept state" "expected NAME.eEPOCH.tar" bash scripts/gpu/state.sh stage "$run/latest.fer"
 expect_fail "stage: no room beside the tree" "no room for the state" env STATE_CARRY_BYTES=100 bash scripts/gpu/state.sh stage "$tar"
 log=$(STATE_CARRY_BYTES=25000 bash scripts/gpu/state.sh stage "$tar")
