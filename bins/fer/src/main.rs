@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use fer_dataset::{DatasetError, FaceBatch, FaceBatcher, FaceDataset, Fer2013, Split, View};
+use fer_dataset::{DatasetError, Emotion, FaceBatch, FaceBatcher, FaceDataset, Fer2013, Split, View};
 use fer_models::ModelConfig;
 use fer_train::{FeatureTrainConfig, RunFiles, Schedule, SplitReport, TrainConfig, TrainOptions};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -185,6 +185,26 @@ enum Command {
         /// `fer compare` against another checkpoint's answers on the same faces.
         #[arg(long)]
         answers: Option<PathBuf>,
+    },
+    /// Read FER+'s crowd votes (Microsoft's `fer2013new.csv`: ten annotators per face) beside
+    /// FER2013: how often their majority agrees with FER2013's labels, per split and class, and
+    /// (with --answers) one split's vote shares as an answers file that teaches a run like a
+    /// model's answers (`fer train --teacher FILE --temperature 1`: soft targets beside the labels).
+    Ferplus {
+        /// FER+'s `fer2013new.csv` (header `Usage,Image name,neutral,…,NF`, FER2013's row order).
+        votes: PathBuf,
+        /// FER2013 CSV, .csv.gz or cache [default: $FER2013_CSV, else data/fer2013.csv(.gz)]
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Write the votes of --split as answers to this CSV file (`gzip` it to carry it: a teacher may be gzip'd).
+        #[arg(long)]
+        answers: Option<PathBuf>,
+        /// The split whose votes --answers writes (a teacher needs Training's).
+        #[arg(long, default_value = "training")]
+        split: Split,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Compare two checkpoints' answers on the same faces (`fer eval --answers` files, or the
     /// `answers-attacked.csv` of two `fer attack` runs): each accuracy with its 95 % interval,
@@ -1057,6 +1077,31 @@ fn run(cli: Cli) -> Result<()> {
                 println!("each face's answer: {}", path.display());
             }
         }
+        Command::Ferplus { votes, data, answers, split, json } => {
+            let data = load_with_progress(data.as_deref())?;
+            let ferplus = fer_dataset::read_ferplus(&votes)?;
+            ferplus.check_matches(&data, &votes)?;
+            let agreements: Vec<fer_train::FerPlusAgreement> = Split::ALL
+                .into_iter()
+                .map(|s| fer_train::ferplus_agreement(s, ferplus.split(s), data.split(s)))
+                .collect();
+            if let Some(path) = &answers {
+                let rows = fer_train::ferplus_answers(ferplus.split(split), data.split(split))?;
+                fer_train::write_answers(path, &rows)?;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&agreements)?);
+            } else {
+                print!("{}", ferplus_table(&agreements));
+            }
+            if let Some(path) = &answers {
+                eprintln!(
+                    "wrote the FER+ vote shares of {split} ({} faces) to {}",
+                    data.split(split).len(),
+                    path.display()
+                );
+            }
+        }
         Command::Compare { a, b, json } => {
             let answers_a = fer_train::read_answers(&a)?;
             let answers_b = fer_train::read_answers(&b)?;
@@ -1256,6 +1301,36 @@ fn rayon_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
 }
 
 /// Loads FER2013 (CSV, gz or cache), with a progress bar over the bytes read from disk.
+/// `fer ferplus`'s table: per split, FER+'s majority against FER2013's labels, overall and per
+/// label.
+fn ferplus_table(agreements: &[fer_train::FerPlusAgreement]) -> String {
+    let pct = |part: usize, whole: usize| {
+        if whole == 0 { "—".to_string() } else { format!("{:.2} %", 100.0 * part as f64 / whole as f64) }
+    };
+    let mut text = String::from(
+        "FER+ majority (a strict plurality of the ten votes among the seven classes) against FER2013's label\n",
+    );
+    for a in agreements {
+        text += &format!(
+            "{}: {} faces, {} with a majority: {} of them the label ({}); {} without a vote for any of the seven classes; \
+             mean share of a face's class votes on its label {:.2} %\n",
+            a.split,
+            a.faces,
+            a.with_majority,
+            a.majority_is_label,
+            pct(a.majority_is_label, a.with_majority),
+            a.no_class_votes,
+            100.0 * a.mean_label_share
+        );
+        let per: Vec<String> = Emotion::ALL
+            .iter()
+            .map(|e| format!("{} {}", e.name(), pct(a.per_label[e.index()][1], a.per_label[e.index()][0])))
+            .collect();
+        text += &format!("  by label: {}\n", per.join(", "));
+    }
+    text
+}
+
 fn load_with_progress(explicit: Option<&Path>) -> Result<Fer2013> {
     let path = fer_dataset::default_data_path(explicit)?;
     let started = Instant::now();

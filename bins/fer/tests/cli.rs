@@ -1436,3 +1436,92 @@ fn table_answers(text: &str, from_end: usize) -> Vec<u64> {
         })
         .collect()
 }
+
+#[test]
+fn ferplus_votes_agree_with_labels_and_teach_a_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let csv = write_csv(dir.path());
+    let csv = csv.to_str().expect("utf-8");
+    // FER+'s vote column of each FER2013 class (angry → anger, …, neutral → neutral).
+    let column = [4, 5, 6, 1, 3, 2, 0];
+    let mut text =
+        String::from("Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n");
+    // Row r (label r % 7): every fifth row 7 votes happy and 3 its label; row 49 only not-a-face;
+    // the others 7 votes its label and 3 contempt.
+    let mut expected = [[0usize; 3]; 3]; // per split: faces with a majority, of them the label, no class votes
+    for r in 0..70 {
+        let (usage, split) = if r < 50 {
+            ("Training", 0)
+        } else if r < 60 {
+            ("PublicTest", 1)
+        } else {
+            ("PrivateTest", 2)
+        };
+        let label = r % 7;
+        let mut counts = [0u8; 10];
+        if r == 49 {
+            counts[9] = 10;
+            expected[split][2] += 1;
+        } else if r % 5 == 0 {
+            counts[1] += 7;
+            counts[column[label]] += 3;
+            expected[split][0] += 1;
+            expected[split][1] += usize::from(label == 3);
+        } else {
+            counts[column[label]] = 7;
+            counts[7] = 3;
+            expected[split][0] += 1;
+            expected[split][1] += 1;
+        }
+        let counts: Vec<String> = counts.iter().map(u8::to_string).collect();
+        text.push_str(&format!("{usage},fer{r:07}.png,{}\n", counts.join(",")));
+    }
+    let votes = dir.path().join("fer2013new.csv");
+    std::fs::write(&votes, &text).expect("write votes");
+    let votes_s = votes.to_str().expect("utf-8");
+    let teacher = dir.path().join("ferplus-training.csv");
+    let teacher_s = teacher.to_str().expect("utf-8");
+
+    let out = fer(&["ferplus", votes_s, "--data", csv, "--json", "--answers", teacher_s]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    for (split, [with_majority, is_label, no_votes]) in expected.iter().enumerate() {
+        let a = &json[split];
+        assert_eq!(a["with_majority"].as_u64(), Some(*with_majority as u64), "{a}");
+        assert_eq!(a["majority_is_label"].as_u64(), Some(*is_label as u64), "{a}");
+        assert_eq!(a["no_class_votes"].as_u64(), Some(*no_votes as u64), "{a}");
+    }
+    assert_eq!(json[0]["split"], "Training");
+    // The answers: one per Training face, the label FER2013's, the vote shares over the seven
+    // classes (contempt left out), the label alone where no class got a vote.
+    let answers = fer_train::read_answers(&teacher).expect("answers");
+    assert_eq!(answers.len(), 50);
+    let p = |face: usize| answers[face].probabilities.expect("probabilities");
+    assert_eq!((answers[0].label, answers[0].answer), (fer_dataset::Emotion::Angry, fer_dataset::Emotion::Happy));
+    assert!((p(0)[3] - 0.7).abs() < 1e-6 && (p(0)[0] - 0.3).abs() < 1e-6, "{:?}", p(0));
+    assert_eq!(p(1), [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0], "disgust's 7 votes are all of its class votes");
+    assert_eq!(p(49)[49 % 7], 1.0, "not a face: the label");
+    let table = stdout(&fer(&["ferplus", votes_s, "--data", csv]));
+    assert!(table.contains("PrivateTest: 10 faces, 10 with a majority: 8 of them the label (80.00 %)"), "{table}");
+
+    // The votes teach a run as a teacher's answers do.
+    let student = dir.path().join("student");
+    let mut args = vec!["train", "--model", "vgg-small", "--epochs", "1", "--bs", "16", "--no-tencrop"];
+    args.extend(["--teacher", teacher_s, "--temperature", "1", "--device", "ndarray", "--data", csv]);
+    args.extend(["--out", student.to_str().expect("utf-8")]);
+    let out = fer_logged(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("distilling 1 teacher(s) into the run (weight 0.5, temperature 1)"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Votes of other data (a row short) are refused, naming the file and the counts.
+    let short: Vec<&str> = text.lines().filter(|l| !l.contains("fer0000049.png")).collect();
+    std::fs::write(&votes, short.join("\n") + "\n").expect("write");
+    let out = fer(&["ferplus", votes_s, "--data", csv]);
+    assert!(!out.status.success());
+    let m = stderr(&out);
+    assert!(m.contains("fer2013new.csv: 49 Training rows, but the FER2013 data holds 50 Training faces"), "{m}");
+}

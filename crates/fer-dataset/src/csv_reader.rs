@@ -38,13 +38,6 @@ fn parse_rows(text: impl Read, path: PathBuf) -> Result<Fer2013, DatasetError> {
     let mut rows = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text);
     let mut record = csv::ByteRecord::new();
     let mut line = 1u64;
-    let read_error = |e: csv::Error, line: u64, path: &PathBuf| {
-        let source = match e.into_kind() {
-            csv::ErrorKind::Io(io) => io,
-            other => std::io::Error::other(format!("{other:?}")),
-        };
-        DatasetError::Read { path: path.clone(), line, source }
-    };
 
     if !rows.read_byte_record(&mut record).map_err(|e| read_error(e, 1, &path))? {
         return Err(DatasetError::Empty { path });
@@ -135,6 +128,15 @@ fn parse_pixel(token: &[u8]) -> Option<u8> {
         value = value * 10 + u16::from(b - b'0');
     }
     u8::try_from(value).ok()
+}
+
+/// A CSV reader's failure at `line` of `path` as a [`DatasetError::Read`].
+pub(crate) fn read_error(e: csv::Error, line: u64, path: &Path) -> DatasetError {
+    let source = match e.into_kind() {
+        csv::ErrorKind::Io(io) => io,
+        other => std::io::Error::other(format!("{other:?}")),
+    };
+    DatasetError::Read { path: path.to_path_buf(), line, source }
 }
 
 /// Keeps error messages readable when a field is a 9 KB pixel string.

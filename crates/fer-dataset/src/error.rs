@@ -93,6 +93,24 @@ pub enum DatasetError {
         /// What does not match.
         problem: String,
     },
+    /// A file's layout is not the expected one (another header, another number of fields).
+    #[error("{}:{line}: {problem}", path.display())]
+    Layout {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: u64,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A file is well formed but does not belong to the data it is used with.
+    #[error("{}: {problem}", path.display())]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// What does not match.
+        problem: String,
+    },
     /// Writing a file failed.
     #[error("cannot write {}: {source}", path.display())]
     Write {

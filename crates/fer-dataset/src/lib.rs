@@ -11,6 +11,9 @@
 //!   copy in Training) and a Burn
 //!   [`Batcher`](burn::data::dataloader::batcher::Batcher) ([`FaceBatcher`]) producing
 //!   `[N, 1, S, S]` images scaled to `[0, 1]` and `Int` labels.
+//! * **Beside it**: FER+'s ten crowd votes per face (`fer2013new.csv`, [`read_ferplus`]): a
+//!   distribution over the seven classes to train on as soft targets, and a second opinion on
+//!   FER2013's labels ([`FerPlusVotes`]).
 //!
 //! It does not know about models, features or training; those crates depend on it, never the
 //! reverse. Bad input never panics: every reader returns a [`DatasetError`] naming the file, the
@@ -35,6 +38,7 @@ mod csv_reader;
 mod data;
 mod emotion;
 mod error;
+mod ferplus;
 mod path;
 mod stream;
 pub mod synthetic;
@@ -48,6 +52,7 @@ pub use csv_reader::{read_csv, read_csv_from};
 pub use data::{ClassCounts, FACE_PIXELS, FACE_SIDE, FaceImage, Fer2013, SplitData};
 pub use emotion::{Emotion, Split};
 pub use error::DatasetError;
+pub use ferplus::{FERPLUS_CATEGORIES, FerPlus, FerPlusVotes, read_ferplus, read_ferplus_from};
 pub use path::{DATA_ENV_VAR, default_data_path, is_cache_file, load};
 pub use stream::BatchStream;
 pub use view::{CropWindow, View};

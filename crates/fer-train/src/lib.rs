@@ -14,7 +14,8 @@
 //! **Distillation.** [`Distillation`] (`TrainConfig::distillation`) teaches a run with the class
 //! probabilities that other models gave each Training face, read from their answers files
 //! ([`write_answers`]), so models whose checkpoints are elsewhere (another GPU lease) can be
-//! distilled, one or an ensemble, into one model.
+//! distilled, one or an ensemble, into one model. FER+'s crowd votes teach the same way
+//! ([`ferplus_answers`]: the annotators' distribution over the seven classes as soft targets).
 //!
 //! **Honest selection.** The checkpoint is chosen on PublicTest accuracy only; the headline figure
 //! is PrivateTest accuracy of that checkpoint. The reference project's figure (the best PrivateTest
@@ -48,6 +49,7 @@ mod config;
 mod distill;
 mod ensemble;
 mod features_train;
+mod ferplus;
 mod hyperopt;
 mod parallel;
 mod plots;
@@ -72,6 +74,7 @@ pub use features_train::{
 pub use fer_adversarial;
 pub use fer_dataset::BatchStream;
 pub use fer_models::{Evaluation, NormStatistics, evaluate};
+pub use ferplus::{FerPlusAgreement, ferplus_agreement, ferplus_answers};
 pub use hyperopt::{ParamSpec, Trial, best_trial_path, hyperopt, read_best_trial, reference_space};
 pub use parallel::{ParallelStep, data_parallel_step, shard_range};
 pub use plots::{
