@@ -1322,11 +1322,17 @@ fn ferplus_table(agreements: &[fer_train::FerPlusAgreement]) -> String {
             a.no_class_votes,
             100.0 * a.mean_label_share
         );
-        let per: Vec<String> = Emotion::ALL
-            .iter()
-            .map(|e| format!("{} {}", e.name(), pct(a.per_label[e.index()][1], a.per_label[e.index()][0])))
-            .collect();
-        text += &format!("  by label: {}\n", per.join(", "));
+        text += "  by label: the share whose majority is the label; the majority's most frequent other class\n";
+        for label in Emotion::ALL {
+            let row = &a.confusion[label.index()];
+            let total: usize = row.iter().sum();
+            let other = Emotion::ALL
+                .into_iter()
+                .filter(|&e| e != label && row[e.index()] > 0)
+                .max_by_key(|e| (row[e.index()], std::cmp::Reverse(e.index())));
+            let other = other.map_or(String::new(), |e| format!("; {} {}", e.name(), pct(row[e.index()], total)));
+            text += &format!("    {:<9} {} of {total}{other}\n", label.name(), pct(row[label.index()], total));
+        }
     }
     text
 }

@@ -1492,6 +1492,13 @@ fn ferplus_votes_agree_with_labels_and_teach_a_run() {
         assert_eq!(a["no_class_votes"].as_u64(), Some(*no_votes as u64), "{a}");
     }
     assert_eq!(json[0]["split"], "Training");
+    // PrivateTest's rows 60 (sad) and 65 (fear) have a happy majority; the other eight agree.
+    let confusion = &json[2]["confusion"];
+    assert_eq!(
+        (confusion[4][3].as_u64(), confusion[2][3].as_u64(), confusion[2][2].as_u64()),
+        (Some(1), Some(1), Some(0))
+    );
+    assert_eq!(confusion[0][0].as_u64(), Some(1), "row 63 is angry, and agrees");
     // The answers: one per Training face, the label FER2013's, the vote shares over the seven
     // classes (contempt left out), the label alone where no class got a vote.
     let answers = fer_train::read_answers(&teacher).expect("answers");

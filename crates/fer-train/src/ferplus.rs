@@ -60,9 +60,9 @@ pub struct FerPlusAgreement {
     pub majority_is_label: usize,
     /// Faces no annotator gave one of the seven classes.
     pub no_class_votes: usize,
-    /// Per FER2013 label, in [`Emotion`] order: faces with a majority, and those whose majority is
-    /// the label.
-    pub per_label: [[usize; 2]; Emotion::COUNT],
+    /// Faces with a majority by FER2013 label (row) and FER+ majority (column), in [`Emotion`]
+    /// order: the diagonal holds the faces where the two agree.
+    pub confusion: [[usize; Emotion::COUNT]; Emotion::COUNT],
     /// The mean share of a face's class votes that went to its FER2013 label (faces with class
     /// votes only).
     pub mean_label_share: f64,
@@ -76,7 +76,7 @@ pub fn ferplus_agreement(split_name: Split, votes: &[FerPlusVotes], split: &Spli
         with_majority: 0,
         majority_is_label: 0,
         no_class_votes: 0,
-        per_label: [[0; 2]; Emotion::COUNT],
+        confusion: [[0; Emotion::COUNT]; Emotion::COUNT],
         mean_label_share: 0.0,
     };
     let mut share_sum = 0.0;
@@ -88,11 +88,8 @@ pub fn ferplus_agreement(split_name: Split, votes: &[FerPlusVotes], split: &Spli
         }
         if let Some(majority) = v.majority() {
             a.with_majority += 1;
-            a.per_label[label.index()][0] += 1;
-            if majority == label {
-                a.majority_is_label += 1;
-                a.per_label[label.index()][1] += 1;
-            }
+            a.majority_is_label += usize::from(majority == label);
+            a.confusion[label.index()][majority.index()] += 1;
         }
     }
     let voted = votes.len().min(split.len()) - a.no_class_votes;
@@ -145,9 +142,10 @@ mod tests {
         let a = ferplus_agreement(Split::PrivateTest, &votes, &faces);
         // Majorities: face 0 (happy = label), face 3 (happy ≠ neutral); face 1 ties, face 2 has none.
         assert_eq!((a.faces, a.with_majority, a.majority_is_label, a.no_class_votes), (4, 2, 1, 1));
-        assert_eq!(a.per_label[Emotion::Happy.index()], [1, 1]);
-        assert_eq!(a.per_label[Emotion::Neutral.index()], [1, 0]);
-        assert_eq!(a.per_label[Emotion::Sad.index()], [0, 0]);
+        let mut confusion = [[0; Emotion::COUNT]; Emotion::COUNT];
+        confusion[Emotion::Happy.index()][Emotion::Happy.index()] = 1;
+        confusion[Emotion::Neutral.index()][Emotion::Happy.index()] = 1;
+        assert_eq!(a.confusion, confusion);
         // Label shares of the three faces with class votes: 0.8, 0.5, 0.2.
         assert!((a.mean_label_share - 0.5).abs() < 1e-7, "{}", a.mean_label_share);
     }
