@@ -199,9 +199,14 @@ enum Command {
         /// Write the votes of --split as answers to this CSV file (`gzip` it to carry it: a teacher may be gzip'd).
         #[arg(long)]
         answers: Option<PathBuf>,
-        /// The split whose votes --answers writes (a teacher needs Training's).
+        /// The split whose votes --answers writes (a teacher needs Training's) and whose faces
+        /// --score answers.
         #[arg(long, default_value = "training")]
         split: Split,
+        /// Score a classifier's answers on the whole --split (`fer eval --answers`, .csv or
+        /// .csv.gz; repeatable) against FER+'s majority as well as FER2013's labels.
+        #[arg(long, value_name = "ANSWERS")]
+        score: Vec<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -1077,7 +1082,7 @@ fn run(cli: Cli) -> Result<()> {
                 println!("each face's answer: {}", path.display());
             }
         }
-        Command::Ferplus { votes, data, answers, split, json } => {
+        Command::Ferplus { votes, data, answers, split, score, json } => {
             let data = load_with_progress(data.as_deref())?;
             let ferplus = fer_dataset::read_ferplus(&votes)?;
             ferplus.check_matches(&data, &votes)?;
@@ -1089,10 +1094,35 @@ fn run(cli: Cli) -> Result<()> {
                 let rows = fer_train::ferplus_answers(ferplus.split(split), data.split(split))?;
                 fer_train::write_answers(path, &rows)?;
             }
+            let mut scores = Vec::with_capacity(score.len());
+            for path in &score {
+                let answers = fer_train::read_answers(path)?;
+                let s = fer_train::score_on_majority(&answers, ferplus.split(split))
+                    .with_context(|| format!("{} on {split}", path.display()))?;
+                scores.push((path.display().to_string(), s));
+            }
             if json {
-                println!("{}", serde_json::to_string_pretty(&agreements)?);
+                let scores: Vec<serde_json::Value> = scores
+                    .iter()
+                    .map(|(path, s)| serde_json::json!({"answers": path, "split": split, "score": s}))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"agreement": agreements, "scores": scores}))?
+                );
             } else {
                 print!("{}", ferplus_table(&agreements));
+                for (path, s) in &scores {
+                    let pct = |part: usize, whole: usize| 100.0 * part as f64 / whole.max(1) as f64;
+                    println!(
+                        "{path} on {split}: {:.2} % right on FER2013's labels; on the {} faces with a FER+ majority \
+                         {:.2} % the majority, {:.2} % the label",
+                        pct(s.right_on_label, s.faces),
+                        s.with_majority,
+                        pct(s.right_on_majority, s.with_majority),
+                        pct(s.right_on_label_with_majority, s.with_majority)
+                    );
+                }
             }
             if let Some(path) = &answers {
                 eprintln!(

@@ -1485,6 +1485,7 @@ fn ferplus_votes_agree_with_labels_and_teach_a_run() {
     let out = fer(&["ferplus", votes_s, "--data", csv, "--json", "--answers", teacher_s]);
     assert!(out.status.success(), "{}", stderr(&out));
     let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    let json = &json["agreement"];
     for (split, [with_majority, is_label, no_votes]) in expected.iter().enumerate() {
         let a = &json[split];
         assert_eq!(a["with_majority"].as_u64(), Some(*with_majority as u64), "{a}");
@@ -1510,6 +1511,20 @@ fn ferplus_votes_agree_with_labels_and_teach_a_run() {
     assert_eq!(p(49)[49 % 7], 1.0, "not a face: the label");
     let table = stdout(&fer(&["ferplus", votes_s, "--data", csv]));
     assert!(table.contains("PrivateTest: 10 faces, 10 with a majority: 8 of them the label (80.00 %)"), "{table}");
+
+    // The vote shares as a classifier's answers, scored: right on FER2013's
+    // label on 42 of 50 Training faces (8 of the 10 happy majorities are not the label), on 41 of
+    // the 49 with a majority; 100 % on the majority.
+    let out = fer(&["ferplus", votes_s, "--data", csv, "--score", teacher_s]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("on Training: 84.00 % right on FER2013's labels; on the 49 faces with a FER+ majority 100.00 % the majority, 83.67 % the label"),
+        "{}",
+        stdout(&out)
+    );
+    let out = fer(&["ferplus", votes_s, "--data", csv, "--score", teacher_s, "--split", "private"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("50 answers for 10 faces with FER+ votes"), "{}", stderr(&out));
 
     // The votes teach a run as a teacher's answers do.
     let student = dir.path().join("student");

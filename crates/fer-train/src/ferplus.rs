@@ -97,6 +97,49 @@ pub fn ferplus_agreement(split_name: Split, votes: &[FerPlusVotes], split: &Spli
     a
 }
 
+/// A classifier's answers on a split scored against FER+'s majority as well as FER2013's labels.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MajorityScore {
+    /// Faces answered (the split's).
+    pub faces: usize,
+    /// Answers that are FER2013's label.
+    pub right_on_label: usize,
+    /// Faces whose votes have a strict majority ([`FerPlusVotes::majority`]).
+    pub with_majority: usize,
+    /// Of those, the answers that are the majority.
+    pub right_on_majority: usize,
+    /// Of those, the answers that are FER2013's label (the same faces as `right_on_majority`).
+    pub right_on_label_with_majority: usize,
+}
+
+/// Scores `answers` (a classifier's on a whole split, in order: `fer eval --answers`) against
+/// the split's FER+ `votes` and FER2013 labels; answers of another number of faces are refused.
+pub fn score_on_majority(answers: &[FaceAnswer], votes: &[FerPlusVotes]) -> Result<MajorityScore, TrainError> {
+    if answers.len() != votes.len() {
+        return Err(TrainError::Data(format!(
+            "{} answers for {} faces with FER+ votes: score the answers of the whole split",
+            answers.len(),
+            votes.len()
+        )));
+    }
+    let mut s = MajorityScore {
+        faces: answers.len(),
+        right_on_label: 0,
+        with_majority: 0,
+        right_on_majority: 0,
+        right_on_label_with_majority: 0,
+    };
+    for (a, v) in answers.iter().zip(votes) {
+        s.right_on_label += usize::from(a.is_right());
+        if let Some(majority) = v.majority() {
+            s.with_majority += 1;
+            s.right_on_majority += usize::from(a.answer == majority);
+            s.right_on_label_with_majority += usize::from(a.is_right());
+        }
+    }
+    Ok(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,5 +191,25 @@ mod tests {
         assert_eq!(a.confusion, confusion);
         // Label shares of the three faces with class votes: 0.8, 0.5, 0.2.
         assert!((a.mean_label_share - 0.5).abs() < 1e-7, "{}", a.mean_label_share);
+    }
+
+    #[test]
+    fn answers_are_scored_on_the_majority_and_on_the_label() {
+        let faces = split(&[Emotion::Happy, Emotion::Sad, Emotion::Fear, Emotion::Neutral]);
+        let votes =
+            [HAPPY_8_NEUTRAL_2, SAD_5_ANGER_5, NOT_A_FACE, HAPPY_8_NEUTRAL_2].map(|counts| FerPlusVotes { counts });
+        let answer =
+            |face: usize, answer: Emotion| FaceAnswer { face, label: faces.label(face), answer, probabilities: None };
+        // Face 0 right on both; face 1 (a tie) right on its label; face 2 (no votes) wrong;
+        // face 3 answers the majority (happy), not its label (neutral).
+        let answers =
+            [answer(0, Emotion::Happy), answer(1, Emotion::Sad), answer(2, Emotion::Angry), answer(3, Emotion::Happy)];
+        let s = score_on_majority(&answers, &votes).expect("same faces");
+        assert_eq!(
+            (s.faces, s.right_on_label, s.with_majority, s.right_on_majority, s.right_on_label_with_majority),
+            (4, 2, 2, 2, 1)
+        );
+        let m = score_on_majority(&answers[..3], &votes).expect_err("3 answers, 4 faces").to_string();
+        assert!(m.contains("3 answers for 4 faces"), "{m}");
     }
 }

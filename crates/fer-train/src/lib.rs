@@ -74,7 +74,7 @@ pub use features_train::{
 pub use fer_adversarial;
 pub use fer_dataset::BatchStream;
 pub use fer_models::{Evaluation, NormStatistics, evaluate};
-pub use ferplus::{FerPlusAgreement, ferplus_agreement, ferplus_answers};
+pub use ferplus::{FerPlusAgreement, MajorityScore, ferplus_agreement, ferplus_answers, score_on_majority};
 pub use hyperopt::{ParamSpec, Trial, best_trial_path, hyperopt, read_best_trial, reference_space};
 pub use parallel::{ParallelStep, data_parallel_step, shard_range};
 pub use plots::{
