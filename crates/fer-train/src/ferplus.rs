@@ -16,7 +16,7 @@ use crate::TrainError;
 /// The votes of `split`'s faces as answers, one per face in order: the label is FER2013's; the
 /// probabilities are the votes' [`FerPlusVotes::distribution`]; the answer is the class with the
 /// most votes (on a tie, the first in [`Emotion`] order). A face that no annotator gave one of the
-/// seven classes (178 of FER2013's, 173 of them judged not to be faces) answers its FER2013 label
+/// seven classes (178 of FER2013's, 176 of them voted not a face by all ten) answers its FER2013 label
 /// with all the probability, so that as a teacher it adds nothing to the label.
 pub fn ferplus_answers(votes: &[FerPlusVotes], split: &SplitData) -> Result<Vec<FaceAnswer>, TrainError> {
     if votes.len() != split.len() {
