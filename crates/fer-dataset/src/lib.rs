@@ -26,6 +26,12 @@
 //! let train = data.split(Split::Training);
 //! println!("{} training faces, first is {}", train.len(), train.label(0));
 //! println!("{}", data.counts());
+//!
+//! // FER+'s ten crowd votes per face, beside FER2013's labels.
+//! let votes = fer_dataset::read_ferplus("fer2013new.csv")?;
+//! votes.check_matches(&data, "fer2013new.csv".as_ref())?;
+//! let first = votes.split(Split::Training)[0];
+//! println!("FER+ majority {:?}, vote shares {:?}", first.majority(), first.distribution());
 //! # Ok::<(), fer_dataset::DatasetError>(())
 //! ```
 #![deny(missing_docs)]
