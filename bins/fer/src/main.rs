@@ -1089,7 +1089,7 @@ fn run(cli: Cli) -> Result<()> {
             let agreements: Vec<fer_train::FerPlusAgreement> = Split::ALL
                 .into_iter()
                 .map(|s| fer_train::ferplus_agreement(s, ferplus.split(s), data.split(s)))
-                .collect();
+                .collect::<Result<_, _>>()?;
             if let Some(path) = &answers {
                 let rows = fer_train::ferplus_answers(ferplus.split(split), data.split(split))?;
                 fer_train::write_answers(path, &rows)?;
@@ -1330,7 +1330,6 @@ fn rayon_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
     builder.build().context("cannot start worker threads")
 }
 
-/// Loads FER2013 (CSV, gz or cache), with a progress bar over the bytes read from disk.
 /// `fer ferplus`'s table: per split, FER+'s majority against FER2013's labels, overall and per
 /// label.
 fn ferplus_table(agreements: &[fer_train::FerPlusAgreement]) -> String {
@@ -1367,6 +1366,7 @@ fn ferplus_table(agreements: &[fer_train::FerPlusAgreement]) -> String {
     text
 }
 
+/// Loads FER2013 (CSV, gz or cache), with a progress bar over the bytes read from disk.
 fn load_with_progress(explicit: Option<&Path>) -> Result<Fer2013> {
     let path = fer_dataset::default_data_path(explicit)?;
     let started = Instant::now();

@@ -62,7 +62,7 @@ pub enum DatasetError {
         path: PathBuf,
         /// 1-based line.
         line: u64,
-        /// `emotion`, `pixels` or `Usage`.
+        /// `emotion`, `pixels` or `Usage`; in FER+'s votes, `Usage` or a vote column's name.
         field: &'static str,
         /// The offending value (for pixels: the one bad number, or a short prefix of the field).
         value: String,

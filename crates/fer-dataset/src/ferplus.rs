@@ -3,7 +3,7 @@
 //!
 //! The file's header is `Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,
 //! contempt,unknown,NF`; each row holds the face's split, the PNG name FER+ exported it under
-//! (blank for the faces it judged not to be faces) and how many of the ten annotators chose each
+//! (blank for 173 of the faces all ten judged not to be faces) and how many of the ten annotators chose each
 //! category. Seven of the categories are FER2013's classes; `contempt` (no FER2013 class),
 //! `unknown` and `NF` (not a face) are kept but belong to none of them.
 //!
@@ -139,7 +139,9 @@ pub fn read_ferplus_from(reader: impl BufRead, path: impl AsRef<Path>) -> Result
     }
     let header: Vec<&str> = record.iter().map(str::trim).collect();
     let expected: Vec<&str> = ["Usage", "Image name"].into_iter().chain(FERPLUS_CATEGORIES).collect();
-    if header.first().map(|f| f.trim_start_matches('\u{feff}')) != Some("Usage") || header[1..] != expected[1..] {
+    if header.first().map(|f| f.trim_start_matches('\u{feff}')) != Some("Usage")
+        || header.get(1..) != Some(&expected[1..])
+    {
         return Err(layout(1, format!("header is `{}`, expected `{}`", header.join(","), expected.join(","))));
     }
 

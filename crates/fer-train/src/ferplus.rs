@@ -19,13 +19,7 @@ use crate::TrainError;
 /// seven classes (178 of FER2013's, 176 of them voted not a face by all ten) answers its FER2013 label
 /// with all the probability, so that as a teacher it adds nothing to the label.
 pub fn ferplus_answers(votes: &[FerPlusVotes], split: &SplitData) -> Result<Vec<FaceAnswer>, TrainError> {
-    if votes.len() != split.len() {
-        return Err(TrainError::Data(format!(
-            "{} FER+ vote rows for {} faces: the votes must be of the same split, face by face",
-            votes.len(),
-            split.len()
-        )));
-    }
+    same_faces(votes, split)?;
     Ok(votes
         .iter()
         .enumerate()
@@ -44,6 +38,18 @@ pub fn ferplus_answers(votes: &[FerPlusVotes], split: &SplitData) -> Result<Vec<
             FaceAnswer { face, label, answer, probabilities: Some(probabilities) }
         })
         .collect())
+}
+
+/// Refuses votes of another number of faces than `faces`.
+fn same_faces(votes: &[FerPlusVotes], faces: &SplitData) -> Result<(), TrainError> {
+    if votes.len() == faces.len() {
+        return Ok(());
+    }
+    Err(TrainError::Data(format!(
+        "{} FER+ vote rows for {} faces: the votes must be of the same split, face by face",
+        votes.len(),
+        faces.len()
+    )))
 }
 
 /// How FER+'s majority agrees with FER2013's labels on one split.
@@ -68,11 +74,17 @@ pub struct FerPlusAgreement {
     pub mean_label_share: f64,
 }
 
-/// [`FerPlusAgreement`] of `split`'s faces and their votes (the same faces, in order).
-pub fn ferplus_agreement(split_name: Split, votes: &[FerPlusVotes], split: &SplitData) -> FerPlusAgreement {
+/// [`FerPlusAgreement`] of `split`'s `faces` and their `votes` (the same faces, in order; votes
+/// of another number of faces are refused).
+pub fn ferplus_agreement(
+    split: Split,
+    votes: &[FerPlusVotes],
+    faces: &SplitData,
+) -> Result<FerPlusAgreement, TrainError> {
+    same_faces(votes, faces)?;
     let mut a = FerPlusAgreement {
-        split: split_name,
-        faces: split.len(),
+        split,
+        faces: faces.len(),
         with_majority: 0,
         majority_is_label: 0,
         no_class_votes: 0,
@@ -80,8 +92,8 @@ pub fn ferplus_agreement(split_name: Split, votes: &[FerPlusVotes], split: &Spli
         mean_label_share: 0.0,
     };
     let mut share_sum = 0.0;
-    for (face, v) in votes.iter().enumerate().take(split.len()) {
-        let label = split.label(face);
+    for (face, v) in votes.iter().enumerate() {
+        let label = faces.label(face);
         match v.distribution() {
             Some(p) => share_sum += f64::from(p[label.index()]),
             None => a.no_class_votes += 1,
@@ -92,9 +104,9 @@ pub fn ferplus_agreement(split_name: Split, votes: &[FerPlusVotes], split: &Spli
             a.confusion[label.index()][majority.index()] += 1;
         }
     }
-    let voted = votes.len().min(split.len()) - a.no_class_votes;
+    let voted = votes.len() - a.no_class_votes;
     a.mean_label_share = if voted > 0 { share_sum / voted as f64 } else { 0.0 };
-    a
+    Ok(a)
 }
 
 /// A classifier's answers on a split scored against FER+'s majority as well as FER2013's labels.
@@ -182,7 +194,7 @@ mod tests {
         let faces = split(&[Emotion::Happy, Emotion::Sad, Emotion::Fear, Emotion::Neutral]);
         let votes =
             [HAPPY_8_NEUTRAL_2, SAD_5_ANGER_5, NOT_A_FACE, HAPPY_8_NEUTRAL_2].map(|counts| FerPlusVotes { counts });
-        let a = ferplus_agreement(Split::PrivateTest, &votes, &faces);
+        let a = ferplus_agreement(Split::PrivateTest, &votes, &faces).expect("same faces");
         // Majorities: face 0 (happy = label), face 3 (happy ≠ neutral); face 1 ties, face 2 has none.
         assert_eq!((a.faces, a.with_majority, a.majority_is_label, a.no_class_votes), (4, 2, 1, 1));
         let mut confusion = [[0; Emotion::COUNT]; Emotion::COUNT];
@@ -191,6 +203,8 @@ mod tests {
         assert_eq!(a.confusion, confusion);
         // Label shares of the three faces with class votes: 0.8, 0.5, 0.2.
         assert!((a.mean_label_share - 0.5).abs() < 1e-7, "{}", a.mean_label_share);
+        let m = ferplus_agreement(Split::PrivateTest, &votes[..3], &faces).expect_err("3 rows, 4 faces").to_string();
+        assert!(m.contains("3 FER+ vote rows for 4 faces"), "{m}");
     }
 
     #[test]
