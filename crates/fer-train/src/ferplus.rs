@@ -189,11 +189,16 @@ mod tests {
         assert!(m.contains("2 FER+ vote rows for 3 faces"), "{m}");
     }
 
+    /// Happy, sad, fear and neutral faces: a happy majority, a sad–angry tie, not a face, and a
+    /// happy majority again.
+    fn four_faces() -> (SplitData, [FerPlusVotes; 4]) {
+        let faces = split(&[Emotion::Happy, Emotion::Sad, Emotion::Fear, Emotion::Neutral]);
+        (faces, [HAPPY_8_NEUTRAL_2, SAD_5_ANGER_5, NOT_A_FACE, HAPPY_8_NEUTRAL_2].map(|counts| FerPlusVotes { counts }))
+    }
+
     #[test]
     fn agreement_counts_majorities_that_are_the_label() {
-        let faces = split(&[Emotion::Happy, Emotion::Sad, Emotion::Fear, Emotion::Neutral]);
-        let votes =
-            [HAPPY_8_NEUTRAL_2, SAD_5_ANGER_5, NOT_A_FACE, HAPPY_8_NEUTRAL_2].map(|counts| FerPlusVotes { counts });
+        let (faces, votes) = four_faces();
         let a = ferplus_agreement(Split::PrivateTest, &votes, &faces).expect("same faces");
         // Majorities: face 0 (happy = label), face 3 (happy ≠ neutral); face 1 ties, face 2 has none.
         assert_eq!((a.faces, a.with_majority, a.majority_is_label, a.no_class_votes), (4, 2, 1, 1));
@@ -209,9 +214,7 @@ mod tests {
 
     #[test]
     fn answers_are_scored_on_the_majority_and_on_the_label() {
-        let faces = split(&[Emotion::Happy, Emotion::Sad, Emotion::Fear, Emotion::Neutral]);
-        let votes =
-            [HAPPY_8_NEUTRAL_2, SAD_5_ANGER_5, NOT_A_FACE, HAPPY_8_NEUTRAL_2].map(|counts| FerPlusVotes { counts });
+        let (faces, votes) = four_faces();
         let answer =
             |face: usize, answer: Emotion| FaceAnswer { face, label: faces.label(face), answer, probabilities: None };
         // Face 0 right on both; face 1 (a tie) right on its label; face 2 (no votes) wrong;
